@@ -1,0 +1,45 @@
+"""Per-leaf statistics reduced over a whole (possibly sharded) layer.
+
+Every per-layer transform in legw needs a few scalars per leaf (squared norms,
+sums).  They are computed in float32 (or wider: float64 leaves stay float64)
+whatever the leaf dtype, so that a float16 layer whose sum of squares overflows
+float16 still gives a finite, correct norm.
+
+Under ``shard_map`` each device holds a shard of a parameter; passing the mesh
+``axis_name`` makes the partial sums ``psum`` over that axis, so the statistic
+is of the whole layer.  All leaves' partial sums are stacked into one vector
+and reduced with a single ``psum`` (one all-reduce per step, not one per leaf).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+AxisName = str | tuple[str, ...] | None
+
+
+def stat_dtype(dtype) -> jnp.dtype:
+  """The dtype statistics of a leaf of ``dtype`` are computed in (>= float32)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def sum_of_squares(x: jax.Array) -> jax.Array:
+  """sum(x**2) accumulated in float32 or wider."""
+  x = x.astype(stat_dtype(x.dtype))
+  return jnp.sum(x * x)
+
+
+def psum_stacked(values: Sequence[jax.Array], axis_name: AxisName) -> list[jax.Array]:
+  """``lax.psum`` a list of scalars over ``axis_name`` as one stacked vector.
+
+  With ``axis_name=None`` the values are returned unchanged.
+  """
+  values = list(values)
+  if axis_name is None or not values:
+    return values
+  dtype = jnp.result_type(*values)
+  stacked = jax.lax.psum(jnp.stack([v.astype(dtype) for v in values]), axis_name)
+  return [stacked[i].astype(v.dtype) for i, v in enumerate(values)]
