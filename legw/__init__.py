@@ -5,6 +5,18 @@ scaling) schedules and curvature-based per-layer learning rates, as pure
 functional ``optax.GradientTransformation``s.
 """
 
+from legw.curvature import ScaleByCurvatureRadiusState as ScaleByCurvatureRadiusState
+from legw.curvature import ScaleByMedianCurvatureState as ScaleByMedianCurvatureState
+from legw.curvature import ScaleByPercentDeltaState as ScaleByPercentDeltaState
+from legw.curvature import cblr as cblr
+from legw.curvature import hutchinson_diagonal as hutchinson_diagonal
+from legw.curvature import mclr as mclr
+from legw.curvature import percent_delta as percent_delta
+from legw.curvature import scale_by_curvature_radius as scale_by_curvature_radius
+from legw.curvature import scale_by_median_curvature as scale_by_median_curvature
+from legw.curvature import scale_by_percent_delta as scale_by_percent_delta
+from legw.diagnostics import layerwise_stats as layerwise_stats
+from legw.diagnostics import local_lipschitz as local_lipschitz
 from legw.lars import ScaleByLarsState as ScaleByLarsState
 from legw.lars import lars as lars
 from legw.lars import scale_by_lars as scale_by_lars
@@ -19,12 +31,24 @@ __version__ = "0.1.0"
 
 __all__ = (
     "Recipe",
+    "ScaleByCurvatureRadiusState",
     "ScaleByLarsState",
+    "ScaleByMedianCurvatureState",
+    "ScaleByPercentDeltaState",
     "ScaledRecipe",
+    "cblr",
     "exclude_bias_and_norm",
+    "hutchinson_diagonal",
     "lars",
+    "layerwise_stats",
     "legw_schedule",
+    "local_lipschitz",
+    "mclr",
+    "percent_delta",
+    "scale_by_curvature_radius",
     "scale_by_lars",
+    "scale_by_median_curvature",
+    "scale_by_percent_delta",
     "scale_learning_rate",
     "scale_warmup_epochs",
 )

@@ -1,0 +1,142 @@
+r"""Per-layer statistics and the local Lipschitz estimate, for logging.
+
+Sources:
+  * You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks"
+    (papers/lars-layer-wise-adaptive-rate-scaling.txt), Table 2: per-layer
+    :math:`\|w\|`, :math:`\|\nabla L(w)\|` and their ratio at the first
+    iteration.
+  * You et al., "Large-Batch Training for LSTM and Beyond"
+    (papers/legw-large-batch-lstm-and-beyond.txt), §4 and Figure 3: the local
+    Lipschitz estimate :math:`L(x, g) = |g^T \nabla^2 f(x) g| / \|g\|^2`
+    along training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from legw._reduce import AxisName, psum_stacked, stat_dtype, sum_of_squares
+
+
+def _key_name(k: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
+
+
+def leaf_path(path: tuple) -> str:
+  """The "/"-joined key names of a ``jax.tree_util`` key path.
+
+  Dict keys, attribute names and sequence indices are written bare:
+  ``["params"]["Dense_0"]["kernel"]`` (Flax Linen) becomes
+  ``"params/Dense_0/kernel"``, ``[0]["w"]`` becomes ``"0/w"``.  A final
+  ``.value`` attribute (the array inside a Flax NNX ``Variable``) is dropped:
+  an NNX ``State`` leaf ``layers/0/kernel/.value`` is ``"layers/0/kernel"``.
+  """
+  path = tuple(path)
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+    path = path[:-1]
+  return "/".join(_key_name(k) for k in path)
+
+
+def layerwise_stats(
+    params: Any, grads: Any, *, axis_name: AxisName = None
+) -> dict[str, dict[str, jax.Array]]:
+  r"""Per-layer parameter norm, gradient norm and their ratio (LARS Table 2).
+
+  For every leaf ``l`` of ``params`` (a layer's kernel, bias, ...):
+
+  .. math::
+
+     \texttt{param\_norm} = \|w_l\|_2, \quad
+     \texttt{grad\_norm} = \|g_l\|_2, \quad
+     \texttt{trust\_ratio} = \|w_l\|_2 / \|g_l\|_2
+
+  (LARS paper, Table 2 and eq. 6 with :math:`\eta = 1`).  The ratio is a plain
+  division, for logging: ``inf`` where the gradient is 0 and the weights are
+  not, ``nan`` where both are 0 (no guard, unlike :func:`legw.scale_by_lars`,
+  so that a zero gradient is visible).  Norms are accumulated in float32 (or
+  wider).  Jit-able; all values are scalar arrays.
+
+  Args:
+    params: a pytree of arrays.
+    grads: a pytree with the structure of ``params`` (arrays of equal shapes).
+    axis_name: under ``shard_map`` with every leaf sharded over that mesh axis,
+      the squared norms are ``psum``-ed (one stacked all-reduce) so the norms
+      are of the whole layer.
+
+  Returns:
+    A dict from each leaf's path (:func:`leaf_path`, e.g.
+    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "trust_ratio"}``.
+
+  Raises:
+    ValueError: when ``grads`` does not have the structure of ``params``.
+  """
+  path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  try:
+    g_leaves = treedef.flatten_up_to(grads)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"grads must have the structure of params: {e}") from e
+  sums = []
+  for (_, w), g in zip(path_leaves, g_leaves):
+    sums.append(sum_of_squares(w))
+    sums.append(sum_of_squares(g))
+  sums = psum_stacked(sums, axis_name)
+  out = {}
+  for i, (path, _) in enumerate(path_leaves):
+    w_norm, g_norm = jnp.sqrt(sums[2 * i]), jnp.sqrt(sums[2 * i + 1])
+    out[leaf_path(path)] = {
+        "param_norm": w_norm,
+        "grad_norm": g_norm,
+        "trust_ratio": w_norm / g_norm,
+    }
+  return out
+
+
+def local_lipschitz(
+    loss_fn: Callable[[Any], jax.Array], params: Any, direction: Any
+) -> jax.Array:
+  r"""Curvature of ``loss_fn`` along ``direction``: :math:`|d^T H d| / \|d\|^2`.
+
+  With :math:`H = \nabla^2 f(x)` the Hessian of ``loss_fn`` at ``params`` and
+  :math:`d` = ``direction`` (usually the gradient :math:`g`), this is the
+  LEGW paper's :math:`L(x, g)` (§4, Figure 3): the step size
+  :math:`1/L(x, g)` minimises the quadratic model of the loss along
+  :math:`-g`, so a peak of :math:`L` early in training is a stretch where the
+  learning rate must be small (the case for warmup).
+
+  :math:`Hd` is an exact Hessian-vector product by forward-over-reverse
+  differentiation (``jax.jvp`` of ``jax.grad``), not the paper's finite
+  difference; the inner products are accumulated in float32 (or wider).
+  The Hessian is that of whatever ``loss_fn`` computes: the paper evaluates
+  it on a small batch.  Jit-able: ``jax.jit(local_lipschitz,
+  static_argnums=0)`` or inside a jitted step.
+
+  Args:
+    loss_fn: scalar function of ``params`` alone (close over the batch).
+    params: the pytree :math:`x`.
+    direction: pytree :math:`d` with the structure and shapes of ``params``.
+
+  Returns:
+    A scalar float32 (or wider) array; ``nan`` where :math:`\|d\| = 0` (no
+    direction, undefined curvature).
+
+  Raises:
+    ValueError: when ``direction`` does not have the structure of ``params``.
+  """
+  w_leaves, treedef = jax.tree.flatten(params)
+  try:
+    d_leaves = treedef.flatten_up_to(direction)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"direction must have the structure of params: {e}") from e
+  d_cast = [d.astype(w.dtype) for d, w in zip(d_leaves, w_leaves)]
+  hd = jax.jvp(jax.grad(loss_fn), (params,), (jax.tree.unflatten(treedef, d_cast),))[1]
+  hd_leaves = treedef.flatten_up_to(hd)
+  dt = jnp.result_type(*(stat_dtype(w.dtype) for w in w_leaves))
+  num = sum(jnp.vdot(d.astype(dt), h.astype(dt)) for d, h in zip(d_leaves, hd_leaves))
+  den = sum(sum_of_squares(d).astype(dt) for d in d_leaves)
+  return jnp.where(den == 0, jnp.nan, jnp.abs(num) / jnp.where(den == 0, 1.0, den))
