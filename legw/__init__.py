@@ -5,6 +5,9 @@ scaling) schedules and curvature-based per-layer learning rates, as pure
 functional ``optax.GradientTransformation``s.
 """
 
+from legw.batch_schedule import BatchPhase as BatchPhase
+from legw.batch_schedule import BatchSizeSchedule as BatchSizeSchedule
+from legw.batch_schedule import batch_size_schedule as batch_size_schedule
 from legw.curvature import ScaleByCurvatureRadiusState as ScaleByCurvatureRadiusState
 from legw.curvature import ScaleByMedianCurvatureState as ScaleByMedianCurvatureState
 from legw.curvature import ScaleByPercentDeltaState as ScaleByPercentDeltaState
@@ -20,6 +23,8 @@ from legw.diagnostics import local_lipschitz as local_lipschitz
 from legw.lars import ScaleByLarsState as ScaleByLarsState
 from legw.lars import lars as lars
 from legw.lars import scale_by_lars as scale_by_lars
+from legw.losses import discard_small_loss as discard_small_loss
+from legw.losses import discard_small_loss_schedule as discard_small_loss_schedule
 from legw.masks import exclude_bias_and_norm as exclude_bias_and_norm
 from legw.recipe import Recipe as Recipe
 from legw.recipe import ScaledRecipe as ScaledRecipe
@@ -30,13 +35,18 @@ from legw.schedules import legw_schedule as legw_schedule
 __version__ = "0.1.0"
 
 __all__ = (
+    "BatchPhase",
+    "BatchSizeSchedule",
     "Recipe",
     "ScaleByCurvatureRadiusState",
     "ScaleByLarsState",
     "ScaleByMedianCurvatureState",
     "ScaleByPercentDeltaState",
     "ScaledRecipe",
+    "batch_size_schedule",
     "cblr",
+    "discard_small_loss",
+    "discard_small_loss_schedule",
     "exclude_bias_and_norm",
     "hutchinson_diagonal",
     "lars",

@@ -1,0 +1,235 @@
+"""Batch-size schedules: a few phases of constant batch size, each with its LR.
+
+Source: "Curvature-based learning rate ... second-order gradient"
+(papers/curvature-based-lr-second-order-gradient.txt), §3.2 "Real Time Tuning
+of Batch Size in a Training Process" (AlexNet on CIFAR-10: batch 512 and LR
+0.005 in the first epoch, then batch 8192 and LR 0.05) and §5 "Method 2: Batch
+size scheduling" (Devarakonda et al., 2017; Smith et al., 2018; Mikami et al.,
+2018). The learning rate of each phase is the LEGW one for its batch size
+(LEGW paper, papers/legw-large-batch-lstm-and-beyond.txt, §3).
+
+A training loop compiles its step once per *distinct* batch size (a phase's
+batches all have one shape) and feeds the learning rate as a value, so a
+schedule with batch sizes (512, 8192) costs two compilations however long it
+runs::
+
+  bs = legw.batch_size_schedule([(1, 512), (89, 8192)], dataset_size=50_000,
+                                recipe=legw.Recipe(base_batch_size=8192,
+                                                   base_learning_rate=0.05,
+                                                   base_warmup_epochs=0.0,
+                                                   num_epochs=90))
+  for phase in bs.phases:                   # a handful of phases
+    for step in range(phase.first_step, phase.first_step + phase.num_steps):
+      batch = next_batch(phase.batch_size)  # same shape within a phase
+      state = train_step(state, batch, bs.learning_rate(step))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence, Union
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from legw import _validation
+from legw.recipe import Recipe
+
+LearningRateFn = Callable[[int, int], optax.Schedule]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPhase:
+  """One phase of constant batch size in a :class:`BatchSizeSchedule`.
+
+  Attributes:
+    batch_size: examples per optimizer step in this phase.
+    first_step: global step index of the phase's first step.
+    num_steps: optimizer steps in the phase.
+    first_epoch: epochs completed before the phase (nominal: the sum of the
+      earlier phases' ``num_epochs``).
+    num_epochs: the phase's length in epochs, as requested.
+    steps_per_epoch: ``dataset_size // batch_size``.
+  """
+  batch_size: int
+  first_step: int
+  num_steps: int
+  first_epoch: float
+  num_epochs: float
+  steps_per_epoch: int
+
+  @property
+  def end_step(self) -> int:
+    """One past the phase's last global step."""
+    return self.first_step + self.num_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSizeSchedule:
+  """Per-step batch size and learning rate of a phased batch-size schedule.
+
+  Build it with :func:`batch_size_schedule`.
+
+  Attributes:
+    phases: the :class:`BatchPhase` s, in order.
+    total_steps: optimizer steps over all phases.
+    num_epochs: epochs over all phases.
+    learning_rate: ``optax.Schedule`` of the *global* step (int or traced):
+      in phase i it is the phase's own schedule, built for its batch size,
+      evaluated at ``step - first_step + round(first_epoch *
+      steps_per_epoch)`` — the same epoch position at that batch size (past
+      the end, the last phase's schedule continues). None when no recipe was
+      given.
+  """
+  phases: tuple[BatchPhase, ...]
+  total_steps: int
+  num_epochs: float
+  learning_rate: optax.Schedule | None
+
+  @property
+  def batch_sizes(self) -> tuple[int, ...]:
+    """The distinct batch sizes, in order of first use (one compilation each)."""
+    return tuple(dict.fromkeys(p.batch_size for p in self.phases))
+
+  def phase_at(self, step: int) -> BatchPhase:
+    """The phase that global ``step`` (0 <= step < total_steps) belongs to.
+
+    Raises:
+      ValueError: for a step outside [0, total_steps).
+    """
+    if not 0 <= step < self.total_steps:
+      raise ValueError(f"step must be in [0, {self.total_steps}); got {step}.")
+    for phase in self.phases:
+      if step < phase.end_step:
+        return phase
+    raise AssertionError("unreachable")
+
+  def batch_size_at(self, step: int) -> int:
+    """The batch size of global ``step`` (a Python int)."""
+    return self.phase_at(step).batch_size
+
+  def learning_rates(self) -> np.ndarray:
+    """The learning rate of every step, shape (total_steps,), float32.
+
+    Raises:
+      ValueError: when the schedule was built without a recipe.
+    """
+    if self.learning_rate is None:
+      raise ValueError("this BatchSizeSchedule has no learning rate: pass recipe=.")
+    return np.asarray(self.learning_rate(jnp.arange(self.total_steps)), np.float32)
+
+
+def batch_size_schedule(
+    phases: Sequence[tuple[float, int]],
+    *,
+    dataset_size: int,
+    recipe: Union[Recipe, LearningRateFn, None] = None,
+) -> BatchSizeSchedule:
+  r"""A schedule of a few constant-batch-size phases and their learning rates.
+
+  Phase i trains ``num_epochs_i`` epochs at batch size :math:`b_i`:
+  :math:`s_i` = ``dataset_size // b_i`` steps per epoch and
+  ``round(num_epochs_i * s_i)`` steps (at least 1). Its learning rate is the
+  recipe's LEGW schedule *for* :math:`b_i` (peak
+  :math:`\eta_0\sqrt{b_i/B_0}`, warmup :math:`e_0 b_i/B_0` epochs; see
+  :class:`legw.Recipe`), read at the phase's epoch position: global step t of
+  phase i gets ``schedule_i(t - first_step_i + round(first_epoch_i * s_i))``.
+  So the learning rate follows the epochs of training, and jumps at a phase
+  boundary by the factor the scaling rule gives the new batch size.
+
+  Curvature paper §3.2: a small batch for the first epoch, then the large
+  one, e.g. ``[(1, 512), (N - 1, 8192)]`` (the paper's learning rates, 0.005
+  then 0.05, are hand-picked; pass them with a callable ``recipe``, e.g.
+  ``lambda b, spe: optax.constant_schedule(0.005 if b == 512 else 0.05)``).
+  Smith et al.'s "increase the batch instead of decaying the LR" is a ladder
+  such as ``[(30, 128), (30, 640), (30, 3200)]`` with a constant-LR recipe.
+
+  Args:
+    phases: ``(num_epochs, batch_size)`` pairs in training order; epochs > 0
+      (fractions allowed), batch sizes positive ints <= ``dataset_size``.
+    dataset_size: training examples per epoch, > 0.
+    recipe: a :class:`legw.Recipe` (its ``num_epochs`` must equal the sum of
+      the phases' epochs), or a callable ``(batch_size, steps_per_epoch) ->
+      optax.Schedule`` of the step within that batch size's own run, or None
+      (batch sizes only).
+
+  Returns:
+    A :class:`BatchSizeSchedule`.
+
+  Raises:
+    ValueError: for no phases, non-positive epochs or sizes, a batch larger
+      than the data set, a phase that rounds to 0 steps, or a recipe whose
+      ``num_epochs`` differs from the phases' total; and as
+      :func:`legw.legw_schedule` for a recipe that cannot be scaled to a
+      phase's batch size.
+    TypeError: for non-integer batch or data set sizes.
+  """
+  _check_int("dataset_size", dataset_size)
+  if not phases:
+    raise ValueError("phases must hold at least one (num_epochs, batch_size) pair.")
+  built = []
+  step, epoch = 0, 0.0
+  for i, phase in enumerate(phases):
+    try:
+      num_epochs, batch_size = phase
+    except (TypeError, ValueError):
+      raise ValueError(f"phases[{i}] must be a (num_epochs, batch_size) pair; "
+                       f"got {phase!r}.") from None
+    _check_int(f"phases[{i}] batch_size", batch_size)
+    if not _validation.is_concrete_number(num_epochs):
+      raise TypeError(f"phases[{i}] num_epochs must be a number; got {num_epochs!r}.")
+    _validation.check_range(f"phases[{i}] num_epochs", num_epochs, low=0.0,
+                            low_inclusive=False)
+    if batch_size > dataset_size:
+      raise ValueError(f"phases[{i}] batch_size={batch_size} is larger than "
+                       f"dataset_size={dataset_size}.")
+    spe = dataset_size // batch_size
+    num_steps = int(round(num_epochs * spe))
+    if num_steps < 1:
+      raise ValueError(
+          f"phases[{i}]: {num_epochs} epochs at batch {batch_size} ({spe} steps per "
+          "epoch) round to 0 steps; lengthen the phase.")
+    built.append(BatchPhase(batch_size=batch_size, first_step=step, num_steps=num_steps,
+                            first_epoch=epoch, num_epochs=float(num_epochs),
+                            steps_per_epoch=spe))
+    step += num_steps
+    epoch += float(num_epochs)
+  built = tuple(built)
+
+  learning_rate = None
+  if recipe is not None:
+    if isinstance(recipe, Recipe):
+      if abs(recipe.num_epochs - epoch) > 1e-9 * max(1.0, epoch):
+        raise ValueError(
+            f"recipe.num_epochs={recipe.num_epochs} differs from the phases' total of "
+            f"{epoch:g} epochs.")
+      make = lambda b, spe: recipe.schedule(b, steps_per_epoch=spe)
+    elif callable(recipe):
+      make = recipe
+    else:
+      raise TypeError(f"recipe must be a legw.Recipe, a callable or None; got {recipe!r}.")
+    # One schedule per phase (built at its batch size), read at its epoch position.
+    parts = [(p, make(p.batch_size, p.steps_per_epoch),
+              p.first_step - int(round(p.first_epoch * p.steps_per_epoch))) for p in built]
+    learning_rate = _piecewise(parts)
+  return BatchSizeSchedule(phases=built, total_steps=step, num_epochs=epoch,
+                           learning_rate=learning_rate)
+
+
+def _piecewise(parts) -> optax.Schedule:
+  def schedule(count):
+    count = jnp.asarray(count)
+    _, last, shift = parts[-1]
+    out = jnp.asarray(last(count - shift), jnp.float32)  # the last phase runs on
+    for phase, sched, shift in reversed(parts[:-1]):
+      value = jnp.asarray(sched(count - shift), jnp.float32)
+      out = jnp.where(count < phase.end_step, value, out)
+    return out
+  return schedule
+
+
+def _check_int(name, value):
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+    raise TypeError(f"{name} must be an int; got {value!r}.")
+  _validation.check_range(name, value, low=1)

@@ -1,0 +1,146 @@
+"""Discarding small-loss samples from the batch mean.
+
+Source: "Curvature-based learning rate ... second-order gradient"
+(papers/curvature-based-lr-second-order-gradient.txt), §3.1 "Discarding
+Small-loss Samples", Figures 9 and 10: dropping the p% of the samples with the
+smallest loss from each batch enlarges the average gradient (Figure 9, AlexNet
+on CIFAR-10, batch 8192); the paper trains with p = 30% for the first 100
+epochs and the full mean afterwards (Figure 10, batches 2000 and 8000), and
+notes that past batch 8000 the effect is not significant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from legw import _validation
+
+# Products fraction * n within this of an integer round to it (float32 error).
+_ROUND_SLACK = 1e-3
+
+
+def discard_small_loss(
+    per_example_losses: Any,
+    fraction: Any,
+    *,
+    mask: Any | None = None,
+) -> jax.Array:
+  r"""Mean of the per-example losses without the ``fraction`` smallest ones.
+
+  With :math:`n` valid samples (all of them, or those where ``mask`` is
+  True), :math:`p` = ``fraction`` and
+  :math:`k = \min(\lfloor p\,n \rfloor,\ n - 1)` (at least one sample is
+  always kept), the result is
+
+  .. math::  \frac{1}{n - k} \sum_{i \,\notin\, \text{the } k \text{ smallest}} \ell_i ,
+
+  i.e. the batch mean over the :math:`n - k` largest losses. The gradient
+  flows to the kept samples only, each with weight :math:`1/(n-k)`; the
+  ranking itself is not differentiated. Ties are broken by position: among
+  equal losses the one with the lower flat index is discarded first (the
+  value is the same either way). A NaN loss ranks above every number, so it
+  is kept and propagates. With ``fraction = 0`` this is the plain (masked)
+  mean; with no valid sample it is 0.
+
+  Curvature paper §3.1 (Figures 9–10): discard 30% (``fraction=0.3``) in the
+  first 100 epochs, then train on the full mean (``fraction=0.0``). Because
+  ``fraction`` may be a traced array, one compiled step serves both phases::
+
+    frac = legw.discard_small_loss_schedule(0.3, num_epochs=100,
+                                            steps_per_epoch=steps_per_epoch)
+    def loss_fn(params, batch, step):
+      per_example = optax.softmax_cross_entropy_with_integer_labels(
+          model.apply(params, batch["x"]), batch["y"])
+      return legw.discard_small_loss(per_example, frac(step))
+
+  Under ``jax.jit`` (with or without ``NamedSharding``) the ranking is over
+  the whole batch passed in; inside ``pmap`` / ``shard_map`` it is over each
+  device's local batch.
+
+  Args:
+    per_example_losses: array of per-sample losses, any shape (every
+      element is one sample; for a language model's (batch, time) token
+      losses, average over time first to rank sequences).
+    fraction: p in [0, 1], a Python number or a (traced) scalar array.
+      :math:`\lfloor p\,n \rfloor` is computed in float32 with products within
+      1e-3 of an integer rounded to it (so 0.3 * 10 drops exactly 3).
+    mask: optional boolean array broadcastable to ``per_example_losses``;
+      False marks padding, which is neither ranked nor averaged.
+
+  Returns:
+    A scalar: float32, or the losses' dtype if wider.
+
+  Raises:
+    ValueError: for a concrete ``fraction`` outside [0, 1].
+    TypeError: for a non-floating ``per_example_losses``.
+  """
+  _validation.check_range("fraction", fraction, low=0.0, high=1.0)
+  losses = jnp.asarray(per_example_losses)
+  if not jnp.issubdtype(losses.dtype, jnp.floating):
+    raise TypeError(f"per_example_losses must be floating point; got {losses.dtype}.")
+  dtype = jnp.promote_types(losses.dtype, jnp.float32)
+  flat = losses.reshape(-1).astype(dtype)
+  if mask is None:
+    valid = jnp.ones(flat.shape, bool)
+  else:
+    valid = jnp.broadcast_to(jnp.asarray(mask, bool), losses.shape).reshape(-1)
+  if flat.size == 0:
+    return jnp.zeros((), dtype)
+
+  n = jnp.sum(valid).astype(jnp.float32)
+  p = jnp.asarray(fraction, jnp.float32)
+  k = jnp.floor(p * n + _ROUND_SLACK)
+  k = jnp.clip(k, 0.0, jnp.maximum(n - 1.0, 0.0)).astype(jnp.int32)
+
+  # Order: valid samples first, ascending loss (NaN last), stable by index.
+  key = jax.lax.stop_gradient(flat)
+  index = jnp.arange(flat.size, dtype=jnp.int32)
+  _, _, order = jax.lax.sort((jnp.logical_not(valid).astype(jnp.int32), key, index),
+                             num_keys=2, is_stable=True)
+  rank = jnp.zeros_like(index).at[order].set(index)
+  keep = valid & (rank >= k)
+  kept = jnp.maximum(n - k.astype(jnp.float32), 1.0)
+  return jnp.sum(jnp.where(keep, flat, 0.0)) / kept.astype(dtype)
+
+
+def discard_small_loss_schedule(
+    fraction: float = 0.3,
+    *,
+    num_epochs: float = 100.0,
+    steps_per_epoch: int,
+) -> optax.Schedule:
+  r"""The discard fraction of each step: ``fraction`` for the first epochs, then 0.
+
+  :math:`p_t = p` for :math:`t <` round(``num_epochs`` * ``steps_per_epoch``),
+  else 0 — the curvature paper's setting (§3.1, Figure 10) with the defaults:
+  30% for the first 100 epochs. Feed ``p_t`` to :func:`discard_small_loss`.
+
+  Args:
+    fraction: p in [0, 1].
+    num_epochs: how many epochs to discard for, >= 0.
+    steps_per_epoch: optimizer steps per epoch, > 0.
+
+  Returns:
+    An ``optax.Schedule``: step count (int or traced) -> float32 fraction.
+
+  Raises:
+    ValueError: for a fraction outside [0, 1], negative epochs or
+      non-positive steps per epoch.
+    TypeError: for a non-numeric argument.
+  """
+  for name, value in (("fraction", fraction), ("num_epochs", num_epochs),
+                      ("steps_per_epoch", steps_per_epoch)):
+    if not _validation.is_concrete_number(value):
+      raise TypeError(f"{name} must be a number; got {value!r}.")
+  _validation.check_range("fraction", fraction, low=0.0, high=1.0)
+  _validation.check_range("num_epochs", num_epochs, low=0.0)
+  _validation.check_range("steps_per_epoch", steps_per_epoch, low=0.0, low_inclusive=False)
+  end = int(round(num_epochs * steps_per_epoch))
+
+  def schedule(count):
+    return jnp.where(jnp.asarray(count) < end, jnp.float32(fraction), jnp.float32(0.0))
+  return schedule
