@@ -1,0 +1,158 @@
+"""The task registry of the batch-scaling benchmark, and its scaling methods.
+
+A *task* is a model, the optimizer each method uses, a metric and, per data
+set, the *baseline*: the recipe tuned once at a small batch size, from which
+every larger batch is derived by a method's rule alone (no per-batch tuning).
+
+A *method* is a pair of scaling rules applied to that baseline
+(:func:`legw.scale_learning_rate`, :func:`legw.scale_warmup_epochs`):
+
+=========  =======================  ==============================================
+method     peak learning rate       warmup (epochs)
+=========  =======================  ==============================================
+``legw``   base LR * sqrt(k)        base warmup * k  (LEGW, paper §3)
+``linear`` base LR * k              base warmup      (constant-epoch, Goyal et al.)
+``none``   base LR                  base warmup
+``adam``   Adam's base LR           base warmup      (adaptive baseline, §5.2)
+=========  =======================  ==============================================
+
+with k = batch_size / base_batch_size. To add a task, add an entry to
+:data:`TASKS` (see ``docs`` of :class:`Task`); the sweep CLI picks it up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import flax.linen as nn
+
+from benchmarks import data as data_lib
+from benchmarks.models import MnistLSTM, SmallResNet
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A batch-size scaling rule for the learning rate and the warmup."""
+  lr_scaling: str     # "sqrt" | "linear" | "none"  (legw.scale_learning_rate)
+  warmup_scaling: str  # "linear" | "none"          (legw.scale_warmup_epochs)
+  description: str = ""
+
+
+METHODS: dict[str, Method] = {
+    "legw": Method("sqrt", "linear", "sqrt LR scaling, linear-epoch gradual warmup (LEGW)"),
+    "linear": Method("linear", "none", "linear LR scaling, constant-epoch warmup"),
+    "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
+    "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+  """A recipe tuned at ``base_batch_size`` on one data set (plain numbers).
+
+  Attributes:
+    base_batch_size: the batch size the recipe was tuned at.
+    learning_rates: tuned peak LR per optimizer name (``"momentum"``,
+      ``"lars"``, ``"adam"``), at ``base_batch_size``.
+    base_warmup_epochs: warmup of the baseline, in epochs (gradual, from 0).
+    num_epochs: training length, the same at every batch size.
+    batch_sizes: the default sweep ladder.
+    decay, power: the decay after warmup (see :func:`legw.legw_schedule`).
+    notes: how the numbers were chosen.
+  """
+  base_batch_size: int
+  learning_rates: Mapping[str, float]
+  base_warmup_epochs: float
+  num_epochs: float
+  batch_sizes: tuple[int, ...]
+  decay: str = "poly"
+  power: float = 2.0
+  notes: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A benchmark task.
+
+  Attributes:
+    name: registry key; results go to ``results/<name>-<dataset>.*``.
+    description: one line.
+    make_model: builds the Flax Linen module; ``apply(variables, x,
+      train=bool)`` gives logits whose last axis are classes; labels are the
+      integer targets of the same leading shape (so a language model, with
+      logits (B, T, V) and labels (B, T), fits as well).
+    optimizers: optimizer name per method (``"momentum"``, ``"lars"``, ``"adam"``).
+    optimizer_kwargs: extra keyword arguments per optimizer name.
+    metric: the headline metric, ``"accuracy"`` (higher is better) or
+      ``"perplexity"`` (``exp`` of the mean test loss; lower is better).
+    baselines: the tuned :class:`Baseline` per data set name.
+    load_data: ``(name, data_dir, seed) -> (x_train, y_train, x_test, y_test)``.
+  """
+  name: str
+  description: str
+  make_model: Callable[[], nn.Module]
+  optimizers: Mapping[str, str]
+  baselines: Mapping[str, Baseline]
+  optimizer_kwargs: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
+  metric: str = "accuracy"
+  load_data: Callable[..., tuple] = data_lib.load_dataset
+
+  def optimizer_for(self, method: str) -> str:
+    if method not in self.optimizers:
+      raise ValueError(f"task {self.name!r} has no method {method!r}; "
+                       f"choose from {sorted(self.optimizers)}.")
+    return self.optimizers[method]
+
+
+_MNIST_LSTM_NOTES = (
+    "Momentum 0.9 (paper §5.1.1), no weight decay. Base LRs chosen by the "
+    "grid in benchmarks/results/mnist_lstm-<dataset>-tuning.json at the base "
+    "batch (validation split held out of the training set); see "
+    "benchmarks/README.md.")
+
+TASKS: dict[str, Task] = {
+    "mnist_lstm": Task(
+        name="mnist_lstm",
+        description="LEGW §5.1.1: 28 steps x 28 inputs, 128-unit transform, "
+                    "LSTM(128), softmax; momentum 0.9",
+        make_model=MnistLSTM,
+        optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum",
+                    "adam": "adam"},
+        baselines={
+            "mnist5k": Baseline(
+                base_batch_size=8, learning_rates={"momentum": 0.05, "adam": 0.002},
+                base_warmup_epochs=1 / 16, num_epochs=20,
+                batch_sizes=(8, 32, 128, 512), notes=_MNIST_LSTM_NOTES),
+            "fashion_mnist": Baseline(
+                base_batch_size=128, learning_rates={"momentum": 0.1, "adam": 0.002},
+                base_warmup_epochs=0.05, num_epochs=8,
+                batch_sizes=(128, 512, 2048, 8192), notes=_MNIST_LSTM_NOTES),
+        },
+    ),
+    "cnn_lars": Task(
+        name="cnn_lars",
+        description="small ResNet with batch norm; legw = LARS + LEGW schedule, "
+                    "linear/none = momentum SGD",
+        make_model=SmallResNet,
+        optimizers={"legw": "lars", "linear": "momentum", "none": "momentum",
+                    "adam": "adam"},
+        optimizer_kwargs={"lars": {"weight_decay": 5e-4, "trust_coefficient": 0.001},
+                          "momentum": {"weight_decay": 5e-4}},
+        baselines={
+            "mnist5k": Baseline(
+                base_batch_size=16,
+                learning_rates={"momentum": 0.05, "lars": 2.0, "adam": 0.002},
+                base_warmup_epochs=0.25, num_epochs=20,
+                batch_sizes=(16, 64, 256, 1024),
+                notes="LARS trust coefficient 0.001 and weight decay 5e-4 "
+                      "(biases and batch-norm parameters excluded), momentum 0.9."),
+        },
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}.")
+  return TASKS[name]
