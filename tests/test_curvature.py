@@ -505,3 +505,19 @@ def test_shard_map_cblr_matches_single_device():
   spec = (P("x"),) * 4
   out = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=P("x")))(g, w, a, b)
   allclose_tree(out, to_np(single), rtol=1e-5)
+
+
+def test_exact_medians_without_sorting_match_numpy():
+  rng = np.random.default_rng(0)
+  arrays = [
+      np.abs(rng.normal(size=(37, 11))),  # odd size
+      np.abs(rng.normal(size=(6, 4))) * 1e-30,  # tiny values (even size)
+      np.array([0.0, 0.0, 0.0, 5.0]),  # mostly zeros
+      np.array([3.0, 3.0, 3.0, 3.0, 1.0, 7.0]),  # ties in the middle
+      np.array([1e-40, 2e-40, 3.0e38, np.inf]),  # subnormals and inf
+      np.array([2.5]),
+  ]
+  got = jax.jit(lambda a: curvature._medians_of_magnitudes(a, None))(
+      [jnp.asarray(a, jnp.float32) for a in arrays])
+  for a, m in zip(arrays, got):
+    np.testing.assert_array_equal(np.float32(m), np.median(a.astype(np.float32)))
