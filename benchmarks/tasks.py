@@ -23,7 +23,7 @@ with k = batch_size / base_batch_size. To add a task, add an entry to
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
@@ -60,6 +60,9 @@ class Baseline:
     batch_sizes: the default sweep ladder.
     decay, power: the decay after warmup (see :func:`legw.legw_schedule`).
     notes: how the numbers were chosen.
+    schedule_kwargs: further keyword arguments of :func:`legw.legw_schedule`
+      (e.g. the exponential decay's ``decay_rate``, ``decay_epochs``,
+      ``decay_begin_epochs``, ``staircase``).
   """
   base_batch_size: int
   learning_rates: Mapping[str, float]
@@ -69,6 +72,7 @@ class Baseline:
   decay: str = "poly"
   power: float = 2.0
   notes: str = ""
+  schedule_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +154,12 @@ TASKS: dict[str, Task] = {
         },
     ),
 }
+
+
+# Issue 9: the LEGW paper's PTB language model (§5.1.2), in its own module.
+from benchmarks import lstm_lm as _lstm_lm  # noqa: E402
+
+TASKS["lstm_lm"] = _lstm_lm.make_task()
 
 
 def get_task(name: str) -> Task:
