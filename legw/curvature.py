@@ -113,13 +113,15 @@ def _medians_of_magnitudes(arrays, axis_name):
 
   ``jnp.median`` sorts, and XLA's CPU sort is slow (hundreds of ms for a 784 x
   256 kernel).  Instead, for non-negative floats the integer bit patterns are
-  ordered like the values, so the k-th smallest value is found by bisection
-  on the bit pattern: 31 passes (63 for float64) that each count, per array,
-  the entries at or below a threshold.  Both middle order statistics (k =
-  (n-1)//2 and n//2) are searched at once and averaged, which is exactly
-  ``numpy.median``.  With ``axis_name`` the counts of all arrays are
-  ``psum``-ed in one stacked all-reduce per pass, so the medians are of the
-  whole layers and no device gathers a layer.
+  ordered like the values, so the lower middle order statistic (k = (n-1)//2)
+  is found by bisection on the bit pattern: 31 passes (63 for float64) that
+  each count, per array, the entries at or below a threshold.  One more pass
+  finds the upper middle value (the smallest entry above it, when n is even
+  and the k-th value is not repeated), and the two are averaged, which is
+  exactly ``numpy.median``.  With ``axis_name`` the counts of all arrays are
+  ``psum``-ed in one stacked all-reduce per pass (and the last pass's minima
+  ``pmin``-ed), so the medians are of the whole layers and no device gathers
+  a layer.
   """
   medians = [None] * len(arrays)
   groups = {}
@@ -127,31 +129,38 @@ def _medians_of_magnitudes(arrays, axis_name):
     groups.setdefault(jnp.dtype(a.dtype), []).append(i)
   for dt, idx in groups.items():
     int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
-    bits = [jax.lax.bitcast_convert_type(arrays[i], int_t) for i in idx]
-    sizes = [jnp.asarray(b.size, int_t) for b in bits]
-    n = jnp.stack(psum_stacked(sizes, axis_name))  # (m,) whole-layer sizes
-    targets = jnp.stack([(n - 1) // 2, n // 2], axis=1) + 1  # counts to reach, (m, 2)
     top = jnp.iinfo(int_t).max
+    bits = [jax.lax.bitcast_convert_type(arrays[i], int_t) for i in idx]
+    n = jnp.stack(psum_stacked([jnp.asarray(b.size, int_t) for b in bits], axis_name))
+    need = (n - 1) // 2 + 1  # entries at or below the lower middle value
 
-    def body(_, bounds, bits=bits, targets=targets):
+    def count_at_or_below(t, bits=bits):
+      counts = [jnp.sum(b <= t[j], dtype=int_t) for j, b in enumerate(bits)]
+      return jnp.stack(psum_stacked(counts, axis_name))
+
+    def body(_, bounds, need=need, count_at_or_below=count_at_or_below):
       lo, hi = bounds
       mid = lo + (hi - lo) // 2
-      counts = []
-      for j, b in enumerate(bits):
-        counts.append(jnp.sum(b <= mid[j, 0], dtype=int_t))
-        counts.append(jnp.sum(b <= mid[j, 1], dtype=int_t))
-      counts = jnp.stack(psum_stacked(counts, axis_name)).reshape(-1, 2)
-      enough = counts >= targets
+      enough = count_at_or_below(mid) >= need
       return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-    bounds = (jnp.zeros(targets.shape, int_t), jnp.full(targets.shape, top, int_t))
+    bounds = (jnp.zeros(n.shape, int_t), jnp.full(n.shape, top, int_t))
     # The first pass is peeled so that the loop carry has the sharding type of
     # the counts (device-varying under shard_map without axis_name).
     bounds = body(0, bounds)
-    lo, _ = jax.lax.fori_loop(1, 8 * dt.itemsize - 1, body, bounds)
-    values = jax.lax.bitcast_convert_type(lo, dt)
+    lower, _ = jax.lax.fori_loop(1, 8 * dt.itemsize - 1, body, bounds)
+    # Upper middle value: equal to the lower one unless n is even and exactly
+    # n//2 entries are at or below it; then the smallest entry above it.
+    at_or_below = count_at_or_below(lower)
+    above = jnp.stack([jnp.min(jnp.where(b > lower[j], b, top), initial=top)
+                       for j, b in enumerate(bits)])
+    if axis_name is not None:
+      above = jax.lax.pmin(above, axis_name)
+    upper = jnp.where((n % 2 == 0) & (at_or_below < need + 1), above, lower)
+    values = (jax.lax.bitcast_convert_type(lower, dt)
+              + jax.lax.bitcast_convert_type(upper, dt)) / 2
     for j, i in enumerate(idx):
-      medians[i] = (values[j, 0] + values[j, 1]) / 2
+      medians[i] = values[j]
   return medians
 
 
@@ -203,14 +212,16 @@ def scale_by_median_curvature(
   * Medians are exact (equal to ``numpy.median``, the mean of the two middle
     values for an even size) but computed without sorting: the bit patterns of
     non-negative floats are ordered like their values, so each middle order
-    statistic is found by bisection on the bit pattern, 31 counting passes
-    over the layer (63 for float64).  That is O(31 n) memory-bound work
-    instead of an O(n log n) sort, which XLA on CPU does slowly.
+    statistic is found by bisection on the bit pattern: 32 counting passes
+    over the layer's :math:`|w|` and :math:`|g|` (64 for float64), O(32 n)
+    memory-bound work instead of an O(n log n) sort, which XLA on CPU does
+    slowly.  It is still several times the cost of LARS's two norms.
   * ``axis_name``: under ``shard_map`` with every leaf sharded over that mesh
     axis, a median cannot be combined from per-shard medians.  Each
     bisection pass counts, on every shard, the entries at or below the
     current thresholds, and the counts of all masked leaves are ``psum``-ed
-    in ONE stacked all-reduce per pass (31 small all-reduces per step), so
+    in ONE stacked all-reduce per pass (32 small all-reduces and one
+    ``pmin`` per step), so
     each median is that of the whole layer: exact, equal to the unsharded
     result, and no device ever gathers a layer.  (Gathering the shards with
     ``lax.all_gather`` and taking ``jnp.median`` would also be exact, but
