@@ -125,7 +125,7 @@ TASKS: dict[str, Task] = {
                     "adam": "adam"},
         baselines={
             "mnist5k": Baseline(
-                base_batch_size=8, learning_rates={"momentum": 0.05, "adam": 0.002},
+                base_batch_size=8, learning_rates={"momentum": 0.00625, "adam": 0.001},
                 base_warmup_epochs=1 / 16, num_epochs=20,
                 batch_sizes=(8, 32, 128, 512), notes=_MNIST_LSTM_NOTES),
             "fashion_mnist": Baseline(
