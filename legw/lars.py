@@ -10,7 +10,7 @@ Sources:
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,72 @@ def _check_lars_args(trust_coefficient, weight_decay, eps, denominator):
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   _validation.check_range("eps", eps, low=0.0)
   _validation.check_choice("denominator", denominator, DENOMINATORS)
+
+
+def _ratio(w_sq, g_sq, use_wd, *, trust_coefficient, weight_decay, eps, denominator, clip):
+  """lambda_l from the squared norms of w and of g (or of g + beta*w)."""
+  w_norm, g_norm = jnp.sqrt(w_sq), jnp.sqrt(g_sq)
+  if denominator == "paper" and use_wd:
+    denom = g_norm + weight_decay * w_norm + eps
+  else:
+    denom = g_norm + eps
+  ratio = trust_coefficient * w_norm / denom
+  # Tested on the squares (sqrt(x) == 0 iff x == 0): the update fusion then
+  # takes one scalar per leaf, and XLA computes it in one tiny fusion.
+  ratio = jnp.where((w_sq == 0) | (g_sq == 0), 1.0, ratio)
+  if clip:
+    ratio = jnp.minimum(ratio, 1.0)
+  return ratio
+
+
+def _lars_leaves(g_leaves, w_leaves, tr_mask, wd_mask, *, trust_coefficient,
+                 weight_decay, eps, denominator, clip, axis_name):
+  """:func:`scale_by_lars` on flat lists of leaves; returns the scaled updates.
+
+  Memory traffic (what an optimizer step costs): per trust-ratio leaf, two
+  reductions read w and g once each; the update (fused by XLA with the
+  learning rate, the momentum and ``apply_updates``) reads them again.  Two
+  things keep it at that:
+
+  * nothing of parameter size is materialised: the reduction inputs are the
+    leaves themselves, or, for ``denominator="combined"``, g + beta*w written
+    so that XLA recomputes it inside the reduction instead of storing it
+    (a stored temporary costs a write, a read and, on CPU, page faults);
+  * the per-leaf scalar work is one small fusion (the ratio), not one op per
+    arithmetic step.
+
+  All squared norms go through one stacked ``psum`` when ``axis_name`` is
+  given; under ``jax.jit`` with sharded arrays, XLA's SPMD partitioner
+  inserts the all-reduces and combines the independent per-leaf ones.
+  """
+  hp = dict(trust_coefficient=trust_coefficient, weight_decay=weight_decay,
+            eps=eps, denominator=denominator, clip=clip)
+  decayed, sums, index = [], [], []
+  for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
+    dt = stat_dtype(g.dtype)
+    g32, w32 = g.astype(dt), w.astype(dt)
+    decayed.append(g32 + weight_decay * w32 if use_wd else g32)
+    if not use_tr:
+      index.append(None)
+      continue
+    index.append(len(sums))
+    sums.append(sum_of_squares(w32))
+    if denominator == "combined" and use_wd:
+      # g - (-beta)*w == g + beta*w exactly (rounding is sign-symmetric), but
+      # XLA does not merge it with `decayed`: each fusion recomputes it.
+      sums.append(sum_of_squares(g32 - (-weight_decay) * w32))
+    else:
+      sums.append(sum_of_squares(g32))
+  sums = psum_stacked(sums, axis_name)
+
+  out = []
+  for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
+    if k is None:
+      out.append(u.astype(g.dtype))
+    else:
+      ratio = _ratio(sums[k], sums[k + 1], use_wd, **hp)
+      out.append((ratio * u).astype(g.dtype))
+  return out
 
 
 def scale_by_lars(
@@ -75,9 +141,22 @@ def scale_by_lars(
     get neither), the practice of the MLPerf LARS submissions.
   * Norms are accumulated in float32 (float64 for float64 leaves), whatever
     the parameter dtype; updates come back in the update dtype.
-  * ``axis_name``: under ``shard_map``/``pmap`` with parameters sharded over
-    that mesh axis, the squared norms are ``psum``-ed (all leaves in one
-    stacked all-reduce) so that the norms are of the whole layer.
+  * Sharding: the norms are always those of the whole layer.
+
+    - ``jax.jit`` with sharded arrays (``NamedSharding``: FSDP, tensor
+      parallel): nothing to pass; XLA's partitioner all-reduces the partial
+      sums, and combines those of all layers into one all-reduce per mesh
+      axis (not one per layer).
+    - ``shard_map`` (or ``pmap``) where each device holds a shard of every
+      parameter: pass the mesh axis as ``axis_name``; the squared norms of
+      all leaves are ``psum``-ed in one stacked all-reduce.  Every leaf must
+      be sharded over that axis: a leaf replicated over it would be counted
+      once per device.
+    - Replicated parameters (``pmap`` or ``shard_map`` data parallelism,
+      gradients averaged with ``lax.pmean``): do not pass ``axis_name``.
+  * Cost: two reductions (``||w||``, ``||g||``) per trust-ratio leaf, which
+    read w and g once more than momentum SGD, and one tiny scalar fusion; no
+    parameter-sized temporary (see ``benchmarks/optimizer_step.py``).
 
   Args:
     trust_coefficient: :math:`\eta > 0`, the LARS coefficient (paper: 0.001).
@@ -88,7 +167,9 @@ def scale_by_lars(
     trust_ratio_mask: ``None`` (default: :func:`legw.exclude_bias_and_norm`),
       a bool, a pytree of bools (or a prefix of one), or a callable of params.
     weight_decay_mask: same forms; which leaves get weight decay.
-    axis_name: mesh axis name(s) over which parameters are sharded, or None.
+    axis_name: mesh axis name(s) over which every parameter is sharded
+      (``shard_map``), or None (single device, ``jax.jit`` with sharded
+      arrays, replicated parameters).
 
   Returns:
     An ``optax.GradientTransformation`` whose ``update(updates, state,
@@ -115,37 +196,11 @@ def scale_by_lars(
     w_leaves = treedef.flatten_up_to(params)
     tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
     wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
-
-    # Decayed gradients and the squared norms the trust ratios need.
-    decayed, sums, index = [], [], []
-    for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
-      dt = stat_dtype(g.dtype)
-      g32, w32 = g.astype(dt), w.astype(dt)
-      u = g32 + weight_decay * w32 if use_wd else g32
-      decayed.append(u)
-      if use_tr:
-        index.append(len(sums))
-        sums.append(sum_of_squares(w32))
-        sums.append(sum_of_squares(u if denominator == "combined" else g32))
-      else:
-        index.append(None)
-    sums = psum_stacked(sums, axis_name)
-
-    out = []
-    for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
-      if k is None:
-        out.append(u.astype(g.dtype))
-        continue
-      w_norm, g_norm = jnp.sqrt(sums[k]), jnp.sqrt(sums[k + 1])
-      if denominator == "paper" and use_wd:
-        denom = g_norm + weight_decay * w_norm + eps
-      else:
-        denom = g_norm + eps
-      ratio = trust_coefficient * w_norm / denom
-      ratio = jnp.where((w_norm == 0) | (g_norm == 0), 1.0, ratio)
-      if clip:
-        ratio = jnp.minimum(ratio, 1.0)
-      out.append((ratio * u).astype(g.dtype))
+    out = _lars_leaves(
+        g_leaves, w_leaves, tr_mask, wd_mask,
+        trust_coefficient=trust_coefficient, weight_decay=weight_decay,
+        eps=eps, denominator=denominator, clip=clip, axis_name=axis_name,
+    )
     return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -204,7 +259,8 @@ def lars(
     trust_ratio_mask: which leaves get the trust ratio; same default.
     denominator: ``"paper"`` or ``"combined"``.
     clip: LARC clip mode, effective rate :math:`\min(\lambda_l\gamma_t, \gamma_t)`.
-    axis_name: mesh axis name(s) for whole-layer norms under ``shard_map``.
+    axis_name: mesh axis name(s) for whole-layer norms under ``shard_map``
+      (see :func:`scale_by_lars`: not for ``jax.jit`` or replicated params).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
