@@ -207,25 +207,24 @@ def scale_by_median_curvature(
   * Leaves outside ``trust_ratio_mask`` get :math:`R_l = 1`; leaves outside
     ``weight_decay_mask`` get :math:`\beta = 0`.  Both default to
     :func:`legw.exclude_bias_and_norm`, as in :func:`legw.scale_by_lars`.
-  * Medians are computed in float32 (float64 for float64 leaves); updates come
-    back in the update dtype.
-  * Medians are exact (equal to ``numpy.median``, the mean of the two middle
-    values for an even size) but computed without sorting: the bit patterns of
-    non-negative floats are ordered like their values, so each middle order
-    statistic is found by bisection on the bit pattern: 32 counting passes
-    over the layer's :math:`|w|` and :math:`|g|` (64 for float64), O(32 n)
-    memory-bound work instead of an O(n log n) sort, which XLA on CPU does
-    slowly.  It is still several times the cost of LARS's two norms.
+  * Medians are exact (equal to ``numpy.median``: the mean of the two middle
+    values for an even size), in float32 (float64 for float64 leaves), and
+    computed without sorting: the bit patterns of non-negative floats are
+    ordered like their values, so the lower middle value is found by
+    bisection on the bit pattern, 31 counting passes over the layer's
+    :math:`|w|` and :math:`|g|` (63 for float64), plus one pass for the
+    upper middle value.  That is O(32 n) memory-bound work instead of an
+    O(n log n) sort (which XLA on CPU does slowly), but still several times
+    the cost of LARS's two norms.  Updates come back in the update dtype.
   * ``axis_name``: under ``shard_map`` with every leaf sharded over that mesh
     axis, a median cannot be combined from per-shard medians.  Each
     bisection pass counts, on every shard, the entries at or below the
     current thresholds, and the counts of all masked leaves are ``psum``-ed
     in ONE stacked all-reduce per pass (32 small all-reduces and one
-    ``pmin`` per step), so
-    each median is that of the whole layer: exact, equal to the unsharded
-    result, and no device ever gathers a layer.  (Gathering the shards with
-    ``lax.all_gather`` and taking ``jnp.median`` would also be exact, but
-    needs a whole copy of every layer on every device.)
+    ``pmin`` per step), so each median is that of the whole layer: exact,
+    equal to the unsharded result, and no device ever gathers a layer.
+    (Gathering the shards with ``lax.all_gather`` and taking ``jnp.median``
+    would also be exact, but needs a copy of every layer on every device.)
 
   Args:
     weight_decay: :math:`\beta \ge 0`, L2 weight decay coefficient.

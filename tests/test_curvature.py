@@ -521,3 +521,11 @@ def test_exact_medians_without_sorting_match_numpy():
       [jnp.asarray(a, jnp.float32) for a in arrays])
   for a, m in zip(arrays, got):
     np.testing.assert_array_equal(np.float32(m), np.median(a.astype(np.float32)))
+
+
+def test_exact_medians_float64():
+  with jax.enable_x64(True):
+    a = np.abs(np.random.default_rng(1).normal(size=(10, 7)))
+    m = jax.jit(lambda v: curvature._medians_of_magnitudes(v, None))([jnp.asarray(a)])[0]
+    assert m.dtype == jnp.float64
+    assert float(m) == np.median(a)
