@@ -9,6 +9,11 @@ Under ``shard_map`` each device holds a shard of a parameter; passing the mesh
 ``axis_name`` makes the partial sums ``psum`` over that axis, so the statistic
 is of the whole layer.  All leaves' partial sums are stacked into one vector
 and reduced with a single ``psum`` (one all-reduce per step, not one per leaf).
+Under ``jax.jit`` with sharded arrays no ``axis_name`` is needed: the SPMD
+partitioner all-reduces each leaf's partial sum, and XLA's all-reduce
+combiner merges these independent all-reduces into one per mesh axis
+(tests/test_sharding.py counts them in the compiled HLO).  Keep per-leaf sums
+independent of each other (no chain of reductions), or they cannot be merged.
 """
 
 from __future__ import annotations
