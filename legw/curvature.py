@@ -622,7 +622,7 @@ def scale_by_curvature_radius(
     ``optax.chain`` forwards it (see :func:`legw.cblr`).
   * Hutchinson (:func:`hutchinson_diagonal`): ``num_probes`` Rademacher probes
     per estimate, each one Hessian-vector product (``jax.jvp`` of
-    ``jax.grad``, about the cost of two gradient evaluations); the estimate
+    ``jax.grad``, about 2-3 times the cost of a gradient); the estimate
     is refreshed every ``update_every`` steps (steps 0, k, 2k, ...; a
     ``lax.cond`` in between reuses ``state.hessian_diag``).  The PRNG key is
     in the state and split every step.
