@@ -200,7 +200,8 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
     opt = run["optimizer"]
     if opt not in trainers:
       trainers[opt] = Trainer(task.make_model(),
-                              make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))))
+                              make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
+                              scan_epoch=task.scan_epoch)
     lrs = schedule_values(_recipe_schedule(run), run["total_steps"])
     bar.set_postfix_str(f"{run['method']} B={run['batch_size']} lr={run['peak_learning_rate']:.3g}")
 
@@ -537,7 +538,9 @@ def _pipeline_main(config: SweepConfig, args) -> int:
   x_tr, y_tr, _, _ = load_data(config)
   x, y = jax.device_put(x_tr), jax.device_put(y_tr)
   opt = task.optimizer_for(config.methods[0])
-  trainer = Trainer(task.make_model(), make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))))
+  trainer = Trainer(task.make_model(),
+                    make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
+                    scan_epoch=task.scan_epoch)
   rows = []
   print("| batch | epoch loop samples/s | resident batch samples/s | ratio |\n|---|---|---|---|")
   for b in base.batch_sizes:

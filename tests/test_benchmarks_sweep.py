@@ -111,13 +111,18 @@ def _tiny_data(n=256, seed=0):
   return x, y
 
 
-def test_train_run_learns_and_flags_divergence():
+@pytest.mark.parametrize("scan_epoch", [True, False])
+def test_train_run_learns_and_flags_divergence(scan_epoch):
   x, y = _tiny_data()
-  trainer = train.Trainer(_Tiny(), train.make_optimizer("momentum"))
+  trainer = train.Trainer(_Tiny(), train.make_optimizer("momentum"), scan_epoch=scan_epoch)
   ev = train.prepare_eval(x[:100], y[:100], chunk=64)
   xd, yd = jnp.asarray(x), jnp.asarray(y)
   lrs = np.full(4 * 8, 0.1, np.float32)
   res = train.train_run(trainer, xd, yd, ev, batch_size=32, learning_rates=lrs, num_epochs=4)
+  loop = train.Trainer(_Tiny(), train.make_optimizer("momentum"), scan_epoch=not scan_epoch)
+  same = train.train_run(loop, xd, yd, ev, batch_size=32, learning_rates=lrs, num_epochs=4)
+  np.testing.assert_allclose(same.train_loss_per_epoch, res.train_loss_per_epoch, rtol=1e-4)
+  assert same.test_accuracy == pytest.approx(res.test_accuracy, abs=1e-6)
   assert not res.diverged and res.epochs_run == 4 and res.steps == 32
   assert res.train_loss_per_epoch[-1] < res.train_loss_per_epoch[0]
   assert res.test_accuracy > 0.3 and res.samples_per_second > 0
@@ -134,9 +139,10 @@ def test_prepare_eval_masks_the_padding():
   assert xs.shape == (3, 4, 28, 28) and int(mask.sum()) == 10
 
 
-def test_pipeline_check_reports_both_rates():
+@pytest.mark.parametrize("scan_epoch", [True, False])
+def test_pipeline_check_reports_both_rates(scan_epoch):
   x, y = _tiny_data()
-  trainer = train.Trainer(_Tiny(), train.make_optimizer("adam"))
+  trainer = train.Trainer(_Tiny(), train.make_optimizer("adam"), scan_epoch=scan_epoch)
   r = train.pipeline_check(trainer, jnp.asarray(x), jnp.asarray(y), batch_size=64, repeats=1)
   assert r["epoch_samples_per_second"] > 0 and r["resident_samples_per_second"] > 0
 
