@@ -65,7 +65,11 @@ from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 def _check_positive_int(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-    raise ValueError(f"{name} must be an integer >= 1; got {value!r}.")
+    hint = ""
+    if isinstance(value, jax.Array):
+      hint = (f" It sets a loop length, so it cannot be an array: with "
+              f"optax.inject_hyperparams pass static_args=({name!r}, ...).")
+    raise ValueError(f"{name} must be an integer >= 1; got {value!r}.{hint}")
 
 
 def _check_family_args(weight_decay, eps):
@@ -750,7 +754,9 @@ def cblr(
   Leaves outside ``trust_ratio_mask`` (default: biases and norms) get plain
   momentum SGD at :math:`\gamma_t`.  Each step costs ``num_probes``
   Hessian-vector products every ``update_every`` steps on top of the
-  gradient.
+  gradient.  With ``optax.inject_hyperparams``, the integers that shape the
+  computation must be static: ``optax.inject_hyperparams(legw.cblr,
+  static_args=("num_probes", "update_every", "key"))``.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.

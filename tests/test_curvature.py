@@ -77,7 +77,7 @@ SCALERS = {
 
 
 @pytest.mark.parametrize("name", sorted(SCALERS))
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("beta,eps", [(0.0, 0.0), (1e-2, 0.0), (5e-4, 1e-3)])
 def test_scaler_matches_numpy(name, seed, beta, eps):
   make, rate_fn = SCALERS[name]
@@ -529,3 +529,18 @@ def test_exact_medians_float64():
     m = jax.jit(lambda v: curvature._medians_of_magnitudes(v, None))([jnp.asarray(a)])[0]
     assert m.dtype == jnp.float64
     assert float(m) == np.median(a)
+
+
+def test_cblr_inject_hyperparams_with_static_integers():
+  a, b, w = _quadratic_problem(4)
+  obj = _quadratic(a, b)
+  g = jax.grad(obj)(w)
+  with pytest.raises(ValueError, match="static_args"):
+    optax.inject_hyperparams(legw.cblr)(learning_rate=0.1, num_probes=2).init(w)
+  inj = optax.inject_hyperparams(legw.cblr, static_args=("num_probes", "update_every", "key"))(
+      learning_rate=0.1, max_radius=1e8, num_probes=2, momentum=0.0)
+  u, _ = jax.jit(functools.partial(inj.update, obj_fn=obj))(g, inj.init(w), w)
+  for k in ("k1", "k2"):
+    gk = np.asarray(g[k], np.float64)
+    expected = -0.1 * (1 + gk**2) ** 1.5 / (2 * np.asarray(a[k])) * gk
+    np.testing.assert_allclose(u[k], expected, rtol=1e-5)
