@@ -1,0 +1,673 @@
+"""Optax / Flax / Orbax conformance of every public legw optimizer and transform.
+
+One parameterized suite over ``CASES``, a registry of (name, constructor,
+arguments). A new public optimizer or transform joins every test here (and the
+registry-wide tests of ``test_reliability.py`` and ``test_properties.py``) by
+one line in ``CASES``.
+
+A transform (``scale_by_*``: no learning rate, no momentum) is tested as the
+complete optimizer ``optax.chain(transform, optax.sgd(lr, momentum=0.9))``
+wherever a test needs a training step, and on its own wherever the test is
+about the transform's own ``init``/``update``.
+
+Composition with ``optax.apply_if_finite`` (the guard against NaN/Inf
+gradients) is tested in ``test_reliability.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import legw
+
+
+# ---------------------------------------------------------------------------
+# The registry.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One public legw optimizer or transform, with arguments for this suite.
+
+  Attributes:
+    name: test id.
+    public: the public constructor (``legw.lars``, ``legw.scale_by_lars``...).
+    kwargs: its arguments, without ``learning_rate``.
+    transform: ``public`` is a transform (no learning rate, no momentum).
+    needs_obj_fn: ``update`` needs the objective as ``obj_fn=`` (CBLR).
+    static_args: arguments ``optax.inject_hyperparams`` must keep static.
+    lr: peak learning rate on the convergence problems.
+    problems: per-problem overrides for the convergence test: ``lr``,
+      ``steps`` and constructor arguments.
+  """
+  name: str
+  public: Callable[..., optax.GradientTransformation]
+  kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  transform: bool = False
+  needs_obj_fn: bool = False
+  static_args: tuple[str, ...] = ()
+  lr: float = 0.1
+  problems: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+  def __str__(self) -> str:
+    return self.name
+
+  def public_kwargs(self, learning_rate: Any = 0.1, **overrides) -> dict:
+    """Arguments of ``public`` (with ``learning_rate`` for an optimizer)."""
+    kwargs = {**self.kwargs, **overrides}
+    if not self.transform:
+      kwargs["learning_rate"] = learning_rate
+    return kwargs
+
+  def make(self, learning_rate: Any = 0.1, **overrides) -> optax.GradientTransformation:
+    """A complete optimizer: ``public`` itself, or a transform + momentum SGD."""
+    if self.transform:
+      return optax.chain(
+          self.public(**{**self.kwargs, **overrides}),
+          optax.sgd(learning_rate, momentum=0.9),
+      )
+    return self.public(**self.public_kwargs(learning_rate, **overrides))
+
+  def extra(self, obj_fn: Callable[[Any], jax.Array]) -> dict:
+    """Extra keyword arguments ``update`` needs (``obj_fn`` for CBLR)."""
+    return {"obj_fn": obj_fn} if self.needs_obj_fn else {}
+
+
+_WD = dict(weight_decay=1e-4)
+
+CASES = [
+    Case("lars", legw.lars, dict(trust_coefficient=0.1, **_WD)),
+    Case("lars-combined-clip-nesterov", legw.lars,
+         dict(trust_coefficient=0.1, denominator="combined", clip=True, nesterov=True, **_WD)),
+    Case("scale_by_lars", legw.scale_by_lars, dict(trust_coefficient=0.1, **_WD), transform=True),
+    Case("mclr", legw.mclr, dict(_WD), lr=0.03),
+    Case("scale_by_median_curvature", legw.scale_by_median_curvature, dict(_WD),
+         transform=True, lr=0.03),
+    Case("percent_delta", legw.percent_delta, dict(_WD), lr=0.01),
+    Case("scale_by_percent_delta", legw.scale_by_percent_delta, dict(_WD),
+         transform=True, lr=0.01),
+    Case("cblr", legw.cblr, dict(max_radius=1.0, **_WD), needs_obj_fn=True,
+         static_args=("num_probes", "update_every", "key"), lr=0.03,
+         problems={"rosenbrock": dict(max_radius=0.1, steps=2000)}),
+    Case("scale_by_curvature_radius", legw.scale_by_curvature_radius,
+         dict(max_radius=1.0, **_WD), transform=True, needs_obj_fn=True,
+         static_args=("num_probes", "update_every", "key"), lr=0.03,
+         problems={"rosenbrock": dict(max_radius=0.1, steps=2000)}),
+]
+
+OPTIMIZERS = [c for c in CASES if not c.transform]
+case_param = pytest.mark.parametrize("case", CASES, ids=str)
+# Every legw optimizer is its transform + optax.scale_by_learning_rate +
+# optax.trace: training-loop tests (compiled, the costly ones) run over the
+# optimizers, which covers each transform inside them; the tests of the
+# optax API itself run over the transforms too.
+optimizer_param = pytest.mark.parametrize("case", OPTIMIZERS, ids=str)
+
+
+def test_registry_covers_the_public_api():
+  """Every public GradientTransformation constructor is in CASES."""
+  public = {getattr(legw, n) for n in legw.__all__}
+  constructors = {f for f in public if inspect.isfunction(f)
+                  and "GradientTransformation" in str(inspect.signature(f).return_annotation)}
+  assert constructors and constructors <= {c.public for c in CASES}
+
+
+# ---------------------------------------------------------------------------
+# Shared problems and steps.
+# ---------------------------------------------------------------------------
+
+
+def _tree(seed: int = 0, dtype=jnp.float32):
+  """A small network-shaped tree: kernels (ndim > 1), a bias and a norm scale."""
+  rs = np.random.RandomState(seed)
+  shapes = {
+      "conv": {"kernel": (3, 3, 2, 4), "bias": (4,)},
+      "dense": {"kernel": (4, 3), "bias": (3,)},
+      "norm": {"scale": (4,)},
+  }
+  return jax.tree.map(
+      lambda s: jnp.asarray(rs.randn(*s) * 0.5 + 0.2, dtype),
+      shapes, is_leaf=lambda s: isinstance(s, tuple))
+
+
+def quadratic_loss(targets):
+  """sum_l c_l ||w_l - t_l||^2 / 2 in float32, a different c_l per leaf."""
+  def loss(params):
+    leaves = jax.tree.leaves(params)
+    tleaves = jax.tree.leaves(targets)
+    return sum(0.5 * (i + 1) * jnp.sum((p.astype(jnp.float32) - t.astype(jnp.float32)) ** 2)
+               for i, (p, t) in enumerate(zip(leaves, tleaves)))
+  return loss
+
+
+def problem(seed: int = 0, dtype=jnp.float32):
+  """(params, loss) with non-trivial gradients on every leaf."""
+  return _tree(seed, dtype), quadratic_loss(_tree(seed + 100, dtype))
+
+
+def step(case, opt, params, state, loss):
+  grads = jax.grad(loss)(params)
+  updates, state = opt.update(grads, state, params, **case.extra(loss))
+  return optax.apply_updates(params, updates), state, updates
+
+
+SCHEDULE = dict(peak=0.1, steps=40, warmup=8)  # the shared training runs' schedule
+_TRAIN_STEPS = {}
+
+
+def train_step(case):
+  """The case's jitted training step on ``problem()`` (one per case, shared).
+
+  Returns (step_fn, opt, params, loss); ``step_fn(params, state)`` returns the
+  next (params, state). Traces are counted in ``step_fn.traces``.
+  """
+  if case.name not in _TRAIN_STEPS:
+    params, loss = problem()
+    opt = case.make(schedule(**SCHEDULE))
+    traces = []
+
+    @jax.jit
+    def step_fn(params, state):
+      traces.append(None)
+      params, state, _ = step(case, opt, params, state, loss)
+      return params, state
+
+    step_fn.traces = traces
+    _TRAIN_STEPS[case.name] = (step_fn, opt, params, loss)
+  return _TRAIN_STEPS[case.name]
+
+
+def jit_update(case, opt, obj_fn):
+  """``opt.update`` under ``jax.jit`` (with the case's extra arguments)."""
+  return jax.jit(lambda g, s, p: opt.update(g, s, p, **case.extra(obj_fn)))
+
+
+def schedule(peak: float, steps: int, warmup: int):
+  """A LEGW schedule (gradual warmup, poly decay) of ``steps`` steps."""
+  return legw.legw_schedule(
+      base_learning_rate=peak, base_batch_size=256, batch_size=256,
+      base_warmup_epochs=warmup, num_epochs=steps, steps_per_epoch=1)
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                               rtol=rtol, atol=atol)
+
+
+def shapes_and_dtypes(tree):
+  return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+
+
+# ---------------------------------------------------------------------------
+# Convergence: a parabola, Rosenbrock and a matrix quadratic.
+# ---------------------------------------------------------------------------
+
+_C = jnp.array([[1.0, -2.0], [3.0, 0.5]])
+_RS = np.random.RandomState(0)
+_A = jnp.asarray(_RS.randn(6, 4) / 2 + np.eye(6, 4) * 2, jnp.float32)
+_B = jnp.asarray(_RS.randn(6, 3), jnp.float32)
+_X = np.linalg.lstsq(np.asarray(_A, np.float64), np.asarray(_B, np.float64), rcond=None)[0]
+
+
+def _rosenbrock(p):
+  x, y = p["w"][0, 0], p["w"][0, 1]
+  return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+
+
+# name: (loss, start, minimum loss, tolerance on the final gap). Parameters are
+# 2-D leaves so that the per-layer rate applies.
+PROBLEMS = {
+    "parabola": (lambda p: jnp.sum((p["w"] - _C) ** 2), {"w": jnp.full((2, 2), 0.1)}, 0.0, 1e-4),
+    "rosenbrock": (_rosenbrock, {"w": jnp.array([[-1.0, 1.5]])}, 0.0, 1e-3),
+    "matrix_quadratic": (
+        lambda p: 0.5 * jnp.sum((_A @ p["w"] - _B) ** 2), {"w": jnp.full((4, 3), 0.1)},
+        float(0.5 * np.sum((np.asarray(_A, np.float64) @ _X - np.asarray(_B, np.float64)) ** 2)),
+        1e-3),
+}
+
+
+def _final_gap(case, opt, name, steps):
+  loss, start, minimum, _ = PROBLEMS[name]
+
+  @jax.jit
+  def run():
+    def body(carry, _):
+      params, state = carry
+      params, state, _ = step(case, opt, params, state, loss)
+      return (params, state), None
+    (params, _), _ = jax.lax.scan(body, (start, opt.init(start)), None, length=steps)
+    return loss(params)
+
+  return float(run()) - minimum
+
+
+_REFERENCE = Case("optax.lars", optax.lars, dict(trust_coefficient=1.0))
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_optax_lars_converges(name):
+  """The reference: optax.lars (trust coefficient 1) under the same schedule."""
+  gap = _final_gap(_REFERENCE, optax.lars(schedule(0.01, 500, 25), trust_coefficient=1.0),
+                   name, 500)
+  assert 0 <= gap + 1e-6 and gap < PROBLEMS[name][3]
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+@optimizer_param
+def test_converges(case, name):
+  """Every optimizer converges where optax.lars does, with a LEGW schedule."""
+  overrides = dict(case.problems.get(name, {}))
+  lr = overrides.pop("lr", case.lr)
+  steps = overrides.pop("steps", 500)
+  overrides.setdefault("weight_decay", 0.0)  # decay would move the minimum
+  opt = case.make(schedule(lr, steps, steps // 20), **overrides)
+  gap = _final_gap(case, opt, name, steps)
+  assert math.isfinite(gap) and gap < PROBLEMS[name][3], gap
+
+
+# ---------------------------------------------------------------------------
+# jit, inject_hyperparams, map_params.
+# ---------------------------------------------------------------------------
+
+
+@optimizer_param
+def test_no_recompilation_on_second_step(case):
+  step_fn, opt, params, _ = train_step(case)
+  state = opt.init(params)
+  params, state = step_fn(params, state)
+  traces, compiled = len(step_fn.traces), step_fn._cache_size()
+  for _ in range(2):
+    params, state = step_fn(params, state)
+  assert (len(step_fn.traces), step_fn._cache_size()) == (traces, compiled)
+
+
+def _run_steps(case, opt, n=2, seed=0):
+  params, loss = problem(seed)
+  state = opt.init(params)
+  out = []
+  for _ in range(n):
+    params, state, updates = step(case, opt, params, state, loss)
+    out.append(updates)
+  return out, state
+
+
+@case_param
+def test_inject_hyperparams_gives_the_same_updates(case):
+  kwargs = case.public_kwargs(0.1)
+  plain, _ = _run_steps(case, case.public(**kwargs))
+  injected_opt = optax.inject_hyperparams(case.public, static_args=case.static_args)(**kwargs)
+  injected, state = _run_steps(case, injected_opt)
+  assert_trees_close(plain, injected, rtol=1e-6)
+  numeric = {k for k, v in kwargs.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)} - set(case.static_args)
+  assert numeric <= set(state.hyperparams)
+
+
+@optimizer_param
+def test_inject_hyperparams_learning_rate_is_readable_and_settable(case):
+  params, loss = problem()
+  inject = optax.inject_hyperparams(case.public, static_args=case.static_args)
+
+  # Read: a schedule's value is in the state at every step.
+  sched = schedule(0.1, 20, 5)
+  opt = inject(**case.public_kwargs(sched))
+  state = opt.init(params)
+  p = params
+  for t in range(4):
+    p, state, _ = step(case, opt, p, state, loss)
+    np.testing.assert_allclose(state.hyperparams["learning_rate"], sched(t), rtol=1e-6)
+
+  # Write: a training loop changes the learning rate in the state.
+  opt = inject(**case.public_kwargs(0.1))
+  state = opt.init(params)
+  _, _, u_full = step(case, opt, params, state, loss)
+  state.hyperparams["learning_rate"] = jnp.asarray(0.05, jnp.float32)
+  _, _, u_half = step(case, opt, params, state, loss)
+  assert_trees_close(jax.tree.map(lambda u: 0.5 * u, u_full), u_half, rtol=1e-6)
+  state.hyperparams["learning_rate"] = jnp.asarray(0.0, jnp.float32)
+  _, _, u_zero = step(case, opt, params, state, loss)
+  assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(u_zero))
+
+
+@case_param
+def test_map_params_on_state(case):
+  params, loss = problem()
+  for opt, has_momentum in ((case.public(**case.public_kwargs(0.1)), not case.transform),
+                            (case.make(0.1), True)):
+    state = opt.init(params)
+    _, state, _ = step(case, opt, params, state, loss)
+    labels = optax.tree.map_params(
+        opt, lambda _: "param", state, transform_non_params=lambda _: "other")
+    assert jax.tree.structure(labels) == jax.tree.structure(state)
+    param_shapes = {jnp.shape(p) for p in jax.tree.leaves(params)}
+    labelled = [x for x, lab in zip(jax.tree.leaves(state), jax.tree.leaves(labels))
+                if lab == "param"]
+    assert all(jnp.shape(x) in param_shapes for x in labelled)
+    if has_momentum:  # the momentum buffer is a params-shaped tree
+      assert len(labelled) >= len(jax.tree.leaves(params))
+    # The usual use: cast (or shard) the params-shaped part of the state.
+    cast = optax.tree.map_params(opt, lambda x: x.astype(jnp.bfloat16), state)
+    n_bf16 = sum(jnp.result_type(x) == jnp.bfloat16 for x in jax.tree.leaves(cast))
+    assert n_bf16 == len(labelled)
+
+
+# ---------------------------------------------------------------------------
+# dtypes.
+# ---------------------------------------------------------------------------
+
+
+def _check_dtypes(case, params, loss):
+  """Three steps under jit: each update and parameter keeps its leaf's dtype,
+  and the state's shapes and dtypes do not change."""
+  opt = case.make(schedule(**SCHEDULE))
+
+  @jax.jit
+  def train_step(params, state):
+    grads = jax.grad(loss)(params)
+    updates, state = opt.update(grads, state, params, **case.extra(loss))
+    return optax.apply_updates(params, updates), state, grads, updates
+
+  state = opt.init(params)
+  first = shapes_and_dtypes(state)
+  for _ in range(3):
+    new_params, state, grads, updates = train_step(params, state)
+    for g, u, p, q in zip(*map(jax.tree.leaves, (grads, updates, params, new_params))):
+      assert jnp.result_type(g) == jnp.result_type(u) == jnp.result_type(q) == p.dtype
+      assert u.shape == p.shape and np.all(np.isfinite(np.asarray(u, np.float64)))
+    assert shapes_and_dtypes(state) == first
+    params = new_params
+
+
+@optimizer_param
+def test_keeps_dtypes(case):
+  """float16, bfloat16 and float32 layers, side by side in one tree."""
+  dtypes = {"f16": jnp.float16, "bf16": jnp.bfloat16, "f32": jnp.float32}
+  trees = {k: problem(seed=i, dtype=d) for i, (k, d) in enumerate(dtypes.items())}
+  params = {k: p for k, (p, _) in trees.items()}
+  loss = lambda p: sum(trees[k][1](p[k]) for k in dtypes)
+  _check_dtypes(case, params, loss)
+  assert {jnp.result_type(x) for x in jax.tree.leaves(params)} == set(map(jnp.dtype, dtypes.values()))
+
+
+@optimizer_param
+def test_keeps_float64_under_x64(case):
+  with jax.enable_x64(True):
+    _check_dtypes(case, *problem(dtype=jnp.float64))
+  assert jnp.asarray(1.0).dtype == jnp.float32  # x64 did not leak
+
+
+# ---------------------------------------------------------------------------
+# Composition with optax wrappers.
+# ---------------------------------------------------------------------------
+
+
+def _merge(full, sub):
+  """``full`` with the leaves of ``sub`` (a sub-tree of dicts, or a masked tree
+  whose ``optax.MaskedNode`` leaves keep ``full``'s value)."""
+  out = dict(full)
+  for k, v in sub.items():
+    if isinstance(v, dict):
+      out[k] = _merge(full[k], v)
+    elif not isinstance(v, optax.MaskedNode):
+      out[k] = v
+  return out
+
+
+def _sub(tree):
+  """The kernels of conv and all of dense: the leaves the wrappers give legw."""
+  return {"conv": {"kernel": tree["conv"]["kernel"]}, "dense": tree["dense"]}
+
+
+def _expected_on_sub_tree(case, params, grads, loss):
+  inner = case.make(0.1)
+  updates, _ = inner.update(_sub(grads), inner.init(_sub(params)), _sub(params),
+                            **case.extra(lambda s: loss(_merge(params, s))))
+  return updates
+
+
+@case_param
+def test_chain(case):
+  params, loss = problem()
+  grads = jax.grad(loss)(params)
+  clipped = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())[0]
+  opt = case.make(0.1)
+  expected, _ = opt.update(clipped, opt.init(params), params, **case.extra(loss))
+  chained = optax.chain(optax.clip_by_global_norm(1.0), case.make(0.1))
+  got, _ = chained.update(grads, chained.init(params), params, **case.extra(loss))
+  assert_trees_close(expected, got, rtol=1e-6)
+
+
+@case_param
+def test_masked(case):
+  params, loss = problem()
+  grads = jax.grad(loss)(params)
+  mask = {"conv": {"kernel": True, "bias": False}, "dense": {"kernel": True, "bias": True},
+          "norm": {"scale": False}}
+  opt = optax.masked(case.make(0.1), mask)
+  got, _ = opt.update(grads, opt.init(params), params,
+                      **case.extra(lambda s: loss(_merge(params, s))))
+  # Masked-in leaves get the optimizer on the sub-tree (every legw rule is per
+  # leaf); masked-out leaves pass through.
+  assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
+  assert_trees_equal(got["conv"]["bias"], grads["conv"]["bias"])
+  assert_trees_equal(got["norm"], grads["norm"])
+
+
+@case_param
+def test_multi_transform(case):
+  params, loss = problem()
+  grads = jax.grad(loss)(params)
+  labels = {"conv": {"kernel": "legw", "bias": "sgd"}, "dense": {"kernel": "legw", "bias": "legw"},
+            "norm": {"scale": "sgd"}}
+  opt = optax.multi_transform({"legw": case.make(0.1), "sgd": optax.sgd(0.5)}, labels)
+  got, _ = opt.update(grads, opt.init(params), params,
+                      **case.extra(lambda s: loss(_merge(params, s))))
+  assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
+  np.testing.assert_allclose(got["conv"]["bias"], -0.5 * grads["conv"]["bias"], rtol=1e-6)
+  np.testing.assert_allclose(got["norm"]["scale"], -0.5 * grads["norm"]["scale"], rtol=1e-6)
+
+
+def _regression(seed=0, n=16):
+  rs = np.random.RandomState(seed)
+  x = jnp.asarray(rs.randn(n, 5), jnp.float32)
+  y = jnp.asarray(rs.randn(n, 3), jnp.float32)
+  params = {"w": jnp.asarray(rs.randn(5, 3) * 0.3, jnp.float32), "b": jnp.zeros(3)}
+
+  def loss(p, x=x, y=y):
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+  return params, loss, x, y
+
+
+@optimizer_param
+def test_multisteps_accumulates_to_the_large_batch_step(case):
+  k = 4
+  params, loss, x, y = _regression()
+  acc = optax.MultiSteps(case.make(0.1), every_k_schedule=k)
+  acc_update = jit_update(case, acc, loss)
+  inner = case.make(0.1)
+  inner_state = inner.init(params)
+  micro_state, big_state = acc.init(params), acc.init(params)
+  p_acc = params
+  for _ in range(2):  # two large-batch steps of k micro-batches each
+    g_big = jax.grad(loss)(p_acc)
+    for i in range(k):
+      g = jax.grad(loss)(p_acc, x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4])
+      u, micro_state = acc_update(g, micro_state, p_acc)
+      u_big, big_state = acc_update(g_big, big_state, p_acc)
+      if i < k - 1:  # zero updates between accumulations
+        assert all(not np.any(np.asarray(a)) for a in jax.tree.leaves(u))
+    # The accumulated step is the inner optimizer's step on the large batch.
+    expected, inner_state = inner.update(g_big, inner_state, p_acc, **case.extra(loss))
+    assert_trees_close(u, expected, rtol=2e-5, atol=1e-7)
+    assert_trees_close(u_big, expected, rtol=2e-5, atol=1e-7)
+    p_acc = optax.apply_updates(p_acc, u)
+
+
+# ---------------------------------------------------------------------------
+# Flax.
+# ---------------------------------------------------------------------------
+
+
+def _check_first_step_of_vectors(case, lr, grads, before, after, mask):
+  """Default masks: ndim <= 1 leaves get plain momentum SGD, kernels do not."""
+  sgd = optax.sgd(lr, momentum=0.9, nesterov=bool(case.kwargs.get("nesterov")))
+  expected, _ = sgd.update(grads, sgd.init(before))
+  for e, p0, p1, m in zip(jax.tree.leaves(expected), jax.tree.leaves(before),
+                          jax.tree.leaves(after), jax.tree.leaves(mask)):
+    assert m == (p0.ndim > 1)
+    if not m:
+      np.testing.assert_allclose(p1 - p0, e, rtol=1e-4, atol=1e-6 * np.max(np.abs(p0)))
+    else:
+      assert not np.allclose(p1 - p0, e, rtol=1e-2)
+
+
+@optimizer_param
+def test_flax_nnx_optimizer(case):
+  from flax import nnx
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.l1 = nnx.Linear(4, 8, rngs=rngs)
+      self.bn = nnx.BatchNorm(8, rngs=rngs)
+      self.l2 = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+      return self.l2(nnx.relu(self.bn(self.l1(x))))
+
+  rs = np.random.RandomState(0)
+  x = jnp.asarray(rs.randn(32, 4), jnp.float32)
+  y = jnp.asarray(x[:, :1] * 2 - x[:, 1:2] + 0.5, jnp.float32)
+  model = Net(nnx.Rngs(0))
+  lr = 0.1
+  optimizer = nnx.Optimizer(model, case.make(lr), wrt=nnx.Param)
+
+  mask = legw.exclude_bias_and_norm(nnx.state(model, nnx.Param))
+  flat = {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(mask)}
+  assert {k: v.get_value() for k, v in flat.items()} == {
+      "l1/kernel": True, "l1/bias": False, "bn/scale": False, "bn/bias": False,
+      "l2/kernel": True, "l2/bias": False}
+
+  @nnx.jit
+  def train_step(model, optimizer):
+    def loss_fn(model):
+      return jnp.mean((model(x) - y) ** 2)
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # CBLR's objective of the parameters alone. copy=True: BatchNorm mutates
+    # its statistics, which must be fresh Variables inside the HVP's trace.
+    obj_fn = lambda p: loss_fn(nnx.merge(graphdef, p, rest, copy=True))
+    optimizer.update(model, grads, **case.extra(obj_fn))
+    return loss, grads
+
+  before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+  first_loss, grads = train_step(model, optimizer)
+  after = nnx.state(model, nnx.Param)
+  _check_first_step_of_vectors(case, lr, grads, before, after, mask)
+  for _ in range(10):
+    loss, _ = train_step(model, optimizer)
+  assert float(loss) < 0.5 * float(first_loss)
+
+
+@optimizer_param
+def test_flax_linen_train_state(case):
+  import flax.linen as nn
+  from flax.training import train_state
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=True):
+      x = nn.Dense(8)(x)
+      x = nn.BatchNorm(use_running_average=not train)(x)
+      return nn.Dense(1)(nn.relu(x))
+
+  class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+  rs = np.random.RandomState(0)
+  x = jnp.asarray(rs.randn(32, 4), jnp.float32)
+  y = jnp.asarray(x[:, :1] * 2 - x[:, 1:2] + 0.5, jnp.float32)
+  net = Net()
+  variables = net.init(jax.random.key(0), x)
+  lr = 0.1
+  state = TrainState.create(apply_fn=net.apply, params=variables["params"], tx=case.make(lr),
+                            batch_stats=variables["batch_stats"])
+  mask = legw.exclude_bias_and_norm(state.params)
+  assert mask == {"Dense_0": {"kernel": True, "bias": False},
+                  "BatchNorm_0": {"scale": False, "bias": False},
+                  "Dense_1": {"kernel": True, "bias": False}}
+
+  @jax.jit
+  def train_step(state):
+    def loss_fn(params, batch_stats):
+      out, mutated = state.apply_fn({"params": params, "batch_stats": batch_stats}, x,
+                                    mutable=["batch_stats"])
+      return jnp.mean((out - y) ** 2), mutated["batch_stats"]
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats)
+    if case.needs_obj_fn:  # TrainState.apply_gradients passes no extra arguments
+      obj_fn = lambda p: loss_fn(p, state.batch_stats)[0]
+      updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+                                           **case.extra(obj_fn))
+      state = state.replace(step=state.step + 1, opt_state=opt_state, batch_stats=stats,
+                            params=optax.apply_updates(state.params, updates))
+    else:
+      state = state.apply_gradients(grads=grads, batch_stats=stats)
+    return state, loss, grads
+
+  before = state.params
+  state, first_loss, grads = train_step(state)
+  _check_first_step_of_vectors(case, lr, grads, before, state.params, mask)
+  for _ in range(10):
+    state, loss, _ = train_step(state)
+  assert float(loss) < 0.5 * float(first_loss)
+
+
+# ---------------------------------------------------------------------------
+# Orbax.
+# ---------------------------------------------------------------------------
+
+
+@optimizer_param
+def test_orbax_restore_mid_warmup_resumes_bit_identically(case, tmp_path):
+  import orbax.checkpoint as ocp
+
+  step_fn, opt, params, _ = train_step(case)
+  total, save_at = 12, 3
+  sched = schedule(**SCHEDULE)
+  assert 0 < float(sched(save_at)) < float(sched(SCHEDULE["warmup"]))  # mid-warmup
+
+  carry, trajectory = (params, opt.init(params)), []
+  for t in range(total):
+    if t == save_at:
+      checkpointer = ocp.StandardCheckpointer()
+      checkpointer.save(tmp_path / "ckpt", {"params": carry[0], "opt_state": carry[1]})
+      checkpointer.wait_until_finished()
+    carry = step_fn(*carry)
+    trajectory.append(carry)
+
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                          {"params": params, "opt_state": opt.init(params)})
+  restored = ocp.StandardCheckpointer().restore(tmp_path / "ckpt", abstract)
+  resumed = (restored["params"], restored["opt_state"])
+  assert jax.tree.structure(resumed[1]) == jax.tree.structure(carry[1])
+  for t in range(save_at, total):
+    resumed = step_fn(*resumed)
+    assert_trees_equal(resumed, trajectory[t])
