@@ -7,6 +7,7 @@ through untouched.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -32,7 +33,7 @@ def check_range(
   if not is_concrete_number(value):
     return
   v = float(value)
-  ok = v == v  # NaN fails every range.
+  ok = math.isfinite(v)  # NaN and +-inf fail every range.
   if ok and low is not None:
     ok = v >= low if low_inclusive else v > low
   if ok and high is not None:

@@ -253,7 +253,8 @@ def scale_by_median_curvature(
     del params
     return ScaleByMedianCurvatureState()
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # e.g. obj_fn for other members of an optax.chain
     g_leaves, w_leaves, treedef, tr_mask, wd_mask = _leaves(
         "scale_by_median_curvature", updates, params, trust_ratio_mask, weight_decay_mask
     )
@@ -282,7 +283,7 @@ def scale_by_median_curvature(
       out.append((ratio * u).astype(g.dtype))
     return jax.tree.unflatten(treedef, out), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def mclr(
@@ -413,7 +414,8 @@ def scale_by_percent_delta(
     del params
     return ScaleByPercentDeltaState()
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # e.g. obj_fn for other members of an optax.chain
     g_leaves, w_leaves, treedef, tr_mask, wd_mask = _leaves(
         "scale_by_percent_delta", updates, params, trust_ratio_mask, weight_decay_mask
     )
@@ -444,7 +446,7 @@ def scale_by_percent_delta(
       out.append((ratio * u).astype(g.dtype))
     return jax.tree.unflatten(treedef, out), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def percent_delta(

@@ -186,7 +186,8 @@ def scale_by_lars(
     del params
     return ScaleByLarsState()
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # e.g. obj_fn for other members of an optax.chain
     if params is None:
       raise ValueError(
           "scale_by_lars needs the current parameters: call "
@@ -203,7 +204,7 @@ def scale_by_lars(
     )
     return jax.tree.unflatten(treedef, out), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def lars(

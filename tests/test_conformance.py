@@ -348,6 +348,18 @@ def test_inject_hyperparams_learning_rate_is_readable_and_settable(case):
 
 
 @case_param
+def test_update_accepts_extra_keyword_arguments(case):
+  params, loss = problem()
+  grads = jax.grad(loss)(params)
+  tx = case.public(**case.public_kwargs(0.1))
+  state = tx.init(params)
+  expected, _ = tx.update(grads, state, params, **case.extra(loss))
+  got, _ = tx.update(grads, state, params, unused_batch_stats=None, step_key=3,
+                     **case.extra(loss))
+  assert_trees_equal(expected, got)
+
+
+@case_param
 def test_map_params_on_state(case):
   params, loss = problem()
   for opt, has_momentum in ((case.public(**case.public_kwargs(0.1)), not case.transform),
