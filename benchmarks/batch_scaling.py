@@ -323,17 +323,25 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   scale = 1.0 if perplexity else 100.0
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   markers = dict(legw="o", linear="s", none="^", adam="D")
+  # Perplexity: log axis; a blown-up run (> 100x the best) is drawn at that cap.
+  cap = 100 * min(c["mean"] for c in stats.values()) if perplexity else np.inf
   for m in dict.fromkeys(r["method"] for r in rows):
     bs = sorted(b for (mm, b) in stats if mm == m)
-    mean = np.array([stats[(m, b)]["mean"] for b in bs]) * scale
-    lo = mean - np.array([stats[(m, b)]["min"] for b in bs]) * scale
-    hi = np.array([stats[(m, b)]["max"] for b in bs]) * scale - mean
+    mean = np.minimum(np.array([stats[(m, b)]["mean"] for b in bs]) * scale, cap)
+    lo = np.maximum(mean - np.array([stats[(m, b)]["min"] for b in bs]) * scale, 0)
+    top = np.minimum(np.array([stats[(m, b)]["max"] for b in bs]) * scale, cap)
+    hi = np.maximum(top - mean, 0)
     ax.errorbar(bs, mean, yerr=[lo, hi], marker=markers.get(m, "o"), capsize=3, label=m)
     for b in bs:
-      if stats[(m, b)]["diverged"]:
+      if stats[(m, b)]["mean"] * scale > cap:
+        ax.annotate(f"blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
+                    textcoords="offset points", xytext=(-60, -12))
+      elif stats[(m, b)]["diverged"]:
         ax.annotate("diverged", (b, stats[(m, b)]["mean"] * scale), fontsize=7,
                     textcoords="offset points", xytext=(4, 4))
   ax.set_xscale("log", base=2)
+  if perplexity:
+    ax.set_yscale("log")
   batches = sorted({r["batch_size"] for r in rows})
   ax.set_xticks(batches)
   ax.set_xticklabels([str(b) for b in batches])

@@ -85,12 +85,15 @@ _HALVING = dict(decay_rate=0.5, decay_epochs=1.0, staircase=True)
 FORTUNES_NOTES = (
     "CPU-sized stand-in for the paper's PTB run: 3 epochs (the paper: 13), LR constant "
     "for 2 then halved (the paper: constant for 7, then halved each epoch); gradual "
-    "warmup of 1/32 epoch at batch 20, so 1 epoch at batch 640 under LEGW. Base LR 3.0 "
-    "(momentum 0.9, no gradient clipping, no weight decay) is the best validation "
-    "perplexity of the grid 0.1, 0.3, 1.0, 3.0 (1 epoch, constant LR, batch 20, first "
-    "6,400 training windows; scored on the fortunes *valid* split): 720, 678, 575, 497. "
-    "3.0 is the grid's edge. The committed run trains on the first 6,400 windows "
-    "(--max-train-examples 6400).")
+    "warmup of 1/32 epoch at batch 20, so 1 epoch at batch 640 under LEGW. Base LR 1.0 "
+    "(momentum 0.9, no gradient clipping, no weight decay). LR grid 0.1, 0.3, 1.0, 3.0 "
+    "(1 epoch, constant LR, batch 20, first 6,400 training windows, scored on the "
+    "fortunes *valid* split): perplexity 720, 678, 575, 497. The grid's best, 3.0 (its "
+    "edge), was tried first and was unstable: batch 20 reached only 610 test perplexity "
+    "with another initialisation, and every run at batch >= 160 blew up for both methods "
+    "(results/lstm_lm-fortunes-lr3.*); so the runner-up 1.0 is the baseline -- chosen "
+    "after seeing those large-batch runs. The committed run trains on the first 6,400 "
+    "windows (--max-train-examples 6400).")
 
 PTB_NOTES = (
     "The paper's setting (§5.1.2): batch 20, 13 epochs, constant for 7 then halved each "
@@ -118,7 +121,7 @@ def make_task():
       load_data=load_data,
       baselines={
           "fortunes": Baseline(
-              base_batch_size=20, learning_rates={"momentum": 3.0},
+              base_batch_size=20, learning_rates={"momentum": 1.0},
               base_warmup_epochs=1 / 32, num_epochs=3, batch_sizes=ladder,
               decay="exponential", notes=FORTUNES_NOTES,
               schedule_kwargs=dict(_HALVING, decay_begin_epochs=1.0)),  # constant for 2
