@@ -331,7 +331,9 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
     lo = np.maximum(mean - np.array([stats[(m, b)]["min"] for b in bs]) * scale, 0)
     top = np.minimum(np.array([stats[(m, b)]["max"] for b in bs]) * scale, cap)
     hi = np.maximum(top - mean, 0)
-    ax.errorbar(bs, mean, yerr=[lo, hi], marker=markers.get(m, "o"), capsize=3, label=m)
+    first = next(r for r in rows if r["method"] == m)
+    label = f"{m} ({first['optimizer']}, base LR {first['base_learning_rate']:g})"
+    ax.errorbar(bs, mean, yerr=[lo, hi], marker=markers.get(m, "o"), capsize=3, label=label)
     for b in bs:
       if stats[(m, b)]["mean"] * scale > cap:
         ax.annotate(f"blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
@@ -351,7 +353,7 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   ax.set_title(title or f"{r0['task']} on {r0['dataset']}: {r0['num_epochs']:g} epochs, "
                f"tuned at batch {r0['base_batch_size']}", fontsize=10)
   ax.grid(True, alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -466,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the tuning grid of an optimizer (with --tune)")
   p.add_argument("--pipeline-check", action="store_true",
                  help="measure samples/s of the epoch loop vs a resident batch instead")
+  p.add_argument("--from-json", default=None, metavar="FILE.json",
+                 help="re-render the table, CSV and plot of a results file (no training)")
   p.add_argument("--out-dir", default=RESULTS_DIR)
   p.add_argument("--stem", default=None, help="output file stem (default <task>-<dataset>)")
   p.add_argument("--no-progress", action="store_true")
@@ -509,6 +513,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   t0 = time.perf_counter()
   if args.pipeline_check:
     return _pipeline_main(config, args)
+  if args.from_json:
+    with open(args.from_json) as f:
+      rows = json.load(f)
+    stem = args.stem or os.path.splitext(os.path.basename(args.from_json))[0]
+    paths = write_results(rows, os.path.dirname(os.path.abspath(args.from_json)), stem)
+    print(format_table(rows))
+    print("wrote " + ", ".join(paths.values()))
+    return 0
   if args.tune:
     from benchmarks.tasks import get_task
     task = get_task(config.task)
