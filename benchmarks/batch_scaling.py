@@ -325,7 +325,7 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   markers = dict(legw="o", linear="s", none="^", adam="D")
   # Perplexity: log axis; a blown-up run (> 100x the best) is drawn at that cap.
   cap = 100 * min(c["mean"] for c in stats.values()) if perplexity else np.inf
-  for m in dict.fromkeys(r["method"] for r in rows):
+  for i, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
     bs = sorted(b for (mm, b) in stats if mm == m)
     mean = np.minimum(np.array([stats[(m, b)]["mean"] for b in bs]) * scale, cap)
     lo = np.maximum(mean - np.array([stats[(m, b)]["min"] for b in bs]) * scale, 0)
@@ -336,8 +336,8 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
     ax.errorbar(bs, mean, yerr=[lo, hi], marker=markers.get(m, "o"), capsize=3, label=label)
     for b in bs:
       if stats[(m, b)]["mean"] * scale > cap:
-        ax.annotate(f"blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
-                    textcoords="offset points", xytext=(-60, -12))
+        ax.annotate(f"{m} blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
+                    textcoords="offset points", xytext=(-80, -12 - 10 * i))
       elif stats[(m, b)]["diverged"]:
         ax.annotate("diverged", (b, stats[(m, b)]["mean"] * scale), fontsize=7,
                     textcoords="offset points", xytext=(4, 4))
