@@ -77,8 +77,11 @@ def legw_schedule(
     - ``"constant"``: :math:`\eta`.
 
     ``decay_begin_epochs`` (poly, exponential, cosine) holds the peak until
-    that epoch and decays over the rest (e.g. PTB in §5.1.2: constant for 7
-    epochs, then halved each epoch).
+    that epoch and decays over the rest. With ``staircase=True`` the first
+    reduction comes one ``decay_epochs`` period *after* ``decay_begin_epochs``:
+    PTB in §5.1.2 (7 constant epochs, then halved after each epoch) is
+    ``decay="exponential", decay_rate=0.5, staircase=True,
+    decay_begin_epochs=6``.
 
   The schedule takes the integer step count (optax's ``count``, a Python int
   or a traced array under ``jax.jit``) and returns a float32 scalar.

@@ -191,3 +191,13 @@ def test_cli_prints_table_and_plots(tmp_path, capsys):
                    "524288", "--num-epochs", "90"]) == 2
   assert "num_epochs" in capsys.readouterr().err
   assert math.isclose(cli._number("2**3"), 8.0)
+
+
+def test_ptb_staircase_example_from_the_docstring():
+  s = legw.legw_schedule(base_learning_rate=1.0, base_batch_size=20, batch_size=20,
+                         base_warmup_epochs=0.0, num_epochs=13, steps_per_epoch=10,
+                         decay="exponential", decay_rate=0.5, staircase=True,
+                         decay_begin_epochs=6)
+  lrs = [float(s(e * 10)) for e in range(13)]  # LR at the start of each epoch
+  assert lrs[:7] == [1.0] * 7
+  assert lrs[7:10] == pytest.approx([0.5, 0.25, 0.125])
