@@ -147,7 +147,94 @@ def optimizers(extra: bool, ablations: bool = False):
         trust_ratio_mask=True, weight_decay_mask=True)
   if ablations:
     opts["ablation: carried ||w||"] = carried_norm_lars(LR, MOMENTUM, WEIGHT_DECAY)
+    # Where legw.lars's time goes: each part added to momentum SGD in turn.
+    for part in PROBE_PARTS:
+      opts[f"probe: {part}"] = lars_probe(part, LR, MOMENTUM, WEIGHT_DECAY)
   return opts
+
+
+# The parts of a LARS step, for `lars_probe`.  "sgd+wd read" is momentum SGD
+# whose kernels also read w (weight decay, lambda = 1); "+||w||" and "+||g||"
+# add one reduction each (not LARS: lambda uses one norm only); "lars" is
+# Algorithm 1 written as one transform; "lars, stacked norms" computes every
+# ratio from one stacked vector of norms (one synchronisation point: no leaf
+# can start its update before every leaf's norms are done); "lars, rescue
+# cond" adds a per-leaf lax.cond that recomputes a norm with power-of-two
+# rescaling when its float32 sum of squares over/underflows (exact at any
+# magnitude; a design legw rejected for its cost).
+PROBE_PARTS = ("sgd+wd read", "+||w||", "+||g||", "lars", "lars, stacked norms",
+               "lars, rescue cond")
+
+
+def _rescued_norm(x):
+  """||x|| exact for any finite float32 x: a lax.cond rescales bad sums."""
+  s = jnp.sum(x * x)
+  n = x.size
+  bad = jnp.isinf(s) | ((s > 0) & (s < n * 2.0 ** -100))
+  scale = jnp.where(jnp.isinf(s), 2.0 ** -80, 2.0 ** 63).astype(x.dtype)
+  return jax.lax.cond(bad, lambda: jnp.sqrt(jnp.sum(jnp.square(x * scale))) / scale,
+                      lambda: jnp.sqrt(s))
+
+
+def lars_probe(part, learning_rate, momentum, weight_decay, trust_coefficient=0.001):
+  """A cost probe (not legw): one of `PROBE_PARTS`, default masks (ndim > 1).
+
+  Kernels: v <- m v + gamma * lambda * (g + beta w); other leaves: momentum
+  SGD.  Returns -v, like ``legw.lars``.
+  """
+  if part not in PROBE_PARTS:
+    raise ValueError(f"part must be one of {PROBE_PARTS}, got {part!r}")
+
+  def init(params):
+    return optax.TraceState(trace=jax.tree.map(jnp.zeros_like, params))
+
+  def ratio(w_norm, g_norm):
+    r = trust_coefficient * w_norm / (g_norm + weight_decay * w_norm)
+    return jnp.where((w_norm == 0) | (g_norm == 0), 1.0, r)
+
+  def update(grads, state, params):
+    g_leaves, treedef = jax.tree.flatten(grads)
+    w_leaves = treedef.flatten_up_to(params)
+    v_leaves = treedef.flatten_up_to(state.trace)
+    kernels = [i for i, w in enumerate(w_leaves) if w.ndim > 1]
+    lam = {}
+    if part == "+||w||":
+      lam = {i: trust_coefficient * jnp.sqrt(jnp.sum(w_leaves[i] ** 2)) for i in kernels}
+    elif part == "+||g||":
+      lam = {i: trust_coefficient / jnp.sqrt(jnp.sum(g_leaves[i] ** 2)) for i in kernels}
+    elif part == "lars":
+      lam = {i: ratio(jnp.sqrt(jnp.sum(w_leaves[i] ** 2)), jnp.sqrt(jnp.sum(g_leaves[i] ** 2)))
+             for i in kernels}
+    elif part == "lars, stacked norms":
+      norms = jnp.sqrt(jnp.stack([jnp.sum(x[i] ** 2) for i in kernels
+                                  for x in (w_leaves, g_leaves)]))
+      stacked = ratio(norms[0::2], norms[1::2])
+      lam = {i: stacked[k] for k, i in enumerate(kernels)}
+    elif part == "lars, rescue cond":
+      lam = {i: ratio(_rescued_norm(w_leaves[i]), _rescued_norm(g_leaves[i])) for i in kernels}
+    new_v = []
+    for i, (g, w, v) in enumerate(zip(g_leaves, w_leaves, v_leaves)):
+      if w.ndim > 1:
+        new_v.append(momentum * v + learning_rate * lam.get(i, 1.0) * (g + weight_decay * w))
+      else:
+        new_v.append(momentum * v + learning_rate * g)
+    out = [-v for v in new_v]
+    return jax.tree.unflatten(treedef, out), optax.TraceState(jax.tree.unflatten(treedef, new_v))
+
+  return optax.GradientTransformation(init, update)
+
+
+def sibling_fusions() -> int:
+  """Fusions XLA emits on this backend for ``x -> (2x, 3x)``.
+
+  1 where the backend has multi-output (sibling) fusion, which writing
+  ||w_{t+1}|| in the pass that writes w_{t+1} needs; 2 where each output is
+  its own pass over x (XLA:CPU).
+  """
+  x = jnp.ones((1024, 1024), jnp.float32)
+  text = jax.jit(lambda x: (2 * x, 3 * x)).lower(x).compile().as_text()
+  entry = text[text.index("ENTRY"):]
+  return sum(1 for line in entry.splitlines() if " fusion(" in line)
 
 
 class _CarriedNormState(NamedTuple):
@@ -401,7 +488,8 @@ def main(argv=None):
   parser.add_argument("--reps", type=int, default=0, help="repetitions per tree")
   parser.add_argument("--out", default=None, help="JSON output path")
   parser.add_argument("--ablations", action="store_true",
-                      help="also time rejected designs (LARS with ||w|| carried in the state)")
+                      help="also time rejected designs (||w|| carried in the state) and "
+                           "cost probes (each part of a LARS step, stacked norms, rescue cond)")
   args = parser.parse_args(argv)
   suffix = ("-quick" if args.quick else "") + ("-ablations" if args.ablations else "")
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -411,6 +499,9 @@ def main(argv=None):
   t0 = time.perf_counter()
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}", flush=True)
+  fusions = sibling_fusions()
+  print(f"x -> (2x, 3x) compiles to {fusions} fusion(s): multi-output fusion "
+        f"{'available' if fusions == 1 else 'NOT available'} on this backend", flush=True)
   bw, results = run_all(args)
   scaling = scaling_summary(results)
   table = markdown_table(bw, results, scaling)
@@ -426,6 +517,7 @@ def main(argv=None):
       "wall_s": time.perf_counter() - t0,
       "config": {"learning_rate": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY},
       "copy_bandwidth_GBps": bw / 1e9,
+      "sibling_output_fusions": fusions,
       "results": results, "scaling": scaling, "table_markdown": table,
   }
   os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -372,3 +372,22 @@ def test_property_zero_and_tiny_layers_finite(wscale, gscale):
   opt = legw.lars(0.1, weight_decay=1e-4)
   u, _ = opt.update(g, opt.init(w), w)
   assert np.all(np.isfinite(u["k"]))
+
+
+def test_float32_norm_range_is_as_documented():
+  """The documented behaviour outside the float32 range of ||x||^2."""
+  rng = np.random.default_rng(0)
+  w = jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)
+  g = jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)
+  opt = legw.scale_by_lars(trust_coefficient=0.01, weight_decay=1e-4)
+  ratio = lambda g, w: np.asarray(opt.update({"k": g}, opt.init({"k": w}), {"k": w})[0]["k"])
+  # Inside the range: lambda = eta ||w|| / (||g|| + beta ||w||).
+  want = 0.01 * np.linalg.norm(w) / (np.linalg.norm(g) + 1e-4 * np.linalg.norm(w))
+  np.testing.assert_allclose(ratio(g, w), want * (g + 1e-4 * w), rtol=1e-5)
+  # ||g||^2 overflows: lambda = 0, the layer skips the step.
+  assert np.all(ratio(g * 1e20, w) == 0)
+  # ||w||^2 overflows: a non-finite update (apply_if_finite is the guard).
+  assert not np.all(np.isfinite(ratio(g, w * 1e20)))
+  # Every element of g below ~1e-19: ||g|| counts as 0, lambda = 1.
+  tiny = g * 1e-21
+  np.testing.assert_allclose(ratio(tiny, w), tiny + 1e-4 * w, rtol=1e-6)

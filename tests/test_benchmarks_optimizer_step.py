@@ -1,0 +1,80 @@
+"""benchmarks.optimizer_step: its trees, its ablations and its probes.
+
+The timings themselves are never asserted (they are the benchmark's output);
+these tests check that what is timed is what the README says it is.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import legw
+from benchmarks import optimizer_step as ob
+
+LR, M, WD = 0.1, 0.9, 1e-2
+
+
+def _tree(seed=0):
+  rng = np.random.default_rng(seed)
+  shapes = {"conv": (3, 3, 4, 8), "dense": (16, 10), "bias": (10,), "scale": (8,)}
+  return {k: jnp.asarray(rng.normal(size=s).astype(np.float32)) for k, s in shapes.items()}
+
+
+def _run(opt, steps=3):
+  params = _tree()
+  state = opt.init(params)
+  for t in range(steps):
+    grads = jax.tree.map(lambda x: 0.1 * x, _tree(seed=t + 1))
+    updates, state = jax.jit(opt.update)(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params
+
+
+def test_tree_shapes_are_as_described():
+  info = ob.tree_info(ob.resnet50_shapes())
+  assert info["leaves"] == 161 and round(info["params"] / 1e6, 1) == 25.6
+  info = ob.tree_info(ob.transformer_shapes())
+  assert info["leaves"] >= 1000
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ob.carried_norm_lars(LR, M, WD),
+    lambda: ob.lars_probe("lars", LR, M, WD),
+    lambda: ob.lars_probe("lars, stacked norms", LR, M, WD),
+    lambda: ob.lars_probe("lars, rescue cond", LR, M, WD),
+], ids=["carried", "probe-lars", "probe-stacked", "probe-rescue"])
+def test_lars_ablations_compute_legw_lars(make):
+  """The rejected designs time the same algorithm as legw.lars."""
+  want = _run(legw.lars(LR, momentum=M, weight_decay=WD))
+  got = _run(make())
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=2e-6, atol=1e-7, err_msg=k)
+  assert not np.allclose(want["dense"], _tree()["dense"])
+
+
+def test_probes_are_momentum_sgd_plus_their_part():
+  sgd = _run(optax.sgd(LR, momentum=M))
+  probe = _run(ob.lars_probe("sgd+wd read", LR, M, WD))
+  for k in ("bias", "scale"):  # no weight decay, lambda = 1: momentum SGD
+    np.testing.assert_allclose(probe[k], sgd[k], rtol=1e-6)
+  plain = _run(legw.lars(LR, momentum=M, weight_decay=WD, trust_ratio_mask=False))
+  for k in plain:  # kernels: lambda = 1 with weight decay
+    np.testing.assert_allclose(probe[k], plain[k], rtol=1e-6, err_msg=k)
+  with pytest.raises(ValueError, match="part must be one of"):
+    ob.lars_probe("nope", LR, M, WD)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-18, 1.0])
+def test_rescued_norm_is_exact_at_any_magnitude(scale):
+  x = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32) * np.float32(scale)
+  got = float(jax.jit(ob._rescued_norm)(jnp.asarray(x)))
+  np.testing.assert_allclose(got, np.linalg.norm(x.astype(np.float64)), rtol=1e-6)
+
+
+def test_xla_cpu_has_no_sibling_multi_output_fusion():
+  """The README's analysis rests on this; if XLA:CPU gains multi-output
+  fusion this fails, and the carried-norm design should be measured again."""
+  assert jax.default_backend() == "cpu"
+  assert ob.sibling_fusions() == 2
