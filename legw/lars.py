@@ -147,10 +147,11 @@ def scale_by_lars(
     ``||g||`` gives :math:`\lambda_l = 0` (the layer skips the step), an
     overflowing ``||w||`` gives a non-finite update (guard with
     ``optax.apply_if_finite``), and a layer whose elements are all below
-    about 1e-19 counts as zero (:math:`\lambda_l = 1`).  An exact fallback (power-of-two rescaling under
-    ``lax.cond``) was measured and rejected: it makes every ordinary step
-    slower (1.67x vs 1.43x momentum SGD on ResNet-50 on a 2-core CPU,
-    ``python -m benchmarks.optimizer_step --ablations``).
+    about 1e-19 counts as zero (:math:`\lambda_l = 1`).  An exact fallback
+    (power-of-two rescaling under ``lax.cond``) was measured and rejected: it
+    makes every ordinary step slower (1.67x vs 1.43x momentum SGD on
+    ResNet-50 on a 2-core CPU, ``python -m benchmarks.optimizer_step
+    --ablations``).
   * Sharding: the norms are always those of the whole layer.
 
     - ``jax.jit`` with sharded arrays (``NamedSharding``: FSDP, tensor
