@@ -268,6 +268,11 @@ def summarize(rows: list[dict]) -> dict[tuple[str, int], dict]:
   return out
 
 
+def _number(x: float) -> str:
+  """One decimal; 3 significant digits in e-notation from 1e5 on (a blown-up perplexity)."""
+  return f"{x:.1f}" if abs(x) < 1e5 else f"{x:.3g}"
+
+
 def format_table(rows: list[dict]) -> str:
   """A Markdown table: one row per batch size, one column per method.
 
@@ -290,9 +295,10 @@ def format_table(rows: list[dict]) -> str:
       if c is None:
         cells.append("-")
         continue
-      val = f"{c['mean']:.1f}" if perplexity else f"{100 * c['mean']:.1f}"
+      unit = 1 if perplexity else 100
+      val = _number(unit * c["mean"])
       if c["n"] > 1:
-        val += f" ({c['min'] * (1 if perplexity else 100):.1f}–{c['max'] * (1 if perplexity else 100):.1f})"
+        val += f" ({_number(unit * c['min'])}–{_number(unit * c['max'])})"
       cells.append(val + ("*" if c["diverged"] else ""))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)

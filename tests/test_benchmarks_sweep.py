@@ -155,6 +155,15 @@ def test_format_table_marks_divergence():
   assert "| 256 | 32 | 88.0 | 10.0* |" in table
 
 
+def test_format_table_writes_blown_up_perplexity_compactly():
+  rows = [dict(method=m, batch_size=b, base_batch_size=20, metric="perplexity",
+               test_perplexity=p, diverged=False)
+          for m, b, p in [("legw", 20, 431.14), ("legw", 640, 951.6),
+                          ("linear", 20, 431.14), ("linear", 640, 1.5e175)]]
+  table = bs.format_table(rows)
+  assert "| 640 | 32 | 951.6 | 1.5e+175 |" in table, table
+
+
 def test_quick_sweep_end_to_end(tmp_path, capsys):
   t0 = time.perf_counter()
   assert bs.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
