@@ -302,16 +302,18 @@ def time_interleaved(shapes, opts, reps, warmup=3):
 
   Also the process CPU time of each step (both XLA worker threads): on a
   machine shared with other jobs, wall time includes the time this process
-  is preempted, CPU time does not.
+  is preempted, CPU time does not; and the bytes of temporary buffers in the
+  compiled step (``memory_analysis``: a stored g + beta*w shows up there).
   """
   params0, grads = make_trees(shapes)
   runs = {}
-  t_compile = {}
+  t_compile, temp_bytes = {}, {}
   for name, opt in opts.items():
     params = jax.tree.map(jnp.copy, params0)
     state = opt.init(params)
-    step = make_step(opt)
     t0 = time.perf_counter()
+    step = make_step(opt).lower(params, state, grads).compile()
+    temp_bytes[name] = step.memory_analysis().temp_size_in_bytes
     params, state = step(params, state, grads)
     jax.block_until_ready((params, state))
     t_compile[name] = time.perf_counter() - t0
@@ -345,6 +347,7 @@ def time_interleaved(shapes, opts, reps, warmup=3):
         "cpu_median_ms": float(np.median(c) * 1e3),
         "cpu_ratio_to_sgd": float(np.median(c) / np.median(base_cpu)),
         "first_call_s": t_compile[name],
+        "temp_MB": temp_bytes[name] / 1e6,  # XLA's temporary buffers (compiled)
     }
   for run in runs.values():
     jax.block_until_ready(run["params"])
@@ -460,8 +463,8 @@ def markdown_table(bw, results, scaling):
       "(momentum SGD's minimum traffic); own floor: 5 passes for SGD, 6 for LARS.",
       "",
       "| tree | leaves | params | optimizer | step (ms) | x SGD | x SGD (CPU time) | "
-      "x 5-pass floor | % of own floor |",
-      "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+      "x 5-pass floor | % of own floor | temp (MB) |",
+      "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
   ]
   for name, r in results.items():
     first = True
@@ -470,7 +473,7 @@ def markdown_table(bw, results, scaling):
               else "| | | ")
       lines.append(f"{lead}| {opt} | {t['median_ms']:.2f} | {t['ratio_to_sgd']:.2f} | "
                    f"{t['cpu_ratio_to_sgd']:.2f} | {t['x_floor5']:.2f} | "
-                   f"{100 * t['floor_fraction']:.0f}% |")
+                   f"{100 * t['floor_fraction']:.0f}% | {t['temp_MB']:.2f} |")
       first = False
   lines += ["", "Scaling: step time against size (`scale-*`: t = a + b x MB, MB = 20 B x "
                 "params, R^2 of the fit) and against leaf count at a fixed size (`split-*`).",

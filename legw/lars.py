@@ -84,8 +84,14 @@ def _lars_leaves(g_leaves, w_leaves, tr_mask, wd_mask, *, trust_coefficient,
     sums.append(sum_of_squares(w32))
     if denominator == "combined" and use_wd:
       # g - (-beta)*w == g + beta*w exactly (rounding is sign-symmetric), but
-      # XLA does not merge it with `decayed`: each fusion recomputes it.
-      sums.append(sum_of_squares(g32 - (-weight_decay) * w32))
+      # XLA does not merge it with `decayed`: each fusion recomputes it.  And
+      # -beta is a per-leaf value XLA cannot fold (||w||^2 is never < 0; NaN
+      # keeps -beta): a constant would be broadcast once per leaf shape,
+      # shared by the reductions of all leaves of that shape, and stored by
+      # XLA:CPU as a parameter-sized temporary that each of them reads
+      # (24 MB on the ResNet-50 tree; tests/test_lars.py checks the temps).
+      neg_beta = jnp.where(sums[-1] < 0, jnp.zeros((), dt), jnp.asarray(-weight_decay, dt))
+      sums.append(sum_of_squares(g32 - neg_beta * w32))
     else:
       sums.append(sum_of_squares(g32))
   sums = psum_stacked(sums, axis_name)
