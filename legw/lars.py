@@ -155,9 +155,9 @@ def scale_by_lars(
     ``optax.apply_if_finite``), and a layer whose elements are all below
     about 1e-19 counts as zero (:math:`\lambda_l = 1`).  An exact fallback
     (power-of-two rescaling under ``lax.cond``) was measured and rejected: it
-    makes every ordinary step slower (1.67x vs 1.43x momentum SGD on
-    ResNet-50 on a 2-core CPU, ``python -m benchmarks.optimizer_step
-    --ablations``).
+    makes every ordinary step slower, by about 0.2x of a momentum-SGD step
+    on ResNet-50 on a 2-core CPU (``python -m benchmarks.optimizer_step
+    --ablations``, see ``benchmarks/README_optimizer_step.md``).
   * Sharding: the norms are always those of the whole layer.
 
     - ``jax.jit`` with sharded arrays (``NamedSharding``: FSDP, tensor
