@@ -28,9 +28,10 @@ its own floor (5 passes for SGD, 6 for LARS) that it achieves.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.optimizer_step            # ~10 minutes on 2 CPU cores
-    python -m benchmarks.optimizer_step --quick    # smoke run, ~2 minutes
-    python -m benchmarks.optimizer_step --quick --ablations   # + rejected designs
+    python -m benchmarks.optimizer_step              # ~5 minutes on 2 idle CPU cores
+    python -m benchmarks.optimizer_step --quick      # smoke run, ~1 minute
+    python -m benchmarks.optimizer_step --ablations  # + rejected designs, cost probes
+    python -m benchmarks.optimizer_step --family --reps 11  # + percent_delta, mclr
 
 Writes ``benchmarks/results/optimizer_step[-quick].json`` (``--out``) and
 prints a markdown table.  Timed numbers never go into tests; this is the
@@ -134,7 +135,7 @@ def make_trees(shapes, seed=0):
 # ---------------------------------------------------------------------------
 
 
-def optimizers(extra: bool, ablations: bool = False):
+def optimizers(extra: bool, ablations: bool = False, family: bool = False):
   opts = {
       "sgd": optax.sgd(LR, momentum=MOMENTUM),
       "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
@@ -145,6 +146,11 @@ def optimizers(extra: bool, ablations: bool = False):
     opts["legw.lars(combined,all)"] = legw.lars(
         LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, denominator="combined",
         trust_ratio_mask=True, weight_decay_mask=True)
+  if family:
+    # legw's other per-layer optimizers (curvature paper), same hyperparameters.
+    opts["legw.percent_delta"] = legw.percent_delta(LR, momentum=MOMENTUM,
+                                                    weight_decay=WEIGHT_DECAY)
+    opts["legw.mclr"] = legw.mclr(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
   if ablations:
     opts["ablation: carried ||w||"] = carried_norm_lars(LR, MOMENTUM, WEIGHT_DECAY)
     # Where legw.lars's time goes: each part added to momentum SGD in turn.
@@ -419,7 +425,8 @@ def run_all(args):
     info = tree_info(shapes)
     n_reps = reps if info["params"] <= 30_000_000 else max(5, reps // 3)
     t0 = time.perf_counter()
-    timing = time_interleaved(shapes, optimizers(extra, extra and args.ablations), n_reps)
+    timing = time_interleaved(
+        shapes, optimizers(extra, extra and args.ablations, extra and args.family), n_reps)
     floor_ms = 5 * 4 * info["params"] / bw * 1e3  # g, v, w read; v, w written
     for opt, r in timing.items():
       r["x_floor5"] = r["median_ms"] / floor_ms
@@ -493,8 +500,11 @@ def main(argv=None):
   parser.add_argument("--ablations", action="store_true",
                       help="also time rejected designs (||w|| carried in the state) and "
                            "cost probes (each part of a LARS step, stacked norms, rescue cond)")
+  parser.add_argument("--family", action="store_true",
+                      help="also time legw.percent_delta and legw.mclr on trees (a) and (b)")
   args = parser.parse_args(argv)
-  suffix = ("-quick" if args.quick else "") + ("-ablations" if args.ablations else "")
+  suffix = (("-quick" if args.quick else "") + ("-ablations" if args.ablations else "")
+            + ("-family" if args.family else ""))
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"optimizer_step{suffix}.json")
 
@@ -512,6 +522,8 @@ def main(argv=None):
   print(table)
   record = {
       "command": "python -m benchmarks.optimizer_step" + (" --quick" if args.quick else "")
+                 + (" --ablations" if args.ablations else "")
+                 + (" --family" if args.family else "")
                  + (f" --reps {args.reps}" if args.reps else ""),
       "jax": jax.__version__, "optax": optax.__version__,
       "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,

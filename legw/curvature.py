@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from legw import _validation
-from legw._reduce import AxisName, psum_stacked, stat_dtype
+from legw._reduce import AxisName, fused_sums, psum_stacked, stat_dtype
 from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 
@@ -428,8 +428,8 @@ def scale_by_percent_delta(
         nonzero = w32 != 0
         rel = jnp.abs(g32) / jnp.where(nonzero, jnp.abs(w32), 1.0)
         index.append(len(sums))
-        sums.append(jnp.sum(jnp.where(nonzero, rel, 0.0)))
-        sums.append(jnp.sum(nonzero, dtype=dt))
+        # One pass, nothing stored (see fused_sums).
+        sums.extend(fused_sums([jnp.where(nonzero, rel, 0.0), nonzero.astype(dt)]))
       else:
         index.append(None)
     sums = psum_stacked(sums, axis_name)

@@ -391,31 +391,3 @@ def test_float32_norm_range_is_as_documented():
   # Every element of g below ~1e-19: ||g|| counts as 0, lambda = 1.
   tiny = g * 1e-21
   np.testing.assert_allclose(ratio(tiny, w), tiny + 1e-4 * w, rtol=1e-6)
-
-
-@pytest.mark.parametrize("kwargs", [
-    {}, dict(denominator="combined"),
-    dict(denominator="combined", trust_ratio_mask=True, weight_decay_mask=True),
-], ids=["paper", "combined", "combined-all"])
-def test_step_stores_no_parameter_sized_temporary(kwargs):
-  """XLA's compiled step keeps no temporary buffer the size of a layer.
-
-  Four kernels of one shape: a constant broadcast shared between them, or a
-  stored g + beta*w, would each show up as a parameter-sized temporary.
-  """
-  shape = (256, 128)
-  params = {f"k{i}": jax.ShapeDtypeStruct(shape, jnp.float32) for i in range(4)}
-  params.update({f"b{i}": jax.ShapeDtypeStruct((128,), jnp.float32) for i in range(4)})
-
-  def temp_bytes(opt):
-    def step(params, state, grads):
-      updates, state = opt.update(grads, state, params)
-      return optax.apply_updates(params, updates), state
-    state = jax.eval_shape(opt.init, params)
-    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
-
-  leaf_bytes = 256 * 128 * 4
-  # With -beta as a plain constant in the combined sums (legw before this
-  # test), XLA:CPU stored one 131,072-byte broadcast here, read by all four.
-  assert temp_bytes(legw.lars(0.1, weight_decay=1e-4, **kwargs)) < leaf_bytes // 8
