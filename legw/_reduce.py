@@ -50,18 +50,30 @@ def psum_stacked(values: Sequence[jax.Array], axis_name: AxisName) -> list[jax.A
   return [stacked[i].astype(v.dtype) for i, v in enumerate(values)]
 
 
-def fused_sums(arrays: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-  """The sums of same-shaped arrays, in one variadic reduce (one pass).
+def fused_reduce(arrays: Sequence[jax.Array], op=jax.lax.add, init=0) -> tuple[jax.Array, ...]:
+  """Full reductions of same-shaped arrays by ``op``, in one variadic reduce.
 
-  Why not ``jnp.sum`` of each: XLA:CPU hands plain sums to its YNN library,
-  whose fusions take multiply/add producers but not compare, select, divide
-  or convert; those are then written out as parameter-sized temporaries and
-  read back.  XLA emits a variadic reduce itself, with every elementwise
-  producer fused into the one loop (``legw.percent_delta`` went from 4.4x to
-  1.9x a momentum-SGD step on the ResNet-50 tree, and from 204 MB of
-  temporaries to none).
+  Why not ``jnp.sum`` (``jnp.min``) of each: XLA:CPU hands plain reductions
+  to its YNN library, whose fusions take multiply/add producers but not
+  compare, select, divide or convert, and it does not fuse a compare+convert
+  producer into a one-operand reduce either: such producers are written out
+  as parameter-sized temporaries and read back.  A variadic reduce of two or
+  more arrays is emitted by XLA itself with every elementwise producer fused
+  into one loop.  A single array is passed twice (the same pass, no
+  temporary).  Measured on the ResNet-50 tree by ``python -m
+  benchmarks.optimizer_step --family`` (see
+  ``benchmarks/README_optimizer_step.md``).
   """
   arrays = tuple(arrays)
-  zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
-  return jax.lax.reduce(arrays, zeros, lambda x, y: tuple(a + b for a, b in zip(x, y)),
-                        tuple(range(arrays[0].ndim)))
+  single = len(arrays) == 1
+  if single:
+    arrays = arrays * 2
+  inits = tuple(jnp.asarray(init, a.dtype) for a in arrays)
+  out = jax.lax.reduce(arrays, inits, lambda x, y: tuple(op(a, b) for a, b in zip(x, y)),
+                       tuple(range(arrays[0].ndim)))
+  return out[:1] if single else out
+
+
+def fused_sums(arrays: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+  """Sums of same-shaped arrays in one pass (:func:`fused_reduce`)."""
+  return fused_reduce(arrays, jax.lax.add, 0)

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from legw import _validation
-from legw._reduce import AxisName, fused_sums, psum_stacked, stat_dtype
+from legw._reduce import AxisName, fused_reduce, fused_sums, psum_stacked, stat_dtype
 from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 
@@ -138,8 +138,20 @@ def _medians_of_magnitudes(arrays, axis_name):
     n = jnp.stack(psum_stacked([jnp.asarray(b.size, int_t) for b in bits], axis_name))
     need = (n - 1) // 2 + 1  # entries at or below the lower middle value
 
-    def count_at_or_below(t, bits=bits):
-      counts = [jnp.sum(b <= t[j], dtype=int_t) for j, b in enumerate(bits)]
+    # Pairs of same-shaped arrays (e.g. a layer's |w| and |g|) are counted in
+    # one variadic reduce: nothing stored per pass (legw._reduce.fused_reduce).
+    # The bit patterns themselves are stored once (XLA hoists them out of the
+    # loop).
+    by_shape = {}
+    for j, b in enumerate(bits):
+      by_shape.setdefault(b.shape, []).append(j)
+    pairs = [js[k:k + 2] for js in by_shape.values() for k in range(0, len(js), 2)]
+
+    def count_at_or_below(t, bits=bits, pairs=pairs):
+      counts = [None] * len(bits)
+      for js in pairs:
+        for j, c in zip(js, fused_sums([(bits[j] <= t[j]).astype(int_t) for j in js])):
+          counts[j] = c
       return jnp.stack(psum_stacked(counts, axis_name))
 
     def body(_, bounds, need=need, count_at_or_below=count_at_or_below):
@@ -156,8 +168,13 @@ def _medians_of_magnitudes(arrays, axis_name):
     # Upper middle value: equal to the lower one unless n is even and exactly
     # n//2 entries are at or below it; then the smallest entry above it.
     at_or_below = count_at_or_below(lower)
-    above = jnp.stack([jnp.min(jnp.where(b > lower[j], b, top), initial=top)
-                       for j, b in enumerate(bits)])
+    above = [None] * len(bits)
+    for js in pairs:
+      mins = fused_reduce([jnp.where(bits[j] > lower[j], bits[j], top) for j in js],
+                          jax.lax.min, top)
+      for j, m in zip(js, mins):
+        above[j] = m
+    above = jnp.stack(above)
     if axis_name is not None:
       above = jax.lax.pmin(above, axis_name)
     upper = jnp.where((n % 2 == 0) & (at_or_below < need + 1), above, lower)
