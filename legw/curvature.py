@@ -573,10 +573,23 @@ def hutchinson_diagonal(
 
   Returns:
     A tree like ``params`` in float32 (or wider).
+
+  Raises:
+    ValueError: for ``num_probes`` not an integer >= 1, or a ``mask`` whose
+      length is not the number of leaves of ``params``.
+
+  Source: Hutchinson's trace estimator (Hutchinson, 1989) applied to the
+  diagonal (Bekas, Kokiopoulou & Saad, 2007); it supplies the second
+  derivative in the curvature radius of the curvature paper, eq. 9-11 (used
+  by :func:`scale_by_curvature_radius`).
   """
+  _check_positive_int("num_probes", num_probes)
   leaves, treedef = jax.tree.flatten(params)
   if mask is None:
     mask = [True] * len(leaves)
+  elif len(mask) != len(leaves):
+    raise ValueError(f"mask must have one bool per leaf of params ({len(leaves)}), "
+                     f"got {len(mask)}.")
 
   def one_probe(k):
     keys = jax.random.split(jax.random.fold_in(key, k), len(leaves))

@@ -89,7 +89,7 @@ def _lars_leaves(g_leaves, w_leaves, tr_mask, wd_mask, *, trust_coefficient,
       # keeps -beta): a constant would be broadcast once per leaf shape,
       # shared by the reductions of all leaves of that shape, and stored by
       # XLA:CPU as a parameter-sized temporary that each of them reads
-      # (24 MB on the ResNet-50 tree; tests/test_conformance.py checks it).
+      # (24 MB on ResNet-50: benchmarks/step_cost.py; tests/test_conformance.py).
       neg_beta = jnp.where(sums[-1] < 0, jnp.zeros((), dt), jnp.asarray(-weight_decay, dt))
       sums.append(sum_of_squares(g32 - neg_beta * w32))
     else:

@@ -28,6 +28,15 @@ def exclude_bias_and_norm(params: Any) -> Any:
     A pytree of Python bools with the structure of ``params``: ``True`` where a
     leaf has ``ndim > 1`` (dense/conv kernels, embeddings), ``False`` where
     ``ndim <= 1`` (biases, BatchNorm/LayerNorm scales and offsets, scalars).
+
+  Raises:
+    Nothing of its own: any pytree works (a leaf without a shape counts as
+    ``ndim`` 0).
+
+  Source: not in the papers (Algorithm 1 of the LARS paper scales every
+  layer; its Table 2 lists weights and biases separately); it is the
+  practice of the MLPerf LARS submissions, which give biases and
+  normalisation parameters neither the trust ratio nor weight decay.
   """
   return jax.tree.map(lambda p: np.ndim(p) > 1, params)
 

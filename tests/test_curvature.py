@@ -288,6 +288,18 @@ def test_hutchinson_is_unbiased_on_non_separable_quadratic():
   assert np.max(np.abs(got1 - diag)) > 0.1  # a single probe is not exact here
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_probes=0), "num_probes must be an integer >= 1"),
+    (dict(num_probes=2.5), "num_probes must be an integer >= 1"),
+    (dict(mask=[True]), "one bool per leaf of params \\(2\\), got 1"),
+])
+def test_hutchinson_rejects_bad_arguments(kwargs, match):
+  params = {"x": jnp.ones((2, 2)), "y": jnp.ones(2)}
+  obj = lambda p: jnp.sum(p["x"] ** 2) + jnp.sum(p["y"] ** 2)
+  with pytest.raises(ValueError, match=match):
+    curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(0), **kwargs)
+
+
 def test_cblr_update_every_and_key_in_state():
   rng = np.random.default_rng(2)
   m = rng.normal(size=(16, 16))

@@ -1,0 +1,11 @@
+"""benchmarks.step_cost: the before/after tool of README_optimizer_step.md."""
+
+from benchmarks import step_cost
+
+
+def test_step_cost_reports_temporaries_and_ratio(capsys):
+  out = step_cost.main(["percent_delta", "--reps", "1"])
+  assert "percent_delta on ResNet-50: temporaries" in capsys.readouterr().out
+  # No parameter-sized temporary (the ResNet-50 tree is 102 MB of float32).
+  assert 0 <= out["temp_MB"] < 1.0
+  assert out["ratio_to_sgd"] > 0
