@@ -8,12 +8,18 @@ vs batch size per method, the shape of the LEGW paper's Figure 5.
     python -m benchmarks.batch_scaling                 # mnist5k, the full sweep
     python -m benchmarks.batch_scaling --quick         # < 1 minute smoke run
     python -m benchmarks.batch_scaling --dataset fashion_mnist --methods legw linear \\
-        --batch-sizes 128 512 2048 8192 --epochs 8
-    python -m benchmarks.batch_scaling --tune          # the base-batch LR grid
+        --jobs 2                                       # 25 epochs, batch 128 -> 8192
+    python -m benchmarks.batch_scaling --tune --seeds 0 1 2   # the base-batch LR grid
+
+Every finished run is written to the results JSON at once; rerunning the same
+command skips the runs already there (keyed by their full configuration), so
+an interrupted sweep loses at most the runs in progress, and a sweep can be
+completed over several invocations (e.g. more seeds at some batch sizes).
+``--jobs N`` trains N runs at a time in worker processes.
 
 The logic lives in importable functions (:func:`plan_runs`, :func:`run_sweep`,
-:func:`write_results`, :func:`format_table`, :func:`tune`); ``main`` only
-parses flags.
+:func:`execute`, :func:`write_results`, :func:`format_table`, :func:`tune`,
+:func:`select_learning_rates`); ``main`` only parses flags.
 """
 
 from __future__ import annotations
@@ -49,10 +55,20 @@ class SweepConfig:
     num_epochs: epochs at every batch size; the baseline's when None.
     seeds: one run per seed (initialisation and data order).
     base_batch_size, base_warmup_epochs, learning_rates, decay: override the
-      baseline (``learning_rates``: optimizer name -> LR at the base batch).
+      baseline (``learning_rates``: optimizer name -> LR at the base batch;
+      given, it replaces the baseline's selection rules by one rule,
+      ``"manual"``).
+    lr_rules: which of the baseline's base-LR selection rules to sweep
+      (``"argmax"``, ``"one_se"``; see :func:`select_learning_rates`); None:
+      every rule the baseline records. Rules that picked the same LR share
+      their runs.
     data_dir: directory of IDX files (see :func:`benchmarks.data.load_dataset`).
-    data_seed: seeds the train/test split of ``mnist5k`` (fixed: 0).
+    data_seed: seeds the train/test split of ``mnist5k`` and the validation
+      split (fixed: 0).
     max_train_examples, max_test_examples: truncate the data (quick runs).
+    validation_fraction: when set, a seeded ``validation_fraction`` of the
+      training set is held out and used as the evaluation set (tuning); the
+      test set is not loaded into the runs at all.
   """
   task: str = "mnist_lstm"
   dataset: str = "mnist5k"
@@ -68,6 +84,8 @@ class SweepConfig:
   data_seed: int = 0
   max_train_examples: int | None = None
   max_test_examples: int | None = None
+  lr_rules: tuple[str, ...] | None = None
+  validation_fraction: float | None = None
 
 
 def resolve(config: SweepConfig):
@@ -80,8 +98,17 @@ def resolve(config: SweepConfig):
   base = task.baselines[config.dataset]
   lrs = dict(base.learning_rates)
   lrs.update(config.learning_rates or {})
+  rules = {r: dict(v) for r, v in base.rule_learning_rates.items()}
+  if config.learning_rates or not rules:
+    rules = {"manual" if config.learning_rates else "baseline": lrs}
+  elif config.lr_rules:
+    unknown = sorted(set(config.lr_rules) - set(rules))
+    if unknown:
+      raise ValueError(f"lr_rules {unknown} not recorded for {task.name}/{config.dataset}; "
+                       f"known: {sorted(rules)}.")
+    rules = {r: rules[r] for r in config.lr_rules}
   base = dataclasses.replace(
-      base, learning_rates=lrs,
+      base, learning_rates=lrs, rule_learning_rates=rules,
       base_batch_size=config.base_batch_size or base.base_batch_size,
       base_warmup_epochs=(base.base_warmup_epochs if config.base_warmup_epochs is None
                           else config.base_warmup_epochs),
@@ -91,13 +118,28 @@ def resolve(config: SweepConfig):
   return task, base
 
 
+# What makes two runs the same training run: a run is keyed by all of these
+# (rows of different methods or selection rules with equal keys share one run).
+KEY_FIELDS = (
+    "task", "dataset", "split", "train_size", "data_seed", "max_train_examples",
+    "max_test_examples", "optimizer", "optimizer_kwargs", "batch_size", "seed",
+    "peak_learning_rate", "warmup_steps", "total_steps", "steps_per_epoch", "num_epochs",
+    "decay", "power", "schedule_kwargs", "validation_fraction")
+
+
+def run_key(run: dict) -> str:
+  """The full configuration of a training run, as a canonical JSON string."""
+  return json.dumps({f: run.get(f) for f in KEY_FIELDS}, sort_keys=True, default=_jsonable)
+
+
 def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
   """Every run of the sweep: its method's rule applied to the baseline.
 
-  Returns one dict per (batch size, method, seed) with the numbers that
-  define it (optimizer, peak learning rate, warmup epochs and steps, ...).
-  Runs whose numbers coincide (at the base batch, ``legw``, ``linear`` and
-  ``none`` are the same run) share a ``run_key`` and are trained once.
+  Returns one dict per (base-LR rule, seed, batch size, method) with the
+  numbers that define it (optimizer, peak learning rate, warmup epochs and
+  steps, ...). Runs whose numbers coincide (at the base batch, ``legw``,
+  ``linear`` and ``none`` are the same run; two selection rules that picked
+  the same LR) share a ``run_key`` (:func:`run_key`) and are trained once.
 
   Raises:
     ValueError: for an unknown method, a missing learning rate, or a ladder
@@ -107,42 +149,47 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
   from benchmarks.tasks import METHODS
   task, base = resolve(config)
   runs = []
-  for seed in config.seeds:
-    for batch_size in base.batch_sizes:
-      for name in config.methods:
-        if name not in METHODS:
-          raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}.")
-        method, optimizer = METHODS[name], task.optimizer_for(name)
-        if optimizer not in base.learning_rates:
-          raise ValueError(f"no base learning rate for optimizer {optimizer!r} "
-                           f"(task {task.name!r}, dataset {config.dataset!r}).")
-        recipe = legw.Recipe(
-            base_batch_size=base.base_batch_size,
-            base_learning_rate=base.learning_rates[optimizer],
-            base_warmup_epochs=base.base_warmup_epochs, num_epochs=base.num_epochs,
-            decay=base.decay, power=base.power,
-            lr_scaling=method.lr_scaling, warmup_scaling=method.warmup_scaling,
-            **base.schedule_kwargs)
-        try:
-          s = recipe.at(batch_size, dataset_size=train_size)
-        except ValueError as e:
-          raise ValueError(f"method {name!r} at batch {batch_size}: {e}") from e
-        run = dict(
-            task=task.name, dataset=config.dataset, method=name, optimizer=optimizer,
-            batch_size=batch_size, base_batch_size=base.base_batch_size,
-            k=batch_size / base.base_batch_size, seed=seed,
-            base_learning_rate=recipe.base_learning_rate,
-            peak_learning_rate=s.peak_learning_rate,
-            base_warmup_epochs=base.base_warmup_epochs, warmup_epochs=s.warmup_epochs,
-            warmup_steps=s.warmup_steps, num_epochs=base.num_epochs,
-            steps_per_epoch=s.steps_per_epoch, total_steps=s.total_steps,
-            decay=base.decay, power=base.power, lr_scaling=method.lr_scaling,
-            warmup_scaling=method.warmup_scaling,
-            schedule_kwargs=dict(base.schedule_kwargs))
-        run["run_key"] = "|".join(str(run[f]) for f in (
-            "optimizer", "batch_size", "seed", "peak_learning_rate", "warmup_steps",
-            "total_steps", "decay", "power")) + str(sorted(base.schedule_kwargs.items()))
-        runs.append(run)
+  for rule, lrs in base.rule_learning_rates.items():
+    for seed in config.seeds:
+      for batch_size in base.batch_sizes:
+        for name in config.methods:
+          if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}.")
+          method, optimizer = METHODS[name], task.optimizer_for(name)
+          if optimizer not in lrs:
+            raise ValueError(f"no base learning rate for optimizer {optimizer!r} "
+                             f"(task {task.name!r}, dataset {config.dataset!r}).")
+          recipe = legw.Recipe(
+              base_batch_size=base.base_batch_size, base_learning_rate=lrs[optimizer],
+              base_warmup_epochs=base.base_warmup_epochs, num_epochs=base.num_epochs,
+              decay=base.decay, power=base.power,
+              lr_scaling=method.lr_scaling, warmup_scaling=method.warmup_scaling,
+              **base.schedule_kwargs)
+          try:
+            s = recipe.at(batch_size, dataset_size=train_size)
+          except ValueError as e:
+            raise ValueError(f"method {name!r} at batch {batch_size}: {e}") from e
+          run = dict(
+              task=task.name, dataset=config.dataset, method=name, lr_rule=rule,
+              optimizer=optimizer,
+              optimizer_kwargs=dict(task.optimizer_kwargs.get(optimizer, {})),
+              batch_size=batch_size, base_batch_size=base.base_batch_size,
+              k=batch_size / base.base_batch_size, seed=seed,
+              base_learning_rate=recipe.base_learning_rate,
+              peak_learning_rate=s.peak_learning_rate,
+              base_warmup_epochs=base.base_warmup_epochs, warmup_epochs=s.warmup_epochs,
+              warmup_steps=s.warmup_steps, num_epochs=base.num_epochs,
+              steps_per_epoch=s.steps_per_epoch, total_steps=s.total_steps,
+              decay=base.decay, power=base.power, lr_scaling=method.lr_scaling,
+              warmup_scaling=method.warmup_scaling,
+              schedule_kwargs=dict(base.schedule_kwargs),
+              split="validation" if config.validation_fraction else "test",
+              train_size=train_size, data_seed=config.data_seed,
+              max_train_examples=config.max_train_examples,
+              max_test_examples=config.max_test_examples,
+              validation_fraction=config.validation_fraction)
+          run["run_key"] = run_key(run)
+          runs.append(run)
   return runs
 
 
@@ -157,12 +204,25 @@ def _recipe_schedule(run: dict):
 
 
 def load_data(config: SweepConfig):
-  """The task's data for ``config`` (truncated for quick runs), as NumPy arrays."""
+  """The task's data for ``config``, as NumPy arrays ``(x_tr, y_tr, x_ev, y_ev)``.
+
+  Truncated for quick runs (``max_train_examples`` applies to the training
+  set before a validation split is taken). With ``validation_fraction`` the
+  evaluation arrays are a held-out, seeded (``data_seed``) subset of the
+  training set, and the rest is trained on; the test set is not returned.
+  """
   from benchmarks.tasks import get_task
   task = get_task(config.task)
   x_tr, y_tr, x_te, y_te = task.load_data(config.dataset, config.data_dir, config.data_seed)
   if config.max_train_examples:
     x_tr, y_tr = x_tr[:config.max_train_examples], y_tr[:config.max_train_examples]
+  if config.validation_fraction:
+    if not 0.0 < config.validation_fraction < 1.0:
+      raise ValueError(f"validation_fraction must be in (0, 1), got {config.validation_fraction}.")
+    n_val = int(round(len(x_tr) * config.validation_fraction))
+    perm = np.random.default_rng(config.data_seed).permutation(len(x_tr))
+    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return x_tr[train], y_tr[train], x_tr[val], y_tr[val]
   if config.max_test_examples:
     x_te, y_te = x_te[:config.max_test_examples], y_te[:config.max_test_examples]
   return x_tr, y_tr, x_te, y_te
@@ -176,74 +236,211 @@ def _environment() -> dict:
               python=platform.python_version())
 
 
-def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = True,
-            desc: str = "") -> list[dict]:
-  """Trains every distinct run of ``runs`` and returns the rows with results."""
-  import jax
-  from tqdm.auto import tqdm
+# Per-process caches: a worker process loads the data and builds each
+# optimizer's trainer (and its compiled epochs) once, for all its runs.
+_DATA: dict[str, tuple] = {}
+_TRAINERS: dict[tuple, Any] = {}
 
+
+def _device_data(config: SweepConfig, data=None):
+  import jax
+
+  from benchmarks.train import prepare_eval
+  key = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+  if key not in _DATA:
+    x_tr, y_tr, x_te, y_te = data if data is not None else load_data(config)
+    _DATA.clear()
+    _DATA[key] = (jax.device_put(x_tr), jax.device_put(y_tr), prepare_eval(x_te, y_te),
+                  len(x_tr), len(x_te))
+  return _DATA[key]
+
+
+def train_one(run: dict, config: SweepConfig, data=None, on_epoch=None) -> dict:
+  """Trains one planned run; returns what it measured (no definition fields).
+
+  ``data`` is the output of :func:`load_data` (loaded here when None).
+  """
   from benchmarks.tasks import get_task
-  from benchmarks.train import Trainer, make_optimizer, prepare_eval, schedule_values, train_run
+  from benchmarks.train import Trainer, make_optimizer, schedule_values, train_run
 
   task = get_task(config.task)
-  x_tr, y_tr, x_te, y_te = data if data is not None else load_data(config)
-  x_dev, y_dev = jax.device_put(x_tr), jax.device_put(y_tr)
-  eval_data = prepare_eval(x_te, y_te)
-  env = _environment()
-  trainers: dict[str, Trainer] = {}
-  distinct = {r["run_key"]: r for r in runs}
-  bar = tqdm(total=sum(r["num_epochs"] for r in distinct.values()), unit="epoch",
-             disable=not progress, desc=desc or f"{config.task}/{config.dataset}",
-             file=sys.stdout, dynamic_ncols=True)
-  done: dict[str, dict] = {}
-  for key, run in distinct.items():
-    opt = run["optimizer"]
-    if opt not in trainers:
-      trainers[opt] = Trainer(task.make_model(),
-                              make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
+  x_dev, y_dev, eval_data, n_train, n_eval = _device_data(config, data)
+  if n_train != run["train_size"]:
+    raise ValueError(f"run planned for {run['train_size']} training examples, data has {n_train}.")
+  opt = run["optimizer"]
+  tkey = (config.task, opt, json.dumps(run["optimizer_kwargs"], sort_keys=True))
+  if tkey not in _TRAINERS:
+    _TRAINERS[tkey] = Trainer(task.make_model(), make_optimizer(opt, **run["optimizer_kwargs"]),
                               scan_epoch=task.scan_epoch)
-    lrs = schedule_values(_recipe_schedule(run), run["total_steps"])
-    bar.set_postfix_str(f"{run['method']} B={run['batch_size']} lr={run['peak_learning_rate']:.3g}")
+  lrs = schedule_values(_recipe_schedule(run), run["total_steps"])
+  res = train_run(_TRAINERS[tkey], x_dev, y_dev, eval_data, batch_size=run["batch_size"],
+                  learning_rates=lrs, num_epochs=int(run["num_epochs"]), seed=run["seed"],
+                  on_epoch=on_epoch)
+  return dict(dataclasses.asdict(res), **_environment(), test_size=n_eval, metric=task.metric)
 
-    def on_epoch(epoch, loss, _run=run):
-      bar.update(1)
-      bar.set_postfix_str(f"{_run['method']} B={_run['batch_size']} loss={loss:.3f}")
 
-    res = train_run(trainers[opt], x_dev, y_dev, eval_data, batch_size=run["batch_size"],
-                    learning_rates=lrs, num_epochs=int(run["num_epochs"]), seed=run["seed"],
-                    on_epoch=on_epoch)
-    bar.update(int(run["num_epochs"]) - res.epochs_run)  # diverged runs stop early
-    done[key] = dict(dataclasses.asdict(res), **env, train_size=len(x_tr),
-                     test_size=len(x_te), metric=task.metric)
-  bar.close()
+def _train_in_worker(run: dict, config: SweepConfig) -> tuple[str, dict]:
+  return run["run_key"], train_one(run, config)
+
+
+def load_rows(path: str | None) -> list[dict]:
+  """The rows of a results JSON (``[]`` when there is none yet)."""
+  if not path or not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return json.load(f)
+
+
+def _write_json(path: str, rows: list[dict]) -> None:
+  """Writes ``rows`` atomically (a killed process never leaves half a file)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(rows, f, indent=1, default=_jsonable)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+# Fields every run of one results file must share: one file is one sweep.
+SWEEP_FIELDS = ("task", "dataset", "split", "num_epochs", "base_batch_size", "decay",
+                "power", "train_size", "max_train_examples", "max_test_examples")
+
+
+def _check_same_sweep(previous: list[dict], runs: list[dict], path: str) -> None:
+  if not previous or not runs:
+    return
+  for f in SWEEP_FIELDS:
+    old = {json.dumps(r.get(f), default=_jsonable) for r in previous}
+    new = {json.dumps(r.get(f), default=_jsonable) for r in runs}
+    if old != new:
+      raise ValueError(
+          f"{path} holds runs of another sweep ({f}: {sorted(old)} there, {sorted(new)} now); "
+          "pass a different --stem (or --out-dir), or delete the file to start afresh.")
+
+
+def _row_id(row: dict) -> tuple:
+  return row["run_key"], row["method"], row.get("lr_rule", "baseline")
+
+
+def _rows_for(runs: list[dict], done: dict[str, dict]) -> list[dict]:
   rows = []
   for run in runs:
+    if run["run_key"] not in done:
+      continue
     row = dict(run, **done[run["run_key"]])
-    shared = [r["method"] for r in runs if r["run_key"] == run["run_key"] and r is not run]
+    shared = sorted({f"{r['method']}/{r['lr_rule']}" for r in runs
+                     if r["run_key"] == run["run_key"] and r is not run})
     row["same_run_as"] = ",".join(shared)
-    if task.metric == "perplexity":
+    if row.get("metric") == "perplexity":
       row["test_perplexity"] = math.exp(min(row["test_loss"], 700.0))
     rows.append(row)
   return rows
 
 
-def run_sweep(config: SweepConfig, progress: bool = True) -> list[dict]:
-  """Plans and trains the sweep; returns one row per (batch, method, seed).
+def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = True,
+            desc: str = "", results_path: str | None = None, jobs: int = 1) -> list[dict]:
+  """Trains every distinct run of ``runs`` not yet in ``results_path``; returns the rows.
+
+  Args:
+    runs: from :func:`plan_runs` (one per method, rule and seed; equal
+      ``run_key`` = one training run).
+    config: the sweep (its data settings).
+    data: :func:`load_data`'s output, to skip loading (``jobs=1`` only).
+    progress: show a tqdm bar (epochs).
+    desc: the bar's label.
+    results_path: a results JSON. Runs already in it (same ``run_key``) are
+      not trained again; after each finished run the file is rewritten with
+      every row so far, so an interrupted sweep loses only the runs in
+      progress. Rows of the file that this plan does not contain are kept
+      (a sweep can be completed over several invocations), but the file
+      must hold the same sweep (:data:`SWEEP_FIELDS`), else ValueError.
+    jobs: train this many runs at a time, each in its own worker process
+      (``spawn``; each loads the data once). 1: in this process.
+
+  Returns:
+    Every row of the results file (or, without one, of this plan), with the
+    run's definition and what it measured.
+  """
+  from tqdm.auto import tqdm
+
+  if jobs < 1:
+    raise ValueError(f"jobs must be >= 1, got {jobs}.")
+  previous = load_rows(results_path)
+  _check_same_sweep(previous, runs, results_path or "")
+  done: dict[str, dict] = {}
+  definition = set(runs[0]) if runs else set()
+  for r in previous:
+    done.setdefault(r["run_key"], {k: v for k, v in r.items()
+                                   if k not in definition and k not in ("same_run_as",
+                                                                        "test_perplexity")})
+  distinct = {r["run_key"]: r for r in runs}
+  todo = [r for k, r in distinct.items() if k not in done]
+  planned_ids = {_row_id(r) for r in runs}
+  kept = [r for r in previous if _row_id(r) not in planned_ids]
+
+  def all_rows():
+    return kept + _rows_for(runs, done)
+
+  if results_path and len(todo) < len(distinct):
+    print(f"{results_path}: {len(distinct) - len(todo)} of {len(distinct)} runs already done; "
+          f"training {len(todo)}", flush=True)
+  bar = tqdm(total=sum(int(r["num_epochs"]) for r in todo), unit="epoch",
+             disable=not progress, desc=desc or f"{config.task}/{config.dataset}",
+             file=sys.stdout, dynamic_ncols=True)
+
+  def finished(key, result):
+    done[key] = result
+    if results_path:
+      _write_json(results_path, all_rows())
+
+  if jobs == 1 or len(todo) <= 1:
+    for run in todo:
+      bar.set_postfix_str(f"{run['method']} B={run['batch_size']} "
+                          f"lr={run['peak_learning_rate']:.3g} seed={run['seed']}")
+
+      def on_epoch(epoch, loss, _run=run):
+        bar.update(1)
+        bar.set_postfix_str(f"{_run['method']} B={_run['batch_size']} loss={loss:.3f}")
+
+      result = train_one(run, config, data=data, on_epoch=on_epoch)
+      bar.update(int(run["num_epochs"]) - result["epochs_run"])  # diverged runs stop early
+      finished(run["run_key"], result)
+  else:
+    import concurrent.futures
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")  # JAX is not fork-safe
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+      futures = {pool.submit(_train_in_worker, run, config): run for run in todo}
+      for fut in concurrent.futures.as_completed(futures):
+        key, result = fut.result()
+        run = futures[fut]
+        bar.update(int(run["num_epochs"]))
+        bar.set_postfix_str(f"done {run['method']} B={run['batch_size']} seed={run['seed']}")
+        finished(key, result)
+  bar.close()
+  return all_rows()
+
+
+def run_sweep(config: SweepConfig, progress: bool = True, results_path: str | None = None,
+              jobs: int = 1) -> list[dict]:
+  """Plans and trains the sweep; returns one row per (rule, batch, method, seed).
 
   Each row holds the run's definition (see :func:`plan_runs`) and what it
   measured: test_accuracy, test_loss, train_loss (mean of the last epoch),
   train_loss_per_epoch, diverged, wall_seconds, compile_seconds,
-  samples_per_second, and the platform.
+  samples_per_second, and the platform. ``results_path`` and ``jobs``: see
+  :func:`execute`.
   """
   data = load_data(config)
   runs = plan_runs(config, train_size=len(data[0]))
-  return execute(runs, config, data=data, progress=progress)
+  return execute(runs, config, data=data if jobs == 1 else None, progress=progress,
+                 results_path=results_path, jobs=jobs)
 
 
 # -- output -------------------------------------------------------------------
 
 CSV_FIELDS = (
-    "task", "dataset", "method", "optimizer", "batch_size", "k", "seed",
+    "task", "dataset", "method", "lr_rule", "optimizer", "batch_size", "k", "seed",
     "base_learning_rate", "peak_learning_rate", "warmup_epochs", "warmup_steps",
     "num_epochs", "total_steps", "decay", "test_accuracy", "test_loss", "train_loss",
     "diverged", "epochs_run", "wall_seconds", "compile_seconds", "samples_per_second",
@@ -254,17 +451,28 @@ def _metric(row: dict) -> float:
   return row["test_perplexity"] if row.get("metric") == "perplexity" else row["test_accuracy"]
 
 
+def series(row: dict, rows: list[dict]) -> str:
+  """The line a row belongs to: its method, plus its base-LR rule when ``rows`` mix rules."""
+  rules = {r.get("lr_rule", "baseline") for r in rows}
+  if len(rules) <= 1:
+    return row["method"]
+  return f"{row['method']} [{row.get('lr_rule', 'baseline')}]"
+
+
 def summarize(rows: list[dict]) -> dict[tuple[str, int], dict]:
-  """Mean / min / max of the headline metric per (method, batch size) over seeds."""
+  """Mean, std (ddof 1; 0 for one seed), min, max of the headline metric.
+
+  Keyed by (:func:`series`, batch size), over seeds.
+  """
   out: dict[tuple[str, int], dict] = {}
   for r in rows:
-    out.setdefault((r["method"], r["batch_size"]), {"values": [], "diverged": 0})
-    cell = out[(r["method"], r["batch_size"])]
+    cell = out.setdefault((series(r, rows), r["batch_size"]), {"values": [], "diverged": 0})
     cell["values"].append(_metric(r))
     cell["diverged"] += bool(r["diverged"])
   for cell in out.values():
     v = np.asarray(cell["values"], float)
-    cell.update(mean=float(np.mean(v)), min=float(np.min(v)), max=float(np.max(v)), n=len(v))
+    cell.update(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+                min=float(np.min(v)), max=float(np.max(v)), n=len(v))
   return out
 
 
@@ -274,23 +482,24 @@ def _number(x: float) -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-  """A Markdown table: one row per batch size, one column per method.
+  """A Markdown table: one row per batch size, one column per method (and rule).
 
-  Cells are test accuracy in % (perplexity for a perplexity task), the mean
-  over seeds; ``*`` marks a run that diverged (non-finite training loss).
+  Cells are test accuracy in % (perplexity for a perplexity task): the mean
+  over seeds, ``± std (n=seeds)`` when there are several; ``*`` marks a cell
+  with a run that diverged (non-finite training loss).
   """
   if not rows:
     return "(no runs)"
   perplexity = rows[0].get("metric") == "perplexity"
-  methods = list(dict.fromkeys(r["method"] for r in rows))
+  columns = list(dict.fromkeys(series(r, rows) for r in rows))
   batches = sorted({r["batch_size"] for r in rows})
   stats = summarize(rows)
   base = rows[0]["base_batch_size"]
-  head = ["batch", "k"] + [f"{m} ({'ppl' if perplexity else 'acc %'})" for m in methods]
+  head = ["batch", "k"] + [f"{m} ({'ppl' if perplexity else 'acc %'})" for m in columns]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for b in batches:
     cells = [str(b), f"{b / base:g}"]
-    for m in methods:
+    for m in columns:
       c = stats.get((m, b))
       if c is None:
         cells.append("-")
@@ -298,7 +507,7 @@ def format_table(rows: list[dict]) -> str:
       unit = 1 if perplexity else 100
       val = _number(unit * c["mean"])
       if c["n"] > 1:
-        val += f" ({_number(unit * c['min'])}–{_number(unit * c['max'])})"
+        val += f" ± {_number(unit * c['std'])} (n={c['n']})"
       cells.append(val + ("*" if c["diverged"] else ""))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -306,12 +515,14 @@ def format_table(rows: list[dict]) -> str:
 
 def format_runs(rows: list[dict]) -> str:
   """A Markdown table of every distinct run: LR, warmup, speed, time."""
-  head = ["method", "batch", "optimizer", "peak LR", "warmup ep", "warmup steps",
-          "steps", "train loss", "test acc %", "samples/s", "wall s"]
+  head = ["method", "rule", "batch", "seed", "optimizer", "peak LR", "warmup ep",
+          "warmup steps", "steps", "train loss", "test acc %", "samples/s", "wall s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in sorted(rows, key=lambda r: (r["batch_size"], r["method"], r["seed"])):
+  for r in sorted(rows, key=lambda r: (r["batch_size"], r["method"], r.get("lr_rule", ""),
+                                       r["seed"])):
     lines.append("| " + " | ".join([
-        r["method"], str(r["batch_size"]), r["optimizer"], f"{r['peak_learning_rate']:.4g}",
+        r["method"], r.get("lr_rule", "baseline"), str(r["batch_size"]), str(r["seed"]),
+        r["optimizer"], f"{r['peak_learning_rate']:.4g}",
         f"{r['warmup_epochs']:.4g}", str(r["warmup_steps"]), str(r["total_steps"]),
         f"{r['train_loss']:.3g}", f"{100 * r['test_accuracy']:.1f}",
         f"{r['samples_per_second']:.0f}", f"{r['wall_seconds']:.1f}"]) + " |")
@@ -331,15 +542,14 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   markers = dict(legw="o", linear="s", none="^", adam="D")
   # Perplexity: log axis; a blown-up run (> 100x the best) is drawn at that cap.
   cap = 100 * min(c["mean"] for c in stats.values()) if perplexity else np.inf
-  for i, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
+  for i, m in enumerate(dict.fromkeys(series(r, rows) for r in rows)):
     bs = sorted(b for (mm, b) in stats if mm == m)
     mean = np.minimum(np.array([stats[(m, b)]["mean"] for b in bs]) * scale, cap)
-    lo = np.maximum(mean - np.array([stats[(m, b)]["min"] for b in bs]) * scale, 0)
-    top = np.minimum(np.array([stats[(m, b)]["max"] for b in bs]) * scale, cap)
-    hi = np.maximum(top - mean, 0)
-    first = next(r for r in rows if r["method"] == m)
+    std = np.array([stats[(m, b)]["std"] for b in bs]) * scale  # error bars: 1 std over seeds
+    first = next(r for r in rows if series(r, rows) == m)
     label = f"{m} ({first['optimizer']}, base LR {first['base_learning_rate']:g})"
-    ax.errorbar(bs, mean, yerr=[lo, hi], marker=markers.get(m, "o"), capsize=3, label=label)
+    ax.errorbar(bs, mean, yerr=std, marker=markers.get(first["method"], "o"), capsize=3,
+                label=label)
     for b in bs:
       if stats[(m, b)]["mean"] * scale > cap:
         ax.annotate(f"{m} blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
@@ -356,8 +566,10 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   ax.set_xlabel("batch size")
   ax.set_ylabel("test perplexity" if perplexity else "test accuracy (%)")
   r0 = rows[0]
+  n_seeds = max(c["n"] for c in stats.values())
   ax.set_title(title or f"{r0['task']} on {r0['dataset']}: {r0['num_epochs']:g} epochs, "
-               f"tuned at batch {r0['base_batch_size']}", fontsize=10)
+               f"{r0.get('decay', '')} LR, tuned at batch {r0['base_batch_size']}"
+               + (f"; mean ± std of up to {n_seeds} seeds" if n_seeds > 1 else ""), fontsize=9)
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -375,9 +587,7 @@ def write_results(rows: list[dict], out_dir: str = RESULTS_DIR, stem: str | None
   stem = stem or f"{rows[0]['task']}-{rows[0]['dataset']}"
   paths = {"json": os.path.join(out_dir, stem + ".json"),
            "csv": os.path.join(out_dir, stem + ".csv")}
-  with open(paths["json"], "w") as f:
-    json.dump(rows, f, indent=1, default=_jsonable)
-    f.write("\n")
+  _write_json(paths["json"], rows)
   with open(paths["csv"], "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
     w.writeheader()
@@ -396,22 +606,26 @@ def _jsonable(x: Any):
 
 # -- tuning the baseline --------------------------------------------------------
 
+VALIDATION_FRACTION = 0.125
+
+
 def tune(config: SweepConfig, grids: dict[str, Sequence[float]], progress: bool = True,
-         validation_fraction: float = 0.125) -> list[dict]:
+         validation_fraction: float = VALIDATION_FRACTION, results_path: str | None = None,
+         jobs: int = 1) -> list[dict]:
   """The base-batch learning-rate grid, scored on a held-out validation split.
 
-  The last ``validation_fraction`` of the training set (already shuffled by the
-  loader) is held out; each optimizer is trained at the base batch with every
-  LR of its grid (the baseline's warmup, decay and epochs) and scored by
-  validation accuracy. The test set is not used.
+  A seeded ``validation_fraction`` of the training set is held out (see
+  :func:`load_data`); each optimizer is trained at the base batch with every
+  LR of its grid and every seed of ``config.seeds`` (the baseline's warmup,
+  decay and epochs) and scored by validation accuracy. The test set is not
+  used. Resumable and parallel like :func:`execute`.
 
-  Returns one row per (optimizer, LR), with ``test_accuracy`` holding the
-  *validation* accuracy (and ``split="validation"``).
+  Returns one row per (optimizer, LR, seed), ``split="validation"``, with
+  ``test_accuracy`` holding the *validation* accuracy.
   """
+  config = dataclasses.replace(config, validation_fraction=validation_fraction)
   task, base = resolve(config)
-  x_tr, y_tr, _, _ = load_data(config)
-  n_val = int(round(len(x_tr) * validation_fraction))
-  data = (x_tr[:-n_val], y_tr[:-n_val], x_tr[-n_val:], y_tr[-n_val:])
+  data = load_data(config)
   runs = []
   for opt, grid in grids.items():
     method = next(m for m in config.methods if task.optimizer_for(m) == opt)
@@ -419,24 +633,70 @@ def tune(config: SweepConfig, grids: dict[str, Sequence[float]], progress: bool 
       cfg = dataclasses.replace(config, methods=(method,), batch_sizes=(base.base_batch_size,),
                                 learning_rates={**base.learning_rates, opt: lr})
       runs += plan_runs(cfg, train_size=len(data[0]))
-  rows = execute(runs, config, data=data, progress=progress, desc="tune")
+  return execute(runs, config, data=data if jobs == 1 else None, progress=progress,
+                 desc="tune", results_path=results_path, jobs=jobs)
+
+
+RULES = ("argmax", "one_se")
+
+
+def select_learning_rates(rows: list[dict]) -> dict[str, dict]:
+  """The base LR each selection rule picks from a tuning grid, per optimizer.
+
+  Fixed before any large-batch run of the Fashion-MNIST sweep (see
+  benchmarks/README.md, "How the base LR is chosen"):
+
+  * ``argmax``: the LR with the highest mean validation accuracy over the
+    tuning seeds (a tie goes to the smaller LR).
+  * ``one_se``: the largest LR whose mean validation accuracy is within one
+    standard error of that best mean (the one-standard-error rule). The
+    standard error is of the best LR's mean: ``std(ddof=1) / sqrt(n)`` over
+    its n >= 2 seeds; with one seed, the binomial ``sqrt(p (1 - p) / n_val)``
+    of its validation accuracy p on n_val examples.
+
+  A diverged run counts with the accuracy it reached.
+
+  Returns:
+    optimizer -> dict(argmax=LR, one_se=LR, best_mean, standard_error,
+    se_kind ("seeds" or "binomial"), grid={LR: dict(mean, std, n)}).
+  """
+  by_opt: dict[str, dict[float, list[dict]]] = {}
   for r in rows:
-    r["split"] = "validation"
-  return rows
+    by_opt.setdefault(r["optimizer"], {}).setdefault(r["base_learning_rate"], []).append(r)
+  out = {}
+  for opt, by_lr in by_opt.items():
+    grid = {}
+    for lr in sorted(by_lr):
+      acc = np.array([r["test_accuracy"] for r in by_lr[lr]], float)
+      grid[lr] = dict(mean=float(acc.mean()), n=len(acc),
+                      std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0)
+    best = max(grid, key=lambda lr: (grid[lr]["mean"], -lr))
+    g = grid[best]
+    if g["n"] > 1:
+      se, kind = g["std"] / math.sqrt(g["n"]), "seeds"
+    else:
+      n_val = by_lr[best][0]["test_size"]
+      se, kind = math.sqrt(g["mean"] * (1 - g["mean"]) / n_val), "binomial"
+    one_se = max(lr for lr in grid if grid[lr]["mean"] >= g["mean"] - se)
+    out[opt] = dict(argmax=best, one_se=one_se, best_mean=g["mean"], standard_error=se,
+                    se_kind=kind, grid=grid)
+  return out
 
 
 def format_tuning(rows: list[dict]) -> str:
-  head = ["optimizer", "base LR", "val acc %", "train loss", "diverged"]
+  """A Markdown table of the grid (mean ± std over seeds) and each rule's pick."""
+  sel = select_learning_rates(rows)
+  head = ["optimizer", "base LR", "val acc %", "seeds", "picked by"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  best = {}
-  for r in rows:
-    if r["optimizer"] not in best or r["test_accuracy"] > best[r["optimizer"]]["test_accuracy"]:
-      best[r["optimizer"]] = r
-  for r in rows:
-    mark = " (best)" if best[r["optimizer"]] is r else ""
-    lines.append(f"| {r['optimizer']} | {r['base_learning_rate']:g}{mark} | "
-                 f"{100 * r['test_accuracy']:.1f} | {r['train_loss']:.3g} | {r['diverged']} |")
-  return "\n".join(lines)
+  for opt, s in sel.items():
+    for lr, g in s["grid"].items():
+      picks = ", ".join(rule for rule in RULES if s[rule] == lr)
+      lines.append(f"| {opt} | {lr:g} | {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | "
+                   f"{g['n']} | {picks} |")
+  notes = [f"{opt}: best mean {100 * s['best_mean']:.2f}%, one standard error "
+           f"{100 * s['standard_error']:.2f} points ({s['se_kind']}); argmax -> {s['argmax']:g}, "
+           f"one_se -> {s['one_se']:g}" for opt, s in sel.items()]
+  return "\n".join(lines + [""] + notes)
 
 
 # -- command line ---------------------------------------------------------------
@@ -460,12 +720,19 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the ladder (default: the task's, e.g. 16 64 256 1024)")
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
   p.add_argument("--epochs", type=int, default=None, help="epochs at every batch size")
-  p.add_argument("--seeds", type=int, nargs="+", default=[0])
+  p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                 help="one run per seed (initialisation and data order); default: 0")
+  p.add_argument("--rules", nargs="+", default=None, choices=RULES,
+                 help="which tuned base LRs to sweep (default: every rule the baseline records; "
+                      "rules that picked the same LR share their runs)")
+  p.add_argument("--jobs", type=int, default=1,
+                 help="train N runs at a time in worker processes (default: 1, in-process)")
   p.add_argument("--base-batch-size", type=int, default=None)
   p.add_argument("--base-warmup-epochs", type=float, default=None)
   p.add_argument("--lr", action="append", default=[], metavar="OPT=LR",
                  help="override a base learning rate, e.g. --lr momentum=0.1 --lr adam=1e-3")
-  p.add_argument("--decay", default=None, help="poly (default), constant, cosine, ...")
+  p.add_argument("--decay", default=None,
+                 help="override the baseline's decay: constant, poly, cosine, ...")
   p.add_argument("--quick", action="store_true",
                  help="a < 1 minute smoke run: 1,024 mnist5k images, batches 8 and 256, 2 epochs")
   p.add_argument("--tune", action="store_true",
@@ -477,7 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--from-json", default=None, metavar="FILE.json",
                  help="re-render the table, CSV and plot of a results file (no training)")
   p.add_argument("--out-dir", default=RESULTS_DIR)
-  p.add_argument("--stem", default=None, help="output file stem (default <task>-<dataset>)")
+  p.add_argument("--stem", default=None,
+                 help="output file stem (default <task>-<dataset>, with --tune "
+                      "<task>-<dataset>-tuning); an existing <stem>.json is resumed")
   p.add_argument("--no-progress", action="store_true")
   return p
 
@@ -492,7 +761,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
       batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
       num_epochs=args.epochs, seeds=tuple(args.seeds), base_batch_size=args.base_batch_size,
       base_warmup_epochs=args.base_warmup_epochs, learning_rates=lrs or None,
-      decay=args.decay, data_dir=args.data_dir,
+      decay=args.decay, data_dir=args.data_dir, lr_rules=tuple(args.rules) if args.rules else None,
       max_train_examples=args.max_train_examples, max_test_examples=args.max_test_examples)
   if args.quick:
     quick = dict(QUICK)
@@ -534,22 +803,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.grid:
       opt, _, vals = item.partition("=")
       grids[opt] = tuple(float(v) for v in vals.split(","))
-    rows = tune(config, grids, progress=not args.no_progress)
     stem = args.stem or f"{config.task}-{config.dataset}-tuning"
+    rows = tune(config, grids, progress=not args.no_progress,
+                results_path=os.path.join(args.out_dir, stem + ".json"), jobs=args.jobs)
     paths = write_results(rows, args.out_dir, stem, make_plot=False)
+    paths["selection"] = os.path.join(args.out_dir, stem + "-selection.json")
+    _write_json(paths["selection"], select_learning_rates(rows))
     print(format_tuning(rows))
   else:
-    rows = run_sweep(config, progress=not args.no_progress)
-    paths = write_results(rows, args.out_dir, args.stem)
+    stem = args.stem or f"{config.task}-{config.dataset}"
+    rows = run_sweep(config, progress=not args.no_progress,
+                     results_path=os.path.join(args.out_dir, stem + ".json"), jobs=args.jobs)
+    paths = write_results(rows, args.out_dir, stem)
     print(f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
-          f"({rows[0]['num_epochs']:g} epochs, tuned at batch {rows[0]['base_batch_size']}; "
-          "* = diverged)\n")
+          f"({rows[0]['num_epochs']:g} epochs, {rows[0]['decay']} LR after warmup, tuned at "
+          f"batch {rows[0]['base_batch_size']}; * = diverged)\n")
     print(format_table(rows))
     print()
     print(format_runs(rows))
   sps = [r["samples_per_second"] for r in rows]
-  print(f"\nwall time {time.perf_counter() - t0:.0f} s on {rows[0]['platform']} "
-        f"({rows[0]['cpu_count']} CPUs); training throughput {min(sps):.0f}–{max(sps):.0f} "
+  print(f"\nwall time {time.perf_counter() - t0:.0f} s (this invocation, --jobs {args.jobs}) on "
+        f"{rows[0]['platform']} ({rows[0]['cpu_count']} CPUs); training throughput {min(sps):.0f}–{max(sps):.0f} "
         "samples/s")
   print("wrote " + ", ".join(paths.values()))
   return 0
