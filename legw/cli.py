@@ -2,90 +2,220 @@
 
 Prints the LEGW batch-size ladder of a tuned baseline (the LEGW paper's
 Table 1) and, with ``--plot FILE.png``, draws the schedules as its Figure 2.
+Every mistake on the command line (a bad number, a missing output folder,
+``--plot`` without matplotlib) ends with one line on stderr and exit status 2,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
+from legw import __version__
 from legw.recipe import Recipe
 from legw.schedules import DECAYS
 
+PLOT_EXTRA = "pip install 'legw[plot]'"
+
+
+class _Parser(argparse.ArgumentParser):
+  """An argument parser that reports a mistake in one line (no usage block)."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
 
 def _number(text: str) -> float:
-  """A float, also written as a power of two: ``2^2.5`` or ``2**2.5``."""
-  t = text.replace("**", "^")
-  if "^" in t:
-    base, exp = t.split("^", 1)
-    return float(base) ** float(exp)
-  return float(t)
+  """A finite float, also written as a power of two: ``2^2.5`` or ``2**2.5``."""
+  t = text.strip().replace("**", "^")
+  try:
+    if "^" in t:
+      base, exp = t.split("^", 1)
+      value = float(base) ** float(exp)
+    else:
+      value = float(t)
+  except (ValueError, OverflowError, ZeroDivisionError):
+    value = math.nan
+  if isinstance(value, complex) or not math.isfinite(value):
+    raise argparse.ArgumentTypeError(
+      f"invalid number {text!r} (expected a finite number such as 0.1, 2^2.5 or 2**2.5)"
+    )
+  return value
+
+
+def _positive_int(text: str) -> int:
+  """A positive integer (a batch or data set size)."""
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value <= 0:
+    raise argparse.ArgumentTypeError(f"invalid size {text!r} (expected a positive integer)")
+  return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="legw", description=__doc__.splitlines()[0])
-  sub = parser.add_subparsers(dest="command", required=True)
-  r = sub.add_parser("recipe", help="print (and plot) the LEGW ladder of a tuned baseline")
-  r.add_argument("--base-batch-size", type=int, default=1024)
-  r.add_argument("--base-learning-rate", type=_number, default=2 ** 2.5,
-                 help="tuned peak LR; accepts 2^2.5 (default: 2^2.5, Table 1)")
-  r.add_argument("--base-warmup-epochs", type=float, default=0.3125)
-  r.add_argument("--num-epochs", type=float, default=90)
-  r.add_argument("--dataset-size", type=int, default=1_281_167,
-                 help="training examples per epoch (default: ImageNet-1k)")
-  r.add_argument("--batch-sizes", type=int, nargs="+",
-                 default=[1024, 2048, 4096, 8192, 16384, 32768])
-  r.add_argument("--decay", choices=DECAYS, nargs="+", default=["poly"],
-                 help="one or more decays; each gets its own panel in the plot")
-  r.add_argument("--power", type=float, default=2.0)
-  r.add_argument("--end-value", type=float, default=0.0)
-  r.add_argument("--boundary-epochs", type=float, nargs="*", default=[30, 60, 80],
-                 help="multistep boundaries in epochs (default: 30 60 80, Figure 2.1)")
-  r.add_argument("--decay-rate", type=float, default=0.1)
-  r.add_argument("--lr-scaling", choices=("sqrt", "linear", "none"), default="sqrt")
-  r.add_argument("--warmup-scaling", choices=("linear", "none"), default="linear")
-  r.add_argument("--warmup", choices=("gradual", "constant"), default="gradual")
-  r.add_argument("--plot", metavar="FILE.png", help="draw the schedules (matplotlib)")
+  """The ``legw`` argument parser (every option documented with its default)."""
+  fmt = argparse.ArgumentDefaultsHelpFormatter
+  parser = _Parser(prog="legw", description=(__doc__ or "").splitlines()[0], formatter_class=fmt)
+  parser.add_argument("--version", action="version", version=f"legw {__version__}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{recipe}")
+  r = sub.add_parser(
+    "recipe",
+    formatter_class=fmt,
+    help="print (and plot) the LEGW ladder of a tuned baseline",
+    description="Print the LEGW ladder of a recipe tuned at one batch size: peak LR scaled "
+    "by sqrt(k), warmup epochs by k (k = batch / base batch). The defaults are "
+    "the LEGW paper's Table 1 (ResNet-50 on ImageNet).",
+  )
+  r.add_argument(
+    "--base-batch-size",
+    metavar="B",
+    type=_positive_int,
+    default=1024,
+    help="batch size the recipe was tuned at",
+  )
+  r.add_argument(
+    "--base-learning-rate",
+    metavar="LR",
+    type=_number,
+    default="2^2.5",
+    help="tuned peak LR at the base batch; accepts 2^2.5 or 2**2.5",
+  )
+  r.add_argument(
+    "--base-warmup-epochs",
+    metavar="EPOCHS",
+    type=_number,
+    default=0.3125,
+    help="tuned warmup length at the base batch, in epochs",
+  )
+  r.add_argument(
+    "--num-epochs",
+    metavar="EPOCHS",
+    type=_number,
+    default=90,
+    help="training length in epochs (the same at every batch size)",
+  )
+  r.add_argument(
+    "--dataset-size",
+    metavar="N",
+    type=_positive_int,
+    default=1_281_167,
+    help="training examples per epoch (the default is ImageNet-1k)",
+  )
+  r.add_argument(
+    "--batch-sizes",
+    metavar="B",
+    type=_positive_int,
+    nargs="+",
+    default=[1024, 2048, 4096, 8192, 16384, 32768],
+    help="the batch sizes of the ladder",
+  )
+  r.add_argument(
+    "--decay",
+    choices=DECAYS,
+    nargs="+",
+    default=["poly"],
+    help="one or more decays after warmup; each gets its own panel in the plot",
+  )
+  r.add_argument("--power", metavar="P", type=_number, default=2.0, help="power of the poly decay")
+  r.add_argument(
+    "--end-value",
+    metavar="LR",
+    type=_number,
+    default=0.0,
+    help="LR at the end of the poly and cosine decays",
+  )
+  r.add_argument(
+    "--boundary-epochs",
+    metavar="EPOCH",
+    type=_number,
+    nargs="*",
+    default=[30, 60, 80],
+    help="multistep boundaries in epochs (Figure 2.1)",
+  )
+  r.add_argument(
+    "--decay-rate",
+    metavar="R",
+    type=_number,
+    default=0.1,
+    help="factor per multistep boundary (or per exponential period)",
+  )
+  r.add_argument(
+    "--lr-scaling",
+    choices=("sqrt", "linear", "none"),
+    default="sqrt",
+    help="how the peak LR follows the batch size",
+  )
+  r.add_argument(
+    "--warmup-scaling",
+    choices=("linear", "none"),
+    default="linear",
+    help="how the warmup epochs follow the batch size (linear is LEGW)",
+  )
+  r.add_argument(
+    "--warmup",
+    choices=("gradual", "constant"),
+    default="gradual",
+    help="gradual (linear from 0) or constant warmup",
+  )
+  r.add_argument(
+    "--plot",
+    metavar="FILE.png",
+    help=f"draw the schedules as the paper's Figure 2 (needs matplotlib: {PLOT_EXTRA})",
+  )
   return parser
 
 
 def recipe_from_args(args: argparse.Namespace, decay: str) -> Recipe:
+  """The :class:`legw.Recipe` that the parsed options describe, with ``decay``."""
   return Recipe(
-      base_batch_size=args.base_batch_size,
-      base_learning_rate=args.base_learning_rate,
-      base_warmup_epochs=args.base_warmup_epochs,
-      num_epochs=args.num_epochs,
-      decay=decay,
-      power=args.power,
-      end_value=args.end_value,
-      boundary_epochs=tuple(args.boundary_epochs) if decay == "multistep" else (),
-      decay_rate=args.decay_rate,
-      lr_scaling=args.lr_scaling,
-      warmup_scaling=args.warmup_scaling,
-      warmup=args.warmup,
+    base_batch_size=args.base_batch_size,
+    base_learning_rate=args.base_learning_rate,
+    base_warmup_epochs=args.base_warmup_epochs,
+    num_epochs=args.num_epochs,
+    decay=decay,
+    power=args.power,
+    end_value=args.end_value,
+    boundary_epochs=tuple(args.boundary_epochs) if decay == "multistep" else (),
+    decay_rate=args.decay_rate,
+    lr_scaling=args.lr_scaling,
+    warmup_scaling=args.warmup_scaling,
+    warmup=args.warmup,
   )
 
 
-def schedule_curve(recipe: Recipe, batch_size: int, dataset_size: int,
-                   points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def schedule_curve(
+  recipe: Recipe, batch_size: int, dataset_size: int, points: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
   """(epochs, learning rates) of the schedule at ``batch_size``, for plotting."""
   s = recipe.at(batch_size, dataset_size=dataset_size)
-  steps = np.unique(np.concatenate([
-      np.linspace(0, s.total_steps, points).astype(np.int64),
-      np.arange(0, min(s.total_steps, 4 * max(s.warmup_steps, 1)) + 1)]))
+  steps = np.unique(
+    np.concatenate(
+      [
+        np.linspace(0, s.total_steps, points).astype(np.int64),
+        np.arange(0, min(s.total_steps, 4 * max(s.warmup_steps, 1)) + 1),
+      ]
+    )
+  )
   schedule = recipe.schedule(batch_size, dataset_size=dataset_size)
   lrs = np.asarray(schedule(steps))
   return steps / s.steps_per_epoch, lrs
 
 
-def plot_ladder(recipes: Sequence[Recipe], batch_sizes: Sequence[int], dataset_size: int,
-                path: str) -> None:
+def plot_ladder(
+  recipes: Sequence[Recipe], batch_sizes: Sequence[int], dataset_size: int, path: str
+) -> None:
   """Figure-2-style plot: one row per recipe (decay), full run and warmup zoom."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -98,8 +228,10 @@ def plot_ladder(recipes: Sequence[Recipe], batch_sizes: Sequence[int], dataset_s
       for ax in row:
         ax.plot(epochs, lrs, label=label)
       max_warm = max(max_warm, recipe.at(b, dataset_size=dataset_size).warmup_epochs)
-    title = f"LEGW, {recipe.decay} decay (base B={recipe.base_batch_size}, " \
-            f"LR={recipe.base_learning_rate:.4g}, warmup {recipe.base_warmup_epochs:g} ep)"
+    title = (
+      f"LEGW, {recipe.decay} decay (base B={recipe.base_batch_size}, "
+      f"LR={recipe.base_learning_rate:.4g}, warmup {recipe.base_warmup_epochs:g} ep)"
+    )
     row[0].set_title(title, fontsize=10)
     row[1].set_title("warmup (zoom)", fontsize=10)
     row[1].set_xlim(0, max(1.5 * max_warm, 1.0))
@@ -113,22 +245,46 @@ def plot_ladder(recipes: Sequence[Recipe], batch_sizes: Sequence[int], dataset_s
   plt.close(fig)
 
 
+def _check_plot_path(path: str) -> str | None:
+  """Why ``--plot path`` cannot be written (one line), or None."""
+  try:
+    import matplotlib  # noqa: F401
+  except ImportError:
+    return f"--plot needs matplotlib, which is not installed: {PLOT_EXTRA}"
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    return f"--plot {path}: the folder {folder} does not exist"
+  if os.path.isdir(path):
+    return f"--plot {path}: is a folder, not a file name"
+  return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+  """Runs ``legw`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
   args = build_parser().parse_args(argv)
+  prog = "legw recipe"
+  if args.plot:
+    problem = _check_plot_path(args.plot)
+    if problem:
+      print(f"{prog}: error: {problem}", file=sys.stderr)
+      return 2
   try:
     recipes = [recipe_from_args(args, d) for d in args.decay]
     for recipe in recipes:
-      print(f"# LEGW ladder: decay={recipe.decay}, base batch {recipe.base_batch_size}, "
-            f"base LR {recipe.base_learning_rate:.6g} (2^{math.log2(recipe.base_learning_rate):.2f}), "
-            f"base warmup {recipe.base_warmup_epochs:g} epochs, {recipe.num_epochs:g} epochs, "
-            f"{args.dataset_size} examples/epoch")
+      log2_lr = math.log2(recipe.base_learning_rate) if recipe.base_learning_rate > 0 else -math.inf
+      print(
+        f"# LEGW ladder: decay={recipe.decay}, base batch {recipe.base_batch_size}, "
+        f"base LR {recipe.base_learning_rate:.6g} (2^{log2_lr:.2f}), "
+        f"base warmup {recipe.base_warmup_epochs:g} epochs, {recipe.num_epochs:g} epochs, "
+        f"{args.dataset_size} examples/epoch"
+      )
       print(recipe.table(args.batch_sizes, dataset_size=args.dataset_size))
       print()
     if args.plot:
       plot_ladder(recipes, args.batch_sizes, args.dataset_size, args.plot)
       print(f"wrote {args.plot}")
-  except ValueError as e:
-    print(f"legw recipe: error: {e}", file=sys.stderr)
+  except (ValueError, OSError) as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
   return 0
 
