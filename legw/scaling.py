@@ -8,6 +8,10 @@ rules), §3 (LEGW: warmup epochs grow linearly with the batch) and Table 1.
 from __future__ import annotations
 
 import math
+import operator
+from typing import Any
+
+import jax
 
 from legw import _validation
 
@@ -15,12 +19,47 @@ LR_RULES = ("sqrt", "linear", "none")
 WARMUP_RULES = ("linear", "none")
 
 
+def as_count(name: str, value: Any, *, positive: bool = True) -> int:
+  """A whole-number count (steps, examples) as a Python int, checked.
+
+  Accepts Python ints, NumPy integers, concrete 0-d JAX/NumPy integer arrays
+  and floats that are whole numbers (``1024.0``). Used for every step and
+  example count of the schedule builders.
+
+  Raises:
+    TypeError: naming ``name``, for a bool, a non-numeric value, an array
+      that is not a scalar, a traced value (counts must be concrete when the
+      schedule is built), or a float that is not a whole number (``312.5``).
+    ValueError: naming ``name``, for a count <= 0 (``positive``) or < 0, or
+      an infinite or NaN float.
+  """
+  if isinstance(value, bool) or isinstance(value, jax.core.Tracer):
+    kind = "a traced value" if isinstance(value, jax.core.Tracer) else repr(value)
+    raise TypeError(f"{name} must be a concrete integer count; got {kind}.")
+  if hasattr(value, "shape") and getattr(value, "ndim", 0) != 0:
+    raise TypeError(f"{name} must be a scalar integer count; got shape {value.shape}.")
+  try:
+    count = operator.index(value)  # int, NumPy/JAX integer scalars
+  except TypeError:
+    try:
+      as_float = float(value)
+    except (TypeError, ValueError):
+      raise TypeError(f"{name} must be an integer count; got {value!r}.") from None
+    if not math.isfinite(as_float):
+      raise ValueError(
+          f"{name} must be in {'(0' if positive else '[0'}, inf); got {value!r}.") from None
+    if not as_float.is_integer():
+      raise TypeError(
+          f"{name} must be a whole number (an integer count); got {value!r}.") from None
+    count = int(as_float)
+  if count < (1 if positive else 0):
+    raise ValueError(f"{name} must be in {'(0' if positive else '[0'}, inf); got {value!r}.")
+  return count
+
+
 def _check_batch_sizes(base_batch_size, batch_size) -> float:
-  for name, value in (("base_batch_size", base_batch_size), ("batch_size", batch_size)):
-    if not _validation.is_concrete_number(value):
-      raise TypeError(f"{name} must be a number; got {value!r}.")
-    _validation.check_range(name, value, low=0.0, low_inclusive=False)
-  return float(batch_size) / float(base_batch_size)
+  base = as_count("base_batch_size", base_batch_size)
+  return as_count("batch_size", batch_size) / base
 
 
 def scale_learning_rate(
@@ -39,12 +78,14 @@ def scale_learning_rate(
   * ``"linear"``: :math:`\eta k` (Linear Scaling, Krizhevsky 2014; Goyal et al.).
   * ``"none"``: :math:`\eta`.
 
-  Works in both directions (``k < 1`` scales down).
+  Works in both directions (``k < 1`` scales down). Units: batch sizes are
+  examples per optimizer step; the learning rate is per step.
 
   Args:
-    base_learning_rate: the tuned peak learning rate, >= 0.
-    base_batch_size: the batch size it was tuned at, in examples, > 0.
-    batch_size: the target batch size, in examples, > 0.
+    base_learning_rate: the tuned peak learning rate (a scalar), >= 0.
+    base_batch_size: the batch size it was tuned at, in examples: an integer
+      count (Python/NumPy/JAX integer, or a whole float), > 0.
+    batch_size: the target batch size, in examples, likewise, > 0.
     rule: ``"sqrt"``, ``"linear"`` or ``"none"``.
 
   Returns:
@@ -52,9 +93,17 @@ def scale_learning_rate(
 
   Raises:
     ValueError: for a negative learning rate, non-positive batch sizes or an
-      unknown rule. TypeError: for non-numeric batch sizes.
+      unknown rule.
+    TypeError: for a batch size that is not an integer count (``2.5``, a
+      string, a traced value).
 
-  Example: ``scale_learning_rate(2**2.5, 1024, 32768)`` is ``2**5.0`` (Table 1).
+  Example (LEGW paper Table 1: ``2**2.5`` at 1K is ``2**5.0`` at 32K):
+
+  >>> import math, legw
+  >>> math.log2(legw.scale_learning_rate(2**2.5, 1024, 32768))
+  5.0
+  >>> legw.scale_learning_rate(0.1, 256, 1024, rule="linear")
+  0.4
   """
   _validation.check_range("base_learning_rate", base_learning_rate, low=0.0)
   _validation.check_choice("rule", rule, LR_RULES)
@@ -71,6 +120,9 @@ def scale_warmup_epochs(
 ) -> float:
   r"""Warmup length, in epochs, for ``batch_size`` from the tuned baseline.
 
+  With :math:`k` = ``batch_size / base_batch_size`` and :math:`e_0` =
+  ``base_warmup_epochs``:
+
   * ``"linear"``: :math:`e_0 k` epochs — Linear-Epoch Gradual Warmup (LEGW
     paper §3: "when we increase the batch size by k times, we also increase
     the warmup epochs by k times"). In *steps* this is constant, since an
@@ -79,18 +131,28 @@ def scale_warmup_epochs(
     warmup of Goyal et al., e.g. 5 epochs).
 
   Args:
-    base_warmup_epochs: warmup of the tuned baseline, in epochs, >= 0.
-    base_batch_size: its batch size, in examples, > 0.
-    batch_size: the target batch size, in examples, > 0.
+    base_warmup_epochs: warmup of the tuned baseline, in *epochs* (not
+      steps), >= 0.
+    base_batch_size: its batch size, in examples: an integer count, > 0.
+    batch_size: the target batch size, in examples: an integer count, > 0.
     rule: ``"linear"`` or ``"none"``.
 
   Returns:
-    The warmup length in epochs (a Python float).
+    The warmup length in epochs (a Python float). Multiply by the steps per
+    epoch at ``batch_size`` (and round) for steps, as
+    :func:`legw.legw_schedule` does.
 
   Raises:
     ValueError: negative warmup, non-positive batch sizes, unknown rule.
+    TypeError: for a batch size that is not an integer count.
 
-  Example: ``scale_warmup_epochs(0.3125, 1024, 32768)`` is ``10.0`` (Table 1).
+  Example (LEGW paper Table 1: 0.3125 epochs at 1K is 10 epochs at 32K):
+
+  >>> import legw
+  >>> legw.scale_warmup_epochs(0.3125, 1024, 32768)
+  10.0
+  >>> legw.scale_warmup_epochs(5.0, 256, 8192, rule="none")
+  5.0
   """
   _validation.check_range("base_warmup_epochs", base_warmup_epochs, low=0.0)
   _validation.check_choice("rule", rule, WARMUP_RULES)
