@@ -1,6 +1,7 @@
 """benchmarks.batch_scaling / train / tasks: the plan, the training loop, the quick sweep."""
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -187,3 +188,146 @@ def test_quick_sweep_end_to_end(tmp_path, capsys):
   png = (tmp_path / "mnist_lstm-mnist5k.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n"
   print(f"quick sweep: {elapsed:.1f} s")
+
+
+def _row(opt, lr, seed, acc, test_size=512):
+  return dict(optimizer=opt, base_learning_rate=lr, seed=seed, test_accuracy=acc,
+              test_size=test_size)
+
+
+def test_selection_rules_argmax_and_one_standard_error():
+  # momentum: 0.1 has the best mean (0.90); its SE over 3 seeds is 0.01/sqrt(3) * ...
+  accs = {0.05: (0.885, 0.895, 0.890), 0.1: (0.89, 0.90, 0.91), 0.2: (0.895, 0.885, 0.893),
+          0.4: (0.80, 0.82, 0.81)}
+  rows = [_row("momentum", lr, s, a) for lr, v in accs.items() for s, a in enumerate(v)]
+  sel = bs.select_learning_rates(rows)["momentum"]
+  se = np.std(accs[0.1], ddof=1) / math.sqrt(3)
+  assert sel["argmax"] == 0.1 and sel["se_kind"] == "seeds"
+  assert sel["standard_error"] == pytest.approx(se)
+  # 0.2's mean (0.891) is within 0.90 - se (0.8942)? No: 0.891 < 0.8942, so one_se = argmax.
+  assert sel["one_se"] == 0.1
+  accs[0.2] = (0.899, 0.893, 0.898)  # mean 0.8967 >= 0.8942: now the larger LR is picked
+  rows = [_row("momentum", lr, s, a) for lr, v in accs.items() for s, a in enumerate(v)]
+  sel = bs.select_learning_rates(rows)["momentum"]
+  assert (sel["argmax"], sel["one_se"]) == (0.1, 0.2)
+  assert sel["grid"][0.2]["n"] == 3 and sel["grid"][0.2]["mean"] == pytest.approx(0.8966667)
+  # One seed: the binomial standard error of the best accuracy on n_val examples.
+  one = [_row("adam", 1e-3, 0, 0.9, test_size=400), _row("adam", 2e-3, 0, 0.886, test_size=400),
+         _row("adam", 4e-3, 0, 0.87, test_size=400), _row("adam", 5e-4, 0, 0.9, test_size=400)]
+  sel = bs.select_learning_rates(one)["adam"]
+  assert sel["se_kind"] == "binomial" and sel["standard_error"] == pytest.approx(0.015)
+  assert sel["argmax"] == 5e-4  # a tie goes to the smaller LR
+  assert sel["one_se"] == 2e-3  # 0.886 >= 0.885; 0.87 is not
+  table = bs.format_tuning(one)
+  assert "| adam | 0.0005 | 90.00 ± 0.00 | 1 | argmax |" in table
+  assert "| adam | 0.002 | 88.60 ± 0.00 | 1 | one_se |" in table
+
+
+def test_format_table_reports_mean_and_std_over_seeds():
+  rows = [dict(method="legw", batch_size=b, base_batch_size=8, test_accuracy=a, diverged=False,
+               seed=s) for b, s, a in [(8, 0, 0.9), (8, 1, 0.92), (8, 2, 0.94), (512, 0, 0.8)]]
+  table = bs.format_table(rows)
+  assert "| 8 | 1 | 92.0 ± 2.0 (n=3) |" in table
+  assert "| 512 | 64 | 80.0 |" in table
+  # Two selection rules: one column per (method, rule).
+  rows2 = [dict(r, lr_rule="argmax") for r in rows] + [
+      dict(rows[-1], lr_rule="one_se", test_accuracy=0.5)]
+  table = bs.format_table(rows2)
+  assert "legw [argmax] (acc %)" in table and "legw [one_se] (acc %)" in table
+  assert "| 512 | 64 | 80.0 | 50.0 |" in table
+
+
+def test_plan_sweeps_every_recorded_rule_and_shares_equal_runs():
+  base = tasks.TASKS["mnist_lstm"].baselines["mnist5k"]
+  rules = {"argmax": {"momentum": 0.01, "adam": 0.001},
+           "one_se": {"momentum": 0.04, "adam": 0.001}}
+  patched = dataclasses.replace(base, rule_learning_rates=rules)
+  task = dataclasses.replace(tasks.TASKS["mnist_lstm"],
+                             baselines={**tasks.TASKS["mnist_lstm"].baselines, "mnist5k": patched})
+  old = tasks.TASKS["mnist_lstm"]
+  tasks.TASKS["mnist_lstm"] = task
+  try:
+    runs = bs.plan_runs(bs.SweepConfig(methods=("legw", "adam"), batch_sizes=(8, 32)), 4096)
+    only = bs.plan_runs(bs.SweepConfig(methods=("legw",), batch_sizes=(8,),
+                                       lr_rules=("one_se",)), 4096)
+    with pytest.raises(ValueError, match="lr_rules"):
+      bs.plan_runs(bs.SweepConfig(lr_rules=("median",)), 4096)
+  finally:
+    tasks.TASKS["mnist_lstm"] = old
+  assert len(runs) == 8
+  by = {(r["lr_rule"], r["method"], r["batch_size"]): r for r in runs}
+  assert by[("one_se", "legw", 32)]["peak_learning_rate"] == pytest.approx(0.08)
+  assert by[("argmax", "legw", 32)]["peak_learning_rate"] == pytest.approx(0.02)
+  # Adam's LR is the same under both rules: one run each, shared.
+  assert by[("argmax", "adam", 32)]["run_key"] == by[("one_se", "adam", 32)]["run_key"]
+  assert len({r["run_key"] for r in runs}) == 6
+  assert [(r["lr_rule"], r["base_learning_rate"]) for r in only] == [("one_se", 0.04)]
+
+
+def test_validation_split_is_seeded_disjoint_and_never_the_test_set():
+  cfg = bs.SweepConfig(validation_fraction=0.125)
+  x_tr, y_tr, x_val, y_val = bs.load_data(cfg)
+  full = bs.load_data(bs.SweepConfig())
+  assert len(x_val) == 512 and len(x_tr) == 4096 - 512
+  assert len(x_tr) + len(x_val) == len(full[0])
+  flat = lambda a: {a_i.tobytes() for a_i in a}
+  assert not flat(x_val) & flat(x_tr)
+  assert not flat(x_val) & flat(full[2])  # the test images are not in it
+  again = bs.load_data(cfg)
+  np.testing.assert_array_equal(again[2], x_val)
+
+
+def test_results_file_of_another_sweep_is_refused(tmp_path):
+  cfg = bs.SweepConfig(methods=("legw",), batch_sizes=(8,), num_epochs=1)
+  runs = bs.plan_runs(cfg, 4096)
+  path = tmp_path / "r.json"
+  path.write_text(json.dumps([dict(runs[0], num_epochs=20, test_accuracy=0.5)]))
+  with pytest.raises(ValueError, match="another sweep.*num_epochs"):
+    bs.execute(runs, cfg, results_path=str(path), progress=False)
+
+
+def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
+  """A sweep killed after its first finished run loses nothing already written.
+
+  The first invocation (a subprocess, in-process training) is SIGKILLed as
+  soon as the results file holds a run; the same command rerun with --jobs 2
+  trains only the rest, keeps the first rows untouched, and a run trained
+  in a worker process equals the same run trained in this process.
+  """
+  import os
+  import signal
+  import subprocess
+  import sys
+  out = tmp_path / "out"
+  args = ["--quick", "--out-dir", str(out), "--no-progress"]
+  path = out / "mnist_lstm-mnist5k.json"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.Popen([sys.executable, "-m", "benchmarks.batch_scaling", *args], cwd=root,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 240
+    while not path.exists() and time.time() < deadline and proc.poll() is None:
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    proc.wait()
+  first = json.loads(path.read_text())
+  first_keys = {r["run_key"] for r in first}
+  assert 1 <= len(first_keys) < 6, "the sweep was not interrupted midway"
+  assert bs.main(args + ["--jobs", "2"]) == 0
+  assert f"{len(first_keys)} of 6 runs already done" in capsys.readouterr().out
+  rows = json.loads(path.read_text())
+  assert len(rows) == 8 and len({r["run_key"] for r in rows}) == 6
+  by_id = {(r["run_key"], r["method"]): r for r in rows}
+  for r in first:  # untouched: same measurements, not retrained
+    assert by_id[(r["run_key"], r["method"])]["wall_seconds"] == r["wall_seconds"]
+  # Rerunning once more trains nothing.
+  assert bs.main(args) == 0
+  assert "6 of 6 runs already done; training 0" in capsys.readouterr().out
+  # A run trained by a worker process equals the same run trained here.
+  worker_row = next(r for r in rows if r["run_key"] not in first_keys)
+  cfg = bs.config_from_args(bs.build_parser().parse_args(args))
+  again = bs.train_one(worker_row, cfg)
+  assert again["test_accuracy"] == worker_row["test_accuracy"]
+  np.testing.assert_allclose(again["train_loss_per_epoch"], worker_row["train_loss_per_epoch"],
+                             rtol=1e-6)
