@@ -14,22 +14,42 @@ from typing import Sequence
 import optax
 
 from legw import _validation
-from legw.scaling import scale_learning_rate, scale_warmup_epochs
+from legw.scaling import as_count, scale_learning_rate, scale_warmup_epochs
 from legw.schedules import legw_schedule
 
 
 @dataclasses.dataclass(frozen=True)
 class ScaledRecipe:
-  """A :class:`Recipe` evaluated at one batch size (all plain numbers).
+  r"""A :class:`Recipe` evaluated at one batch size (all plain numbers).
+
+  Made by :meth:`Recipe.at`; :meth:`schedule` gives its learning-rate
+  schedule without repeating the arguments.
 
   Attributes:
     batch_size: examples per optimizer step.
-    peak_learning_rate: LR at the end of warmup.
-    warmup_epochs: warmup length in epochs.
-    warmup_steps: warmup length in optimizer steps.
+    peak_learning_rate: LR at the end of warmup (LEGW paper §3:
+      :math:`\eta_0\sqrt{k}`), per optimizer step.
+    warmup_epochs: warmup length in epochs (:math:`e_0 k`).
+    warmup_steps: warmup length in optimizer steps,
+      ``round(warmup_epochs * steps_per_epoch)``.
     steps_per_epoch: optimizer steps per epoch.
-    total_steps: optimizer steps in ``num_epochs``.
+    total_steps: optimizer steps in ``num_epochs``,
+      ``round(num_epochs * steps_per_epoch)``: the schedule's domain is
+      ``[0, total_steps)``.
     num_epochs: training length in epochs.
+    recipe: the :class:`Recipe` it came from (None when built by hand).
+
+  Example (LEGW paper Table 1 at batch 32K):
+
+  >>> import legw
+  >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
+  ...                 base_warmup_epochs=0.3125, num_epochs=90)
+  >>> s = r.at(32768, dataset_size=1_281_167)
+  >>> round(s.peak_learning_rate, 6), s.warmup_epochs, s.warmup_steps, s.total_steps
+  (32.0, 10.0, 390, 3510)
+  >>> lr = s.schedule()
+  >>> [round(float(lr(t)), 4) for t in (0, s.warmup_steps, s.total_steps)]
+  [0.0, 32.0, 0.0]
   """
   batch_size: int
   peak_learning_rate: float
@@ -38,11 +58,44 @@ class ScaledRecipe:
   steps_per_epoch: int
   total_steps: int
   num_epochs: float
+  recipe: Recipe | None = dataclasses.field(default=None, repr=False)
+
+  def schedule(self) -> optax.Schedule:
+    """The recipe's ``optax.Schedule`` at this batch size and steps per epoch.
+
+    The same as ``recipe.schedule(batch_size, steps_per_epoch=steps_per_epoch)``
+    (see :meth:`Recipe.schedule` and :func:`legw.legw_schedule` for the
+    formula): a function of the optimizer *step* count, defined on
+    ``[0, total_steps)`` (a negative count reads as step 0; past the end the
+    decay's end value, without an error).
+
+    Returns:
+      An ``optax.Schedule``: step count -> learning rate.
+
+    Raises:
+      ValueError: when this ScaledRecipe was built by hand, without a recipe.
+    """
+    if self.recipe is None:
+      raise ValueError(
+          "this ScaledRecipe has no recipe to build a schedule from: make it with "
+          "legw.Recipe(...).at(batch_size, dataset_size=...).")
+    return self.recipe.schedule(self.batch_size, steps_per_epoch=self.steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-  """A baseline tuned at one batch size, and its LEGW translation to others.
+  r"""A baseline tuned at one batch size, and its LEGW translation to others.
+
+  LEGW paper §3.3: tune once at ``base_batch_size``; at a batch k times
+  larger the peak LR is :math:`\eta_0\sqrt{k}` and the warmup
+  :math:`e_0 k` epochs (:func:`legw.scale_learning_rate`,
+  :func:`legw.scale_warmup_epochs`), with the same number of epochs and the
+  same decay (:func:`legw.legw_schedule`). It works in both directions
+  (:meth:`rebase`).
+
+  Units: batch sizes in examples; ``base_warmup_epochs``, ``num_epochs``
+  and every other length in epochs; the schedules it makes take the
+  optimizer step count.
 
   Attributes:
     base_batch_size: batch size the recipe was tuned at (examples).
@@ -51,15 +104,30 @@ class Recipe:
     num_epochs: training length (epochs; the same at every batch size).
     decay, power, end_value, boundary_epochs, decay_rate, decay_epochs,
     decay_begin_epochs, staircase, lr_scaling, warmup_scaling, warmup,
-    warmup_value: as in :func:`legw.legw_schedule`.
+    warmup_value, poly_origin: as in :func:`legw.legw_schedule`.
 
-  Example (LEGW paper Table 1)::
+  Raises:
+    ValueError, TypeError: at construction, as :func:`legw.legw_schedule`
+      at ``base_batch_size``.
 
-    r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
-                    base_warmup_epochs=0.3125, num_epochs=90)
-    r.at(32768, dataset_size=1_281_167).peak_learning_rate   # 2**5.0 = 32.0
-    r.at(32768, dataset_size=1_281_167).warmup_epochs        # 10.0
-    print(r.table([1024, 2048, 4096, 8192, 16384, 32768], dataset_size=1_281_167))
+  Warns:
+    UserWarning: as :func:`legw.legw_schedule` (a warmup over half of
+      training), at construction and in :meth:`at` / :meth:`schedule`.
+
+  Example (LEGW paper Table 1):
+
+  >>> import legw
+  >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
+  ...                 base_warmup_epochs=0.3125, num_epochs=90)
+  >>> round(r.at(32768, dataset_size=1_281_167).peak_learning_rate, 6)  # 2**5.0
+  32.0
+  >>> r.at(2048, dataset_size=1_281_167).warmup_epochs
+  0.625
+  >>> print(r.table([1024, 32768], dataset_size=1_281_167))
+  batch   k  peak LR  log2 LR  warmup ep  warmup steps  steps/epoch  total steps
+  -----  --  -------  -------  ---------  ------------  -----------  -----------
+   1024   1  5.65685     2.50     0.3125           391         1251       112590
+  32768  32       32     5.00         10           390           39         3510
   """
   base_batch_size: int
   base_learning_rate: float
@@ -77,6 +145,7 @@ class Recipe:
   warmup_scaling: str = "linear"
   warmup: str = "gradual"
   warmup_value: float | None = None
+  poly_origin: str = "warmup_end"
 
   def __post_init__(self):
     object.__setattr__(self, "boundary_epochs", tuple(self.boundary_epochs))
@@ -91,13 +160,27 @@ class Recipe:
   def steps_per_epoch(self, batch_size: int, dataset_size: int) -> int:
     """``dataset_size // batch_size`` (the last partial batch is dropped).
 
+    Args:
+      batch_size: examples per optimizer step, an integer count
+        (Python/NumPy/JAX integer or a whole float), > 0.
+      dataset_size: training examples per epoch, an integer count, > 0.
+
+    Returns:
+      The optimizer steps per epoch (a Python int).
+
     Raises:
-      ValueError: when ``dataset_size < batch_size`` (no full step per epoch).
+      ValueError: when ``dataset_size < batch_size`` (no full step per epoch)
+        or a size is <= 0.
+      TypeError: for a size that is not an integer count.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
+    ...                 base_warmup_epochs=0.3125, num_epochs=90)
+    >>> r.steps_per_epoch(32768, 1_281_167)
+    39
     """
-    for name, v in (("batch_size", batch_size), ("dataset_size", dataset_size)):
-      if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int; got {v!r}.")
-      _validation.check_range(name, v, low=1)
+    batch_size = as_count("batch_size", batch_size)
+    dataset_size = as_count("dataset_size", dataset_size)
     if dataset_size < batch_size:
       raise ValueError(
           f"dataset_size={dataset_size} is smaller than batch_size={batch_size}: "
@@ -109,23 +192,37 @@ class Recipe:
       raise ValueError("pass exactly one of dataset_size and steps_per_epoch.")
     if steps_per_epoch is None:
       return self.steps_per_epoch(batch_size, dataset_size)
-    return steps_per_epoch
+    return as_count("steps_per_epoch", steps_per_epoch)
 
   def at(self, batch_size: int, *, dataset_size: int | None = None,
          steps_per_epoch: int | None = None) -> ScaledRecipe:
     """The recipe's numbers at ``batch_size``.
 
     Args:
-      batch_size: target batch size, in examples.
+      batch_size: target batch size, in examples (an integer count).
       dataset_size: training examples per epoch (steps per epoch are
         ``dataset_size // batch_size``), or
-      steps_per_epoch: the steps per epoch directly.
+      steps_per_epoch: the optimizer steps per epoch directly (an integer
+        count; not epochs, not examples).
+
+    Returns:
+      A :class:`ScaledRecipe`; its :meth:`ScaledRecipe.schedule` is
+      :meth:`schedule` at the same arguments.
 
     Raises:
       ValueError: as :func:`legw.legw_schedule`, or when neither or both of
         ``dataset_size`` and ``steps_per_epoch`` are given.
+      TypeError: for sizes or steps that are not integer counts.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=256, base_learning_rate=0.1,
+    ...                 base_warmup_epochs=1.0, num_epochs=10)
+    >>> s = r.at(1024, steps_per_epoch=50)
+    >>> round(s.peak_learning_rate, 6), s.warmup_epochs, s.warmup_steps
+    (0.2, 4.0, 200)
     """
     spe = self._resolve_steps(batch_size, dataset_size, steps_per_epoch)
+    batch_size = as_count("batch_size", batch_size)
     self._schedule_kwargs(batch_size, spe)
     warmup_epochs = scale_warmup_epochs(
         self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling)
@@ -138,11 +235,41 @@ class Recipe:
         steps_per_epoch=spe,
         total_steps=int(round(self.num_epochs * spe)),
         num_epochs=self.num_epochs,
+        recipe=self,
     )
 
   def schedule(self, batch_size: int, *, dataset_size: int | None = None,
                steps_per_epoch: int | None = None) -> optax.Schedule:
-    """The ``optax.Schedule`` (of the step count) at ``batch_size``."""
+    """The ``optax.Schedule`` of the recipe at ``batch_size``.
+
+    :func:`legw.legw_schedule` with this recipe's fields: a gradual warmup to
+    :math:`\\eta_0\\sqrt{k}` over ``round(e_0 k * steps_per_epoch)`` steps,
+    then the decay (LEGW paper §3). ``recipe.at(...).schedule()`` is the same.
+
+    Domain: the schedule takes the optimizer *step* count (not epochs, not
+    examples) and is meant for ``[0, T)``, T =
+    ``round(num_epochs * steps_per_epoch)``; a negative count reads as step 0
+    and a count past T gives the decay's end value, silently (see
+    :func:`legw.legw_schedule`).
+
+    Args:
+      batch_size: target batch size, in examples (an integer count).
+      dataset_size: training examples per epoch, or
+      steps_per_epoch: optimizer steps per epoch (exactly one of the two).
+
+    Returns:
+      An ``optax.Schedule``: step count -> learning rate.
+
+    Raises:
+      ValueError, TypeError: as :meth:`at`.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=256, base_learning_rate=0.1,
+    ...                 base_warmup_epochs=1.0, num_epochs=10)
+    >>> lr = r.schedule(1024, steps_per_epoch=50)
+    >>> [round(float(lr(t)), 4) for t in (0, 100, 200, 350, 500)]
+    [0.0, 0.1, 0.2, 0.05, 0.0]
+    """
     spe = self._resolve_steps(batch_size, dataset_size, steps_per_epoch)
     return legw_schedule(batch_size=batch_size, steps_per_epoch=spe,
                          **self._schedule_kwargs(batch_size, spe))
