@@ -27,6 +27,7 @@ runs::
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Callable, Sequence, Union
 
 import jax.numpy as jnp
@@ -35,6 +36,8 @@ import optax
 
 from legw import _validation
 from legw.recipe import Recipe
+from legw.scaling import as_count
+from legw.schedules import float_dtype
 
 LearningRateFn = Callable[[int, int], optax.Schedule]
 
@@ -42,6 +45,16 @@ LearningRateFn = Callable[[int, int], optax.Schedule]
 @dataclasses.dataclass(frozen=True)
 class BatchPhase:
   """One phase of constant batch size in a :class:`BatchSizeSchedule`.
+
+  Its global steps are ``range(first_step, end_step)``; ``num_steps =
+  round(num_epochs * steps_per_epoch)`` (at least 1), ``steps_per_epoch =
+  dataset_size // batch_size`` (curvature paper §3.2).
+
+  >>> import legw
+  >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
+  >>> p = bs.phases[1]
+  >>> p.batch_size, p.first_step, p.num_steps, p.end_step, p.first_epoch
+  (8192, 97, 12, 109, 1.0)
 
   Attributes:
     batch_size: examples per optimizer step in this phase.
@@ -69,18 +82,29 @@ class BatchPhase:
 class BatchSizeSchedule:
   """Per-step batch size and learning rate of a phased batch-size schedule.
 
-  Build it with :func:`batch_size_schedule`.
+  Build it with :func:`batch_size_schedule` (curvature paper §3.2, §5
+  Method 2). Steps are global optimizer steps, counted from 0 over all
+  phases; epochs are passes over ``dataset_size`` examples.
+
+  >>> import legw
+  >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
+  >>> bs.total_steps, bs.batch_sizes, bs.batch_size_at(96), bs.batch_size_at(97)
+  (109, (512, 8192), 512, 8192)
 
   Attributes:
     phases: the :class:`BatchPhase` s, in order.
     total_steps: optimizer steps over all phases.
     num_epochs: epochs over all phases.
-    learning_rate: ``optax.Schedule`` of the *global* step (int or traced):
-      in phase i it is the phase's own schedule, built for its batch size,
-      evaluated at ``step - first_step + round(first_epoch *
-      steps_per_epoch)`` — the same epoch position at that batch size (past
-      the end, the last phase's schedule continues). None when no recipe was
-      given.
+    learning_rate: ``optax.Schedule`` of the *global* step (int or traced;
+      steps, not epochs): in phase i it is the phase's own schedule, built
+      for its batch size, evaluated at ``step - first_step + round(first_epoch
+      * steps_per_epoch)`` — the same epoch position at that batch size. Its
+      domain is ``[0, total_steps)``; outside it nothing is raised: a
+      negative step reads the first phase's schedule there (step 0 for a
+      :class:`legw.Recipe`), and past the end the last phase's schedule
+      continues (a recipe's end value). The value has the float dtype
+      optax's schedules give the count (:func:`legw.schedules.float_dtype`).
+      None when no recipe was given.
   """
   phases: tuple[BatchPhase, ...]
   total_steps: int
@@ -95,9 +119,22 @@ class BatchSizeSchedule:
   def phase_at(self, step: int) -> BatchPhase:
     """The phase that global ``step`` (0 <= step < total_steps) belongs to.
 
+    Args:
+      step: a global optimizer step, a concrete integer (Python/NumPy/JAX).
+
     Raises:
       ValueError: for a step outside [0, total_steps).
+      TypeError: for a step that is not an integer count.
+
+    >>> import legw
+    >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
+    >>> bs.phase_at(100).batch_size
+    8192
     """
+    try:
+      step = operator.index(step)  # Python/NumPy/JAX integer scalars
+    except TypeError:
+      raise TypeError(f"step must be a concrete integer; got {step!r}.") from None
     if not 0 <= step < self.total_steps:
       raise ValueError(f"step must be in [0, {self.total_steps}); got {step}.")
     for phase in self.phases:
@@ -106,14 +143,22 @@ class BatchSizeSchedule:
     raise AssertionError("unreachable")
 
   def batch_size_at(self, step: int) -> int:
-    """The batch size of global ``step`` (a Python int)."""
+    """The batch size of global ``step`` (a Python int); raises as :meth:`phase_at`."""
     return self.phase_at(step).batch_size
 
   def learning_rates(self) -> np.ndarray:
-    """The learning rate of every step, shape (total_steps,), float32.
+    """The learning rate of every step, shape (total_steps,), float32 (for logs).
 
     Raises:
       ValueError: when the schedule was built without a recipe.
+
+    >>> import legw
+    >>> recipe = legw.Recipe(base_batch_size=20, base_learning_rate=1.0,
+    ...                      base_warmup_epochs=0.1, num_epochs=2, decay="constant")
+    >>> bs = legw.batch_size_schedule([(1, 20), (1, 80)], dataset_size=800,
+    ...                               recipe=recipe)
+    >>> bs.learning_rates()[[0, 2, 4, 39, 40]].tolist()
+    [0.0, 0.5, 1.0, 1.0, 2.0]
     """
     if self.learning_rate is None:
       raise ValueError("this BatchSizeSchedule has no learning rate: pass recipe=.")
@@ -145,10 +190,16 @@ def batch_size_schedule(
   Smith et al.'s "increase the batch instead of decaying the LR" is a ladder
   such as ``[(30, 128), (30, 640), (30, 3200)]`` with a constant-LR recipe.
 
+  Units: phase lengths in *epochs* (passes over ``dataset_size``), batch
+  sizes and ``dataset_size`` in *examples*; the resulting ``learning_rate``
+  takes the global optimizer *step* (domain ``[0, total_steps)``; see
+  :class:`BatchSizeSchedule` for what it gives outside).
+
   Args:
     phases: ``(num_epochs, batch_size)`` pairs in training order; epochs > 0
-      (fractions allowed), batch sizes positive ints <= ``dataset_size``.
-    dataset_size: training examples per epoch, > 0.
+      (fractions allowed), batch sizes integer counts (Python/NumPy/JAX
+      integers or whole floats), 0 < batch size <= ``dataset_size``.
+    dataset_size: training examples per epoch, an integer count, > 0.
     recipe: a :class:`legw.Recipe` (its ``num_epochs`` must equal the sum of
       the phases' epochs), or a callable ``(batch_size, steps_per_epoch) ->
       optax.Schedule`` of the step within that batch size's own run, or None
@@ -163,9 +214,23 @@ def batch_size_schedule(
       ``num_epochs`` differs from the phases' total; and as
       :func:`legw.legw_schedule` for a recipe that cannot be scaled to a
       phase's batch size.
-    TypeError: for non-integer batch or data set sizes.
+    TypeError: for batch or data set sizes that are not integer counts
+      (``2.5``), or a recipe that is neither a Recipe nor a callable.
+
+  Example (curvature paper §3.2: one epoch at batch 512, then 8192; the
+  learning rate of each phase is the LEGW one for its batch):
+
+  >>> import legw
+  >>> recipe = legw.Recipe(base_batch_size=8192, base_learning_rate=0.05,
+  ...                      base_warmup_epochs=0.0, num_epochs=3, decay="constant")
+  >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000,
+  ...                               recipe=recipe)
+  >>> [(p.batch_size, p.num_steps) for p in bs.phases]
+  [(512, 97), (8192, 12)]
+  >>> [round(float(bs.learning_rate(t)), 4) for t in (0, 96, 97, 108)]
+  [0.0125, 0.0125, 0.05, 0.05]
   """
-  _check_int("dataset_size", dataset_size)
+  dataset_size = as_count("dataset_size", dataset_size)
   if not phases:
     raise ValueError("phases must hold at least one (num_epochs, batch_size) pair.")
   built = []
@@ -176,7 +241,7 @@ def batch_size_schedule(
     except (TypeError, ValueError):
       raise ValueError(f"phases[{i}] must be a (num_epochs, batch_size) pair; "
                        f"got {phase!r}.") from None
-    _check_int(f"phases[{i}] batch_size", batch_size)
+    batch_size = as_count(f"phases[{i}] batch_size", batch_size)
     if not _validation.is_concrete_number(num_epochs):
       raise TypeError(f"phases[{i}] num_epochs must be a number; got {num_epochs!r}.")
     _validation.check_range(f"phases[{i}] num_epochs", num_epochs, low=0.0,
@@ -220,16 +285,11 @@ def batch_size_schedule(
 def _piecewise(parts) -> optax.Schedule:
   def schedule(count):
     count = jnp.asarray(count)
+    dtype = float_dtype(count)
     _, last, shift = parts[-1]
-    out = jnp.asarray(last(count - shift), jnp.float32)  # the last phase runs on
+    out = jnp.asarray(last(count - shift), dtype)  # the last phase runs on
     for phase, sched, shift in reversed(parts[:-1]):
-      value = jnp.asarray(sched(count - shift), jnp.float32)
+      value = jnp.asarray(sched(count - shift), dtype)
       out = jnp.where(count < phase.end_step, value, out)
-    return out
+    return jnp.broadcast_to(out, count.shape)
   return schedule
-
-
-def _check_int(name, value):
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-    raise TypeError(f"{name} must be an int; got {value!r}.")
-  _validation.check_range(name, value, low=1)
