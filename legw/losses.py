@@ -11,6 +11,7 @@ notes that past batch 8000 the effect is not significant.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -18,6 +19,8 @@ import jax.numpy as jnp
 import optax
 
 from legw import _validation
+from legw.scaling import as_count
+from legw.schedules import float_dtype
 
 # Products fraction * n within this of an integer round to it (float32 error).
 _ROUND_SLACK = 1e-3
@@ -61,6 +64,13 @@ def discard_small_loss(
   the whole batch passed in; inside ``pmap`` / ``shard_map`` it is over each
   device's local batch.
 
+  >>> import jax.numpy as jnp, legw
+  >>> losses = jnp.array([1.0, 8.0, 2.0, 6.0, 3.0, 9.0, 5.0, 4.0, 7.0, 10.0])
+  >>> float(legw.discard_small_loss(losses, 0.3))  # drops 1, 2, 3: mean of 4..10
+  7.0
+  >>> float(legw.discard_small_loss(losses, 0.0))  # the plain mean
+  5.5
+
   Args:
     per_example_losses: array of per-sample losses, any shape (every
       element is one sample; for a language model's (batch, time) token
@@ -72,7 +82,8 @@ def discard_small_loss(
       False marks padding, which is neither ranked nor averaged.
 
   Returns:
-    A scalar: float32, or the losses' dtype if wider.
+    A scalar: float32, or the losses' dtype if wider (per-example units:
+    the mean of the kept losses).
 
   Raises:
     ValueError: for a concrete ``fraction`` outside [0, 1].
@@ -119,28 +130,54 @@ def discard_small_loss_schedule(
   else 0 — the curvature paper's setting (§3.1, Figure 10) with the defaults:
   30% for the first 100 epochs. Feed ``p_t`` to :func:`discard_small_loss`.
 
+  **Domain.** The schedule takes the optimizer *step* count :math:`t`
+  (optax's ``count``, from 0; an int or a traced integer array of any shape)
+  — not the epoch: for epoch e pass ``round(e * steps_per_epoch)``. Nothing
+  is raised outside the run: a negative count gives :math:`p`, every count
+  from the end of the discarding epochs on gives 0. The value has the float
+  dtype optax's schedules give the count (:func:`legw.schedules.float_dtype`)
+  and the count's shape.
+
   Args:
     fraction: p in [0, 1].
-    num_epochs: how many epochs to discard for, >= 0.
-    steps_per_epoch: optimizer steps per epoch, > 0.
+    num_epochs: how many epochs to discard for, in epochs (not steps), >= 0.
+    steps_per_epoch: optimizer steps per epoch, an integer count
+      (Python/NumPy/JAX integer or a whole float), > 0.
 
   Returns:
-    An ``optax.Schedule``: step count (int or traced) -> float32 fraction.
+    An ``optax.Schedule``: step count (int or traced) -> fraction.
 
   Raises:
     ValueError: for a fraction outside [0, 1], negative epochs or
       non-positive steps per epoch.
-    TypeError: for a non-numeric argument.
+    TypeError: for a non-numeric argument, or a ``steps_per_epoch`` that is
+      not an integer count.
+
+  Warns:
+    UserWarning: when ``fraction > 0`` but ``num_epochs * steps_per_epoch``
+      rounds to 0 steps (nothing would be discarded).
+
+  >>> import legw
+  >>> p = legw.discard_small_loss_schedule(0.3, num_epochs=2, steps_per_epoch=10)
+  >>> [round(float(p(t)), 4) for t in (0, 19, 20, 1000)]
+  [0.3, 0.3, 0.0, 0.0]
   """
-  for name, value in (("fraction", fraction), ("num_epochs", num_epochs),
-                      ("steps_per_epoch", steps_per_epoch)):
+  for name, value in (("fraction", fraction), ("num_epochs", num_epochs)):
     if not _validation.is_concrete_number(value):
       raise TypeError(f"{name} must be a number; got {value!r}.")
   _validation.check_range("fraction", fraction, low=0.0, high=1.0)
   _validation.check_range("num_epochs", num_epochs, low=0.0)
-  _validation.check_range("steps_per_epoch", steps_per_epoch, low=0.0, low_inclusive=False)
+  steps_per_epoch = as_count("steps_per_epoch", steps_per_epoch)
   end = int(round(num_epochs * steps_per_epoch))
+  if fraction > 0 and end == 0:
+    warnings.warn(
+        f"discard_small_loss_schedule: num_epochs={num_epochs:g} at "
+        f"steps_per_epoch={steps_per_epoch} rounds to 0 steps, so no sample is "
+        "ever discarded; num_epochs is in epochs, steps_per_epoch in optimizer steps.",
+        UserWarning, stacklevel=2)
 
   def schedule(count):
-    return jnp.where(jnp.asarray(count) < end, jnp.float32(fraction), jnp.float32(0.0))
+    count = jnp.asarray(count)
+    dtype = float_dtype(count)
+    return jnp.where(count < end, jnp.asarray(fraction, dtype), jnp.zeros((), dtype))
   return schedule
