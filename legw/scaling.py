@@ -8,6 +8,7 @@ rules), §3 (LEGW: warmup epochs grow linearly with the batch) and Table 1.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Any
 
@@ -36,6 +37,8 @@ def as_count(name: str, value: Any, *, positive: bool = True) -> int:
   if isinstance(value, bool) or isinstance(value, jax.core.Tracer):
     kind = "a traced value" if isinstance(value, jax.core.Tracer) else repr(value)
     raise TypeError(f"{name} must be a concrete integer count; got {kind}.")
+  if not isinstance(value, numbers.Number) and not hasattr(value, "dtype"):
+    raise TypeError(f"{name} must be an integer count; got {value!r}.")
   if hasattr(value, "shape") and getattr(value, "ndim", 0) != 0:
     raise TypeError(f"{name} must be a scalar integer count; got shape {value.shape}.")
   try:

@@ -147,3 +147,55 @@ def test_local_lipschitz_zero_direction_and_mismatch():
   assert np.isnan(legw.local_lipschitz(loss, params, {"w": jnp.zeros(3)}))
   with pytest.raises(ValueError, match="direction"):
     legw.local_lipschitz(loss, params, {"v": jnp.zeros(3)})
+
+
+def test_layerwise_stats_complex64_is_the_norm_of_abs_squared():
+  # Issue 13: sum(x * x) of a complex leaf is complex (a rotated "norm"); the norm is
+  # sqrt(sum |x|^2), real, as np.linalg.norm gives it.
+  rng = np.random.default_rng(4)
+  shapes = {"kernel": (5, 3), "bias": (3,)}
+  params = {k: (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(np.complex64)
+            for k, s in shapes.items()}
+  grads = {k: (0.1 * rng.normal(size=s) + 0.3j * rng.normal(size=s)).astype(np.complex64)
+           for k, s in shapes.items()}
+  for stats in (legw.layerwise_stats(params, grads), jax.jit(legw.layerwise_stats)(params, grads)):
+    for k in shapes:
+      wn = np.linalg.norm(params[k].astype(np.complex128))
+      gn = np.linalg.norm(grads[k].astype(np.complex128))
+      for key, want in (("param_norm", wn), ("grad_norm", gn), ("trust_ratio", wn / gn)):
+        got = stats[k][key]
+        assert got.dtype == jnp.float32, (k, key, got.dtype)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+  # Purely imaginary weights: sum(x * x) would be negative; |x|^2 is not.
+  s = legw.layerwise_stats({"w": jnp.full((4,), 2j, jnp.complex64)}, {"w": jnp.ones(4, jnp.complex64)})
+  np.testing.assert_allclose(s["w"]["param_norm"], 4.0, rtol=1e-6)
+
+
+def test_local_lipschitz_complex64_is_the_real_curvature():
+  # A real quadratic of the real and imaginary parts u = (Re z, Im z): f = u^T A u / 2 + c^T u,
+  # whose Hessian in u is A. L(z, d) = |u_d^T A u_d| / |u_d|^2, computed by NumPy.
+  rng = np.random.default_rng(5)
+  n = 4
+  m = rng.normal(size=(2 * n, 2 * n))
+  A = (m + m.T) / 2
+  c = rng.normal(size=2 * n)
+
+  def loss(p):
+    u = jnp.concatenate([jnp.real(p["z"]), jnp.imag(p["z"])])
+    return 0.5 * u @ jnp.asarray(A, jnp.float32) @ u + jnp.asarray(c, jnp.float32) @ u
+
+  params = {"z": jnp.asarray(rng.normal(size=n) + 1j * rng.normal(size=n), jnp.complex64)}
+  d = {"z": jnp.asarray(rng.normal(size=n) + 1j * rng.normal(size=n), jnp.complex64)}
+  dz = np.asarray(d["z"]).astype(np.complex128)
+  ud = np.concatenate([dz.real, dz.imag])
+  expected = abs(ud @ A @ ud) / (ud @ ud)
+  got = legw.local_lipschitz(loss, params, d)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(legw.local_lipschitz, static_argnums=0)(loss, params, d),
+                             expected, rtol=1e-5)
+  # A direction along the imaginary axis only: the curvature of the Im-block of A.
+  di = {"z": jnp.asarray(1j * rng.normal(size=n), jnp.complex64)}
+  v = np.asarray(di["z"]).imag.astype(np.float64)
+  want = abs(v @ A[n:, n:] @ v) / (v @ v)
+  np.testing.assert_allclose(legw.local_lipschitz(loss, params, di), want, rtol=1e-5)
