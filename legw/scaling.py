@@ -60,9 +60,20 @@ def as_count(name: str, value: Any, *, positive: bool = True) -> int:
   return count
 
 
+def _batch_size(name: str, value: Any) -> float:
+  """A positive batch size: an integer count, or any positive real (only k matters)."""
+  try:
+    return float(as_count(name, value))
+  except TypeError:
+    if not _validation.is_concrete_number(value):
+      raise
+  _validation.check_range(name, value, low=0.0, low_inclusive=False)
+  return float(value)
+
+
 def _check_batch_sizes(base_batch_size, batch_size) -> float:
-  base = as_count("base_batch_size", base_batch_size)
-  return as_count("batch_size", batch_size) / base
+  base = _batch_size("base_batch_size", base_batch_size)
+  return _batch_size("batch_size", batch_size) / base
 
 
 def scale_learning_rate(
@@ -86,8 +97,10 @@ def scale_learning_rate(
 
   Args:
     base_learning_rate: the tuned peak learning rate (a scalar), >= 0.
-    base_batch_size: the batch size it was tuned at, in examples: an integer
-      count (Python/NumPy/JAX integer, or a whole float), > 0.
+    base_batch_size: the batch size it was tuned at, in examples, > 0: a
+      Python/NumPy/JAX integer or a float (only the ratio k enters, so a
+      fractional size is accepted here; the schedule builders require
+      integer counts).
     batch_size: the target batch size, in examples, likewise, > 0.
     rule: ``"sqrt"``, ``"linear"`` or ``"none"``.
 
@@ -97,8 +110,8 @@ def scale_learning_rate(
   Raises:
     ValueError: for a negative learning rate, non-positive batch sizes or an
       unknown rule.
-    TypeError: for a batch size that is not an integer count (``2.5``, a
-      string, a traced value).
+    TypeError: for a batch size that is not a number (a string, a traced
+      value, a non-scalar array).
 
   Example (LEGW paper Table 1: ``2**2.5`` at 1K is ``2**5.0`` at 32K):
 
@@ -136,8 +149,9 @@ def scale_warmup_epochs(
   Args:
     base_warmup_epochs: warmup of the tuned baseline, in *epochs* (not
       steps), >= 0.
-    base_batch_size: its batch size, in examples: an integer count, > 0.
-    batch_size: the target batch size, in examples: an integer count, > 0.
+    base_batch_size: its batch size, in examples, > 0 (as in
+      :func:`scale_learning_rate`).
+    batch_size: the target batch size, in examples, > 0.
     rule: ``"linear"`` or ``"none"``.
 
   Returns:
@@ -147,7 +161,7 @@ def scale_warmup_epochs(
 
   Raises:
     ValueError: negative warmup, non-positive batch sizes, unknown rule.
-    TypeError: for a batch size that is not an integer count.
+    TypeError: for a batch size that is not a number.
 
   Example (LEGW paper Table 1: 0.3125 epochs at 1K is 10 epochs at 32K):
 

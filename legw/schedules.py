@@ -228,9 +228,11 @@ def legw_schedule(
   if warmup_value is not None:
     _validation.check_range("warmup_value", warmup_value, low=0.0)
 
+  base_batch_size = as_count("base_batch_size", base_batch_size)
+  batch_size = as_count("batch_size", batch_size)
+  k = batch_size / base_batch_size
   peak = scale_learning_rate(base_learning_rate, base_batch_size, batch_size, lr_scaling)
   warmup_epochs = scale_warmup_epochs(base_warmup_epochs, base_batch_size, batch_size, warmup_scaling)
-  k = as_count("batch_size", batch_size) / as_count("base_batch_size", base_batch_size)
   if warmup_epochs >= num_epochs:
     raise ValueError(
         f"base_warmup_epochs={base_warmup_epochs} scaled by {warmup_scaling!r} "

@@ -181,6 +181,10 @@ def test_steps_per_epoch_accepts_numpy_and_jax_integers(spe):
 
 def test_sizes_accept_numpy_and_jax_integers():
   assert legw.scale_learning_rate(1.0, jnp.asarray(256), np.int64(1024)) == 2.0
+  # The scaling rules take any positive size (only k enters); a string is refused.
+  assert legw.scale_learning_rate(1.0, 0.5, 2.0, rule="linear") == 4.0
+  with pytest.raises(TypeError, match="batch_size"):
+    legw.scale_warmup_epochs(1.0, 256, "1024")
   assert legw.scale_warmup_epochs(1.0, np.int32(256), jnp.asarray(1024, jnp.int32)) == 4.0
   r = legw.Recipe(base_batch_size=np.int64(256), base_learning_rate=0.1, base_warmup_epochs=1.0,
                   num_epochs=10)
@@ -196,7 +200,7 @@ def test_sizes_accept_numpy_and_jax_integers():
     (lambda v: legw.legw_schedule(**TABLE_1, batch_size=4096, steps_per_epoch=v),
      "steps_per_epoch"),
     (lambda v: legw.legw_schedule(**TABLE_1, batch_size=v, steps_per_epoch=312), "batch_size"),
-    (lambda v: legw.scale_learning_rate(1.0, v, 1024), "base_batch_size"),
+    (lambda v: legw.Recipe(**{**TABLE_1, "base_batch_size": v}), "base_batch_size"),
     (lambda v: legw.Recipe(**TABLE_1).at(4096, steps_per_epoch=v), "steps_per_epoch"),
     (lambda v: legw.Recipe(**TABLE_1).at(4096, dataset_size=v), "dataset_size"),
     (lambda v: legw.discard_small_loss_schedule(0.3, steps_per_epoch=v), "steps_per_epoch"),
