@@ -105,15 +105,17 @@ def legw_schedule(
     - ``"poly"``: with ``poly_origin="warmup_end"`` (the default)
       :math:`e_v + (\eta - e_v)(1 - s/D)^p` (p = ``power``, :math:`e_v` =
       ``end_value``): the decay counts the steps *after* warmup and is
-      continuous at the peak, as in the MLPerf ResNet-50 LARS schedules and
-      LARS Algorithm 1 (LARS paper §3: poly decay, power 2). With
+      continuous at the peak, as in the MLPerf ResNet-50 LARS reference
+      schedules (poly power 2 over the steps after warmup). With
       ``poly_origin="step_0"``: :math:`e_v + (\eta - e_v)(1 - t/T)^p`, the
       LEGW paper's text *literally* (§3.2, "the learning rate of iteration i
       is :math:`\eta \times (1 - i/I)^p`", I the total iterations; slides
       "Example for polynomial LR decay"), with i counted from step 0: the LR
       drops at step W from :math:`\eta` to :math:`\eta(1 - W/T)^p` — by
       :math:`(9/8)^2 \approx 1.27` at batch 32K of Table 1 (10 of 90 epochs
-      of warmup);
+      of warmup). Without warmup (W = 0) both are LARS Algorithm 1's
+      :math:`\gamma_0(1 - t/T)^2` (papers/lars-layer-wise-adaptive-rate-scaling.txt,
+      §3, Algorithm 1);
     - ``"multistep"``: :math:`\eta\,r^{n(t)}`, :math:`n(t)` = number of
       ``boundary_epochs`` b with :math:`t \ge` round(b * steps_per_epoch), r =
       ``decay_rate`` (LEGW Figure 2.1: boundaries 30, 60, 80 and r = 0.1);
