@@ -115,7 +115,7 @@ def legw_schedule(
       :math:`(9/8)^2 \approx 1.27` at batch 32K of Table 1 (10 of 90 epochs
       of warmup). Without warmup (W = 0) both are LARS Algorithm 1's
       :math:`\gamma_0(1 - t/T)^2` (papers/lars-layer-wise-adaptive-rate-scaling.txt,
-      §3, Algorithm 1);
+      §4, Algorithm 1);
     - ``"multistep"``: :math:`\eta\,r^{n(t)}`, :math:`n(t)` = number of
       ``boundary_epochs`` b with :math:`t \ge` round(b * steps_per_epoch), r =
       ``decay_rate`` (LEGW Figure 2.1: boundaries 30, 60, 80 and r = 0.1);
