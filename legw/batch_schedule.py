@@ -143,7 +143,13 @@ class BatchSizeSchedule:
     raise AssertionError("unreachable")
 
   def batch_size_at(self, step: int) -> int:
-    """The batch size of global ``step`` (a Python int); raises as :meth:`phase_at`."""
+    """The batch size of global ``step`` (a Python int); raises as :meth:`phase_at`.
+
+    >>> import legw
+    >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
+    >>> bs.batch_size_at(0), bs.batch_size_at(108)
+    (512, 8192)
+    """
     return self.phase_at(step).batch_size
 
   def learning_rates(self) -> np.ndarray:

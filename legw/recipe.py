@@ -74,6 +74,13 @@ class ScaledRecipe:
 
     Raises:
       ValueError: when this ScaledRecipe was built by hand, without a recipe.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=256, base_learning_rate=0.1,
+    ...                 base_warmup_epochs=1.0, num_epochs=10)
+    >>> lr = r.at(1024, steps_per_epoch=50).schedule()
+    >>> [round(float(lr(t)), 4) for t in (100, 200, 500)]
+    [0.1, 0.2, 0.0]
     """
     if self.recipe is None:
       raise ValueError(
@@ -275,11 +282,29 @@ class Recipe:
                          **self._schedule_kwargs(batch_size, spe))
 
   def rebase(self, batch_size: int) -> "Recipe":
-    """The same recipe re-expressed with ``batch_size`` as its baseline.
+    r"""The same recipe re-expressed with ``batch_size`` as its baseline.
 
     LEGW works in both directions (§3.3): ``Recipe(32768, ...).rebase(1024)``
-    is the 1K recipe the 32K one implies.
+    is the 1K recipe the 32K one implies (LR divided by :math:`\sqrt{k}`,
+    warmup epochs by k).
+
+    Args:
+      batch_size: the new base batch size, in examples (an integer count).
+
+    Returns:
+      A :class:`Recipe` whose schedules equal this one's at every batch size.
+
+    Raises:
+      ValueError, TypeError: as :class:`Recipe` for the new baseline.
+
+    >>> import math, legw
+    >>> big = legw.Recipe(base_batch_size=32768, base_learning_rate=2**5.0,
+    ...                   base_warmup_epochs=10.0, num_epochs=90)
+    >>> small = big.rebase(1024)
+    >>> round(math.log2(small.base_learning_rate), 6), small.base_warmup_epochs
+    (2.5, 0.3125)
     """
+    batch_size = as_count("batch_size", batch_size)
     return dataclasses.replace(
         self,
         base_batch_size=batch_size,
@@ -291,12 +316,52 @@ class Recipe:
 
   def ladder(self, batch_sizes: Sequence[int], *, dataset_size: int | None = None,
              steps_per_epoch: int | None = None) -> list[ScaledRecipe]:
-    """:meth:`at` for each batch size (``steps_per_epoch`` only for one size)."""
+    """:meth:`at` for each batch size (``steps_per_epoch`` only for one size).
+
+    Args:
+      batch_sizes: target batch sizes, in examples.
+      dataset_size, steps_per_epoch: as :meth:`at` (exactly one).
+
+    Returns:
+      A list of :class:`ScaledRecipe`, one per batch size.
+
+    Raises:
+      ValueError, TypeError: as :meth:`at`.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
+    ...                 base_warmup_epochs=0.3125, num_epochs=90)
+    >>> [(s.batch_size, s.warmup_steps) for s in r.ladder([1024, 8192],
+    ...                                                    dataset_size=1_281_167)]
+    [(1024, 391), (8192, 390)]
+    """
     return [self.at(b, dataset_size=dataset_size, steps_per_epoch=steps_per_epoch)
             for b in batch_sizes]
 
   def table(self, batch_sizes: Sequence[int], *, dataset_size: int) -> str:
-    """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper)."""
+    """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper).
+
+    Columns: batch size (examples), k, peak LR and its log2, warmup (epochs
+    and steps), steps per epoch, total steps.
+
+    Args:
+      batch_sizes: target batch sizes, in examples.
+      dataset_size: training examples per epoch.
+
+    Returns:
+      The table as a string (one line per batch size).
+
+    Raises:
+      ValueError, TypeError: as :meth:`at`.
+
+    >>> import legw
+    >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
+    ...                 base_warmup_epochs=0.3125, num_epochs=90)
+    >>> print(r.table([2048], dataset_size=1_281_167))
+    batch  k  peak LR  log2 LR  warmup ep  warmup steps  steps/epoch  total steps
+    -----  -  -------  -------  ---------  ------------  -----------  -----------
+     2048  2        8     3.00      0.625           391          625        56250
+    """
     header = ("batch", "k", "peak LR", "log2 LR", "warmup ep", "warmup steps",
               "steps/epoch", "total steps")
     rows = []

@@ -314,6 +314,10 @@ def _public(module):
       continue
     if inspect.isfunction(obj) or inspect.isclass(obj):
       yield f"{module.__name__}.{name}", obj
+    if inspect.isclass(obj):  # and its public methods
+      for method_name, method in vars(obj).items():
+        if not method_name.startswith("_") and inspect.isfunction(method):
+          yield f"{module.__name__}.{name}.{method_name}", method
 
 
 @pytest.mark.parametrize("module", _MODULES, ids=lambda m: m.__name__)
