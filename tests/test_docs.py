@@ -1,0 +1,106 @@
+"""The documentation sources: the API page covers legw.__all__, the guides are doctested.
+
+Building the site (``sphinx-build -W``) and running the guides' examples
+(``pytest --doctest-glob='*.md' docs``) are CI steps of their own; these checks
+are instant and need no Sphinx.
+"""
+
+import importlib.util
+import pathlib
+import re
+import sys
+
+import pytest
+
+import legw
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+GUIDES = sorted((DOCS / "guides").glob("*.md"))
+
+
+def _api_module():
+  spec = importlib.util.spec_from_file_location("legw_api", DOCS / "_ext" / "legw_api.py")
+  if importlib.util.find_spec("sphinx") is None:
+    pytest.skip("the API generator is a Sphinx extension (pip install -e '.[docs]')")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules.setdefault("legw_api", module)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_api_reference_has_an_entry_for_every_public_name():
+  rst = _api_module().api_rst()
+  entries = set(re.findall(r"^\.\. auto(?:function|class):: (\w+)$", rst, flags=re.M))
+  assert entries == set(legw.__all__), set(legw.__all__) ^ entries
+  assert "legw-api" in (DOCS / "api.rst").read_text()
+
+
+def test_every_module_section_has_a_title():
+  groups = _api_module().group_by_module()
+  assert sum(len(v) for v in groups.values()) == len(legw.__all__)
+  for module in groups:
+    assert importlib.import_module(module).__doc__, f"{module} has no docstring (its title)"
+
+
+def test_index_lists_every_guide_and_notebook():
+  index = (DOCS / "index.md").read_text()
+  for guide in GUIDES:
+    assert f"guides/{guide.stem}" in index, guide.name
+  for nb in (ROOT / "notebooks").glob("*.ipynb"):
+    assert f"notebooks/{nb.stem}" in index, nb.name
+  assert (DOCS / "notebooks").resolve() == (ROOT / "notebooks").resolve()
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
+def test_guide_code_is_doctested(guide):
+  """Every Python block of a guide is a doctest (``pycon``), so CI runs it."""
+  text = guide.read_text()
+  assert "```python" not in text, "write Python examples as ```pycon doctests"
+  if guide.stem != "reproducing":  # shell commands only
+    assert ">>> " in text
+
+
+def test_guides_mention_the_names_the_readme_never_did():
+  text = "\n".join(g.read_text() for g in GUIDES)
+  for name in (
+    "batch_size_schedule",
+    "BatchSizeSchedule",
+    "discard_small_loss",
+    "discard_small_loss_schedule",
+    "layerwise_stats",
+    "local_lipschitz",
+    "hutchinson_diagonal",
+    "scale_learning_rate",
+    "scale_warmup_epochs",
+  ):
+    assert f"legw.{name}" in text, name
+
+
+def test_guide_measurements_have_results():
+  for name in ("lars_from_sgd", "multisteps", "batchnorm"):
+    assert (ROOT / "benchmarks" / "guides" / f"{name}.py").is_file()
+    assert (ROOT / "benchmarks" / "guides" / "results" / f"{name}.json").is_file()
+
+
+def test_guide_measurement_functions_run():
+  """The code the guides show from benchmarks/guides/, on tiny inputs."""
+  pytest.importorskip("flax")
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from benchmarks.guides import batchnorm, lars_from_sgd
+
+  model = batchnorm.SmallCNN(bn_momentum=0.99)
+  x = np.random.default_rng(0).random((2 * batchnorm.BATCH_SIZE, 28, 28), dtype=np.float32)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28)))
+  old = batchnorm.RECALIBRATION_BATCHES
+  batchnorm.RECALIBRATION_BATCHES = 2
+  try:
+    stats = batchnorm.recalibrate(model, variables["params"], variables["batch_stats"], x)
+  finally:
+    batchnorm.RECALIBRATION_BATCHES = old
+  assert jax.tree.structure(stats) == jax.tree.structure(variables["batch_stats"])
+  assert float(jnp.abs(stats["bn0"]["mean"]).max()) > 0  # no longer the initial zeros
+  assert lars_from_sgd.schedule(1.0, 8, 10)(8) == pytest.approx(1.0)
