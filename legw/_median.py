@@ -20,8 +20,9 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from legw._reduce import AxisName, fused_reduce, fused_sums, psum_stacked, stat_dtype
+from legw._reduce import AxisName, psum_stacked, stat_dtype
 
 
 def medians_of_magnitudes(arrays: Sequence[jax.Array], axis_name: AxisName = None
@@ -53,18 +54,21 @@ def medians_of_magnitudes(arrays: Sequence[jax.Array], axis_name: AxisName = Non
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _medians(axis_name, *arrays):
-  lower, upper = _middle_values(arrays, axis_name)
-  return tuple((lo + hi) / 2 for lo, hi in zip(lower, upper))
+  return tuple(_middle_values(arrays, axis_name)[2])
 
 
 @_medians.defjvp
 def _medians_jvp(axis_name, primals, tangents):
-  lower, upper = _middle_values(primals, axis_name)
-  out = tuple((lo + hi) / 2 for lo, hi in zip(lower, upper))
+  lower, upper, out = _middle_values(primals, axis_name)
+  out = tuple(out)
   sums = []
   for a, t, lo, hi in zip(primals, tangents, lower, upper):
-    x, t = a.astype(lo.dtype), t.astype(lo.dtype)
-    at_lo, at_hi = x == lo, x == hi
+    # Ties compared on bit patterns (float compares would treat subnormals as 0).
+    int_t = jnp.int64 if lo.dtype.itemsize == 8 else jnp.int32
+    x = jax.lax.bitcast_convert_type(jnp.abs(a.astype(lo.dtype)), int_t)
+    t = t.astype(lo.dtype)
+    at_lo = x == jax.lax.bitcast_convert_type(lo, int_t)
+    at_hi = x == jax.lax.bitcast_convert_type(hi, int_t)
     sums += [jnp.sum(jnp.where(at_lo, t, 0)), jnp.sum(at_lo.astype(lo.dtype)),
              jnp.sum(jnp.where(at_hi, t, 0)), jnp.sum(at_hi.astype(lo.dtype))]
   sums = psum_stacked(sums, axis_name)
@@ -75,59 +79,165 @@ def _medians_jvp(axis_name, primals, tangents):
   return out, tuple(out_t)
 
 
+# Thresholds per counting pass: 16 sub-intervals, 4 bits of the bit pattern.
+_T = 15
+# Arrays with fewer entries (per device) are copied into one buffer of rows
+# of `_ROW` entries, so that their passes are one reduction (compile time);
+# larger ones are counted in place (no parameter-sized copy).
+_SMALL = 1 << 16
+_ROW = 128
+
+
 def _middle_values(arrays, axis_name):
-  """Lower and upper middle values of each array (equal for an odd size)."""
+  """Lower and upper middle values and medians of each array.
+
+  The lower and upper middle values are equal for an odd size; the median
+  is then that value, else their mean computed as ``numpy.median`` does,
+  ``(lower + upper) / 2`` in the array's (widened) dtype.
+  """
   arrays = [a.astype(stat_dtype(a.dtype)) for a in arrays]
-  lower, upper = [None] * len(arrays), [None] * len(arrays)
+  lower, upper, med = [None] * len(arrays), [None] * len(arrays), [None] * len(arrays)
   groups = {}
   for i, a in enumerate(arrays):
     groups.setdefault(jnp.dtype(a.dtype), []).append(i)
   for dt, idx in groups.items():
-    lo, hi = _bisect(dt, [arrays[i] for i in idx], axis_name)
+    lo, hi, odd = _select(dt, [arrays[i] for i in idx], axis_name)
+    mid = jnp.where(odd, lo, _mean_of_two(lo, hi))
     for j, i in enumerate(idx):
-      lower[i], upper[i] = lo[j], hi[j]
-  return lower, upper
+      lower[i], upper[i], med[i] = lo[j], hi[j], mid[j]
+  return lower, upper, med
 
 
-def _bisect(dt, arrays, axis_name):
-  """Bisection on the bit pattern: 31 counting passes (63 for float64)."""
+def _mean_of_two(a, b):
+  """``numpy``'s ``(a + b) / 2`` of floats ``0 <= a <= b``, subnormals included.
+
+  XLA:CPU flushes subnormal inputs and results of float arithmetic to zero;
+  ``numpy.median`` does not.  Where it matters the mean is computed without
+  them: below twice the least normal number, values are their bit patterns
+  times the least subnormal, so the two roundings (of the sum, to the
+  precision of its binade, and of the halving) are done on integers; below
+  ``2**-100`` (float64: ``2**-900``) both are scaled up by a power of two.
+  Above that, a subnormal ``a`` is below half an ulp of ``b`` and drops out
+  of ``a + b`` anyway.
+  """
+  dt = jnp.dtype(a.dtype)
+  f64 = dt.itemsize == 8
+  int_t = jnp.int64 if f64 else jnp.int32
+  mant = 52 if f64 else 23
+  tiny, scale = (2.0 ** -900, 2.0 ** 512) if f64 else (2.0 ** -100, 2.0 ** 64)
+  ia = jax.lax.bitcast_convert_type(a, int_t)
+  ib = jax.lax.bitcast_convert_type(b, int_t)
+  # Exponent fields 0 and 1: value = bits * least subnormal, and a + b < 2**(mant + 2)
+  # rounds to an even pattern at or above 2**(mant + 1): one formula for both roundings.
+  s = ia + ib
+  q = s >> 1
+  linear = jax.lax.bitcast_convert_type(q + (s & q & 1), dt)
+  # Small normal b: scale by a power of two (exact); a subnormal a enters
+  # through its integer significand.
+  small = b < tiny
+  k = jnp.where(small, jnp.asarray(scale, dt), jnp.asarray(1.0, dt))
+  least = 2.0 ** -1074 if f64 else 2.0 ** -149  # the least subnormal, times the scale:
+  a_sub = jnp.where(small, ia.astype(dt) * jnp.asarray(least * scale, dt), 0)  # a normal
+  a_scaled = jnp.where(ia < (1 << mant), a_sub, a * k)
+  scaled = (a_scaled + b * k) / 2 / k
+  return jnp.where(ib < (1 << (mant + 1)), linear, scaled)
+
+
+def _reduce(operands, inits, ops, axes):
+  """One variadic reduce: ``ops[i]`` (add or min) folds ``operands[i]``."""
+  return jax.lax.reduce(tuple(operands), tuple(inits),
+                        lambda x, y: tuple(op(a, b) for op, a, b in zip(ops, x, y)), axes)
+
+
+def _select(dt, arrays, axis_name):
+  """Lower and upper middle values of same-dtype arrays: 16-ary search.
+
+  See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
+  the lower and upper middle values in ``dt`` and whether the size is odd.
+  """
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
-  bits = [jax.lax.bitcast_convert_type(a, int_t) for a in arrays]
-  n = jnp.stack(psum_stacked([jnp.asarray(b.size, int_t) for b in bits], axis_name))
+  passes = -(-(8 * dt.itemsize - 1) // 4)  # 4 bits per pass: 8 (float32), 16
+  big = [i for i, a in enumerate(arrays) if a.size >= _SMALL]
+  small = [i for i, a in enumerate(arrays) if a.size < _SMALL]
+  order = big + small  # the row order of every stacked per-array vector
+  nb = len(big)
+
+  # |x| maps -0.0 to +0.0 (bit pattern 0), so patterns are ordered like values.
+  bits = [jax.lax.bitcast_convert_type(jnp.abs(arrays[i]), int_t) for i in big]
+  if small:
+    parts, row_of = [], []
+    for k, i in enumerate(small):
+      a = jnp.abs(arrays[i]).reshape(-1)
+      pad = -a.size % _ROW
+      parts.append(a)
+      if pad:  # NaN pads: above every threshold while the middle values are not NaN
+        parts.append(jnp.full((pad,), jnp.nan, dt))
+      row_of += [k] * ((a.size + pad) // _ROW)
+    buf = jax.lax.bitcast_convert_type(jnp.concatenate(parts), int_t).reshape(-1, _ROW)
+    row_of = np.asarray(row_of, np.int32)
+
+  n = jnp.stack(psum_stacked([jnp.asarray(arrays[i].size, int_t) for i in order], axis_name))
   need = (n - 1) // 2 + 1  # entries at or below the lower middle value
-  by_shape = {}
-  for j, b in enumerate(bits):
-    by_shape.setdefault(b.shape, []).append(j)
-  pairs = [js[k:k + 2] for js in by_shape.values() for k in range(0, len(js), 2)]
+  need2 = n // 2 + 1  # entries at or below the upper middle value
+  # Zeros with the sharding types (under shard_map) of the local data and of
+  # the all-reduced counts: the loop carry keeps its types across passes.
+  local0 = sum(b.reshape(-1)[0] for b in bits[:1]) + (buf[0, 0] if small else 0)
+  local0 = local0 * 0
+  reduced0 = local0 if axis_name is None else jax.lax.psum(local0, axis_name)
+  j16 = jnp.arange(1, _T + 1, dtype=int_t)
 
-  def count_at_or_below(t):
-    counts = [None] * len(bits)
-    for js in pairs:
-      for j, c in zip(js, fused_sums([(bits[j] <= t[j]).astype(int_t) for j in js])):
-        counts[j] = c
-    return jnp.stack(psum_stacked(counts, axis_name))
+  def count(t, hi):
+    """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,)."""
+    counts, mins = [], []
+    for k, b in enumerate(bits):
+      out = _reduce([(b <= t[k, j]).astype(int_t) for j in range(_T)]
+                    + [jnp.where(b > hi[k], b, top)],
+                    [int_t(0)] * _T + [int_t(top)], [jax.lax.add] * _T + [jax.lax.min],
+                    tuple(range(b.ndim)))
+      counts.append(jnp.stack(out[:_T]))
+      mins.append(out[_T])
+    if small:
+      t_row, hi_row = t[nb:][row_of], hi[nb:][row_of]
+      out = _reduce([(buf <= t_row[:, j:j + 1]).astype(int_t) for j in range(_T)]
+                    + [jnp.where(buf > hi_row[:, None], buf, top)],
+                    [int_t(0)] * _T + [int_t(top)], [jax.lax.add] * _T + [jax.lax.min], (1,))
+      counts.append(jax.ops.segment_sum(jnp.stack(out[:_T], 1), row_of, len(small),
+                                        indices_are_sorted=True))
+      mins.append(jax.ops.segment_min(out[_T], row_of, len(small), indices_are_sorted=True))
+    counts = jnp.concatenate([c.reshape(-1, _T) for c in counts])
+    if axis_name is not None:
+      counts = jax.lax.psum(counts, axis_name)
+    return counts, jnp.concatenate([m.reshape(-1) for m in mins])
 
-  def body(_, bounds):
-    lo, hi = bounds
-    mid = lo + (hi - lo) // 2
-    enough = count_at_or_below(mid) >= need
-    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+  def body(_, carry):
+    lo, hi, c_hi = carry[:3]
+    # T thresholds split [lo, hi] into 16 near-equal parts:
+    # t_j = lo - 1 + floor(j (hi - lo + 1) / 16), without overflow.
+    d = hi - lo
+    t = (lo - 1)[:, None] + (d // 16)[:, None] * j16 + ((d % 16 + 1)[:, None] * j16) // 16
+    c, m = count(t, hi)
+    enough = c >= need[:, None]
+    new_hi = jnp.min(jnp.where(enough, t, hi[:, None]), axis=1)
+    new_c_hi = jnp.min(jnp.where(enough, c, c_hi[:, None]), axis=1)
+    new_lo = jnp.max(jnp.where(enough, lo[:, None], t + 1), axis=1)
+    return tuple(v + reduced0 for v in (new_lo, new_hi, new_c_hi, t, c, hi, c_hi)) + (
+        m + local0,)
 
-  bounds = (jnp.zeros(n.shape, int_t), jnp.full(n.shape, top, int_t))
-  bounds = body(0, bounds)
-  lower, _ = jax.lax.fori_loop(1, 8 * dt.itemsize - 1, body, bounds)
-  at_or_below = count_at_or_below(lower)
-  above = [None] * len(bits)
-  for js in pairs:
-    mins = fused_reduce([jnp.where(bits[j] > lower[j], bits[j], top) for j in js],
-                        jax.lax.min, top)
-    for j, m in zip(js, mins):
-      above[j] = m
-  above = jnp.stack(above)
+  a = len(order)
+  carry = (jnp.zeros(a, int_t), jnp.full(a, top, int_t), n, jnp.zeros((a, _T), int_t),
+           jnp.zeros((a, _T), int_t), jnp.zeros(a, int_t), n, jnp.zeros(a, int_t))
+  carry = tuple(v + reduced0 for v in carry[:-1]) + (carry[-1] + local0,)
+  lower, _, c_lower, t, c, hi, c_hi, m = jax.lax.fori_loop(0, passes, body, carry)
+  # The last pass counted every pattern in its bracket [lo, hi - 1]: the
+  # least entry above `lower` is the least threshold whose count exceeds
+  # count(<= lower), else `hi` if its count does, else the least entry > hi.
   if axis_name is not None:
-    above = jax.lax.pmin(above, axis_name)
-  upper = jnp.where((n % 2 == 0) & (at_or_below < need + 1), above, lower)
-  lower = jax.lax.bitcast_convert_type(lower, dt)
-  upper = jax.lax.bitcast_convert_type(upper, dt)
-  return [lower[j] for j in range(len(arrays))], [upper[j] for j in range(len(arrays))]
+    m = jax.lax.pmin(m, axis_name)
+  nxt = jnp.min(jnp.where((t > lower[:, None]) & (c > c_lower[:, None]), t, top), axis=1)
+  nxt = jnp.minimum(nxt, jnp.where(c_hi > c_lower, hi, m))
+  upper = jnp.where(c_lower >= need2, lower, nxt)
+  # Back to the caller's order of arrays.
+  perm = np.argsort(np.asarray(order))
+  return (jax.lax.bitcast_convert_type(lower[perm], dt),
+          jax.lax.bitcast_convert_type(upper[perm], dt), (n % 2 == 1)[perm])

@@ -1,0 +1,243 @@
+"""legw._median.medians_of_magnitudes: exact medians without sorting.
+
+Exactness is checked bit for bit against ``numpy.median`` (float32 results
+of float32, float16 and bfloat16 arrays; float64 of float64 arrays), over
+random sizes (odd and even), ties, zeros, all-equal arrays, subnormals and
+infinities, on both paths of the selection: arrays counted in place
+(``_SMALL`` patched to 0) and arrays copied into the shared row buffer (the
+default for arrays under 65,536 entries).  Sharded: under ``shard_map`` with
+``axis_name`` the medians are of the whole arrays.  Gradients: those of
+``jnp.median`` (ties: the mean over the tied entries).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from jax.test_util import check_grads
+
+from legw import _median
+from legw._median import medians_of_magnitudes
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+PATHS = {"in_place": 0, "buffered": 1 << 30}
+
+
+@pytest.fixture(params=list(PATHS))
+def path(request, monkeypatch):
+  """Every array counted in place, or every array copied into the row buffer."""
+  monkeypatch.setattr(_median, "_SMALL", PATHS[request.param])
+  return request.param
+
+
+def medians(arrays, axis_name=None):
+  return jax.jit(lambda a: medians_of_magnitudes(a, axis_name))(list(arrays))
+
+
+def np_median_f32(a):
+  return np.float32(np.median(np.asarray(a, np.float32)))
+
+
+def assert_bits_equal(got, want):
+  got, want = np.float32(got), np.float32(want)
+  assert got.view(np.uint32) == want.view(np.uint32), (got, want)
+
+
+# Values with many ties, zeros, subnormals, huge values and infinity.
+SPECIAL = np.array([0.0, 1e-45, 3e-42, 1e-40, 1.17e-38, 1e-30, 0.5, 1.0, 1.0, 2.0, 3.0,
+                    1e20, 3.4e38, np.inf], np.float32)
+
+
+@st.composite
+def arrays_f32(draw):
+  n = draw(st.integers(1, 300))
+  kind = draw(st.sampled_from(["normal", "ties", "special", "all_equal", "mostly_zero"]))
+  rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+  if kind == "normal":
+    a = np.abs(rng.normal(size=n)) * 10.0 ** rng.integers(-30, 30)
+  elif kind == "ties":
+    a = rng.integers(0, 4, size=n) * 0.25
+  elif kind == "special":
+    a = rng.choice(SPECIAL, size=n)
+  elif kind == "all_equal":
+    a = np.full(n, rng.choice(SPECIAL))
+  else:
+    a = np.where(rng.random(n) < 0.7, 0.0, np.abs(rng.normal(size=n)))
+  shape = draw(st.sampled_from([(n,), (1, n)] + ([(2, n // 2)] if n % 2 == 0 else [])))
+  return a.astype(np.float32).reshape(shape)
+
+
+@SETTINGS
+@given(st.lists(arrays_f32(), min_size=1, max_size=4), st.sampled_from(list(PATHS)))
+def test_medians_equal_numpy_bit_for_bit(arrays, path):
+  _median._SMALL, saved = PATHS[path], _median._SMALL
+  try:
+    got = medians(arrays)
+  finally:
+    _median._SMALL = saved
+  for a, m in zip(arrays, got):
+    assert m.dtype == jnp.float32 and m.shape == ()
+    assert_bits_equal(m, np_median_f32(a))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_arrays_give_float32_medians(dtype, path):
+  rng = np.random.default_rng(3)
+  arrays = [jnp.asarray(np.abs(rng.normal(size=s)), dtype) for s in [(7, 5), (8, 4), (1,)]]
+  arrays.append(jnp.asarray([0.0, 6e-8, 6e-8, 65504.0], dtype))  # f16 subnormal, max
+  for a, m in zip(arrays, medians(arrays)):
+    assert m.dtype == jnp.float32
+    assert_bits_equal(m, np_median_f32(np.asarray(a.astype(jnp.float32))))
+
+
+def test_float64_medians_are_exact(path):
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(1)
+    arrays = [np.abs(rng.normal(size=(10, 7))), np.abs(rng.normal(size=(9,))) * 1e-300,
+              np.array([5e-324, 1e308, np.inf, 2.0]), rng.integers(0, 3, size=40) * 1.0]
+    got = medians([jnp.asarray(a) for a in arrays])
+    for a, m in zip(arrays, got):
+      assert m.dtype == jnp.float64
+      assert np.float64(m).view(np.uint64) == np.median(a).view(np.uint64)
+
+
+def test_float32_and_float64_side_by_side():
+  with jax.enable_x64(True):
+    a32 = np.abs(np.random.default_rng(2).normal(size=(6, 5))).astype(np.float32)
+    a64 = np.abs(np.random.default_rng(3).normal(size=(11,)))
+    m32, m64 = medians([jnp.asarray(a32), jnp.asarray(a64)])
+    assert m32.dtype == jnp.float32 and m64.dtype == jnp.float64
+    assert_bits_equal(m32, np.median(a32))
+    assert float(m64) == np.median(a64)
+
+
+def test_large_arrays_and_mixed_paths():
+  """Default threshold: large arrays counted in place, small ones buffered."""
+  rng = np.random.default_rng(4)
+  arrays = [np.abs(rng.normal(size=(300, 256))).astype(np.float32),  # in place
+            np.abs(rng.standard_cauchy(size=(257, 256))).astype(np.float32),  # odd size
+            np.abs(rng.normal(size=(33, 7))).astype(np.float32),  # buffered
+            (rng.integers(0, 2, size=(512, 130)) * 1.5).astype(np.float32)]  # ties
+  assert arrays[0].size >= _median._SMALL > arrays[2].size
+  for a, m in zip(arrays, medians(arrays)):
+    assert_bits_equal(m, np.median(a))
+
+
+def test_negative_zero_counts_as_zero():
+  a = np.array([-0.0, -0.0, 0.0, 1.0, 2.0], np.float32)
+  assert float(medians([a])[0]) == 0.0
+
+
+def test_no_arrays():
+  assert medians_of_magnitudes([], None) == []
+
+
+# ---------------------------------------------------------------------------
+# Sharded: shard_map over 8 simulated CPU devices (tests/conftest.py).
+# ---------------------------------------------------------------------------
+
+needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+
+
+@needs_8
+def test_shard_map_medians_are_of_the_whole_array(path):
+  mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+  rng = np.random.default_rng(5)
+  # Each shard (a block of rows) has its own scale: per-shard medians differ.
+  scale = np.geomspace(1.0, 100.0, 8).repeat(4)[:, None]
+  arrays = [(np.abs(rng.normal(size=(32, 9))) * scale).astype(np.float32),
+            (np.abs(rng.normal(size=(32, 4))) * scale).astype(np.float32),
+            (rng.integers(0, 3, size=(32, 5)) * scale).astype(np.float32)]
+
+  def run(axis_name):
+    def f(*a):
+      return jnp.stack(medians_of_magnitudes(a, axis_name))[None]
+    spec = (P("d"),) * len(arrays)
+    return np.asarray(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=P("d")))(
+        *arrays))
+
+  whole = run("d")
+  for k, a in enumerate(arrays):
+    for dev in range(8):
+      assert_bits_equal(whole[dev, k], np.median(a))
+  local = run(None)  # without axis_name: each device's median of its own shard
+  for k, a in enumerate(arrays):
+    for dev in range(8):
+      assert_bits_equal(local[dev, k], np.median(a[4 * dev:4 * dev + 4]))
+  assert not np.allclose(local[:, 0], whole[:, 0])
+
+
+@needs_8
+def test_shard_map_jvp_is_of_the_whole_array():
+  mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+  rng = np.random.default_rng(6)
+  x = np.abs(rng.normal(size=(16, 3))).astype(np.float32)
+  t = rng.normal(size=(16, 3)).astype(np.float32)
+
+  def f(x, t):
+    out, dout = jax.jvp(lambda v: medians_of_magnitudes([v], "d")[0], (x,), (t,))
+    return out[None], dout[None]
+
+  out, dout = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("d"), P("d")),
+                                    out_specs=(P("d"), P("d"))))(x, t)
+  want, dwant = jax.jvp(jnp.median, (jnp.asarray(x),), (jnp.asarray(t),))
+  np.testing.assert_array_equal(np.asarray(out), np.full(8, want))
+  np.testing.assert_allclose(np.asarray(dout), np.full(8, dwant), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Gradients: those of jnp.median.
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(7,), (8,), (5, 6), (9, 3), (1,)])
+def test_gradient_equals_jnp_median_gradient(shape, path):
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(np.abs(rng.normal(size=shape)).astype(np.float32))
+  y = jnp.asarray(np.abs(rng.normal(size=(4, 5))).astype(np.float32))
+
+  def ours(x, y):
+    mx, my = medians_of_magnitudes([x, y], None)
+    return 3.0 * mx - 2.0 * my
+
+  def ref(x, y):
+    return 3.0 * jnp.median(x) - 2.0 * jnp.median(y)
+
+  got = jax.jit(jax.grad(ours, argnums=(0, 1)))(x, y)
+  want = jax.grad(ref, argnums=(0, 1))(x, y)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+  # Finite differences in both modes (no ties: the median is locally linear).
+  check_grads(ours, (x, y), order=1, modes=("fwd", "rev"), eps=1e-3)
+
+
+def test_gradient_with_ties_is_the_mean_over_tied_entries():
+  # Odd size: the middle value 2.0 is held by three entries.
+  x = jnp.asarray([2.0, 1.0, 2.0, 5.0, 2.0], jnp.float32)
+  g = jax.grad(lambda v: medians_of_magnitudes([v])[0])(x)
+  np.testing.assert_allclose(g, [1 / 3, 0, 1 / 3, 0, 1 / 3])
+  # Even size, lower middle 1.0 (twice), upper middle 3.0 (once).
+  x = jnp.asarray([1.0, 3.0, 1.0, 9.0, 0.5, 4.0], jnp.float32)
+  g = jax.grad(lambda v: medians_of_magnitudes([v])[0])(x)
+  np.testing.assert_allclose(g, [0.25, 0.5, 0.25, 0, 0, 0])
+  # jnp.median gives the whole weight to one tied entry; the sums agree.
+  assert float(jnp.sum(g)) == pytest.approx(float(jnp.sum(jax.grad(jnp.median)(x))))
+
+
+def test_gradient_of_low_precision_input_and_second_order():
+  x = jnp.asarray([0.5, 2.0, 1.0], jnp.bfloat16)
+  g = jax.grad(lambda v: medians_of_magnitudes([v])[0])(x)
+  assert g.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(g, np.float32), [0, 0, 1])
+  # The median is piecewise linear: its second derivative is 0.
+  xf = jnp.asarray([0.5, 2.0, 1.0, 4.0], jnp.float32)
+  h = jax.hessian(lambda v: medians_of_magnitudes([v])[0])(xf)
+  np.testing.assert_array_equal(np.asarray(h), np.zeros((4, 4)))
