@@ -22,19 +22,54 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 AxisName = str | tuple[str, ...] | None
 
 
 def stat_dtype(dtype) -> jnp.dtype:
-  """The dtype statistics of a leaf of ``dtype`` are computed in (>= float32)."""
+  """The dtype a leaf of ``dtype`` is computed in (>= float32).
+
+  Complex leaves stay complex (complex64 or wider); :func:`real_dtype` gives
+  the dtype of their real statistics.
+  """
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def real_dtype(dtype) -> jnp.dtype:
+  """The real dtype of the statistics of a leaf of ``dtype`` (>= float32).
+
+  float16/bfloat16/float32 -> float32, float64 -> float64, complex64 ->
+  float32, complex128 -> float64.
+  """
+  return jnp.finfo(stat_dtype(dtype)).dtype
+
+
+def is_trainable(x) -> bool:
+  """True for a floating or complex leaf (Python floats included).
+
+  Integer and boolean leaves, and the ``float0`` gradients
+  ``jax.grad(..., allow_int=True)`` gives for them, are not trained: every
+  legw transform passes them through unchanged.
+  """
+  return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+  """|x|^2 elementwise, real: x*x, or re(x)^2 + im(x)^2 for complex x.
+
+  ``x * x`` of a complex x is complex (it rotates by twice the phase); every
+  norm and magnitude in legw is of |x|^2, as in optax.
+  """
+  if jnp.iscomplexobj(x):
+    return x.real * x.real + x.imag * x.imag
+  return x * x
+
+
 def sum_of_squares(x: jax.Array) -> jax.Array:
-  """sum(x**2) accumulated in float32 or wider."""
-  x = x.astype(stat_dtype(x.dtype))
-  return jnp.sum(x * x)
+  """sum(|x|^2) accumulated in float32 or wider: real, also for complex x."""
+  x = jnp.asarray(x)
+  return jnp.sum(abs_sq(x.astype(stat_dtype(x.dtype))))
 
 
 def psum_stacked(values: Sequence[jax.Array], axis_name: AxisName) -> list[jax.Array]:
@@ -74,5 +109,25 @@ def fused_reduce(arrays: Sequence[jax.Array], op=jax.lax.add, init=0) -> tuple[j
 
 
 def fused_sums(arrays: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-  """Sums of same-shaped arrays in one pass (:func:`fused_reduce`)."""
+  """Sums of same-shaped real arrays in one pass (:func:`fused_reduce`).
+
+  Differentiable: ``jax.lax.reduce`` with several operands has no JVP rule
+  (``jax.grad`` through it fails with an ``ad_util.Zero`` TypeError), so the
+  rule is given here: the tangent of a sum is the sum of the tangents
+  (plain ``jnp.sum``s, which reverse mode can transpose; integer arrays have
+  ``float0`` tangents).
+  """
+  return _fused_sums(*arrays)
+
+
+@jax.custom_jvp
+def _fused_sums(*arrays):
   return fused_reduce(arrays, jax.lax.add, 0)
+
+
+@_fused_sums.defjvp
+def _fused_sums_jvp(primals, tangents):
+  out = _fused_sums(*primals)
+  out_t = tuple(jnp.sum(t) if jnp.issubdtype(p.dtype, jnp.inexact)
+                else np.zeros((), jax.dtypes.float0) for p, t in zip(primals, tangents))
+  return out, out_t

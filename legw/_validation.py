@@ -53,8 +53,47 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     )
 
 
-def check_learning_rate(learning_rate: Any) -> None:
-  """A learning rate is a non-negative number or a callable schedule."""
-  if callable(learning_rate):
+def _check_scalar_or_schedule(name: str, value: Any) -> None:
+  """A hyperparameter that may be a schedule: a non-negative number, an array
+  (``optax.inject_hyperparams`` passes traced ones), or a callable.
+
+  Raises:
+    TypeError: for anything else, e.g. a :class:`legw.Recipe` (a recipe is
+      not a schedule: it needs the batch size), with what to pass instead.
+    ValueError: for a negative (or NaN, infinite) concrete number.
+  """
+  if callable(value):
     return
-  check_range("learning_rate", learning_rate, low=0.0)
+  kind = type(value).__name__
+  if kind == "Recipe":
+    raise TypeError(
+        f"{name} got a legw.Recipe, which is not a schedule (it needs the batch "
+        f"size): pass recipe.schedule(batch_size, dataset_size=...) (an "
+        f"optax.Schedule of the step count).")
+  if kind == "ScaledRecipe":
+    raise TypeError(
+        f"{name} got a legw.ScaledRecipe (the numbers of a recipe at one batch "
+        f"size), not a schedule: pass recipe.schedule(batch_size, "
+        f"dataset_size=...) of the Recipe, or scaled.peak_learning_rate for a "
+        f"constant rate.")
+  if not (is_concrete_number(value) or hasattr(value, "dtype")):
+    raise TypeError(
+        f"{name} must be a number, a JAX array or an optax.Schedule (a callable "
+        f"of the step count); got {value!r} of type {kind}.")
+  check_range(name, value, low=0.0)
+
+
+def check_learning_rate(learning_rate: Any) -> None:
+  """A learning rate is a non-negative number or a callable schedule.
+
+  Raises:
+    TypeError: for a value that is neither (a :class:`legw.Recipe` or
+      :class:`legw.ScaledRecipe` says to pass ``recipe.schedule(...)``).
+    ValueError: for a negative (NaN, infinite) number.
+  """
+  _check_scalar_or_schedule("learning_rate", learning_rate)
+
+
+def check_weight_decay(weight_decay: Any) -> None:
+  """A weight decay is a non-negative number or a callable schedule."""
+  _check_scalar_or_schedule("weight_decay", weight_decay)

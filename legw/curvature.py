@@ -51,16 +51,19 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from legw import _validation
-from legw._reduce import AxisName, fused_reduce, fused_sums, psum_stacked, stat_dtype
+from legw import _layerwise, _validation
+from legw._layerwise import sums_statistic
+from legw._median import medians_of_magnitudes
+from legw._reduce import (AxisName, abs_sq, fused_sums, is_trainable, real_dtype,
+                          stat_dtype)
 from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
-
-# ---------------------------------------------------------------------------
-# Shared helpers.
-# ---------------------------------------------------------------------------
+# Every median legw takes goes through this one name (exact, differentiable
+# as jnp.median: legw/_median.py).
+_medians_of_magnitudes = medians_of_magnitudes
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -72,133 +75,53 @@ def _check_positive_int(name: str, value: Any) -> None:
     raise ValueError(f"{name} must be an integer >= 1; got {value!r}.{hint}")
 
 
-def _check_family_args(weight_decay, eps):
-  _validation.check_range("weight_decay", weight_decay, low=0.0)
-  _validation.check_range("eps", eps, low=0.0)
-
-
-def _check_optimizer_args(learning_rate, momentum):
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
-
-
-def _leaves(name, updates, params, trust_ratio_mask, weight_decay_mask):
-  """Flattens updates/params and resolves both masks to per-leaf bools."""
-  if params is None:
-    raise ValueError(
-        f"{name} needs the current parameters: call update(updates, state, params)."
-    )
-  g_leaves, treedef = jax.tree.flatten(updates)
-  w_leaves = treedef.flatten_up_to(params)
-  tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
-  wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
-  return g_leaves, w_leaves, treedef, tr_mask, wd_mask
-
-
-def _chain(scaler, learning_rate, momentum, nesterov):
-  return optax.chain(
-      scaler,
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=nesterov),
-  )
-
-
 # ---------------------------------------------------------------------------
 # MCLR: median curvature radius (eq. 20–22).
 # ---------------------------------------------------------------------------
 
 
 class ScaleByMedianCurvatureState(NamedTuple):
-  """State of :func:`scale_by_median_curvature` (stateless)."""
+  """State of :func:`scale_by_median_curvature` when ``weight_decay`` is a
+  schedule (otherwise ``optax.EmptyState()``).
 
-
-def _medians_of_magnitudes(arrays, axis_name):
-  """Exact medians of non-negative arrays, each over its whole (sharded) layer.
-
-  ``jnp.median`` sorts, and XLA's CPU sort is slow (hundreds of ms for a 784 x
-  256 kernel).  Instead, for non-negative floats the integer bit patterns are
-  ordered like the values, so the lower middle order statistic (k = (n-1)//2)
-  is found by bisection on the bit pattern: 31 passes (63 for float64) that
-  each count, per array, the entries at or below a threshold.  One more pass
-  finds the upper middle value (the smallest entry above it, when n is even
-  and the k-th value is not repeated), and the two are averaged, which is
-  exactly ``numpy.median``.  With ``axis_name`` the counts of all arrays are
-  ``psum``-ed in one stacked all-reduce per pass (and the last pass's minima
-  ``pmin``-ed), so the medians are of the whole layers and no device gathers
-  a layer.
+  Attributes:
+    count: number of updates so far (int32).
   """
-  medians = [None] * len(arrays)
-  groups = {}
-  for i, a in enumerate(arrays):
-    groups.setdefault(jnp.dtype(a.dtype), []).append(i)
-  for dt, idx in groups.items():
-    int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
-    top = jnp.iinfo(int_t).max
-    bits = [jax.lax.bitcast_convert_type(arrays[i], int_t) for i in idx]
-    n = jnp.stack(psum_stacked([jnp.asarray(b.size, int_t) for b in bits], axis_name))
-    need = (n - 1) // 2 + 1  # entries at or below the lower middle value
 
-    # Pairs of same-shaped arrays (e.g. a layer's |w| and |g|) are counted in
-    # one variadic reduce: nothing stored per pass (legw._reduce.fused_reduce).
-    # The bit patterns themselves are stored once (XLA hoists them out of the
-    # loop).
-    by_shape = {}
-    for j, b in enumerate(bits):
-      by_shape.setdefault(b.shape, []).append(j)
-    pairs = [js[k:k + 2] for js in by_shape.values() for k in range(0, len(js), 2)]
-
-    def count_at_or_below(t, bits=bits, pairs=pairs):
-      counts = [None] * len(bits)
-      for js in pairs:
-        for j, c in zip(js, fused_sums([(bits[j] <= t[j]).astype(int_t) for j in js])):
-          counts[j] = c
-      return jnp.stack(psum_stacked(counts, axis_name))
-
-    def body(_, bounds, need=need, count_at_or_below=count_at_or_below):
-      lo, hi = bounds
-      mid = lo + (hi - lo) // 2
-      enough = count_at_or_below(mid) >= need
-      return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
-
-    bounds = (jnp.zeros(n.shape, int_t), jnp.full(n.shape, top, int_t))
-    # The first pass is peeled so that the loop carry has the sharding type of
-    # the counts (device-varying under shard_map without axis_name).
-    bounds = body(0, bounds)
-    lower, _ = jax.lax.fori_loop(1, 8 * dt.itemsize - 1, body, bounds)
-    # Upper middle value: equal to the lower one unless n is even and exactly
-    # n//2 entries are at or below it; then the smallest entry above it.
-    at_or_below = count_at_or_below(lower)
-    above = [None] * len(bits)
-    for js in pairs:
-      mins = fused_reduce([jnp.where(bits[j] > lower[j], bits[j], top) for j in js],
-                          jax.lax.min, top)
-      for j, m in zip(js, mins):
-        above[j] = m
-    above = jnp.stack(above)
-    if axis_name is not None:
-      above = jax.lax.pmin(above, axis_name)
-    upper = jnp.where((n % 2 == 0) & (at_or_below < need + 1), above, lower)
-    values = (jax.lax.bitcast_convert_type(lower, dt)
-              + jax.lax.bitcast_convert_type(upper, dt)) / 2
-    for j, i in enumerate(idx):
-      medians[i] = values[j]
-  return medians
+  count: jax.Array
 
 
-def _layer_medians(w_abs, g_abs, axis_name):
-  """Medians of |w| and |g| per leaf, over the whole (sharded) layer."""
-  meds = _medians_of_magnitudes(list(w_abs) + list(g_abs), axis_name)
-  return meds[:len(w_abs)], meds[len(w_abs):]
+def _nonzero_magnitudes(a: jax.Array) -> jax.Array:
+  """An array whose median is the median of the nonzero entries of ``a >= 0``.
+
+  ``stack([where(a == 0, inf, a), a])``: with z zeros and m nonzero entries
+  (n = z + m), its 2n sorted values are z zeros, each nonzero entry twice,
+  then z infinities, so its two middle values (ranks n-1 and n) are those of
+  the m nonzero entries: exactly their median (no sort, the same exact
+  median routine, and under sharding the same whole-layer counts).  With no
+  nonzero entry the median is (0 + inf)/2 = inf, read as 0 by the caller.
+  """
+  return jnp.stack([jnp.where(a == 0, jnp.inf, a), a])
+
+
+def _median_statistic(ws, gs, betas, axis_name):
+  """MCLR's sizes: medians of the nonzero |w| and of the nonzero |g|."""
+  mags = [jnp.abs(w) for w in ws] + [
+      jnp.abs(g if b is None else g + b * w) for w, g, b in zip(ws, gs, betas)]
+  meds = _medians_of_magnitudes([_nonzero_magnitudes(m) for m in mags], axis_name)
+  meds = [jnp.where(jnp.isinf(m), jnp.zeros((), m.dtype), m) for m in meds]
+  n = len(ws)
+  return list(zip(meds[:n], meds[n:]))
 
 
 def scale_by_median_curvature(
-    weight_decay: float = 0.0,
-    eps: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     *,
+    eps: float = 0.0,
     trust_ratio_mask: MaskOrFn = None,
     weight_decay_mask: MaskOrFn = None,
     axis_name: AxisName = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
   Per leaf ``l`` (one layer's kernel, ...), with :math:`\beta` = ``weight_decay``
@@ -219,36 +142,46 @@ def scale_by_median_curvature(
   medians of magnitudes are the typical sizes eq. 17 (:math:`|w_i/g_i|`)
   needs.  :math:`R_l` is a ratio of medians, not the median of the ratios.
 
-  * Failure cases (eq. 18–19): :math:`R_l = 1` where :math:`\mathrm{med}|w_l|
-    = 0` (a zero or mostly-zero layer would otherwise never train) or
-    :math:`\mathrm{med}|g_l| = 0` (e.g. more than half of the gradient entries
-    exactly zero, where the ratio is undefined).  As the gradient median tends
-    to 0 (very large batches, eq. 4) :math:`R_l` grows without bound; an
-    ``eps > 0`` caps it at :math:`\mathrm{med}|w_l| / \epsilon`.
+  * Sparse layers: each median is over the layer's **nonzero** entries (a
+    departure from the literal eq. 20).  An embedding's gradient is zero on
+    the rows the batch did not touch, a pruned layer's weights are zero where
+    pruned; the literal median of all entries is then 0 as soon as more than
+    half are zero, and the rate jumps (to 1 by the eq. 19 guard: a 10x jump
+    between 7 and 9 nonzero entries of a 16-entry layer).  Over the nonzero
+    entries the median moves by one order statistic per entry, so the rate
+    is continuous in the number of nonzero entries, and it equals the
+    literal eq. 20 wherever no entry is exactly zero (dense layers).  A layer
+    whose gradient is all zero has :math:`\mathrm{med}|g_l| = 0`.  Cost: the
+    medians are taken of ``stack([where(x == 0, inf, x), x])`` (same exact
+    median; twice the entries).
+  * Zero fallback (eq. 18–19), as every member of the family: :math:`R_l = 1`
+    where :math:`\mathrm{med}|w_l| = 0` (a zero layer still trains) or the
+    denominator is 0 (zero gradient and no decay: the update is 0 anyway);
+    with :math:`\beta > 0` the formula is finite at :math:`g = 0` and used.
+    As the gradient median tends to 0 (very large batches, eq. 4)
+    :math:`R_l` grows without bound; an ``eps > 0`` caps it at
+    :math:`\mathrm{med}|w_l| / \epsilon`.
   * Leaves outside ``trust_ratio_mask`` get :math:`R_l = 1`; leaves outside
     ``weight_decay_mask`` get :math:`\beta = 0`.  Both default to
     :func:`legw.exclude_bias_and_norm`, as in :func:`legw.scale_by_lars`.
+    ``weight_decay`` may be an ``optax.Schedule`` of the step count.
+    Complex leaves: medians of :math:`|x|`.  Non-floating leaves pass through.
   * Medians are exact (equal to ``numpy.median``: the mean of the two middle
-    values for an even size), in float32 (float64 for float64 leaves), and
-    computed without sorting: the bit patterns of non-negative floats are
-    ordered like their values, so the lower middle value is found by
-    bisection on the bit pattern, 31 counting passes over the layer's
-    :math:`|w|` and :math:`|g|` (63 for float64), plus one pass for the
-    upper middle value.  That is O(32 n) memory-bound work instead of an
-    O(n log n) sort (which XLA on CPU does slowly), but still several times
-    the cost of LARS's two norms.  Updates come back in the update dtype.
+    values for an even count), in float32 (float64 for float64 leaves), and
+    computed without sorting (``legw/_median.py``: selection on the bit
+    patterns, which are ordered like the values of non-negative floats).
+    Updates come back in the update dtype.
+  * Differentiable: ``jax.grad`` through the update follows ``jnp.median``'s
+    derivative (the middle entries' tangents).
   * ``axis_name``: under ``shard_map`` with every leaf sharded over that mesh
-    axis, a median cannot be combined from per-shard medians.  Each
-    bisection pass counts, on every shard, the entries at or below the
-    current thresholds, and the counts of all masked leaves are ``psum``-ed
-    in ONE stacked all-reduce per pass (32 small all-reduces and one
-    ``pmin`` per step), so each median is that of the whole layer: exact,
-    equal to the unsharded result, and no device ever gathers a layer.
-    (Gathering the shards with ``lax.all_gather`` and taking ``jnp.median``
-    would also be exact, but needs a copy of every layer on every device.)
+    axis, a median cannot be combined from per-shard medians: the selection
+    counts entries on every shard and ``psum``-s the counts of all leaves
+    together, so each median is that of the whole layer, equal to the
+    unsharded result, and no device ever gathers a layer.
 
   Args:
-    weight_decay: :math:`\beta \ge 0`, L2 weight decay coefficient.
+    weight_decay: :math:`\beta \ge 0`, L2 weight decay coefficient, or an
+      ``optax.Schedule``.  The only positional argument.
     eps: :math:`\epsilon \ge 0`, added to the denominator.
     trust_ratio_mask: which leaves get :math:`R_l`: ``None`` (default:
       :func:`legw.exclude_bias_and_norm`), a bool, a pytree of bools (or a
@@ -257,56 +190,27 @@ def scale_by_median_curvature(
     axis_name: mesh axis name(s) over which parameters are sharded, or None.
 
   Returns:
-    An ``optax.GradientTransformation`` whose ``update(updates, state,
-    params)`` requires ``params`` (same tree as ``updates``).
+    An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
+    state, params)`` requires ``params`` (same tree as ``updates``).
 
   Raises:
     ValueError: at construction, for negative (or NaN) ``weight_decay`` or
       ``eps``; at update, when ``params`` is not given.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
-  _check_family_args(weight_decay, eps)
-
-  def init_fn(params):
-    del params
-    return ScaleByMedianCurvatureState()
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args  # e.g. obj_fn for other members of an optax.chain
-    g_leaves, w_leaves, treedef, tr_mask, wd_mask = _leaves(
-        "scale_by_median_curvature", updates, params, trust_ratio_mask, weight_decay_mask
-    )
-    decayed, w_abs, g_abs, index = [], [], [], []
-    for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
-      dt = stat_dtype(g.dtype)
-      g32, w32 = g.astype(dt), w.astype(dt)
-      decayed.append(g32 + weight_decay * w32 if use_wd else g32)
-      if use_tr:
-        index.append(len(w_abs))
-        w_abs.append(jnp.abs(w32))
-        g_abs.append(jnp.abs(g32))
-      else:
-        index.append(None)
-    w_med, g_med = _layer_medians(w_abs, g_abs, axis_name)
-
-    out = []
-    for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
-      if k is None:
-        out.append(u.astype(g.dtype))
-        continue
-      mw, mg = w_med[k], g_med[k]
-      denom = mg + (weight_decay * mw if use_wd else 0.0) + eps
-      ratio = mw / jnp.where(denom == 0, 1.0, denom)
-      ratio = jnp.where((mw == 0) | (mg == 0), 1.0, ratio)
-      out.append((ratio * u).astype(g.dtype))
-    return jax.tree.unflatten(treedef, out), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  _layerwise.check_args(weight_decay, eps)
+  return _layerwise.scale_by_layerwise_rate(
+      _median_statistic, name="scale_by_median_curvature",
+      state_cls=ScaleByMedianCurvatureState, weight_decay=weight_decay, eps=eps,
+      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)
 
 
 def mclr(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     eps: float = 0.0,
     nesterov: bool = False,
     weight_decay_mask: MaskOrFn = None,
@@ -316,7 +220,8 @@ def mclr(
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
   Per leaf ``l``, with :math:`\gamma_t` = ``learning_rate`` at step t and
-  :math:`R_l` from :func:`scale_by_median_curvature` (eq. 20–22):
+  :math:`R_l` from :func:`scale_by_median_curvature` (eq. 20–22; medians of
+  the nonzero magnitudes):
 
   .. math::
 
@@ -327,17 +232,18 @@ def mclr(
   optax.scale_by_learning_rate(learning_rate), optax.trace(momentum,
   nesterov))``, the shape of :func:`legw.lars`.  Leaves outside
   ``trust_ratio_mask`` (default: biases and norms, ``ndim <= 1``) get plain
-  momentum SGD at :math:`\gamma_t`.  :math:`R_l` is of the order of
-  :math:`\|w\|/\|g\|` (no trust coefficient), so :math:`\gamma` is typically
-  about 1e-3 of a plain-SGD learning rate, as for LARS with
-  ``trust_coefficient=0.001``.  The paper finds MCLR comparable to LARS at
-  batch 1024 and worse at larger batches (gradients shrink, eq. 4, and the
-  estimate fails, eq. 19).
+  momentum SGD at :math:`\gamma_t`; non-floating leaves pass through.
+  :math:`R_l` is of the order of :math:`\|w\|/\|g\|` (no trust coefficient),
+  so :math:`\gamma` is typically about 1e-3 of a plain-SGD learning rate, as
+  for LARS with ``trust_coefficient=0.001``.  The paper finds MCLR comparable
+  to LARS at batch 1024 and worse at larger batches (gradients shrink, eq. 4,
+  and the estimate fails, eq. 19).
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
-    weight_decay: :math:`\beta \ge 0`.
+    momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
+      ``learning_rate``).
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
     eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
     nesterov: Nesterov momentum.
     weight_decay_mask: which leaves get weight decay; default
@@ -352,12 +258,13 @@ def mclr(
     ValueError: for a negative learning rate, momentum outside [0, 1), or a
       negative weight decay or eps (concrete numbers only, so
       ``optax.inject_hyperparams`` works); at update time without params.
+    TypeError: for a learning rate or weight decay neither a number nor a
+      schedule (e.g. a :class:`legw.Recipe`).
   """
-  _check_optimizer_args(learning_rate, momentum)
-  _check_family_args(weight_decay, eps)
-  return _chain(
+  _layerwise.check_optimizer_args(learning_rate, momentum)
+  return _layerwise.sgd_chain(
       scale_by_median_curvature(
-          weight_decay=weight_decay,
+          weight_decay,
           eps=eps,
           trust_ratio_mask=trust_ratio_mask,
           weight_decay_mask=weight_decay_mask,
@@ -373,17 +280,41 @@ def mclr(
 
 
 class ScaleByPercentDeltaState(NamedTuple):
-  """State of :func:`scale_by_percent_delta` (stateless)."""
+  """State of :func:`scale_by_percent_delta` when ``weight_decay`` is a
+  schedule (otherwise ``optax.EmptyState()``).
+
+  Attributes:
+    count: number of updates so far (int32).
+  """
+
+  count: jax.Array
+
+
+def _percent_delta_partials(w, g, beta):
+  """sum over w != 0 of |g/w|, and the count of w != 0: one pass, nothing
+  stored (a variadic reduce, see legw._reduce.fused_sums)."""
+  x = g if beta is None else g + beta * w
+  nonzero = w != 0
+  rel = jnp.abs(x) / jnp.where(nonzero, jnp.abs(w), 1)
+  return fused_sums([jnp.where(nonzero, rel, 0), nonzero.astype(real_dtype(w.dtype))])
+
+
+def _percent_delta_sizes(l1, n):
+  return n, l1
+
+
+# PercentDelta is the L1 member of the family (curvature paper eq. 24).
+_PERCENT_DELTA_STATISTIC = sums_statistic(_percent_delta_partials, _percent_delta_sizes)
 
 
 def scale_by_percent_delta(
-    weight_decay: float = 0.0,
-    eps: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     *,
+    eps: float = 0.0,
     trust_ratio_mask: MaskOrFn = None,
     weight_decay_mask: MaskOrFn = None,
     axis_name: AxisName = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
   Per leaf ``l`` with :math:`n_l` entries where :math:`w \ne 0`:
@@ -401,17 +332,24 @@ def scale_by_percent_delta(
 
   * Guard for :math:`w_i = 0` (eq. 18): such entries have no relative change;
     they are left out of both the L1 sum and the count :math:`n_l` (they
-    still receive the layer's update).  :math:`R_l = 1` where the layer has no
-    non-zero weight (:math:`n_l = 0`) or where the L1 sum is 0 (zero gradient
-    on the non-zero weights, eq. 19).  Weights close to, but not exactly, 0
-    dominate the sum and make :math:`R_l` small: that is the rule itself.
-  * Masks, dtypes and defaults as :func:`scale_by_median_curvature`.
+    still receive the layer's update).  Zero fallback, as every member of the
+    family: :math:`R_l = 1` where the layer has no non-zero weight
+    (:math:`n_l = 0`) or where the denominator is 0 (zero gradient on the
+    non-zero weights, no decay, eq. 19); with :math:`\beta > 0` the formula
+    is finite at :math:`g = 0` (:math:`1/\beta`) and used.  Weights close to,
+    but not exactly, 0 dominate the sum and make :math:`R_l` small: that is
+    the rule itself.
+  * Masks, dtypes, complex leaves (:math:`|x|`), schedules of
+    ``weight_decay`` and defaults as :func:`scale_by_median_curvature`.
+  * Differentiable: ``jax.grad`` through the update is exact away from
+    :math:`w_i = 0` and zero layers.
   * ``axis_name``: under ``shard_map`` with every leaf sharded over that mesh
     axis, the per-shard sums and counts of all leaves are ``psum``-ed in one
     stacked all-reduce, so :math:`R_l` is that of the whole layer.
 
   Args:
-    weight_decay: :math:`\beta \ge 0`.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.  The only
+      positional argument.
     eps: :math:`\epsilon \ge 0`, added to the denominator.
     trust_ratio_mask: which leaves get :math:`R_l` (default:
       :func:`legw.exclude_bias_and_norm`).
@@ -419,57 +357,26 @@ def scale_by_percent_delta(
     axis_name: mesh axis name(s) over which parameters are sharded, or None.
 
   Returns:
-    An ``optax.GradientTransformation``; ``update`` requires ``params``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
     ValueError: at construction, for negative ``weight_decay`` or ``eps``; at
       update, when ``params`` is not given.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
-  _check_family_args(weight_decay, eps)
-
-  def init_fn(params):
-    del params
-    return ScaleByPercentDeltaState()
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args  # e.g. obj_fn for other members of an optax.chain
-    g_leaves, w_leaves, treedef, tr_mask, wd_mask = _leaves(
-        "scale_by_percent_delta", updates, params, trust_ratio_mask, weight_decay_mask
-    )
-    decayed, sums, index = [], [], []
-    for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
-      dt = stat_dtype(g.dtype)
-      g32, w32 = g.astype(dt), w.astype(dt)
-      decayed.append(g32 + weight_decay * w32 if use_wd else g32)
-      if use_tr:
-        nonzero = w32 != 0
-        rel = jnp.abs(g32) / jnp.where(nonzero, jnp.abs(w32), 1.0)
-        index.append(len(sums))
-        # One pass, nothing stored (see fused_sums).
-        sums.extend(fused_sums([jnp.where(nonzero, rel, 0.0), nonzero.astype(dt)]))
-      else:
-        index.append(None)
-    sums = psum_stacked(sums, axis_name)
-
-    out = []
-    for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
-      if k is None:
-        out.append(u.astype(g.dtype))
-        continue
-      l1, n = sums[k], sums[k + 1]
-      denom = l1 + (weight_decay * n if use_wd else 0.0) + eps
-      ratio = n / jnp.where(denom == 0, 1.0, denom)
-      ratio = jnp.where((n == 0) | (l1 == 0), 1.0, ratio)
-      out.append((ratio * u).astype(g.dtype))
-    return jax.tree.unflatten(treedef, out), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  _layerwise.check_args(weight_decay, eps)
+  return _layerwise.scale_by_layerwise_rate(
+      _PERCENT_DELTA_STATISTIC, name="scale_by_percent_delta",
+      state_cls=ScaleByPercentDeltaState, weight_decay=weight_decay, eps=eps,
+      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)
 
 
 def percent_delta(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     eps: float = 0.0,
     nesterov: bool = False,
     weight_decay_mask: MaskOrFn = None,
@@ -487,14 +394,16 @@ def percent_delta(
   ``optax.chain(scale_by_percent_delta(...),
   optax.scale_by_learning_rate(learning_rate), optax.trace(momentum,
   nesterov))``; leaves outside ``trust_ratio_mask`` (default: biases and
-  norms) get plain momentum SGD at :math:`\gamma_t`.  With momentum 0 the
-  mean relative change of a layer's (non-zero) weights per step is
-  :math:`\gamma_t` when :math:`\beta = 0` — the "percent delta".
+  norms) get plain momentum SGD at :math:`\gamma_t`; non-floating leaves pass
+  through.  With momentum 0 the mean relative change of a layer's (non-zero)
+  weights per step is :math:`\gamma_t` when :math:`\beta = 0` — the "percent
+  delta".
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
-    weight_decay: :math:`\beta \ge 0`.
+    momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
+      ``learning_rate``).
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
     eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
     nesterov: Nesterov momentum.
     weight_decay_mask: which leaves get weight decay (default
@@ -508,12 +417,13 @@ def percent_delta(
   Raises:
     ValueError: for a negative learning rate, momentum outside [0, 1), or a
       negative weight decay or eps; at update time without params.
+    TypeError: for a learning rate or weight decay neither a number nor a
+      schedule (e.g. a :class:`legw.Recipe`).
   """
-  _check_optimizer_args(learning_rate, momentum)
-  _check_family_args(weight_decay, eps)
-  return _chain(
+  _layerwise.check_optimizer_args(learning_rate, momentum)
+  return _layerwise.sgd_chain(
       scale_by_percent_delta(
-          weight_decay=weight_decay,
+          weight_decay,
           eps=eps,
           trust_ratio_mask=trust_ratio_mask,
           weight_decay_mask=weight_decay_mask,
@@ -563,6 +473,11 @@ def hutchinson_diagonal(
   objective).  Probes are drawn in a ``lax.fori_loop`` (one HVP live at a
   time).
 
+  Complex leaves: the probes are real (:math:`\pm 1`) and the estimate is the
+  real part of :math:`z \odot Hz`, a real array (the curvature along the real
+  part of each entry).  Leaves that are not floating get no probe (a
+  ``float0`` tangent) and a zero estimate; Python floats are taken as arrays.
+
   Args:
     obj_fn: scalar objective of ``params`` alone.
     params: the pytree to differentiate at.
@@ -572,7 +487,7 @@ def hutchinson_diagonal(
       ``False`` get a zero probe and a zero estimate (their block is skipped).
 
   Returns:
-    A tree like ``params`` in float32 (or wider).
+    A tree like ``params``, real, in float32 (or wider).
 
   Raises:
     ValueError: for ``num_probes`` not an integer >= 1, or a ``mask`` whose
@@ -590,25 +505,34 @@ def hutchinson_diagonal(
   elif len(mask) != len(leaves):
     raise ValueError(f"mask must have one bool per leaf of params ({len(leaves)}), "
                      f"got {len(mask)}.")
+  leaves = [jnp.asarray(p) if is_trainable(p) else p for p in leaves]
+  params = jax.tree.unflatten(treedef, leaves)
+  probed = [m and is_trainable(p) for p, m in zip(leaves, mask)]
+  out_dt = [real_dtype(p.dtype) if is_trainable(p) else jnp.float32 for p in leaves]
+  hvp_fn = jax.grad(obj_fn, allow_int=True)
 
   def one_probe(k):
     keys = jax.random.split(jax.random.fold_in(key, k), len(leaves))
     z = [
-        jax.random.rademacher(kk, p.shape, p.dtype) if m else jnp.zeros_like(p)
-        for kk, p, m in zip(keys, leaves, mask)
+        jax.random.rademacher(kk, p.shape, real_dtype(p.dtype)).astype(p.dtype) if m
+        else jnp.zeros_like(p) if is_trainable(p)
+        else np.zeros(np.shape(p), jax.dtypes.float0)
+        for kk, p, m in zip(keys, leaves, probed)
     ]
-    hz = jax.jvp(jax.grad(obj_fn), (params,), (jax.tree.unflatten(treedef, z),))[1]
+    hz = jax.jvp(hvp_fn, (params,), (jax.tree.unflatten(treedef, z),))[1]
     hz = treedef.flatten_up_to(hz)
+    # z is real (+-1), so z * Hz's real part is the diagonal (of the real
+    # part's block, for a complex leaf).
     return [
-        (zz.astype(stat_dtype(p.dtype)) * h.astype(stat_dtype(p.dtype)))
-        if m else jnp.zeros(p.shape, stat_dtype(p.dtype))
-        for zz, h, p, m in zip(z, hz, leaves, mask)
+        jnp.real(zz.astype(stat_dtype(p.dtype)) * h.astype(stat_dtype(p.dtype))).astype(dt)
+        if m else jnp.zeros(np.shape(p), dt)
+        for zz, h, p, m, dt in zip(z, hz, leaves, probed, out_dt)
     ]
 
   if num_probes == 1:
     est = one_probe(0)
   else:
-    zero = [jnp.zeros(p.shape, stat_dtype(p.dtype)) for p in leaves]
+    zero = [jnp.zeros(np.shape(p), dt) for p, dt in zip(leaves, out_dt)]
     total = jax.lax.fori_loop(
         0, num_probes, lambda k, acc: [a + e for a, e in zip(acc, one_probe(k))], zero
     )
@@ -617,9 +541,9 @@ def hutchinson_diagonal(
 
 
 def scale_by_curvature_radius(
-    weight_decay: float = 0.0,
-    max_radius: float = 100.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     *,
+    max_radius: float = 100.0,
     num_probes: int = 1,
     update_every: int = 1,
     key: jax.Array | int = 0,
@@ -635,7 +559,7 @@ def scale_by_curvature_radius(
 
   .. math::
 
-     R_i = \min\!\Big(\frac{(1 + u_i^2)^{3/2}}{|\hat h_i + \beta|},\;
+     R_i = \min\!\Big(\frac{(1 + |u_i|^2)^{3/2}}{|\hat h_i + \beta|},\;
                       R_{\max}\Big)
      \qquad \text{update}_i = R_i\,u_i
 
@@ -674,9 +598,17 @@ def scale_by_curvature_radius(
     *replicated* (pure data parallelism) do not pass ``axis_name``: make
     ``obj_fn`` the global loss (``lax.pmean`` of the local loss) so every
     device computes the same estimate.
+  * Complex leaves: :math:`|u_i|^2` in the radius (real; :math:`u_i^2` would
+    rotate the update, and make :math:`1 + u_i^2 = 0` at :math:`u_i = i`).
+    Leaves that are not floating (integers, ``float0`` gradients) pass
+    through unchanged and get no probe.  ``weight_decay`` may be an
+    ``optax.Schedule`` of the step count.
+  * Differentiable: ``jax.grad`` through the update differentiates the
+    Hutchinson estimate too (a third derivative of ``obj_fn``).
 
   Args:
-    weight_decay: :math:`\beta \ge 0`.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.  The only
+      positional argument.
     max_radius: :math:`R_{\max} > 0`, the cap on :math:`R_i`.
     num_probes: Rademacher probes per estimate (integer >= 1).
     update_every: re-estimate the Hessian diagonal every this many steps
@@ -694,8 +626,9 @@ def scale_by_curvature_radius(
     ValueError: at construction, for negative ``weight_decay``,
       ``max_radius <= 0``, or ``num_probes``/``update_every`` not integers
       >= 1; at update, when ``params`` or ``obj_fn`` is not given.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
-  _validation.check_range("weight_decay", weight_decay, low=0.0)
+  _validation.check_weight_decay(weight_decay)
   _validation.check_range("max_radius", max_radius, low=0.0, low_inclusive=False)
   _check_positive_int("num_probes", num_probes)
   _check_positive_int("update_every", update_every)
@@ -705,19 +638,26 @@ def scale_by_curvature_radius(
     return ScaleByCurvatureRadiusState(
         count=jnp.zeros([], jnp.int32),
         key=k,
-        hessian_diag=jax.tree.map(lambda p: jnp.zeros(p.shape, stat_dtype(p.dtype)), params),
+        hessian_diag=jax.tree.map(
+            lambda p: jnp.zeros(np.shape(p), real_dtype(jnp.result_type(p))
+                                if is_trainable(p) else jnp.float32), params),
     )
 
   def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
     del extra_args
-    g_leaves, w_leaves, treedef, tr_mask, wd_mask = _leaves(
-        "scale_by_curvature_radius", updates, params, trust_ratio_mask, weight_decay_mask
-    )
+    if params is None:
+      raise ValueError(
+          "scale_by_curvature_radius needs the current parameters: call "
+          "update(updates, state, params, obj_fn=...).")
     if obj_fn is None:
       raise ValueError(
           "scale_by_curvature_radius needs the objective: call "
-          "update(updates, state, params, obj_fn=lambda p: loss(p, batch))."
-      )
+          "update(updates, state, params, obj_fn=lambda p: loss(p, batch)).")
+    g_leaves, treedef = jax.tree.flatten(updates)
+    w_leaves = treedef.flatten_up_to(params)
+    tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
+    wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
+    beta = weight_decay(state.count) if callable(weight_decay) else weight_decay
     next_key, probe_key = jax.random.split(state.key)
     if axis_name is not None:
       probe_key = jax.random.fold_in(probe_key, jax.lax.axis_index(axis_name))
@@ -735,13 +675,18 @@ def scale_by_curvature_radius(
 
     out = []
     for g, w, h, use_tr, use_wd in zip(g_leaves, w_leaves, h_leaves, tr_mask, wd_mask):
+      if not (is_trainable(g) and is_trainable(w)):
+        out.append(g)  # integer leaves (float0 gradients) pass through
+        continue
+      g, w = jnp.asarray(g), jnp.asarray(w)
       dt = stat_dtype(g.dtype)
-      u = g.astype(dt) + weight_decay * w.astype(dt) if use_wd else g.astype(dt)
+      u = g.astype(dt) + beta * w.astype(dt) if use_wd else g.astype(dt)
       if not use_tr:
         out.append(u.astype(g.dtype))
         continue
-      curv = jnp.abs(h.astype(dt) + weight_decay) if use_wd else jnp.abs(h.astype(dt))
-      radius = (1.0 + u * u) ** 1.5 / jnp.where(curv == 0, 1.0, curv)
+      curv = jnp.abs(h + beta) if use_wd else jnp.abs(h)
+      # |u|^2, real also for complex u ((1 + u*u) would rotate it).
+      radius = (1.0 + abs_sq(u)) ** 1.5 / jnp.where(curv == 0, 1.0, curv)
       radius = jnp.where(curv == 0, max_radius, jnp.minimum(radius, max_radius))
       out.append((radius * u).astype(g.dtype))
     new_state = ScaleByCurvatureRadiusState(
@@ -754,8 +699,9 @@ def scale_by_curvature_radius(
 
 def cblr(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     max_radius: float = 100.0,
     num_probes: int = 1,
     update_every: int = 1,
@@ -784,7 +730,8 @@ def cblr(
                                  obj_fn=lambda p: loss_fn(p, batch))
 
   Leaves outside ``trust_ratio_mask`` (default: biases and norms) get plain
-  momentum SGD at :math:`\gamma_t`.  Each step costs ``num_probes``
+  momentum SGD at :math:`\gamma_t`; non-floating leaves pass through.  Each
+  step costs ``num_probes``
   Hessian-vector products every ``update_every`` steps on top of the
   gradient.  With ``optax.inject_hyperparams``, the integers that shape the
   computation must be static: ``optax.inject_hyperparams(legw.cblr,
@@ -792,8 +739,9 @@ def cblr(
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
-    weight_decay: :math:`\beta \ge 0`.
+    momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
+      ``learning_rate``).
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
     max_radius: cap on :math:`R_i` (> 0).
     num_probes: Rademacher probes per Hessian estimate (integer >= 1).
     update_every: steps between Hessian estimates (integer >= 1).
@@ -812,11 +760,13 @@ def cblr(
       negative weight decay, ``max_radius <= 0``, or ``num_probes`` /
       ``update_every`` not integers >= 1; at update time without params or
       ``obj_fn``.
+    TypeError: for a learning rate or weight decay neither a number nor a
+      schedule (e.g. a :class:`legw.Recipe`).
   """
-  _check_optimizer_args(learning_rate, momentum)
-  return _chain(
+  _layerwise.check_optimizer_args(learning_rate, momentum)
+  return _layerwise.sgd_chain(
       scale_by_curvature_radius(
-          weight_decay=weight_decay,
+          weight_decay,
           max_radius=max_radius,
           num_probes=num_probes,
           update_every=update_every,

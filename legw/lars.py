@@ -16,107 +16,56 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from legw import _validation
-from legw._reduce import AxisName, psum_stacked, stat_dtype, sum_of_squares
-from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
-
-DENOMINATORS = ("paper", "combined")
+from legw import _layerwise, _validation
+from legw._layerwise import combined_decay, sums_statistic
+from legw._reduce import AxisName, sum_of_squares
+from legw.masks import MaskOrFn
 
 
 class ScaleByLarsState(NamedTuple):
-  """State of :func:`scale_by_lars` (the trust ratio itself is stateless)."""
+  """State of :func:`scale_by_lars` when a hyperparameter is a schedule.
+
+  Used when ``weight_decay`` is an ``optax.Schedule``, or ``clip=True`` with a
+  scheduled ``learning_rate``; otherwise the state is ``optax.EmptyState()``.
+
+  Attributes:
+    count: number of updates so far (int32), the step the schedules read.
+  """
+
+  count: jax.Array
 
 
 def _check_lars_args(trust_coefficient, weight_decay, eps, denominator):
   _validation.check_range("trust_coefficient", trust_coefficient, low=0.0, low_inclusive=False)
-  _validation.check_range("weight_decay", weight_decay, low=0.0)
-  _validation.check_range("eps", eps, low=0.0)
-  _validation.check_choice("denominator", denominator, DENOMINATORS)
+  _layerwise.check_args(weight_decay, eps, denominator)
 
 
-def _ratio(w_sq, g_sq, use_wd, *, trust_coefficient, weight_decay, eps, denominator, clip):
-  """lambda_l from the squared norms of w and of g (or of g + beta*w)."""
-  w_norm, g_norm = jnp.sqrt(w_sq), jnp.sqrt(g_sq)
-  if denominator == "paper" and use_wd:
-    denom = g_norm + weight_decay * w_norm + eps
-  else:
-    denom = g_norm + eps
-  ratio = trust_coefficient * w_norm / denom
-  # Tested on the squares (sqrt(x) == 0 iff x == 0): the update fusion then
-  # takes one scalar per leaf, and XLA computes it in one tiny fusion.
-  ratio = jnp.where((w_sq == 0) | (g_sq == 0), 1.0, ratio)
-  if clip:
-    ratio = jnp.minimum(ratio, 1.0)
-  return ratio
+def _lars_partials(w, g, beta):
+  """||w||^2 and ||g||^2 (or ||g + beta*w||^2), each one pass, of |x|^2."""
+  w_sq = sum_of_squares(w)
+  return w_sq, sum_of_squares(g if beta is None else combined_decay(g, w, beta, w_sq))
 
 
-def _lars_leaves(g_leaves, w_leaves, tr_mask, wd_mask, *, trust_coefficient,
-                 weight_decay, eps, denominator, clip, axis_name):
-  """:func:`scale_by_lars` on flat lists of leaves; returns the scaled updates.
+def _lars_sizes(w_sq, g_sq):
+  return jnp.sqrt(w_sq), jnp.sqrt(g_sq)
 
-  Memory traffic (what an optimizer step costs): per trust-ratio leaf, two
-  reductions read w and g once each; the update (fused by XLA with the
-  learning rate, the momentum and ``apply_updates``) reads them again.  Two
-  things keep it at that:
 
-  * nothing of parameter size is materialised: the reduction inputs are the
-    leaves themselves, or, for ``denominator="combined"``, g + beta*w written
-    so that XLA recomputes it inside the reduction instead of storing it
-    (a stored temporary costs a write, a read and, on CPU, page faults);
-  * the per-leaf scalar work is one small fusion (the ratio), not one op per
-    arithmetic step.
-
-  All squared norms go through one stacked ``psum`` when ``axis_name`` is
-  given; under ``jax.jit`` with sharded arrays, XLA's SPMD partitioner
-  inserts the all-reduces and combines the independent per-leaf ones.
-  """
-  hp = dict(trust_coefficient=trust_coefficient, weight_decay=weight_decay,
-            eps=eps, denominator=denominator, clip=clip)
-  decayed, sums, index = [], [], []
-  for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
-    dt = stat_dtype(g.dtype)
-    g32, w32 = g.astype(dt), w.astype(dt)
-    decayed.append(g32 + weight_decay * w32 if use_wd else g32)
-    if not use_tr:
-      index.append(None)
-      continue
-    index.append(len(sums))
-    sums.append(sum_of_squares(w32))
-    if denominator == "combined" and use_wd:
-      # g - (-beta)*w == g + beta*w exactly (rounding is sign-symmetric), but
-      # XLA does not merge it with `decayed`: each fusion recomputes it.  And
-      # -beta is a per-leaf value XLA cannot fold (||w||^2 is never < 0; NaN
-      # keeps -beta): a constant would be broadcast once per leaf shape,
-      # shared by the reductions of all leaves of that shape, and stored by
-      # XLA:CPU as a parameter-sized temporary that each of them reads
-      # (24 MB on ResNet-50: benchmarks/step_cost.py; tests/test_conformance.py).
-      neg_beta = jnp.where(sums[-1] < 0, jnp.zeros((), dt), jnp.asarray(-weight_decay, dt))
-      sums.append(sum_of_squares(g32 - neg_beta * w32))
-    else:
-      sums.append(sum_of_squares(g32))
-  sums = psum_stacked(sums, axis_name)
-
-  out = []
-  for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
-    if k is None:
-      out.append(u.astype(g.dtype))
-    else:
-      ratio = _ratio(sums[k], sums[k + 1], use_wd, **hp)
-      out.append((ratio * u).astype(g.dtype))
-  return out
+# LARS is the L2-norm member of the family (curvature paper eq. 23).
+LARS_STATISTIC = sums_statistic(_lars_partials, _lars_sizes)
 
 
 def scale_by_lars(
     trust_coefficient: float = 0.001,
-    weight_decay: float = 0.0,
-    eps: float = 0.0,
     *,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    eps: float = 0.0,
     denominator: str = "paper",
     clip: bool = False,
+    learning_rate: optax.ScalarOrSchedule | None = None,
     trust_ratio_mask: MaskOrFn = None,
     weight_decay_mask: MaskOrFn = None,
     axis_name: AxisName = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its LARS trust ratio (no LR, no momentum).
 
   Per leaf ``l`` of the parameter tree (one leaf = one layer's kernel, bias, ...):
@@ -127,7 +76,10 @@ def scale_by_lars(
      \qquad u_l = \lambda_l (g_l + \beta w_l)
 
   with :math:`\eta` = ``trust_coefficient`` and :math:`\beta` = ``weight_decay``
-  (LARS paper, eq. 6 and Algorithm 1; tech report §3.2.3).
+  (LARS paper, eq. 6 and Algorithm 1; tech report §3.2.3).  LARS is the
+  L2-norm member of the per-layer family of the curvature paper (§4, eq. 23),
+  and shares its core with :func:`legw.scale_by_median_curvature` and
+  :func:`legw.scale_by_percent_delta`.
 
   * ``denominator="paper"`` (default) is the formula above.
     ``denominator="combined"`` uses :math:`\|g_l + \beta w_l\| + \epsilon`
@@ -136,15 +88,30 @@ def scale_by_lars(
     :math:`\beta = 0`; with weight decay the paper's denominator is the sum
     of the two norms, never smaller than the combined one, so its trust ratio
     is smaller or equal.
-  * :math:`\lambda_l = 1` where :math:`\|w_l\| = 0` or the gradient norm (the
-    norm in the denominator's first term) is 0, so a zero layer still trains.
-  * ``clip=True`` is the LARC "clip" mode (NVIDIA apex): the local rate is
-    capped, :math:`\min(\lambda_l, 1)`, so the effective rate after the global
-    learning rate :math:`\gamma_t` is :math:`\min(\lambda_l\gamma_t, \gamma_t)`.
+  * Zero layers: :math:`\lambda_l = 1` exactly where :math:`\|w_l\| = 0` (a
+    zero layer still trains) or where the denominator is 0 (zero gradient,
+    no decay, :math:`\epsilon = 0`: the update is 0 anyway).  With
+    :math:`\beta > 0` the paper's formula is finite at :math:`g = 0`,
+    :math:`\lambda_l = \eta/\beta` (for :math:`\epsilon = 0`), and it is
+    used there: the trust ratio is continuous as the gradient tends to 0.
+  * ``clip=True`` is the LARC "clip" mode of NVIDIA apex (``LARC(clip=True)``;
+    not in the LARS paper): the update is scaled by
+    :math:`\min(\lambda_l/\gamma_t, 1)`, so that after the learning rate
+    :math:`\gamma_t` the effective per-layer rate is
+    :math:`\min(\lambda_l, \gamma_t)`: the schedule caps the trust ratio
+    instead of multiplying it.  It needs the learning rate,
+    ``learning_rate`` (a number or the same ``optax.Schedule`` as the
+    optimizer's; :func:`legw.lars` passes it).  A layer on the zero fallback
+    keeps the rate :math:`\gamma_t`, as in apex.
   * Leaves outside ``trust_ratio_mask`` get :math:`\lambda_l = 1`; leaves
     outside ``weight_decay_mask`` get :math:`\beta = 0`.  By default both
     masks are :func:`legw.exclude_bias_and_norm` (leaves with ``ndim <= 1``
     get neither), the practice of the MLPerf LARS submissions.
+  * ``weight_decay`` may be an ``optax.Schedule`` of the step count (as in
+    ``optax.lars``); the state then counts the steps (:class:`ScaleByLarsState`).
+  * Complex parameters: norms are of :math:`|x|^2` (as in optax); the update
+    keeps the gradient's phase.  Leaves that are not floating (integers, and
+    ``float0`` gradients) pass through unchanged.
   * Norms are accumulated in float32 (float64 for float64 leaves), whatever
     the parameter dtype; updates come back in the update dtype.  A float32
     sum of squares is exact to rounding for a layer with norm below about
@@ -153,7 +120,7 @@ def scale_by_lars(
     ``||g||`` gives :math:`\lambda_l = 0` (the layer skips the step), an
     overflowing ``||w||`` gives a non-finite update (guard with
     ``optax.apply_if_finite``), and a layer whose elements are all below
-    about 1e-19 counts as zero (:math:`\lambda_l = 1`).  An exact fallback
+    about 1e-19 counts as zero.  An exact fallback
     (power-of-two rescaling under ``lax.cond``) was measured and rejected: it
     makes every ordinary step slower, by about 0.2x of a momentum-SGD step
     on ResNet-50 on a 2-core CPU (``python -m benchmarks.optimizer_step
@@ -174,13 +141,18 @@ def scale_by_lars(
   * Cost: two reductions (``||w||``, ``||g||``) per trust-ratio leaf, which
     read w and g once more than momentum SGD, and one tiny scalar fusion; no
     parameter-sized temporary (see ``benchmarks/optimizer_step.py``).
+  * Differentiable: ``jax.grad`` through the update (e.g. w.r.t. the
+    gradients or parameters) is exact away from zero layers.
 
   Args:
     trust_coefficient: :math:`\eta > 0`, the LARS coefficient (paper: 0.001).
-    weight_decay: :math:`\beta \ge 0`, L2 weight decay coefficient.
+      The only positional argument; the others are keyword-only.
+    weight_decay: :math:`\beta \ge 0`, L2 weight decay coefficient, or an
+      ``optax.Schedule`` of the step count.
     eps: :math:`\epsilon \ge 0`, added to the denominator.
     denominator: ``"paper"`` or ``"combined"`` (see above).
-    clip: LARC clip mode.
+    clip: LARC clip mode (apex), effective rate :math:`\min(\lambda_l, \gamma_t)`.
+    learning_rate: :math:`\gamma_t`, needed by (and only used by) ``clip=True``.
     trust_ratio_mask: ``None`` (default: :func:`legw.exclude_bias_and_norm`),
       a bool, a pytree of bools (or a prefix of one), or a callable of params.
     weight_decay_mask: same forms; which leaves get weight decay.
@@ -189,45 +161,37 @@ def scale_by_lars(
       arrays, replicated parameters).
 
   Returns:
-    An ``optax.GradientTransformation`` whose ``update(updates, state,
-    params)`` requires ``params``.
+    An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
+    state, params)`` requires ``params``.
 
   Raises:
     ValueError: at construction, for ``trust_coefficient <= 0``, negative
-      ``weight_decay`` or ``eps``, or an unknown ``denominator``; at update,
-      when ``params`` is not given.
+      ``weight_decay`` or ``eps``, an unknown ``denominator``, or
+      ``clip=True`` without ``learning_rate``; at update, when ``params`` is
+      not given.
+    TypeError: at construction, for a ``weight_decay`` or ``learning_rate``
+      that is neither a number nor a schedule.
   """
   _check_lars_args(trust_coefficient, weight_decay, eps, denominator)
-
-  def init_fn(params):
-    del params
-    return ScaleByLarsState()
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args  # e.g. obj_fn for other members of an optax.chain
-    if params is None:
-      raise ValueError(
-          "scale_by_lars needs the current parameters: call "
-          "update(updates, state, params)."
-      )
-    g_leaves, treedef = jax.tree.flatten(updates)
-    w_leaves = treedef.flatten_up_to(params)
-    tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
-    wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
-    out = _lars_leaves(
-        g_leaves, w_leaves, tr_mask, wd_mask,
-        trust_coefficient=trust_coefficient, weight_decay=weight_decay,
-        eps=eps, denominator=denominator, clip=clip, axis_name=axis_name,
-    )
-    return jax.tree.unflatten(treedef, out), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  if learning_rate is not None:
+    _validation.check_learning_rate(learning_rate)
+  elif clip:
+    raise ValueError(
+        "scale_by_lars(clip=True) needs the learning rate it caps the trust "
+        "ratio with: pass learning_rate= (the optimizer's number or schedule).")
+  return _layerwise.scale_by_layerwise_rate(
+      LARS_STATISTIC, name="scale_by_lars", state_cls=ScaleByLarsState,
+      trust_coefficient=trust_coefficient, weight_decay=weight_decay, eps=eps,
+      denominator=denominator, clip_learning_rate=learning_rate if clip else None,
+      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)
 
 
 def lars(
     learning_rate: optax.ScalarOrSchedule,
+    *,
     momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     trust_coefficient: float = 0.001,
     eps: float = 0.0,
     nesterov: bool = False,
@@ -252,23 +216,33 @@ def lars(
   performs the last line: the returned updates are :math:`-v_l`.
   Implemented as ``optax.chain(scale_by_lars(...),
   optax.scale_by_learning_rate(learning_rate), optax.trace(momentum,
-  nesterov))``.
+  nesterov))``; leaves that are not floating (integer parameters, ``float0``
+  gradients) pass through unchanged.
 
   Differences from ``optax.lars``: (1) the paper's denominator
   :math:`\|g\| + \beta\|w\|` rather than :math:`\|g + \beta w\|`
   (``denominator="combined"`` gives optax's form, which with
   ``trust_ratio_mask=True, weight_decay_mask=True`` reproduces ``optax.lars``
-  exactly); (2) biases and normalisation parameters (``ndim <= 1``) are by
-  default excluded from the trust ratio and weight decay, as in the MLPerf LARS
-  submissions: they get plain momentum SGD at :math:`\gamma_t`; (3) norms are
-  float32 even for float16/bfloat16 parameters; (4) ``axis_name`` gives
-  whole-layer norms under ``shard_map``.
+  exactly, complex parameters included); (2) biases and normalisation
+  parameters (``ndim <= 1``) are by default excluded from the trust ratio and
+  weight decay, as in the MLPerf LARS submissions: they get plain momentum
+  SGD at :math:`\gamma_t`; (3) norms are float32 even for float16/bfloat16
+  parameters; (4) ``axis_name`` gives whole-layer norms under ``shard_map``;
+  (5) every argument after ``learning_rate`` is keyword-only (``optax.lars``'s
+  second positional argument is ``weight_decay``, legw's was ``momentum``:
+  ``legw.lars(0.1, 1e-4)`` raises ``TypeError`` rather than guess).
+
+  Zero layers and ``clip`` as in :func:`scale_by_lars`: :math:`\lambda_l = 1`
+  only where :math:`\|w_l\| = 0` or the denominator is 0; ``clip=True`` is
+  apex's LARC clip, effective rate :math:`\min(\lambda_l, \gamma_t)`.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule`` of
-      the step count (steps, not epochs; see :func:`legw.legw_schedule`).
+      the step count (steps, not epochs; e.g. ``recipe.schedule(batch_size,
+      dataset_size=...)`` or :func:`legw.legw_schedule`).
     momentum: :math:`m \in [0, 1)`.
-    weight_decay: :math:`\beta \ge 0`.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule`` of the step
+      count.
     trust_coefficient: :math:`\eta > 0` (paper: 0.001).
     eps: :math:`\epsilon \ge 0`, added to the trust-ratio denominator.
     nesterov: Nesterov momentum (``optax.trace(nesterov=True)``).
@@ -276,7 +250,7 @@ def lars(
       :func:`scale_by_lars`); default :func:`legw.exclude_bias_and_norm`.
     trust_ratio_mask: which leaves get the trust ratio; same default.
     denominator: ``"paper"`` or ``"combined"``.
-    clip: LARC clip mode, effective rate :math:`\min(\lambda_l\gamma_t, \gamma_t)`.
+    clip: LARC clip mode (apex), effective rate :math:`\min(\lambda_l, \gamma_t)`.
     axis_name: mesh axis name(s) for whole-layer norms under ``shard_map``
       (see :func:`scale_by_lars`: not for ``jax.jit`` or replicated params).
 
@@ -288,6 +262,10 @@ def lars(
       negative weight decay or eps, ``trust_coefficient <= 0``, or an unknown
       denominator (concrete numbers only, so ``optax.inject_hyperparams``
       works); at update time when params are missing.
+    TypeError: for a learning rate or weight decay that is neither a number
+      nor a schedule (e.g. a :class:`legw.Recipe`: pass
+      ``recipe.schedule(batch_size, dataset_size=...)``), or a hyperparameter
+      passed by position after ``learning_rate``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -298,20 +276,19 @@ def lars(
     >>> updates, state = opt.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
   """
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
+  _layerwise.check_optimizer_args(learning_rate, momentum)
   _check_lars_args(trust_coefficient, weight_decay, eps, denominator)
-  return optax.chain(
+  return _layerwise.sgd_chain(
       scale_by_lars(
-          trust_coefficient=trust_coefficient,
+          trust_coefficient,
           weight_decay=weight_decay,
           eps=eps,
           denominator=denominator,
           clip=clip,
+          learning_rate=learning_rate if clip else None,
           trust_ratio_mask=trust_ratio_mask,
           weight_decay_mask=weight_decay_mask,
           axis_name=axis_name,
       ),
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=nesterov),
+      learning_rate, momentum, nesterov,
   )

@@ -17,20 +17,25 @@ from legw import curvature
 # ---------------------------------------------------------------------------
 
 
+def _nonzero_median(x):
+  """Median of the nonzero magnitudes (0 if there are none)."""
+  x = np.abs(x[x != 0])
+  return np.median(x) if x.size else 0.0
+
+
+def _family_rate(size_w, size_g, beta, eps):
+  """R = W / (G + beta W + eps); 1 where W = 0 or the denominator is 0."""
+  denom = size_g + beta * size_w + eps
+  return 1.0 if size_w == 0 or denom == 0 else size_w / denom
+
+
 def np_mclr_rate(g, w, beta=0.0, eps=0.0):
-  mw, mg = np.median(np.abs(w)), np.median(np.abs(g))
-  if mw == 0 or mg == 0:
-    return 1.0
-  return mw / (mg + beta * mw + eps)
+  return _family_rate(_nonzero_median(w), _nonzero_median(g), beta, eps)
 
 
 def np_percent_delta_rate(g, w, beta=0.0, eps=0.0):
   nz = w != 0
-  n = nz.sum()
-  l1 = np.sum(np.abs(g[nz]) / np.abs(w[nz]))
-  if n == 0 or l1 == 0:
-    return 1.0
-  return n / (l1 + beta * n + eps)
+  return _family_rate(nz.sum(), np.sum(np.abs(g[nz]) / np.abs(w[nz])), beta, eps)
 
 
 def np_reference(rate_fn, grads, params, beta, eps, tr_mask, wd_mask):
@@ -113,17 +118,22 @@ def test_mclr_medians_are_of_magnitudes_and_even_sizes_average():
 
 
 def test_mclr_guards_zero_weights_and_zero_gradients():
-  params = {"zero_w": jnp.zeros((4, 4)), "half_zero_g": jnp.ones((2, 3)), "ok": jnp.full((2, 2), 2.0)}
+  params = {"zero_w": jnp.zeros((4, 4)), "half_zero_g": jnp.ones((2, 3)),
+            "ok": jnp.full((2, 2), 2.0), "zero_g": jnp.full((2, 2), 2.0)}
   grads = {
       "zero_w": jnp.ones((4, 4)),
-      # 4 of 6 entries exactly 0: median |g| = 0 (eq. 19) -> rate 1.
+      # 4 of 6 entries exactly 0: the median of the nonzero |g| is 1.5.
       "half_zero_g": jnp.array([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]]),
       "ok": jnp.full((2, 2), 0.5),
+      "zero_g": jnp.zeros((2, 2)),
   }
   tx = legw.scale_by_median_curvature(weight_decay=0.5)
   u, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(u["zero_w"], grads["zero_w"])  # rate 1, decay of 0 is 0
-  np.testing.assert_allclose(u["half_zero_g"], grads["half_zero_g"] + 0.5 * params["half_zero_g"])
+  np.testing.assert_allclose(u["half_zero_g"], 1.0 / (1.5 + 0.5 * 1.0)
+                             * (grads["half_zero_g"] + 0.5 * params["half_zero_g"]), rtol=1e-6)
+  # g = 0 with decay: the formula is finite, 2 / (0 + 0.5 * 2) = 1 / beta.
+  np.testing.assert_allclose(u["zero_g"], 2.0 * 0.5 * params["zero_g"], rtol=1e-6)
   np.testing.assert_allclose(u["ok"], 2.0 / (0.5 + 1.0) * (0.5 + 1.0) * jnp.ones((2, 2)), rtol=1e-6)
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
 
@@ -177,7 +187,7 @@ def test_family_statistics(beta):
   params = {k: v for k, v in params.items() if v.ndim > 1}
   grads = {k: grads[k] for k in params}
   mask = {"trust_ratio_mask": True, "weight_decay_mask": True}
-  lars = _rates(legw.scale_by_lars(1.0, beta, **mask), grads, params, beta)
+  lars = _rates(legw.scale_by_lars(1.0, weight_decay=beta, **mask), grads, params, beta)
   pd = _rates(legw.scale_by_percent_delta(beta, **mask), grads, params, beta)
   med = _rates(legw.scale_by_median_curvature(beta, **mask), grads, params, beta)
   for k in params:
@@ -199,7 +209,7 @@ def test_family_members_agree_when_gradient_is_proportional_to_weights():
   grads = {k: cs[k] * params[k] for k in params}
   beta = 0.1
   for tx in (
-      legw.scale_by_lars(1.0, beta),
+      legw.scale_by_lars(1.0, weight_decay=beta),
       legw.scale_by_percent_delta(beta),
       legw.scale_by_median_curvature(beta),
   ):

@@ -29,7 +29,8 @@ def numpy_lars_trajectory(params, grads_fn, *, lr_fn, steps, momentum, weight_de
       beta = weight_decay if wd_mask[k] else 0.0
       if tr_mask[k]:
         wn, gn = np.linalg.norm(w[k]), np.linalg.norm(g[k])
-        lam = 1.0 if wn == 0 or gn == 0 else trust_coefficient * wn / (gn + beta * wn + eps)
+        denom = gn + beta * wn + eps  # finite at g = 0 when beta > 0 (eta / beta)
+        lam = 1.0 if wn == 0 or denom == 0 else trust_coefficient * wn / denom
       else:
         lam = 1.0
       v[k] = momentum * v[k] + gamma * lam * (g[k] + beta * w[k])
@@ -53,7 +54,8 @@ def grads_fn_factory(tree, seed=1):
   rng = np.random.default_rng(seed)
   table = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in tree.items()}
            for _ in range(64)]
-  # One step with an all-zero gradient on a kernel: lambda must be 1 there.
+  # One step with an all-zero gradient on a kernel: with weight decay lambda
+  # is eta/beta there (the paper's formula, continuous at g = 0), without it 1.
   table[3]["dense"] = np.zeros_like(table[3]["dense"])
   return lambda t: table[t]
 
@@ -175,20 +177,82 @@ def test_zero_layers_get_unit_trust_ratio():
   np.testing.assert_array_equal(u["w"], g["w"])
 
 
-def test_clip_mode_caps_local_rate_at_one():
+def numpy_apex_larc_trajectory(params, grads_fn, *, lr, steps, momentum, weight_decay,
+                               trust_coefficient, eps, clip):
+  """NVIDIA apex ``LARC`` around ``torch.optim.SGD`` (momentum, lr outside the
+  buffer: the same as Algorithm 1 for a constant lr), in float64 NumPy.
+
+  apex, per parameter with non-zero weight and gradient norms:
+  adaptive = tc ||p|| / (||g|| + wd ||p|| + eps); with clip,
+  adaptive = min(adaptive / lr, 1); g <- (g + wd p) * adaptive.
+  """
+  w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  buf = {k: np.zeros_like(x) for k, x in w.items()}
+  history = []
+  for t in range(steps):
+    for k in w:
+      g = np.asarray(grads_fn(t)[k], np.float64)
+      pn, gn = np.linalg.norm(w[k]), np.linalg.norm(g)
+      assert pn > 0 and gn > 0  # apex's zero-norm branch is not compared here
+      adaptive = trust_coefficient * pn / (gn + pn * weight_decay + eps)
+      if clip:
+        adaptive = min(adaptive / lr, 1.0)
+      g = (g + weight_decay * w[k]) * adaptive
+      buf[k] = momentum * buf[k] + g
+      w[k] = w[k] - lr * buf[k]
+    history.append({k: x.copy() for k, x in w.items()})
+  return history
+
+
+@pytest.mark.parametrize("lr", [5.0, 0.05])
+@pytest.mark.parametrize("clip", [True, False])
+def test_clip_is_apex_larc(clip, lr):
+  """clip=True is apex's LARC(clip=True): effective rate min(lambda, lr)."""
+  tree = {k: v for k, v in make_tree().items() if k in ("conv", "dense")}
+  table = grads_fn_factory(tree)
+  grads_fn = lambda t: table(t + 5)  # no all-zero gradient
+  hp = dict(momentum=0.9, weight_decay=1e-3, trust_coefficient=0.02, eps=1e-8)
+  opt = legw.lars(lr, clip=clip, trust_ratio_mask=True, weight_decay_mask=True, **hp)
+  params = jax.tree.map(jnp.asarray, tree)
+  state = opt.init(params)
+  want = numpy_apex_larc_trajectory(tree, grads_fn, lr=lr, steps=8, clip=clip, **hp)
+  for t in range(8):
+    updates, state = opt.update(jax.tree.map(jnp.asarray, grads_fn(t)), state, params)
+    params = optax.apply_updates(params, updates)
+    for k in tree:
+      np.testing.assert_allclose(params[k], want[t][k], rtol=2e-5, atol=1e-6,
+                                 err_msg=f"step {t}, leaf {k}")
+
+
+def test_clip_example_from_the_issue():
+  """lambda = 0.001, lr = 5: apex's rate is 0.001 (legw's was 0.005)."""
   w = {"k": jnp.ones((4, 4))}
-  g = {"k": jnp.full((4, 4), 1e-3)}
-  big = legw.scale_by_lars(10.0, clip=True)
-  u, _ = big.update(g, big.init(w), w)
-  np.testing.assert_allclose(u["k"], g["k"], rtol=1e-6)  # min(lambda, 1) = 1
-  small = legw.scale_by_lars(1e-6, clip=True)
-  u, _ = small.update(g, small.init(w), w)
-  lam = 1e-6 * 4.0 / (4 * 1e-3)
-  np.testing.assert_allclose(u["k"], lam * 1e-3, rtol=1e-5)
-  # The full optimizer: effective rate min(lambda * gamma, gamma).
-  opt = legw.lars(0.5, momentum=0.0, trust_coefficient=10.0, clip=True)
+  g = {"k": jnp.full((4, 4), 1.0)}  # ||w|| = ||g|| = 4: lambda = eta = 0.001
+  opt = legw.lars(5.0, momentum=0.0, trust_coefficient=0.001, clip=True)
   upd, _ = opt.update(g, opt.init(w), w)
-  np.testing.assert_allclose(upd["k"], -0.5 * g["k"], rtol=1e-6)
+  np.testing.assert_allclose(upd["k"], -0.001 * g["k"], rtol=1e-6)
+  # With lr = 1e-4 < lambda the rate is lr.
+  opt = legw.lars(1e-4, momentum=0.0, trust_coefficient=0.001, clip=True)
+  upd, _ = opt.update(g, opt.init(w), w)
+  np.testing.assert_allclose(upd["k"], -1e-4 * g["k"], rtol=1e-6)
+  # A scheduled learning rate caps step by step (the state counts steps).
+  sched = lambda t: jnp.where(t == 0, 5.0, 1e-4)
+  opt = legw.lars(sched, momentum=0.0, trust_coefficient=0.001, clip=True)
+  state = opt.init(w)
+  u0, state = opt.update(g, state, w)
+  u1, state = opt.update(g, state, w)
+  np.testing.assert_allclose(u0["k"], -0.001 * g["k"], rtol=1e-6)
+  np.testing.assert_allclose(u1["k"], -1e-4 * g["k"], rtol=1e-6)
+
+
+def test_scale_by_lars_clip_needs_the_learning_rate():
+  with pytest.raises(ValueError, match="learning_rate"):
+    legw.scale_by_lars(0.001, clip=True)
+  w = {"k": jnp.ones((4, 4))}
+  g = {"k": jnp.full((4, 4), 1.0)}
+  t = legw.scale_by_lars(0.001, clip=True, learning_rate=5.0)
+  u, _ = t.update(g, t.init(w), w)
+  np.testing.assert_allclose(u["k"], 0.001 / 5.0 * g["k"], rtol=1e-6)  # min(lambda/lr, 1)
 
 
 def test_missing_params_raises():
@@ -388,6 +452,7 @@ def test_float32_norm_range_is_as_documented():
   assert np.all(ratio(g * 1e20, w) == 0)
   # ||w||^2 overflows: a non-finite update (apply_if_finite is the guard).
   assert not np.all(np.isfinite(ratio(g, w * 1e20)))
-  # Every element of g below ~1e-19: ||g|| counts as 0, lambda = 1.
+  # Every element of g below ~1e-19: ||g|| counts as 0, and with weight decay
+  # lambda = eta ||w|| / (beta ||w||) = eta / beta (the formula at g = 0).
   tiny = g * 1e-21
-  np.testing.assert_allclose(ratio(tiny, w), tiny + 1e-4 * w, rtol=1e-6)
+  np.testing.assert_allclose(ratio(tiny, w), 0.01 / 1e-4 * (tiny + 1e-4 * w), rtol=1e-5)

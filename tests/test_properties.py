@@ -8,7 +8,7 @@ magnitudes, zero leaves) and random hyperparameters:
   do not change;
 * the LARS trust ratio's invariants: a kernel's update has norm ``eta * ||w||`` (no weight
   decay), never exceeds ``eta * ||w||`` with the paper's denominator (nor the
-  combined denominator's update), is capped by ``clip``, and excluded leaves
+  combined denominator's update), is capped by ``clip`` (apex LARC), and excluded leaves
   (biases, norms) and zero layers pass through unchanged (``test_lars.py``
   has the float32 single-layer properties, e.g. gradient-scale invariance);
 * LEGW schedules: never negative, finite, a monotone warmup that reaches the
@@ -154,23 +154,30 @@ def test_paper_update_never_exceeds_eta_times_weight_norm(tree, eta, beta, eps):
 
 
 @SETTINGS
-@given(tree=trees(), eta=etas, beta=betas, denominator=st.sampled_from(["paper", "combined"]))
-def test_clip_caps_the_local_rate_at_one(tree, eta, beta, denominator):
+@given(tree=trees(), eta=etas, beta=betas, lr=st.floats(1e-3, 10.0),
+       denominator=st.sampled_from(["paper", "combined"]))
+def test_clip_caps_the_local_rate_at_the_learning_rate(tree, eta, beta, lr, denominator):
+  """apex LARC clip: the update is scaled by min(lambda / lr, 1), so it is
+  never larger than the decayed gradient, nor than the unclipped update / lr."""
   params, grads = tree
-  tx = legw.scale_by_lars(trust_coefficient=eta, weight_decay=beta, clip=True,
-                          denominator=denominator)
+  kw = dict(trust_coefficient=eta, weight_decay=beta, denominator=denominator)
+  tx = legw.scale_by_lars(**kw, clip=True, learning_rate=lr)
+  free = legw.scale_by_lars(**kw)
   u, _ = tx.update(grads, tx.init(params), params)
-  for k, w in params.items():
-    if w.ndim > 1:
-      decayed = np.asarray(grads[k], np.float64) + beta * np.asarray(w, np.float64)
-      assert _norm(u[k]) <= _norm(decayed) * (1 + _rtol(u[k].dtype)) + _atol(u[k])
+  uf, _ = free.update(grads, free.init(params), params)
+  for k in _kernels(params, grads):
+    tol = 1 + _rtol(u[k].dtype)
+    decayed = np.asarray(grads[k], np.float64) + beta * np.asarray(params[k], np.float64)
+    assert _norm(u[k]) <= _norm(decayed) * tol + _atol(u[k])
+    assert _norm(u[k]) <= _norm(uf[k]) / lr * tol + _atol(u[k])
 
 
 @SETTINGS
 @given(tree=trees(), eta=etas, beta=betas, eps=st.floats(0.0, 1e-3))
 def test_excluded_leaves_and_zero_layers_pass_through(tree, eta, beta, eps):
   """Biases/norms (ndim <= 1) get neither the trust ratio nor weight decay; a
-  kernel with zero weights or zero gradient gets a local rate of 1."""
+  kernel with zero weights gets a local rate of 1, one with zero gradient the
+  paper's formula eta ||w|| / (beta ||w|| + eps) (1 where that denominator is 0)."""
   params, grads = tree
   tx = legw.scale_by_lars(trust_coefficient=eta, weight_decay=beta, eps=eps)
   u, _ = tx.update(grads, tx.init(params), params)
@@ -179,8 +186,10 @@ def test_excluded_leaves_and_zero_layers_pass_through(tree, eta, beta, eps):
       np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(grads[k]))
     elif _norm(w) == 0:
       np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(grads[k]))
-    elif _norm(grads[k]) == 0:  # u = 1 * (0 + beta * w)
-      expected = (beta * np.asarray(w, np.float32)).astype(w.dtype)
+    elif _norm(grads[k]) == 0:  # u = lambda * (0 + beta * w)
+      denom = np.float32(beta) * np.float32(_norm(w)) + np.float32(eps)
+      lam = 1.0 if denom == 0 else eta * _norm(w) / float(denom)
+      expected = (lam * beta * np.asarray(w, np.float32)).astype(w.dtype)
       np.testing.assert_allclose(np.asarray(u[k], np.float64),
                                  np.asarray(expected, np.float64),
                                  rtol=_rtol(w.dtype), atol=1e-30)

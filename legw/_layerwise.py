@@ -1,0 +1,308 @@
+r"""One core for the layer-wise family: LARS, MCLR and PercentDelta.
+
+Source: Gao & Zhong (papers/curvature-based-lr-second-order-gradient.txt), §4,
+eq. 17–24: LARS (eq. 23), MCLR (eq. 20–22) and PercentDelta (eq. 24) are one
+method, a per-layer rate :math:`\gamma R_l`, that differs only in a per-layer
+statistic.  Every member is written here as a pair of layer sizes
+:math:`(W_l, G_l)`, a "weight size" and a "gradient size":
+
+.. math::
+
+   R_l = \eta\,\frac{W_l}{G_l + \beta W_l + \epsilon}
+   \qquad u_l = R_l\,(g_l + \beta w_l)
+
+=============  ===============================  ===============================
+member         :math:`W_l`                      :math:`G_l`
+=============  ===============================  ===============================
+LARS           :math:`\|w_l\|_2`                :math:`\|g_l\|_2`
+PercentDelta   :math:`n_l` (entries w != 0)     :math:`\sum_{w_i\ne0}|g_i/w_i|`
+MCLR           median of the nonzero |w|        median of the nonzero |g|
+=============  ===============================  ===============================
+
+(:math:`\eta` = ``trust_coefficient``, 1 for MCLR and PercentDelta;
+:math:`\beta` = ``weight_decay``; :math:`\epsilon` = ``eps``.)  In the
+"combined" form (``optax.lars``) :math:`G_l` is the statistic of
+:math:`g_l + \beta w_l` and the :math:`\beta W_l` term is dropped.
+
+Written once, here, for every member:
+
+* masks (``trust_ratio_mask``, ``weight_decay_mask``, default
+  :func:`legw.exclude_bias_and_norm`);
+* weight decay, a number or an ``optax.Schedule`` of the step count (the
+  state then carries the count);
+* the zero fallback: :math:`R_l = 1` exactly where :math:`W_l = 0` (a zero
+  layer still trains) or the denominator is 0; with :math:`\beta > 0` the
+  formula is finite, and used, at :math:`g = 0` (:math:`\eta/\beta`);
+* LARC clip (NVIDIA apex ``LARC(clip=True)``): the update is scaled by
+  :math:`\min(R_l/\gamma_t, 1)`;
+* complex leaves: every statistic is of :math:`|x|^2`, never :math:`x^2`;
+* statistics in float32 or wider whatever the leaf dtype; updates in the
+  update dtype;
+* leaves that are not floating (integers, and their ``float0`` gradients from
+  ``jax.grad(..., allow_int=True)``) pass through unchanged;
+* ``axis_name``: each member's partial statistics of all leaves are
+  all-reduced together (one stacked ``psum`` for the sums).
+
+A member is a :class:`Statistic`: a function of the masked leaves that returns
+:math:`(W_l, G_l)` per leaf.  Later members (a ``layer_axis`` for stacked
+layers, LAMB's trust ratio on the Adam direction) are meant to reuse this
+core: the statistic is the only per-member code, and it receives whole leaves.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from legw import _validation
+from legw._reduce import AxisName, is_trainable, psum_stacked, real_dtype, stat_dtype
+from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
+
+# (ws, gs, betas, axis_name) -> [(W_l, G_l)], one pair per leaf.  ws and gs are
+# the trust-ratio leaves in their compute dtype (stat_dtype); betas[i] is None
+# (paper form, or no decay on that leaf) or the decay of the combined form,
+# whose G_l is the statistic of g + beta * w (see `combined_decay`).
+Statistic = Callable[[Sequence[jax.Array], Sequence[jax.Array], Sequence[Any], AxisName],
+                     list[tuple[jax.Array, jax.Array]]]
+
+DENOMINATORS = ("paper", "combined")
+
+
+def check_args(weight_decay, eps, denominator="paper"):
+  """Construction-time checks shared by every member."""
+  _validation.check_weight_decay(weight_decay)
+  _validation.check_range("eps", eps, low=0.0)
+  _validation.check_choice("denominator", denominator, DENOMINATORS)
+
+
+def sums_statistic(partials: Callable[..., Sequence[jax.Array]],
+                   finish: Callable[..., tuple[jax.Array, jax.Array]]) -> Statistic:
+  """A statistic made of sums over the layer (LARS, PercentDelta).
+
+  ``partials(w, g, beta)`` gives a leaf's (shard's) partial sums; those of all
+  leaves are ``psum``-ed over ``axis_name`` as one stacked vector (one
+  all-reduce per step, however many layers); ``finish(*sums)`` turns a leaf's
+  sums into ``(W, G)``.
+  """
+  def statistic(ws, gs, betas, axis_name):
+    parts = [tuple(partials(w, g, b)) for w, g, b in zip(ws, gs, betas)]
+    flat = psum_stacked([s for p in parts for s in p], axis_name)
+    out, k = [], 0
+    for p in parts:
+      out.append(finish(*flat[k:k + len(p)]))
+      k += len(p)
+    return out
+  return statistic
+
+
+def combined_decay(g: jax.Array, w: jax.Array, beta: Any, anchor: jax.Array) -> jax.Array:
+  """g + beta*w for a reduction to read, recomputed inside it (never stored).
+
+  Written as g - (-beta)*w (equal: rounding is sign-symmetric) with -beta a
+  per-leaf value XLA cannot fold: ``anchor`` is a statistic of the leaf that
+  is never negative (e.g. ||w||^2; NaN keeps -beta).  A constant -beta would
+  be broadcast once per leaf shape, shared by the reductions of all leaves of
+  that shape, and stored by XLA:CPU as a parameter-sized temporary that each
+  of them reads (24 MB on ResNet-50: benchmarks/step_cost.py;
+  tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
+  """
+  dt = real_dtype(g.dtype)
+  neg_beta = jnp.where(anchor < 0, jnp.zeros((), dt), -jnp.asarray(beta, dt))
+  return g - neg_beta * w
+
+
+def _rate(size_w, size_g, beta, *, trust_coefficient, eps, paper_decay):
+  """R_l = eta W / (G + beta W + eps); 1 where W = 0 or the denominator is 0."""
+  denom = size_g + beta * size_w + eps if paper_decay else size_g + eps
+  fallback = (size_w == 0) | (denom == 0)
+  rate = trust_coefficient * size_w / jnp.where(denom == 0, 1, denom)
+  return jnp.where(fallback, jnp.ones((), rate.dtype), rate), fallback
+
+
+def _clip_factor(rate, fallback, gamma):
+  """apex LARC clip: the update is scaled by min(R / gamma, 1), so that after
+  the learning rate the rate is min(R, gamma); a fallback layer keeps 1."""
+  gamma = jnp.asarray(gamma, rate.dtype)
+  below = rate < gamma  # implies gamma > 0
+  return jnp.where(below & ~fallback, rate / jnp.where(below, gamma, 1), 1)
+
+
+def layerwise_leaves(g_leaves, w_leaves, tr_mask, wd_mask, statistic: Statistic, *,
+                     trust_coefficient, weight_decay, eps, denominator, clip_lr, axis_name):
+  """The family's update on flat lists of leaves.
+
+  Memory traffic (what an optimizer step costs): the statistic reads w and g
+  (for LARS: two reductions, one pass each), and the update (fused by XLA
+  with the learning rate, the momentum and ``apply_updates``) reads them
+  again.  Nothing of parameter size is materialised here: ``g + beta*w`` is
+  written so that XLA recomputes it inside each fusion that reads it, and
+  the per-leaf scalar work is one small fusion.
+  """
+  decayed, index = [], []
+  ws, gs, betas = [], [], []
+  for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
+    if not (is_trainable(g) and is_trainable(w)):
+      decayed.append(None)
+      index.append(None)
+      continue
+    g, w = jnp.asarray(g), jnp.asarray(w)
+    dt = stat_dtype(g.dtype)
+    g32, w32 = g.astype(dt), w.astype(dt)
+    decayed.append(g32 + weight_decay * w32 if use_wd else g32)
+    if not use_tr:
+      index.append(None)
+      continue
+    index.append(len(ws))
+    ws.append(w32)
+    gs.append(g32)
+    betas.append(weight_decay if use_wd and denominator == "combined" else None)
+  sizes = statistic(ws, gs, betas, axis_name) if ws else []
+
+  out = []
+  for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
+    if u is None:  # not floating: passed through
+      out.append(g)
+      continue
+    out_dtype = jnp.result_type(g)
+    if k is None:
+      out.append(u.astype(out_dtype))
+      continue
+    size_w, size_g = sizes[k]
+    beta = weight_decay if use_wd else 0.0
+    rate, fallback = _rate(size_w, size_g, beta, trust_coefficient=trust_coefficient,
+                           eps=eps, paper_decay=denominator == "paper")
+    if clip_lr is not None:
+      rate = _clip_factor(rate, fallback, clip_lr)
+    out.append((rate * u).astype(out_dtype))
+  return out
+
+
+def scale_by_layerwise_rate(
+    statistic: Statistic,
+    *,
+    name: str,
+    state_cls: type,
+    trust_coefficient: Any = 1.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    eps: Any = 0.0,
+    denominator: str = "paper",
+    clip_learning_rate: optax.ScalarOrSchedule | None = None,
+    trust_ratio_mask: MaskOrFn = None,
+    weight_decay_mask: MaskOrFn = None,
+    axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
+  """The family's transform for one ``statistic`` (see the module docstring).
+
+  ``state_cls(count=...)`` is the state when a hyperparameter is a schedule
+  (``weight_decay``, or the clip's learning rate); otherwise the state is
+  ``optax.EmptyState()``.  ``name`` is the public name, for error messages.
+  """
+  scheduled = callable(weight_decay) or callable(clip_learning_rate)
+
+  def init_fn(params):
+    del params
+    if scheduled:
+      return state_cls(count=jnp.zeros([], jnp.int32))
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # e.g. obj_fn for other members of an optax.chain
+    if params is None:
+      raise ValueError(
+          f"{name} needs the current parameters: call update(updates, state, params)."
+      )
+    at = lambda v: v(state.count) if callable(v) else v
+    g_leaves, treedef = jax.tree.flatten(updates)
+    w_leaves = treedef.flatten_up_to(params)
+    tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
+    wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
+    beta = at(weight_decay)
+    if _validation.is_concrete_number(beta) and beta == 0:
+      wd_mask = [False] * len(wd_mask)  # nothing to add (as optax.add_decayed_weights)
+    out = layerwise_leaves(
+        g_leaves, w_leaves, tr_mask, wd_mask, statistic,
+        trust_coefficient=trust_coefficient, weight_decay=beta, eps=eps,
+        denominator=denominator, clip_lr=at(clip_learning_rate), axis_name=axis_name)
+    if scheduled:
+      state = state_cls(count=optax.safe_increment(state.count))
+    return jax.tree.unflatten(treedef, out), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------
+# The optimizers: transform + learning rate + momentum, non-float leaves around.
+# ---------------------------------------------------------------------------
+
+
+def _split(tree, trainable):
+  """``tree`` with its non-trainable leaves replaced by ``optax.MaskedNode``."""
+  leaves, treedef = jax.tree.flatten(tree)
+  return jax.tree.unflatten(treedef, [x if t else optax.MaskedNode()
+                                      for x, t in zip(leaves, trainable)])
+
+
+def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """``inner`` on the floating leaves; other leaves pass through unchanged.
+
+  Integer parameters (and the ``float0`` gradients ``jax.grad(...,
+  allow_int=True)`` gives them) would crash ``optax.trace`` and
+  ``optax.scale_by_learning_rate``.  Where every leaf is floating, this is
+  ``inner`` itself (same state, same computation).  Otherwise ``inner`` sees
+  those leaves as ``optax.MaskedNode`` (as inside ``optax.masked``), and an
+  ``obj_fn`` extra argument is called on the full tree.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def mask_of(params):
+    return [is_trainable(x) for x in jax.tree.leaves(params)]
+
+  def init_fn(params):
+    trainable = mask_of(params)
+    return inner.init(params if all(trainable) else _split(params, trainable))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    u_leaves, treedef = jax.tree.flatten(updates)
+    trainable = [is_trainable(u) for u in u_leaves]
+    if params is not None:
+      trainable = [t and is_trainable(p)
+                   for t, p in zip(trainable, treedef.flatten_up_to(params))]
+    if all(trainable):
+      return inner.update(updates, state, params, **extra_args)
+    obj_fn = extra_args.get("obj_fn")
+    if obj_fn is not None and params is not None:
+      full = treedef.flatten_up_to(params)
+
+      def sub_obj_fn(sub):
+        sub = treedef.flatten_up_to(sub)
+        return obj_fn(jax.tree.unflatten(
+            treedef, [s if t else f for s, f, t in zip(sub, full, trainable)]))
+      extra_args = {**extra_args, "obj_fn": sub_obj_fn}
+    sub_params = None if params is None else _split(params, trainable)
+    sub_updates, state = inner.update(_split(updates, trainable), state, sub_params,
+                                      **extra_args)
+    sub_leaves = treedef.flatten_up_to(sub_updates)
+    return jax.tree.unflatten(
+        treedef, [s if t else u for s, u, t in zip(sub_leaves, u_leaves, trainable)]), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sgd_chain(scaler, learning_rate, momentum, nesterov) -> optax.GradientTransformationExtraArgs:
+  """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1):
+  ``optax.chain(scaler, optax.scale_by_learning_rate(learning_rate),
+  optax.trace(momentum, nesterov))``, with non-float leaves passed through."""
+  return pass_untrainable(optax.chain(
+      scaler,
+      optax.scale_by_learning_rate(learning_rate),
+      optax.trace(decay=momentum, nesterov=nesterov),
+  ))
+
+
+def check_optimizer_args(learning_rate, momentum):
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
+
