@@ -107,6 +107,15 @@ def resolve(config: SweepConfig):
       raise ValueError(f"lr_rules {unknown} not recorded for {task.name}/{config.dataset}; "
                        f"known: {sorted(rules)}.")
     rules = {r: rules[r] for r in config.lr_rules}
+  # Rules that picked the same LRs are one rule, labelled e.g. "argmax=one_se".
+  merged: dict[str, dict] = {}
+  for r, v in rules.items():
+    same = next((k for k, w in merged.items() if w == v), None)
+    if same is None:
+      merged[r] = v
+    else:
+      merged[f"{same}={r}"] = merged.pop(same)
+  rules = merged
   base = dataclasses.replace(
       base, learning_rates=lrs, rule_learning_rates=rules,
       base_batch_size=config.base_batch_size or base.base_batch_size,

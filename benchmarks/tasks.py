@@ -138,8 +138,12 @@ TASKS: dict[str, Task] = {
         baselines={
             # The paper's schedule (§5.1.1): constant LR after the gradual
             # warmup, 25 epochs.
+            # Base LRs: both rules of batch_scaling.select_learning_rates on
+            # results/mnist_lstm-mnist5k-tuning.json (3 seeds; tests check it).
             "mnist5k": Baseline(
-                base_batch_size=8, learning_rates={"momentum": 0.00625, "adam": 0.001},
+                base_batch_size=8, learning_rates={"momentum": 0.025, "adam": 0.0005},
+                rule_learning_rates={"argmax": {"momentum": 0.025, "adam": 0.0005},
+                                     "one_se": {"momentum": 0.025, "adam": 0.0005}},
                 base_warmup_epochs=1 / 16, num_epochs=25, decay="constant",
                 batch_sizes=(8, 32, 128, 512), notes=_MNIST_LSTM_NOTES),
             "fashion_mnist": Baseline(

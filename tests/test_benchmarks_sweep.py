@@ -331,3 +331,33 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   assert again["test_accuracy"] == worker_row["test_accuracy"]
   np.testing.assert_allclose(again["train_loss_per_epoch"], worker_row["train_loss_per_epoch"],
                              rtol=1e-6)
+
+
+def test_baselines_are_what_the_fixed_rules_pick_from_the_committed_grids():
+  import os
+  results = os.path.join(os.path.dirname(bs.__file__), "results")
+  checked = 0
+  for task in tasks.TASKS.values():
+    for dataset, base in task.baselines.items():
+      if not base.rule_learning_rates:
+        continue
+      path = os.path.join(results, f"{task.name}-{dataset}-tuning.json")
+      sel = bs.select_learning_rates(json.load(open(path)))
+      for rule, lrs in base.rule_learning_rates.items():
+        for opt, lr in lrs.items():
+          assert sel[opt][rule] == lr, (task.name, dataset, rule, opt)
+      checked += 1
+  assert checked >= 1
+
+
+def test_rules_that_agree_are_one_rule():
+  base = tasks.TASKS["mnist_lstm"].baselines["mnist5k"]
+  same = {"argmax": {"momentum": 0.02, "adam": 0.001}, "one_se": {"momentum": 0.02, "adam": 0.001}}
+  old = tasks.TASKS["mnist_lstm"]
+  tasks.TASKS["mnist_lstm"] = dataclasses.replace(old, baselines={
+      **old.baselines, "mnist5k": dataclasses.replace(base, rule_learning_rates=same)})
+  try:
+    runs = bs.plan_runs(bs.SweepConfig(methods=("legw",), batch_sizes=(8, 32)), 4096)
+  finally:
+    tasks.TASKS["mnist_lstm"] = old
+  assert [r["lr_rule"] for r in runs] == ["argmax=one_se"] * 2
