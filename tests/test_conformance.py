@@ -728,3 +728,85 @@ def test_step_stores_no_parameter_sized_temporary(make):
   state = jax.eval_shape(opt.init, params)
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
   assert compiled.memory_analysis().temp_size_in_bytes < 256 * 128 * 4 // 8
+
+
+# ---------------------------------------------------------------------------
+# optax drop-in conventions (issue 13).
+# ---------------------------------------------------------------------------
+
+
+@case_param
+def test_hyperparameters_after_the_first_are_keyword_only(case):
+  """``legw.lars(0.1, 1e-4)`` raised nothing and set momentum, where
+  ``optax.lars(0.1, 1e-4)`` sets weight decay: now a TypeError."""
+  params = list(inspect.signature(case.public).parameters.values())
+  assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+  if not case.transform:
+    assert params[0].name == "learning_rate"
+  assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), params
+  with pytest.raises(TypeError, match="positional"):
+    case.public(0.1, 1e-4)
+
+
+@case_param
+def test_returns_what_the_annotation_says(case):
+  tx = case.public(**case.public_kwargs(0.1))
+  annotation = inspect.signature(case.public).return_annotation
+  assert "GradientTransformationExtraArgs" in str(annotation)
+  assert isinstance(tx, optax.GradientTransformationExtraArgs)
+
+
+@optimizer_param
+@pytest.mark.parametrize("what", ["recipe", "scaled_recipe", "string"])
+def test_a_recipe_as_learning_rate_says_what_to_pass(case, what):
+  recipe = legw.Recipe(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=1,
+                       num_epochs=10)
+  value = {"recipe": recipe, "scaled_recipe": recipe.at(1024, steps_per_epoch=10),
+           "string": "0.1"}[what]
+  with pytest.raises(TypeError, match="(?i)schedule") as info:
+    case.public(**case.public_kwargs(value))
+  if what != "string":
+    assert "recipe.schedule(batch_size" in str(info.value)
+
+
+def _with_untrainable_leaves():
+  """A tree with an integer leaf (float0 gradient) and a Python-float leaf."""
+  params, loss = problem()
+  params = {**params, "step": jnp.arange(3, dtype=jnp.int32), "temperature": 0.7}
+
+  def full_loss(p):
+    return loss({k: v for k, v in p.items() if k not in ("step", "temperature")}) + (
+        p["temperature"] - 0.2) ** 2 + 0.0 * jnp.sum(p["step"])
+  return params, full_loss
+
+
+@case_param
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_float0_gradients_and_python_float_leaves(case, jit):
+  """Integer leaves (float0 gradients from jax.grad(allow_int=True)) pass
+  through unchanged; Python-float leaves train like arrays."""
+  params, loss = _with_untrainable_leaves()
+  tx = case.public(**case.public_kwargs(0.1))
+  grads = jax.grad(loss, allow_int=True)(params)
+  assert grads["step"].dtype == jax.dtypes.float0
+  update = lambda g, s, p: tx.update(g, s, p, **case.extra(loss))
+  if jit:
+    update = jax.jit(update)
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = update(grads, state, params)
+  assert updates["step"].dtype == jax.dtypes.float0
+  assert updates["step"].shape == (3,)
+  assert np.isfinite(float(updates["temperature"])) and float(updates["temperature"]) != 0
+  for k in ("conv", "dense", "norm"):
+    for u in jax.tree.leaves(updates[k]):
+      assert np.all(np.isfinite(np.asarray(u))) and np.any(np.asarray(u) != 0)
+  # Without the integer leaf, the floating leaves get the same updates.
+  float_params = {k: v for k, v in params.items() if k != "step"}
+  float_grads = {k: v for k, v in grads.items() if k != "step"}
+  tx2 = case.public(**case.public_kwargs(0.1))
+  sub_loss = lambda p: loss({**p, "step": params["step"]})
+  s2 = tx2.init(float_params)
+  for _ in range(2):
+    expected, s2 = tx2.update(float_grads, s2, float_params, **case.extra(sub_loss))
+  assert_trees_close({k: updates[k] for k in float_params}, expected, rtol=1e-6)
