@@ -199,7 +199,14 @@ def scale_by_layerwise_rate(
   ``state_cls(count=...)`` is the state when a hyperparameter is a schedule
   (``weight_decay``, or the clip's learning rate); otherwise the state is
   ``optax.EmptyState()``.  ``name`` is the public name, for error messages.
+
+  Raises:
+    ValueError: for ``trust_coefficient <= 0``, a negative ``weight_decay``
+      or ``eps``, or an unknown ``denominator`` (concrete numbers only).
+    TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
+  _validation.check_range("trust_coefficient", trust_coefficient, low=0.0, low_inclusive=False)
+  check_args(weight_decay, eps, denominator)
   scheduled = callable(weight_decay) or callable(clip_learning_rate)
 
   def init_fn(params):
@@ -305,4 +312,14 @@ def sgd_chain(scaler, learning_rate, momentum, nesterov) -> optax.GradientTransf
 def check_optimizer_args(learning_rate, momentum):
   _validation.check_learning_rate(learning_rate)
   _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
+
+
+def sgd_optimizer(transform, learning_rate, momentum, nesterov, /,
+                  **kwargs) -> optax.GradientTransformationExtraArgs:
+  """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``.
+
+  ``kwargs`` may hold a ``learning_rate`` of the transform's own (LARC clip).
+  """
+  check_optimizer_args(learning_rate, momentum)
+  return sgd_chain(transform(**kwargs), learning_rate, momentum, nesterov)
 

@@ -114,14 +114,9 @@ def _median_statistic(ws, gs, betas, axis_name):
   return list(zip(meds[:n], meds[n:]))
 
 
-def scale_by_median_curvature(
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    *,
-    eps: float = 0.0,
-    trust_ratio_mask: MaskOrFn = None,
-    weight_decay_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
-) -> optax.GradientTransformationExtraArgs:
+def scale_by_median_curvature(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps: float = 0.0,
+                              trust_ratio_mask: MaskOrFn = None, weight_decay_mask: MaskOrFn = None,
+                              axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
   Per leaf ``l`` (one layer's kernel, ...), with :math:`\beta` = ``weight_decay``
@@ -196,27 +191,20 @@ def scale_by_median_curvature(
   Raises:
     ValueError: at construction, for negative (or NaN) ``weight_decay`` or
       ``eps``; at update, when ``params`` is not given.
-    TypeError: for a ``weight_decay`` neither a number nor a schedule.
+    TypeError: for a ``weight_decay`` that is not a number or an
+      ``optax.Schedule``, or ``eps`` (or a later argument) passed by position.
   """
-  _layerwise.check_args(weight_decay, eps)
+  # The member is its statistic; everything else is the family's core.
   return _layerwise.scale_by_layerwise_rate(
-      _median_statistic, name="scale_by_median_curvature",
-      state_cls=ScaleByMedianCurvatureState, weight_decay=weight_decay, eps=eps,
-      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+      _median_statistic, name="scale_by_median_curvature", state_cls=ScaleByMedianCurvatureState,
+      weight_decay=weight_decay, eps=eps, trust_ratio_mask=trust_ratio_mask,
+      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
 
 
-def mclr(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    eps: float = 0.0,
-    nesterov: bool = False,
-    weight_decay_mask: MaskOrFn = None,
-    trust_ratio_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
-) -> optax.GradientTransformationExtraArgs:
+def mclr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+         weight_decay: optax.ScalarOrSchedule = 0.0, eps: float = 0.0, nesterov: bool = False,
+         weight_decay_mask: MaskOrFn = None, trust_ratio_mask: MaskOrFn = None,
+         axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
   Per leaf ``l``, with :math:`\gamma_t` = ``learning_rate`` at step t and
@@ -243,8 +231,9 @@ def mclr(
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
     momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
       ``learning_rate``).
-    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
-    eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
+    weight_decay: :math:`\beta \ge 0` (eq. 22), or an ``optax.Schedule``.
+    eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`
+      (it caps :math:`R_l` at :math:`\mathrm{med}|w_l|/\epsilon`).
     nesterov: Nesterov momentum.
     weight_decay_mask: which leaves get weight decay; default
       :func:`legw.exclude_bias_and_norm`.
@@ -261,17 +250,10 @@ def mclr(
     TypeError: for a learning rate or weight decay neither a number nor a
       schedule (e.g. a :class:`legw.Recipe`).
   """
-  _layerwise.check_optimizer_args(learning_rate, momentum)
-  return _layerwise.sgd_chain(
-      scale_by_median_curvature(
-          weight_decay,
-          eps=eps,
-          trust_ratio_mask=trust_ratio_mask,
-          weight_decay_mask=weight_decay_mask,
-          axis_name=axis_name,
-      ),
-      learning_rate, momentum, nesterov,
-  )
+  return _layerwise.sgd_optimizer(
+      scale_by_median_curvature, learning_rate, momentum, nesterov, weight_decay=weight_decay,
+      eps=eps, trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)
 
 
 # ---------------------------------------------------------------------------
@@ -307,14 +289,9 @@ def _percent_delta_sizes(l1, n):
 _PERCENT_DELTA_STATISTIC = sums_statistic(_percent_delta_partials, _percent_delta_sizes)
 
 
-def scale_by_percent_delta(
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    *,
-    eps: float = 0.0,
-    trust_ratio_mask: MaskOrFn = None,
-    weight_decay_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
-) -> optax.GradientTransformationExtraArgs:
+def scale_by_percent_delta(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps: float = 0.0,
+                           trust_ratio_mask: MaskOrFn = None, weight_decay_mask: MaskOrFn = None,
+                           axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
   Per leaf ``l`` with :math:`n_l` entries where :math:`w \ne 0`:
@@ -364,25 +341,17 @@ def scale_by_percent_delta(
       update, when ``params`` is not given.
     TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
-  _layerwise.check_args(weight_decay, eps)
   return _layerwise.scale_by_layerwise_rate(
-      _PERCENT_DELTA_STATISTIC, name="scale_by_percent_delta",
-      state_cls=ScaleByPercentDeltaState, weight_decay=weight_decay, eps=eps,
-      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+      _PERCENT_DELTA_STATISTIC, name="scale_by_percent_delta", state_cls=ScaleByPercentDeltaState,
+      weight_decay=weight_decay, eps=eps, trust_ratio_mask=trust_ratio_mask,
+      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
 
 
-def percent_delta(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    eps: float = 0.0,
-    nesterov: bool = False,
-    weight_decay_mask: MaskOrFn = None,
-    trust_ratio_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
-) -> optax.GradientTransformationExtraArgs:
+def percent_delta(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+                  weight_decay: optax.ScalarOrSchedule = 0.0, eps: float = 0.0,
+                  nesterov: bool = False, weight_decay_mask: MaskOrFn = None,
+                  trust_ratio_mask: MaskOrFn = None,
+                  axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
   r"""SGD with PercentDelta per-layer rates (curvature paper eq. 24).
 
   .. math::
@@ -404,7 +373,8 @@ def percent_delta(
     momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
       ``learning_rate``).
     weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
-    eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
+    eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`
+      (it caps :math:`R_l` at :math:`n_l/\epsilon`).
     nesterov: Nesterov momentum.
     weight_decay_mask: which leaves get weight decay (default
       :func:`legw.exclude_bias_and_norm`).
@@ -415,22 +385,16 @@ def percent_delta(
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
 
   Raises:
-    ValueError: for a negative learning rate, momentum outside [0, 1), or a
-      negative weight decay or eps; at update time without params.
-    TypeError: for a learning rate or weight decay neither a number nor a
-      schedule (e.g. a :class:`legw.Recipe`).
+    ValueError: for momentum outside [0, 1), a negative learning rate, weight
+      decay or eps; at update time without params.
+    TypeError: for a learning rate or weight decay that is not a number or an
+      ``optax.Schedule`` (e.g. a :class:`legw.Recipe`), or for a
+      hyperparameter passed by position after ``learning_rate``.
   """
-  _layerwise.check_optimizer_args(learning_rate, momentum)
-  return _layerwise.sgd_chain(
-      scale_by_percent_delta(
-          weight_decay,
-          eps=eps,
-          trust_ratio_mask=trust_ratio_mask,
-          weight_decay_mask=weight_decay_mask,
-          axis_name=axis_name,
-      ),
-      learning_rate, momentum, nesterov,
-  )
+  return _layerwise.sgd_optimizer(
+      scale_by_percent_delta, learning_rate, momentum, nesterov, weight_decay=weight_decay,
+      eps=eps, trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)
 
 
 # ---------------------------------------------------------------------------
@@ -697,20 +661,12 @@ def scale_by_curvature_radius(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def cblr(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    max_radius: float = 100.0,
-    num_probes: int = 1,
-    update_every: int = 1,
-    key: jax.Array | int = 0,
-    nesterov: bool = False,
-    weight_decay_mask: MaskOrFn = None,
-    trust_ratio_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
-) -> optax.GradientTransformationExtraArgs:
+def cblr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
+         weight_decay: optax.ScalarOrSchedule = 0.0, max_radius: float = 100.0,
+         num_probes: int = 1, update_every: int = 1, key: jax.Array | int = 0,
+         nesterov: bool = False, weight_decay_mask: MaskOrFn = None,
+         trust_ratio_mask: MaskOrFn = None,
+         axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
   r"""SGD with curvature-based per-parameter rates (CBLR, curvature paper eq. 9–11).
 
   .. math::
@@ -763,17 +719,8 @@ def cblr(
     TypeError: for a learning rate or weight decay neither a number nor a
       schedule (e.g. a :class:`legw.Recipe`).
   """
-  _layerwise.check_optimizer_args(learning_rate, momentum)
-  return _layerwise.sgd_chain(
-      scale_by_curvature_radius(
-          weight_decay,
-          max_radius=max_radius,
-          num_probes=num_probes,
-          update_every=update_every,
-          key=key,
-          trust_ratio_mask=trust_ratio_mask,
-          weight_decay_mask=weight_decay_mask,
-          axis_name=axis_name,
-      ),
-      learning_rate, momentum, nesterov,
-  )
+  return _layerwise.sgd_optimizer(
+      scale_by_curvature_radius, learning_rate, momentum, nesterov, weight_decay=weight_decay,
+      max_radius=max_radius, num_probes=num_probes, update_every=update_every, key=key,
+      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
+      axis_name=axis_name)

@@ -35,11 +35,6 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array
 
 
-def _check_lars_args(trust_coefficient, weight_decay, eps, denominator):
-  _validation.check_range("trust_coefficient", trust_coefficient, low=0.0, low_inclusive=False)
-  _layerwise.check_args(weight_decay, eps, denominator)
-
-
 def _lars_partials(w, g, beta):
   """||w||^2 and ||g||^2 (or ||g + beta*w||^2), each one pass, of |x|^2."""
   w_sq = sum_of_squares(w)
@@ -172,7 +167,6 @@ def scale_by_lars(
     TypeError: at construction, for a ``weight_decay`` or ``learning_rate``
       that is neither a number nor a schedule.
   """
-  _check_lars_args(trust_coefficient, weight_decay, eps, denominator)
   if learning_rate is not None:
     _validation.check_learning_rate(learning_rate)
   elif clip:
@@ -276,19 +270,8 @@ def lars(
     >>> updates, state = opt.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
   """
-  _layerwise.check_optimizer_args(learning_rate, momentum)
-  _check_lars_args(trust_coefficient, weight_decay, eps, denominator)
-  return _layerwise.sgd_chain(
-      scale_by_lars(
-          trust_coefficient,
-          weight_decay=weight_decay,
-          eps=eps,
-          denominator=denominator,
-          clip=clip,
-          learning_rate=learning_rate if clip else None,
-          trust_ratio_mask=trust_ratio_mask,
-          weight_decay_mask=weight_decay_mask,
-          axis_name=axis_name,
-      ),
-      learning_rate, momentum, nesterov,
-  )
+  return _layerwise.sgd_optimizer(
+      scale_by_lars, learning_rate, momentum, nesterov, trust_coefficient=trust_coefficient,
+      weight_decay=weight_decay, eps=eps, denominator=denominator, clip=clip,
+      learning_rate=learning_rate if clip else None, trust_ratio_mask=trust_ratio_mask,
+      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
