@@ -32,6 +32,15 @@ Usage (from the repository root)::
     python -m benchmarks.optimizer_step --quick      # smoke run, ~1 minute
     python -m benchmarks.optimizer_step --ablations  # + rejected designs, cost probes
     python -m benchmarks.optimizer_step --family --reps 11  # + percent_delta, mclr
+    python -m benchmarks.optimizer_step --family --no-scaling --reps 11  # family only
+    python -m benchmarks.optimizer_step --family --no-scaling --trees resnet50,kernels-400
+
+``--family`` adds ``legw.percent_delta`` and ``legw.mclr`` to trees (a) and (b)
+and times the family (with SGD and legw.lars) on ``kernels-400``
+(:func:`mixed_kernel_shapes`: 200 kernels of 8 shapes and their biases), where
+the compile time is what matters; it prints each one's step and compile time
+(jit trace + lower + XLA compile) as multiples of SGD's, measured in the same
+run.
 
 Writes ``benchmarks/results/optimizer_step[-quick].json`` (``--out``) and
 prints a markdown table.  Timed numbers never go into tests; this is the
@@ -121,6 +130,21 @@ def uniform_shapes(total: int, kernels: int) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
+def mixed_kernel_shapes(kernels: int = 200) -> dict[str, tuple[int, ...]]:
+  """`kernels` kernels of 8 different shapes and their biases (2 x `kernels` leaves).
+
+  The compile-time tree of ``--family``: many leaves, few parameters
+  (200 kernels: 400 leaves, 1.4 M params), so that the compile time, which
+  grows with the traced ops per leaf, dominates.
+  """
+  shapes = {}
+  for i in range(kernels):
+    rows, cols = 16 * (1 + i % 8), 64 * (1 + (i // 8) % 2)
+    shapes[f"layer{i:04d}/kernel"] = (rows, cols)
+    shapes[f"layer{i:04d}/bias"] = (cols,)
+  return shapes
+
+
 def make_trees(shapes, seed=0):
   rng = np.random.default_rng(seed)
   params = {k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05)
@@ -135,7 +159,16 @@ def make_trees(shapes, seed=0):
 # ---------------------------------------------------------------------------
 
 
-def optimizers(extra: bool, ablations: bool = False, family: bool = False):
+def optimizers(extra: bool, ablations: bool = False, family: bool = False,
+               family_only: bool = False):
+  if family_only:  # the compile-time tree: SGD and legw's per-layer family
+    return {
+        "sgd": optax.sgd(LR, momentum=MOMENTUM),
+        "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+        "legw.percent_delta": legw.percent_delta(LR, momentum=MOMENTUM,
+                                                 weight_decay=WEIGHT_DECAY),
+        "legw.mclr": legw.mclr(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+    }
   opts = {
       "sgd": optax.sgd(LR, momentum=MOMENTUM),
       "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
@@ -306,19 +339,22 @@ def cpu_seconds():
 def time_interleaved(shapes, opts, reps, warmup=3):
   """Median step time per optimizer, and median per-repetition ratio to SGD.
 
-  Also the process CPU time of each step (both XLA worker threads): on a
-  machine shared with other jobs, wall time includes the time this process
-  is preempted, CPU time does not; and the bytes of temporary buffers in the
-  compiled step (``memory_analysis``: a stored g + beta*w shows up there).
+  Also the time to trace, lower and compile each step (``compile_s``, and
+  its ratio to SGD's), the process CPU time of each step (both XLA worker
+  threads): on a machine shared with other jobs, wall time includes the time
+  this process is preempted, CPU time does not; and the bytes of temporary
+  buffers in the compiled step (``memory_analysis``: a stored g + beta*w
+  shows up there).
   """
   params0, grads = make_trees(shapes)
   runs = {}
-  t_compile, temp_bytes = {}, {}
+  t_compile, t_build, temp_bytes = {}, {}, {}
   for name, opt in opts.items():
     params = jax.tree.map(jnp.copy, params0)
     state = opt.init(params)
     t0 = time.perf_counter()
     step = make_step(opt).lower(params, state, grads).compile()
+    t_build[name] = time.perf_counter() - t0  # trace, lower and compile
     temp_bytes[name] = step.memory_analysis().temp_size_in_bytes
     params, state = step(params, state, grads)
     jax.block_until_ready((params, state))
@@ -353,6 +389,8 @@ def time_interleaved(shapes, opts, reps, warmup=3):
         "cpu_median_ms": float(np.median(c) * 1e3),
         "cpu_ratio_to_sgd": float(np.median(c) / np.median(base_cpu)),
         "first_call_s": t_compile[name],
+        "compile_s": t_build[name],  # jit trace + lower + XLA compile
+        "compile_ratio_to_sgd": t_build[name] / t_build["sgd"],
         "temp_MB": temp_bytes[name] / 1e6,  # XLA's temporary buffers (compiled)
     }
   for run in runs.values():
@@ -413,20 +451,29 @@ def run_all(args):
     sizes = [1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000]
     splits = [16, 128, 1024]
     split_total = 16_000_000
-  for total in sizes:
-    cases.append((f"scale-{total // 1_000_000}M-64", uniform_shapes(total, 64), False))
-  for k in splits:
-    cases.append((f"split-{split_total // 1_000_000}M-{k}", uniform_shapes(split_total, k),
-                  False))
+  if args.family:
+    cases.append(("kernels-400", mixed_kernel_shapes(200), "family-only"))
+  if not args.no_scaling:
+    for total in sizes:
+      cases.append((f"scale-{total // 1_000_000}M-64", uniform_shapes(total, 64), False))
+    for k in splits:
+      cases.append((f"split-{split_total // 1_000_000}M-{k}", uniform_shapes(split_total, k),
+                    False))
 
+  if args.trees:
+    keep = args.trees.split(",")
+    cases = [c for c in cases if c[0] in keep]
   bw = copy_bandwidth()
   results = {}
   for name, shapes, extra in cases:
     info = tree_info(shapes)
     n_reps = reps if info["params"] <= 30_000_000 else max(5, reps // 3)
     t0 = time.perf_counter()
-    timing = time_interleaved(
-        shapes, optimizers(extra, extra and args.ablations, extra and args.family), n_reps)
+    if extra == "family-only":
+      opts = optimizers(False, family_only=True)
+    else:
+      opts = optimizers(extra, extra and args.ablations, extra and args.family)
+    timing = time_interleaved(shapes, opts, n_reps)
     floor_ms = 5 * 4 * info["params"] / bw * 1e3  # g, v, w read; v, w written
     for opt, r in timing.items():
       r["x_floor5"] = r["median_ms"] / floor_ms
@@ -436,7 +483,8 @@ def run_all(args):
     results[name] = {**info, "reps": n_reps, "floor5_ms": floor_ms, "optimizers": timing,
                      "wall_s": time.perf_counter() - t0}
     print(f"  {name}: " + ", ".join(
-        f"{k} {v['median_ms']:.2f} ms (x{v['ratio_to_sgd']:.2f}, cpu x{v['cpu_ratio_to_sgd']:.2f})"
+        f"{k} {v['median_ms']:.2f} ms (x{v['ratio_to_sgd']:.2f}, cpu x{v['cpu_ratio_to_sgd']:.2f}, "
+        f"compile {v['compile_s']:.2f} s x{v['compile_ratio_to_sgd']:.1f})"
         for k, v in timing.items()),
           flush=True)
   return bw, results
@@ -447,6 +495,8 @@ def scaling_summary(results):
   out = {}
   scale = [r for n, r in results.items() if n.startswith("scale-")]
   split = [r for n, r in results.items() if n.startswith("split-")]
+  if not scale:
+    return out
   for opt in scale[0]["optimizers"]:
     x = np.array([20 * r["params"] / 1e6 for r in scale])  # MB moved at 5 passes
     y = np.array([r["optimizers"][opt]["median_ms"] for r in scale])
@@ -462,6 +512,26 @@ def scaling_summary(results):
       entry["us_per_leaf"] = float(per_leaf * 1e3)
     out[opt] = entry
   return out
+
+
+def family_table(results):
+  """Step and compile time of the per-layer family as multiples of SGD's."""
+  names = [n for n in ("resnet50", "transformer", "kernels-400") if n in results
+           and "legw.mclr" in results[n]["optimizers"]]
+  if not names:
+    return ""
+  head = " | ".join(f"{n}: step x SGD | {n}: compile x SGD" for n in names)
+  lines = [f"| optimizer | {head} |", "|---|" + "---:|---:|" * len(names)]
+  for opt in ("legw.lars", "legw.percent_delta", "legw.mclr"):
+    cells = []
+    for n in names:
+      t = results[n]["optimizers"][opt]
+      cells += [f"{t['ratio_to_sgd']:.2f}", f"{t['compile_ratio_to_sgd']:.1f}"]
+    lines.append(f"| {opt} | " + " | ".join(cells) + " |")
+  sgd = " / ".join(f"{results[n]['optimizers']['sgd']['median_ms']:.1f} ms, "
+                   f"{results[n]['optimizers']['sgd']['compile_s']:.2f} s" for n in names)
+  lines.append(f"\nSGD step and compile time ({' / '.join(names)}): {sgd}.")
+  return "\n".join(lines)
 
 
 def markdown_table(bw, results, scaling):
@@ -482,6 +552,11 @@ def markdown_table(bw, results, scaling):
                    f"{t['cpu_ratio_to_sgd']:.2f} | {t['x_floor5']:.2f} | "
                    f"{100 * t['floor_fraction']:.0f}% | {t['temp_MB']:.2f} |")
       first = False
+  family = family_table(results)
+  if family:
+    lines += ["", family]
+  if not scaling:
+    return "\n".join(lines)
   lines += ["", "Scaling: step time against size (`scale-*`: t = a + b x MB, MB = 20 B x "
                 "params, R^2 of the fit) and against leaf count at a fixed size (`split-*`).",
             "", "| optimizer | ms per MB | a (ms) | R^2 | per-leaf overhead (us) |",
@@ -501,7 +576,12 @@ def main(argv=None):
                       help="also time rejected designs (||w|| carried in the state) and "
                            "cost probes (each part of a LARS step, stacked norms, rescue cond)")
   parser.add_argument("--family", action="store_true",
-                      help="also time legw.percent_delta and legw.mclr on trees (a) and (b)")
+                      help="also time legw.percent_delta and legw.mclr on trees (a) and (b), "
+                           "and the family's compile time on a 400-leaf tree")
+  parser.add_argument("--no-scaling", action="store_true",
+                      help="skip the scale-* and split-* trees")
+  parser.add_argument("--trees", default="",
+                      help="comma-separated tree names to run (e.g. resnet50,kernels-400)")
   args = parser.parse_args(argv)
   suffix = (("-quick" if args.quick else "") + ("-ablations" if args.ablations else "")
             + ("-family" if args.family else ""))
@@ -524,6 +604,8 @@ def main(argv=None):
       "command": "python -m benchmarks.optimizer_step" + (" --quick" if args.quick else "")
                  + (" --ablations" if args.ablations else "")
                  + (" --family" if args.family else "")
+                 + (" --no-scaling" if args.no_scaling else "")
+                 + (f" --trees {args.trees}" if args.trees else "")
                  + (f" --reps {args.reps}" if args.reps else ""),
       "jax": jax.__version__, "optax": optax.__version__,
       "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,

@@ -77,3 +77,17 @@ def test_sibling_fusion_probe_counts_fusions():
   """The probe the README's analysis cites (its value is recorded in each
   benchmark JSON as ``sibling_output_fusions``; 2 on XLA:CPU in jax 0.10)."""
   assert ob.sibling_fusions() in (1, 2)
+
+
+def test_family_compile_tree_has_400_leaves():
+  info = ob.tree_info(ob.mixed_kernel_shapes(200))
+  assert info["leaves"] == 400 and info["kernels"] == 200
+  assert round(info["params"] / 1e6, 1) == 1.4
+
+
+def test_family_table_reports_step_and_compile_ratios():
+  t = {"ratio_to_sgd": 2.0, "compile_ratio_to_sgd": 3.0, "median_ms": 1.0, "compile_s": 0.5}
+  opts = {k: dict(t) for k in ("sgd", "legw.lars", "legw.percent_delta", "legw.mclr")}
+  table = ob.family_table({"kernels-400": {"optimizers": opts}})
+  assert "kernels-400: compile x SGD" in table and "| legw.mclr | 2.00 | 3.0 |" in table
+  assert ob.family_table({}) == ""
