@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
   )
   r.add_argument("--power", metavar="P", type=_number, default=2.0, help="power of the poly decay")
   r.add_argument(
+    "--poly-origin",
+    choices=("warmup_end", "step_0"),
+    default="warmup_end",
+    help="poly decay counted from the end of warmup (continuous; MLPerf LARS) or from step 0 "
+    "(the LEGW paper's text, §3.2: drops at the end of warmup)",
+  )
+  r.add_argument(
     "--end-value",
     metavar="LR",
     type=_number,
@@ -183,6 +190,7 @@ def recipe_from_args(args: argparse.Namespace, decay: str) -> Recipe:
     num_epochs=args.num_epochs,
     decay=decay,
     power=args.power,
+    poly_origin=args.poly_origin if decay == "poly" else "warmup_end",
     end_value=args.end_value,
     boundary_epochs=tuple(args.boundary_epochs) if decay == "multistep" else (),
     decay_rate=args.decay_rate,
