@@ -94,14 +94,16 @@ class ScaleByMedianCurvatureState(NamedTuple):
 def _nonzero_magnitudes(a: jax.Array) -> jax.Array:
   """An array whose median is the median of the nonzero entries of ``a >= 0``.
 
-  ``stack([where(a == 0, inf, a), a])``: with z zeros and m nonzero entries
+  ``stack([where(a == 0, inf, a), a], axis=-1)``: with z zeros and m nonzero entries
   (n = z + m), its 2n sorted values are z zeros, each nonzero entry twice,
   then z infinities, so its two middle values (ranks n-1 and n) are those of
   the m nonzero entries: exactly their median (no sort, the same exact
   median routine, and under sharding the same whole-layer counts).  With no
   nonzero entry the median is (0 + inf)/2 = inf, read as 0 by the caller.
   """
-  return jnp.stack([jnp.where(a == 0, jnp.inf, a), a])
+  # Stacked on a new last axis: the leading axes keep their sharding, and a
+  # flattening reshape of an explicitly sharded array stays well defined.
+  return jnp.stack([jnp.where(a == 0, jnp.inf, a), a], axis=-1)
 
 
 def _median_statistic(ws, gs, betas, axis_name):
