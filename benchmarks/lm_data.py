@@ -49,7 +49,8 @@ import collections
 import functools
 import os
 import re
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,15 +65,17 @@ SEQ_LEN = 20
 MAX_VOCAB = 10_000
 
 _FORTUNES_HINT = (
-    "The offline default corpus is the English text of the Debian package `fortunes`: "
-    "install it with `apt-get install fortunes` (files under /usr/share/games/fortunes/), "
-    "or use --dataset ptb --data-dir DIR with ptb.train.txt, ptb.valid.txt, ptb.test.txt.")
+  "The offline default corpus is the English text of the Debian package `fortunes`: "
+  "install it with `apt-get install fortunes` (files under /usr/share/games/fortunes/), "
+  "or use --dataset ptb --data-dir DIR with ptb.train.txt, ptb.valid.txt, ptb.test.txt."
+)
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*|[0-9]+(?:[.,:/-][0-9]+)*")
 _OVERSTRIKE = re.compile(r".\x08")
 
 
 class Corpus(NamedTuple):
   """Token ids of the three splits and the vocabulary (id -> word)."""
+
   train: np.ndarray
   valid: np.ndarray
   test: np.ndarray
@@ -101,9 +104,10 @@ def read_ptb(data_dir: str) -> dict[str, list[str]]:
     path = os.path.join(data_dir, name)
     if not os.path.exists(path):
       raise DatasetNotFoundError(
-          f"{name} not found in {data_dir!r}: the PTB loader needs ptb.train.txt, "
-          "ptb.valid.txt and ptb.test.txt (Mikolov's preprocessed Penn Treebank). PTB is "
-          "never downloaded; without it use --dataset fortunes (apt-get install fortunes).")
+        f"{name} not found in {data_dir!r}: the PTB loader needs ptb.train.txt, "
+        "ptb.valid.txt and ptb.test.txt (Mikolov's preprocessed Penn Treebank). PTB is "
+        "never downloaded; without it use --dataset fortunes (apt-get install fortunes)."
+      )
     splits[split] = read_ptb_file(path)
   return splits
 
@@ -113,8 +117,13 @@ def fortune_files(fortune_dir: str) -> list[str]:
   names = []
   for name in sorted(os.listdir(fortune_dir)):
     path = os.path.join(fortune_dir, name)
-    if (name.endswith((".dat", ".u8")) or name.startswith(".") or os.path.islink(path)
-        or not os.path.isfile(path) or name in FORTUNES_EXCLUDED):
+    if (
+      name.endswith((".dat", ".u8"))
+      or name.startswith(".")
+      or os.path.islink(path)
+      or not os.path.isfile(path)
+      or name in FORTUNES_EXCLUDED
+    ):
       continue
     names.append(path)
   return names
@@ -198,12 +207,13 @@ def windows(ids: np.ndarray, seq_len: int = SEQ_LEN) -> tuple[np.ndarray, np.nda
   if n < 1:
     raise ValueError(f"{len(ids)} tokens cannot fill one window of {seq_len} + 1.")
   x = ids[: n * seq_len].reshape(n, seq_len)
-  y = ids[1: n * seq_len + 1].reshape(n, seq_len)
+  y = ids[1 : n * seq_len + 1].reshape(n, seq_len)
   return np.ascontiguousarray(x, np.int32), np.ascontiguousarray(y, np.int32)
 
 
-def load_corpus(name: str = "fortunes", data_dir: str | None = None,
-                max_vocab: int = MAX_VOCAB) -> Corpus:
+def load_corpus(
+  name: str = "fortunes", data_dir: str | None = None, max_vocab: int = MAX_VOCAB
+) -> Corpus:
   """Reads a corpus from disk and maps it to ids of the training vocabulary.
 
   Args:
@@ -219,9 +229,10 @@ def load_corpus(name: str = "fortunes", data_dir: str | None = None,
   if name == "ptb":
     if data_dir is None:
       raise DatasetNotFoundError(
-          "dataset 'ptb' needs --data-dir DIR holding ptb.train.txt, ptb.valid.txt and "
-          "ptb.test.txt; it is never downloaded. The offline default is --dataset "
-          "fortunes (apt-get install fortunes).")
+        "dataset 'ptb' needs --data-dir DIR holding ptb.train.txt, ptb.valid.txt and "
+        "ptb.test.txt; it is never downloaded. The offline default is --dataset "
+        "fortunes (apt-get install fortunes)."
+      )
     splits = read_ptb(data_dir)
   elif name == "fortunes":
     splits = read_fortunes(data_dir or FORTUNES_DIR)
@@ -236,9 +247,16 @@ def _cached_corpus(name, data_dir, max_vocab):
   return load_corpus(name, data_dir, max_vocab)
 
 
-def load_lm_dataset(name: str = "fortunes", data_dir: str | None = None, seed: int = 0, *,
-                    seq_len: int = SEQ_LEN, max_vocab: int = MAX_VOCAB,
-                    max_train_windows: int | None = None, eval_split: str = "test") -> Dataset:
+def load_lm_dataset(
+  name: str = "fortunes",
+  data_dir: str | None = None,
+  seed: int = 0,
+  *,
+  seq_len: int = SEQ_LEN,
+  max_vocab: int = MAX_VOCAB,
+  max_train_windows: int | None = None,
+  eval_split: str = "test",
+) -> Dataset:
   """(x_train, y_train, x_eval, y_eval) windows of a corpus, for the sweep.
 
   Args:

@@ -44,6 +44,7 @@ class LstmLM(nn.Module):
   ``init_scale``); the LSTM layers are :class:`benchmarks.models.LSTM`
   (kernel (200 + 200, 4 * 200) = 400 x 800).
   """
+
   vocab_size: int = VOCAB_SIZE
   embed: int = 200
   hidden: int = 200
@@ -62,6 +63,7 @@ class LstmLM(nn.Module):
 def _uniform(scale: float):
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -scale, scale)
+
   return init
 
 
@@ -83,22 +85,24 @@ def make_model(vocab_size: int = VOCAB_SIZE) -> LstmLM:
 _HALVING = dict(decay_rate=0.5, decay_epochs=1.0, staircase=True)
 
 FORTUNES_NOTES = (
-    "CPU-sized stand-in for the paper's PTB run: 3 epochs (the paper: 13), LR constant "
-    "for 2 then halved (the paper: constant for 7, then halved each epoch); gradual "
-    "warmup of 1/32 epoch at batch 20, so 1 epoch at batch 640 under LEGW. Base LR 1.0 "
-    "(momentum 0.9, no gradient clipping, no weight decay). LR grid 0.1, 0.3, 1.0, 3.0 "
-    "(1 epoch, constant LR, batch 20, first 6,400 training windows, scored on the "
-    "fortunes *valid* split): perplexity 720, 678, 575, 497. The grid's best, 3.0 (its "
-    "edge), was tried first and was unstable: batch 20 reached only 610 test perplexity "
-    "with another initialisation, and every run at batch >= 160 blew up for both methods "
-    "(results/lstm_lm-fortunes-lr3.*); so the runner-up 1.0 is the baseline -- chosen "
-    "after seeing those large-batch runs. The committed run trains on the first 6,400 "
-    "windows (--max-train-examples 6400).")
+  "CPU-sized stand-in for the paper's PTB run: 3 epochs (the paper: 13), LR constant "
+  "for 2 then halved (the paper: constant for 7, then halved each epoch); gradual "
+  "warmup of 1/32 epoch at batch 20, so 1 epoch at batch 640 under LEGW. Base LR 1.0 "
+  "(momentum 0.9, no gradient clipping, no weight decay). LR grid 0.1, 0.3, 1.0, 3.0 "
+  "(1 epoch, constant LR, batch 20, first 6,400 training windows, scored on the "
+  "fortunes *valid* split): perplexity 720, 678, 575, 497. The grid's best, 3.0 (its "
+  "edge), was tried first and was unstable: batch 20 reached only 610 test perplexity "
+  "with another initialisation, and every run at batch >= 160 blew up for both methods "
+  "(results/lstm_lm-fortunes-lr3.*); so the runner-up 1.0 is the baseline -- chosen "
+  "after seeing those large-batch runs. The committed run trains on the first 6,400 "
+  "windows (--max-train-examples 6400)."
+)
 
 PTB_NOTES = (
-    "The paper's setting (§5.1.2): batch 20, 13 epochs, constant for 7 then halved each "
-    "epoch, momentum 0.9. The base LR 1.0 and warmup 1/32 epoch are NOT tuned on PTB "
-    "(PTB is not on this machine): tune them with --tune --data-dir DIR first.")
+  "The paper's setting (§5.1.2): batch 20, 13 epochs, constant for 7 then halved each "
+  "epoch, momentum 0.9. The base LR 1.0 and warmup 1/32 epoch are NOT tuned on PTB "
+  "(PTB is not on this machine): tune them with --tune --data-dir DIR first."
+)
 
 
 def make_task():
@@ -110,25 +114,36 @@ def make_task():
   settings) and ``ptb`` (the paper's schedule, LR untuned here).
   """
   from benchmarks.tasks import Baseline, Task  # here: tasks.py imports this module
+
   ladder = (20, 40, 80, 160, 320, 640)
   return Task(
-      name="lstm_lm",
-      description="LEGW §5.1.2: word-level LM, embedding 200, 2 x LSTM(200), seq 20, "
-                  "vocab 10k; momentum 0.9; exponential decay after a constant phase",
-      make_model=make_model,
-      optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum"},
-      metric="perplexity",
-      load_data=load_data,
-      baselines={
-          "fortunes": Baseline(
-              base_batch_size=20, learning_rates={"momentum": 1.0},
-              base_warmup_epochs=1 / 32, num_epochs=3, batch_sizes=ladder,
-              decay="exponential", notes=FORTUNES_NOTES,
-              schedule_kwargs=dict(_HALVING, decay_begin_epochs=1.0)),  # constant for 2
-          "ptb": Baseline(
-              base_batch_size=20, learning_rates={"momentum": 1.0},
-              base_warmup_epochs=1 / 32, num_epochs=13, batch_sizes=ladder,
-              decay="exponential", notes=PTB_NOTES,
-              schedule_kwargs=dict(_HALVING, decay_begin_epochs=6.0)),  # constant for 7
-      },
+    name="lstm_lm",
+    description="LEGW §5.1.2: word-level LM, embedding 200, 2 x LSTM(200), seq 20, "
+    "vocab 10k; momentum 0.9; exponential decay after a constant phase",
+    make_model=make_model,
+    optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum"},
+    metric="perplexity",
+    load_data=load_data,
+    baselines={
+      "fortunes": Baseline(
+        base_batch_size=20,
+        learning_rates={"momentum": 1.0},
+        base_warmup_epochs=1 / 32,
+        num_epochs=3,
+        batch_sizes=ladder,
+        decay="exponential",
+        notes=FORTUNES_NOTES,
+        schedule_kwargs=dict(_HALVING, decay_begin_epochs=1.0),
+      ),  # constant for 2
+      "ptb": Baseline(
+        base_batch_size=20,
+        learning_rates={"momentum": 1.0},
+        base_warmup_epochs=1 / 32,
+        num_epochs=13,
+        batch_sizes=ladder,
+        decay="exponential",
+        notes=PTB_NOTES,
+        schedule_kwargs=dict(_HALVING, decay_begin_epochs=6.0),
+      ),  # constant for 7
+    },
   )

@@ -16,7 +16,7 @@ of shape (batch, 28, 28) and returns logits of shape (batch, num_classes).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,7 @@ class LSTM(nn.Module):
   Returns:
     the hidden states, shape (batch, time, hidden).
   """
+
   hidden: int = 128
   forget_bias: float = 1.0
 
@@ -42,8 +43,7 @@ class LSTM(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     batch, _, features = x.shape
     h_dim = self.hidden
-    kernel = self.param("kernel", nn.initializers.glorot_uniform(),
-                        (features + h_dim, 4 * h_dim))
+    kernel = self.param("kernel", nn.initializers.glorot_uniform(), (features + h_dim, 4 * h_dim))
     bias = self.param("bias", nn.initializers.zeros_init(), (4 * h_dim,))
     w_x, w_h = kernel[:features], kernel[features:]
     x_proj = jnp.einsum("btf,fg->tbg", x, w_x) + bias  # time-major
@@ -62,6 +62,7 @@ class LSTM(nn.Module):
 
 class MnistLSTM(nn.Module):
   """The LEGW paper's pure-LSTM MNIST classifier (§5.1.1)."""
+
   transform: int = 128
   hidden: int = 128
   num_classes: int = 10
@@ -76,26 +77,30 @@ class MnistLSTM(nn.Module):
 
 class ResidualBlock(nn.Module):
   """A basic ResNet block: two 3x3 convolutions with batch norm, and a shortcut."""
+
   features: int
   strides: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
-    y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), use_bias=False,
-                name="conv1")(x)
+    y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), use_bias=False, name="conv1")(
+      x
+    )
     y = nn.relu(norm("bn1")(y))
     y = nn.Conv(self.features, (3, 3), use_bias=False, name="conv2")(y)
     y = norm("bn2")(y)
     if x.shape[-1] != self.features or self.strides != 1:
-      x = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False,
-                  name="proj")(x)
+      x = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False, name="proj")(
+        x
+      )
       x = norm("proj_bn")(x)
     return nn.relu(x + y)
 
 
 class SmallResNet(nn.Module):
   """A small ResNet-style CNN with batch norm for 28x28 grey images."""
+
   widths: Sequence[int] = (16, 32, 64)
   num_classes: int = 10
 

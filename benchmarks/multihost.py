@@ -43,15 +43,20 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 TOLERANCE = dict(rtol=2e-5, atol=1e-7)
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, cpu: bool = False) -> None:
+def initialize(
+  coordinator: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  cpu: bool = False,
+) -> None:
   """``jax.distributed.initialize``; with ``cpu``, CPU collectives over gloo.
 
   With no arguments JAX detects the cluster (TPU pod metadata, SLURM's
@@ -59,39 +64,50 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
   CPUs (tests): XLA:CPU needs a collectives implementation across processes.
   """
   import jax
+
   if cpu:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+  )
 
 
 def _global(x: np.ndarray, sharding) -> Any:
   """A global array from a host array every process holds in full."""
   import jax
+
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def _host(tree: Any) -> Any:
   """A replicated global pytree as NumPy (each process holds every element)."""
   import jax
+
   return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
 
 
 def _params(seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   f32 = np.float32
-  return {"dense": {"kernel": rng.normal(size=(64, 32)).astype(f32),
-                    "bias": rng.normal(size=(32,)).astype(f32) * 0.1},
-          "conv": {"kernel": rng.normal(size=(16, 3, 3, 8)).astype(f32) * 0.3,
-                   "scale": np.ones((8,), f32)}}
+  return {
+    "dense": {
+      "kernel": rng.normal(size=(64, 32)).astype(f32),
+      "bias": rng.normal(size=(32,)).astype(f32) * 0.1,
+    },
+    "conv": {
+      "kernel": rng.normal(size=(16, 3, 3, 8)).astype(f32) * 0.3,
+      "scale": np.ones((8,), f32),
+    },
+  }
 
 
 def _optimizers():
   import legw
+
   return {
-      "lars": legw.lars(0.1, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.01),
-      "mclr": legw.mclr(0.05, momentum=0.9, weight_decay=1e-4),
-      "percent_delta": legw.percent_delta(0.05, momentum=0.9, weight_decay=1e-4),
+    "lars": legw.lars(0.1, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.01),
+    "mclr": legw.mclr(0.05, momentum=0.9, weight_decay=1e-4),
+    "percent_delta": legw.percent_delta(0.05, momentum=0.9, weight_decay=1e-4),
   }
 
 
@@ -121,23 +137,34 @@ def check_optimizers(num_steps: int = 3) -> list[dict]:
     raise ValueError(f"need an even number of devices, got {n}.")
   params = _params()
   rng = np.random.default_rng(1)
-  grads_seq = [jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype), params)
-               for _ in range(num_steps)]
+  grads_seq = [
+    jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype), params)
+    for _ in range(num_steps)
+  ]
   local = jax.local_devices()[0]
   layouts = {
-      "fsdp": (jax.make_mesh((n,), ("data",)), P("data"), P("data")),
-      "tensor_parallel": (jax.make_mesh((n // 2, 2), ("data", "model")), P(None, "model"),
-                          P(None, None, None, "model")),
-      "fsdp+tp": (jax.make_mesh((n // 2, 2), ("data", "model")), P("data", "model"),
-                  P("data", None, None, "model")),
+    "fsdp": (jax.make_mesh((n,), ("data",)), P("data"), P("data")),
+    "tensor_parallel": (
+      jax.make_mesh((n // 2, 2), ("data", "model")),
+      P(None, "model"),
+      P(None, None, None, "model"),
+    ),
+    "fsdp+tp": (
+      jax.make_mesh((n // 2, 2), ("data", "model")),
+      P("data", "model"),
+      P("data", None, None, "model"),
+    ),
   }
   rows = []
   for name, opt in _optimizers().items():
-    want = jax.tree.map(np.asarray, _steps(opt, jax.device_put(params, local),
-                                           jax.device_put(grads_seq, local)))
+    want = jax.tree.map(
+      np.asarray, _steps(opt, jax.device_put(params, local), jax.device_put(grads_seq, local))
+    )
     for layout, (mesh, dense_spec, conv_spec) in layouts.items():
-      specs = {"dense": {"kernel": dense_spec, "bias": P()},
-               "conv": {"kernel": conv_spec, "scale": P()}}
+      specs = {
+        "dense": {"kernel": dense_spec, "bias": P()},
+        "conv": {"kernel": conv_spec, "scale": P()},
+      }
       shard = jax.tree.map(lambda s, mesh=mesh: NamedSharding(mesh, s), specs)
       gp = jax.tree.map(_global, params, shard)
       gg = [jax.tree.map(_global, g, shard) for g in grads_seq]
@@ -145,12 +172,24 @@ def check_optimizers(num_steps: int = 3) -> list[dict]:
       processes = {d.process_index for d in out["dense"]["kernel"].sharding.device_set}
       replicated = jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, P()))(out)
       got = _host(replicated)
-      err = max(float(np.max(np.abs(a - b) / (np.abs(b) + 1e-6)))
-                for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
-      ok = all(np.allclose(a, b, **TOLERANCE)
-               for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
-      rows.append(dict(check="optimizers", optimizer=name, layout=layout, steps=num_steps,
-                       processes_holding_shards=len(processes), max_rel_error=err, ok=ok))
+      err = max(
+        float(np.max(np.abs(a - b) / (np.abs(b) + 1e-6)))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+      )
+      ok = all(
+        np.allclose(a, b, **TOLERANCE) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+      )
+      rows.append(
+        dict(
+          check="optimizers",
+          optimizer=name,
+          layout=layout,
+          steps=num_steps,
+          processes_holding_shards=len(processes),
+          max_rel_error=err,
+          ok=ok,
+        )
+      )
   return rows
 
 
@@ -167,11 +206,17 @@ def check_lstm(num_steps: int = 4, batch_size: int = 64) -> dict:
   from benchmarks.train import softmax_xent
 
   x, y = load_mnist5k(0)[:2]
-  x, y = x[:num_steps * batch_size], y[:num_steps * batch_size]
+  x, y = x[: num_steps * batch_size], y[: num_steps * batch_size]
   model = MnistLSTM()
-  schedule = legw.legw_schedule(base_learning_rate=0.05, base_batch_size=16,
-                                batch_size=batch_size, base_warmup_epochs=0.125, num_epochs=2,
-                                steps_per_epoch=num_steps // 2, decay="constant")
+  schedule = legw.legw_schedule(
+    base_learning_rate=0.05,
+    base_batch_size=16,
+    batch_size=batch_size,
+    base_warmup_epochs=0.125,
+    num_epochs=2,
+    steps_per_epoch=num_steps // 2,
+    decay="constant",
+  )
   opt = legw.lars(schedule, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.02)
 
   def loss_fn(p, xb, yb):
@@ -186,8 +231,9 @@ def check_lstm(num_steps: int = 4, batch_size: int = 64) -> dict:
   def run(params, put_batch):
     state, losses = opt.init(params), []
     for i in range(num_steps):
-      xb, yb = put_batch(x[i * batch_size:(i + 1) * batch_size],
-                         y[i * batch_size:(i + 1) * batch_size])
+      xb, yb = put_batch(
+        x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
+      )
       params, state, loss = step(params, state, xb, yb)
       losses.append(loss)
     return losses
@@ -195,28 +241,42 @@ def check_lstm(num_steps: int = 4, batch_size: int = 64) -> dict:
   init = model.init(jax.random.key(0), x[:1])["params"]
   init = jax.tree.map(np.asarray, init)
   local = jax.local_devices()[0]
-  want = [float(v) for v in run(jax.device_put(init, local),
-                                lambda a, b: jax.device_put((a, b), local))]
+  want = [
+    float(v) for v in run(jax.device_put(init, local), lambda a, b: jax.device_put((a, b), local))
+  ]
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
   rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  got = run(jax.tree.map(lambda a: _global(a, rep), init),
-            lambda a, b: (_global(a, data), _global(b, data)))
+  got = run(
+    jax.tree.map(lambda a: _global(a, rep), init), lambda a, b: (_global(a, data), _global(b, data))
+  )
   got = [float(np.asarray(v.addressable_data(0))) for v in got]
-  return dict(check="lstm", steps=num_steps, batch_size=batch_size,
-              devices=jax.device_count(), losses_multiprocess=got, losses_one_device=want,
-              max_rel_error=float(np.max(np.abs(np.subtract(got, want)) / np.abs(want))),
-              ok=bool(np.allclose(got, want, rtol=2e-5)))
+  return dict(
+    check="lstm",
+    steps=num_steps,
+    batch_size=batch_size,
+    devices=jax.device_count(),
+    losses_multiprocess=got,
+    losses_one_device=want,
+    max_rel_error=float(np.max(np.abs(np.subtract(got, want)) / np.abs(want))),
+    ok=bool(np.allclose(got, want, rtol=2e-5)),
+  )
 
 
 def run_checks() -> dict:
   """Every check on the current (initialized) runtime."""
   import jax
+
   t0 = time.perf_counter()
   rows = check_optimizers() + [check_lstm()]
-  return dict(process_count=jax.process_count(), device_count=jax.device_count(),
-              local_device_count=jax.local_device_count(), backend=jax.default_backend(),
-              ok=all(r["ok"] for r in rows), checks=rows,
-              seconds=time.perf_counter() - t0)
+  return dict(
+    process_count=jax.process_count(),
+    device_count=jax.device_count(),
+    local_device_count=jax.local_device_count(),
+    backend=jax.default_backend(),
+    ok=all(r["ok"] for r in rows),
+    checks=rows,
+    seconds=time.perf_counter() - t0,
+  )
 
 
 def _free_port() -> int:
@@ -225,18 +285,32 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch_local(num_processes: int, devices_per_process: int, json_path: str | None,
-                 timeout: float = 600.0) -> int:
+def launch_local(
+  num_processes: int, devices_per_process: int, json_path: str | None, timeout: float = 600.0
+) -> int:
   """Runs this module in ``num_processes`` processes on 127.0.0.1; returns the exit code."""
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
   procs = []
   for i in range(num_processes):
-    cmd = [sys.executable, "-m", "benchmarks.multihost", "--coordinator", f"127.0.0.1:{port}",
-           "--num-processes", str(num_processes), "--process-id", str(i), "--cpu"]
+    cmd = [
+      sys.executable,
+      "-m",
+      "benchmarks.multihost",
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      str(num_processes),
+      "--process-id",
+      str(i),
+      "--cpu",
+    ]
     if json_path and i == 0:
       cmd += ["--json", json_path]
     procs.append(subprocess.Popen(cmd, env=env, cwd=root))
@@ -254,12 +328,24 @@ def launch_local(num_processes: int, devices_per_process: int, json_path: str | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m benchmarks.multihost", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--local-processes", type=int, default=None, metavar="N",
-                 help="spawn N processes on 127.0.0.1 (CPU devices) and wait for them")
-  p.add_argument("--devices-per-process", type=int, default=4,
-                 help="CPU devices per spawned process (default: 4)")
+  p = argparse.ArgumentParser(
+    prog="python -m benchmarks.multihost",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+    "--local-processes",
+    type=int,
+    default=None,
+    metavar="N",
+    help="spawn N processes on 127.0.0.1 (CPU devices) and wait for them",
+  )
+  p.add_argument(
+    "--devices-per-process",
+    type=int,
+    default=4,
+    help="CPU devices per spawned process (default: 4)",
+  )
   p.add_argument("--coordinator", default=None, help="host:port of process 0 (default: detect)")
   p.add_argument("--num-processes", type=int, default=None)
   p.add_argument("--process-id", type=int, default=None)
@@ -271,16 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return launch_local(args.local_processes, args.devices_per_process, args.json, args.timeout)
   initialize(args.coordinator, args.num_processes, args.process_id, cpu=args.cpu)
   import jax
+
   result = run_checks()
   if jax.process_index() == 0:
     for r in result["checks"]:
-      what = r.get("optimizer", "") + " " + r.get("layout", "") if r["check"] == "optimizers" \
-          else f"{r['steps']} data-parallel steps, batch {r['batch_size']}"
-      print(f"{r['check']:>10} {what:<32} max rel error {r['max_rel_error']:.2e} "
-            f"{'ok' if r['ok'] else 'MISMATCH'}")
-    print(f"{result['process_count']} processes, {result['device_count']} devices "
-          f"({result['backend']}): {'all equal' if result['ok'] else 'MISMATCH'} "
-          f"in {result['seconds']:.1f} s")
+      what = (
+        r.get("optimizer", "") + " " + r.get("layout", "")
+        if r["check"] == "optimizers"
+        else f"{r['steps']} data-parallel steps, batch {r['batch_size']}"
+      )
+      print(
+        f"{r['check']:>10} {what:<32} max rel error {r['max_rel_error']:.2e} "
+        f"{'ok' if r['ok'] else 'MISMATCH'}"
+      )
+    print(
+      f"{result['process_count']} processes, {result['device_count']} devices "
+      f"({result['backend']}): {'all equal' if result['ok'] else 'MISMATCH'} "
+      f"in {result['seconds']:.1f} s"
+    )
     if args.json:
       with open(args.json, "w") as f:
         json.dump(result, f, indent=1)

@@ -147,10 +147,12 @@ def mixed_kernel_shapes(kernels: int = 200) -> dict[str, tuple[int, ...]]:
 
 def make_trees(shapes, seed=0):
   rng = np.random.default_rng(seed)
-  params = {k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05)
-            for k, s in shapes.items()}
-  grads = {k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.01)
-           for k, s in shapes.items()}
+  params = {
+    k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.05) for k, s in shapes.items()
+  }
+  grads = {
+    k: jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.01) for k, s in shapes.items()
+  }
   return params, grads
 
 
@@ -159,30 +161,36 @@ def make_trees(shapes, seed=0):
 # ---------------------------------------------------------------------------
 
 
-def optimizers(extra: bool, ablations: bool = False, family: bool = False,
-               family_only: bool = False):
+def optimizers(
+  extra: bool, ablations: bool = False, family: bool = False, family_only: bool = False
+):
   if family_only:  # the compile-time tree: SGD and legw's per-layer family
     return {
-        "sgd": optax.sgd(LR, momentum=MOMENTUM),
-        "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
-        "legw.percent_delta": legw.percent_delta(LR, momentum=MOMENTUM,
-                                                 weight_decay=WEIGHT_DECAY),
-        "legw.mclr": legw.mclr(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
-    }
-  opts = {
       "sgd": optax.sgd(LR, momentum=MOMENTUM),
       "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
-      "optax.lars": optax.lars(LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM),
+      "legw.percent_delta": legw.percent_delta(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+      "legw.mclr": legw.mclr(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+    }
+  opts = {
+    "sgd": optax.sgd(LR, momentum=MOMENTUM),
+    "legw.lars": legw.lars(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+    "optax.lars": optax.lars(LR, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM),
   }
   if extra:
     # The same work as optax.lars: its denominator, every leaf masked in.
     opts["legw.lars(combined,all)"] = legw.lars(
-        LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, denominator="combined",
-        trust_ratio_mask=True, weight_decay_mask=True)
+      LR,
+      momentum=MOMENTUM,
+      weight_decay=WEIGHT_DECAY,
+      denominator="combined",
+      trust_ratio_mask=True,
+      weight_decay_mask=True,
+    )
   if family:
     # legw's other per-layer optimizers (curvature paper), same hyperparameters.
-    opts["legw.percent_delta"] = legw.percent_delta(LR, momentum=MOMENTUM,
-                                                    weight_decay=WEIGHT_DECAY)
+    opts["legw.percent_delta"] = legw.percent_delta(
+      LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     opts["legw.mclr"] = legw.mclr(LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
   if ablations:
     opts["ablation: carried ||w||"] = carried_norm_lars(LR, MOMENTUM, WEIGHT_DECAY)
@@ -201,18 +209,25 @@ def optimizers(extra: bool, ablations: bool = False, family: bool = False,
 # cond" adds a per-leaf lax.cond that recomputes a norm with power-of-two
 # rescaling when its float32 sum of squares over/underflows (exact at any
 # magnitude; a design legw rejected for its cost).
-PROBE_PARTS = ("sgd+wd read", "+||w||", "+||g||", "lars", "lars, stacked norms",
-               "lars, rescue cond")
+PROBE_PARTS = (
+  "sgd+wd read",
+  "+||w||",
+  "+||g||",
+  "lars",
+  "lars, stacked norms",
+  "lars, rescue cond",
+)
 
 
 def _rescued_norm(x):
   """||x|| exact for any finite float32 x: a lax.cond rescales bad sums."""
   s = jnp.sum(x * x)
   n = x.size
-  bad = jnp.isinf(s) | ((s > 0) & (s < n * 2.0 ** -100))
-  scale = jnp.where(jnp.isinf(s), 2.0 ** -80, 2.0 ** 63).astype(x.dtype)
-  return jax.lax.cond(bad, lambda: jnp.sqrt(jnp.sum(jnp.square(x * scale))) / scale,
-                      lambda: jnp.sqrt(s))
+  bad = jnp.isinf(s) | ((s > 0) & (s < n * 2.0**-100))
+  scale = jnp.where(jnp.isinf(s), 2.0**-80, 2.0**63).astype(x.dtype)
+  return jax.lax.cond(
+    bad, lambda: jnp.sqrt(jnp.sum(jnp.square(x * scale))) / scale, lambda: jnp.sqrt(s)
+  )
 
 
 def lars_probe(part, learning_rate, momentum, weight_decay, trust_coefficient=0.001):
@@ -242,11 +257,14 @@ def lars_probe(part, learning_rate, momentum, weight_decay, trust_coefficient=0.
     elif part == "+||g||":
       lam = {i: trust_coefficient / jnp.sqrt(jnp.sum(g_leaves[i] ** 2)) for i in kernels}
     elif part == "lars":
-      lam = {i: ratio(jnp.sqrt(jnp.sum(w_leaves[i] ** 2)), jnp.sqrt(jnp.sum(g_leaves[i] ** 2)))
-             for i in kernels}
+      lam = {
+        i: ratio(jnp.sqrt(jnp.sum(w_leaves[i] ** 2)), jnp.sqrt(jnp.sum(g_leaves[i] ** 2)))
+        for i in kernels
+      }
     elif part == "lars, stacked norms":
-      norms = jnp.sqrt(jnp.stack([jnp.sum(x[i] ** 2) for i in kernels
-                                  for x in (w_leaves, g_leaves)]))
+      norms = jnp.sqrt(
+        jnp.stack([jnp.sum(x[i] ** 2) for i in kernels for x in (w_leaves, g_leaves)])
+      )
       stacked = ratio(norms[0::2], norms[1::2])
       lam = {i: stacked[k] for k, i in enumerate(kernels)}
     elif part == "lars, rescue cond":
@@ -272,7 +290,7 @@ def sibling_fusions() -> int:
   """
   x = jnp.ones((1024, 1024), jnp.float32)
   text = jax.jit(lambda x: (2 * x, 3 * x)).lower(x).compile().as_text()
-  entry = text[text.index("ENTRY"):]
+  entry = text[text.index("ENTRY") :]
   return sum(1 for line in entry.splitlines() if " fusion(" in line)
 
 
@@ -294,8 +312,9 @@ def carried_norm_lars(learning_rate, momentum, weight_decay, trust_coefficient=0
   def init(params):
     leaves = jax.tree.leaves(params)
     return _CarriedNormState(
-        trace=jax.tree.map(jnp.zeros_like, params),
-        w_sq=jnp.stack([jnp.sum(w * w) for w in leaves if w.ndim > 1]))
+      trace=jax.tree.map(jnp.zeros_like, params),
+      w_sq=jnp.stack([jnp.sum(w * w) for w in leaves if w.ndim > 1]),
+    )
 
   def update(grads, state, params):
     g_leaves, treedef = jax.tree.flatten(grads)
@@ -317,8 +336,10 @@ def carried_norm_lars(learning_rate, momentum, weight_decay, trust_coefficient=0
         v = momentum * v + learning_rate * g
         out.append(-v)
       new_v.append(v)
-    return (jax.tree.unflatten(treedef, out),
-            _CarriedNormState(jax.tree.unflatten(treedef, new_v), jnp.stack(w_sq)))
+    return (
+      jax.tree.unflatten(treedef, out),
+      _CarriedNormState(jax.tree.unflatten(treedef, new_v), jnp.stack(w_sq)),
+    )
 
   return optax.GradientTransformation(init, update)
 
@@ -327,6 +348,7 @@ def make_step(opt):
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -366,7 +388,7 @@ def time_interleaved(shapes, opts, reps, warmup=3):
   del params0
   names = list(opts)
   for r in range(reps):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for name in order:
       run = runs[name]
       c0, t0 = cpu_seconds(), time.perf_counter()
@@ -382,16 +404,16 @@ def time_interleaved(shapes, opts, reps, warmup=3):
     t = np.asarray(runs[name]["times"])
     c = np.asarray(runs[name]["cpu"])
     out[name] = {
-        "median_ms": float(np.median(t) * 1e3),
-        "q25_ms": float(np.percentile(t, 25) * 1e3),
-        "q75_ms": float(np.percentile(t, 75) * 1e3),
-        "ratio_to_sgd": float(np.median(t / base)),
-        "cpu_median_ms": float(np.median(c) * 1e3),
-        "cpu_ratio_to_sgd": float(np.median(c) / np.median(base_cpu)),
-        "first_call_s": t_compile[name],
-        "compile_s": t_build[name],  # jit trace + lower + XLA compile
-        "compile_ratio_to_sgd": t_build[name] / t_build["sgd"],
-        "temp_MB": temp_bytes[name] / 1e6,  # XLA's temporary buffers (compiled)
+      "median_ms": float(np.median(t) * 1e3),
+      "q25_ms": float(np.percentile(t, 25) * 1e3),
+      "q75_ms": float(np.percentile(t, 75) * 1e3),
+      "ratio_to_sgd": float(np.median(t / base)),
+      "cpu_median_ms": float(np.median(c) * 1e3),
+      "cpu_ratio_to_sgd": float(np.median(c) / np.median(base_cpu)),
+      "first_call_s": t_compile[name],
+      "compile_s": t_build[name],  # jit trace + lower + XLA compile
+      "compile_ratio_to_sgd": t_build[name] / t_build["sgd"],
+      "temp_MB": temp_bytes[name] / 1e6,  # XLA's temporary buffers (compiled)
     }
   for run in runs.values():
     jax.block_until_ready(run["params"])
@@ -432,8 +454,7 @@ def cpu_model():
 
 def tree_info(shapes):
   n = sum(int(np.prod(s)) for s in shapes.values())
-  return {"leaves": len(shapes), "params": n,
-          "kernels": sum(len(s) > 1 for s in shapes.values())}
+  return {"leaves": len(shapes), "params": n, "kernels": sum(len(s) > 1 for s in shapes.values())}
 
 
 def run_all(args):
@@ -441,13 +462,14 @@ def run_all(args):
   reps = args.reps or (5 if quick else 31)
   cases = []
   if quick:
-    cases += [("resnet50", resnet50_shapes(), False),
-              ("transformer", transformer_shapes(layers=18), False)]
+    cases += [
+      ("resnet50", resnet50_shapes(), False),
+      ("transformer", transformer_shapes(layers=18), False),
+    ]
     sizes, splits = [1_000_000, 4_000_000], [16, 256]
     split_total = 4_000_000
   else:
-    cases += [("resnet50", resnet50_shapes(), True),
-              ("transformer", transformer_shapes(), True)]
+    cases += [("resnet50", resnet50_shapes(), True), ("transformer", transformer_shapes(), True)]
     sizes = [1_000_000, 3_000_000, 10_000_000, 30_000_000, 100_000_000]
     splits = [16, 128, 1024]
     split_total = 16_000_000
@@ -457,8 +479,9 @@ def run_all(args):
     for total in sizes:
       cases.append((f"scale-{total // 1_000_000}M-64", uniform_shapes(total, 64), False))
     for k in splits:
-      cases.append((f"split-{split_total // 1_000_000}M-{k}", uniform_shapes(split_total, k),
-                    False))
+      cases.append(
+        (f"split-{split_total // 1_000_000}M-{k}", uniform_shapes(split_total, k), False)
+      )
 
   if args.trees:
     keep = args.trees.split(",")
@@ -480,13 +503,22 @@ def run_all(args):
       passes = 5 if opt == "sgd" else 6  # LARS: + ||g|| (||w|| carried, at best)
       r["floor_passes"] = passes
       r["floor_fraction"] = passes / 5 * floor_ms / r["median_ms"]
-    results[name] = {**info, "reps": n_reps, "floor5_ms": floor_ms, "optimizers": timing,
-                     "wall_s": time.perf_counter() - t0}
-    print(f"  {name}: " + ", ".join(
+    results[name] = {
+      **info,
+      "reps": n_reps,
+      "floor5_ms": floor_ms,
+      "optimizers": timing,
+      "wall_s": time.perf_counter() - t0,
+    }
+    print(
+      f"  {name}: "
+      + ", ".join(
         f"{k} {v['median_ms']:.2f} ms (x{v['ratio_to_sgd']:.2f}, cpu x{v['cpu_ratio_to_sgd']:.2f}, "
         f"compile {v['compile_s']:.2f} s x{v['compile_ratio_to_sgd']:.1f})"
-        for k, v in timing.items()),
-          flush=True)
+        for k, v in timing.items()
+      ),
+      flush=True,
+    )
   return bw, results
 
 
@@ -503,8 +535,12 @@ def scaling_summary(results):
     slope, intercept = np.polyfit(x, y, 1)
     pred = intercept + slope * x
     r2 = 1.0 - np.sum((y - pred) ** 2) / np.sum((y - np.mean(y)) ** 2)
-    entry = {"ms_per_MB": float(slope), "intercept_ms": float(intercept), "r2": float(r2),
-             "ms_per_MB_each_size": [float(v) for v in y / x]}
+    entry = {
+      "ms_per_MB": float(slope),
+      "intercept_ms": float(intercept),
+      "r2": float(r2),
+      "ms_per_MB_each_size": [float(v) for v in y / x],
+    }
     if len(split) >= 2:
       leaves = np.array([r["leaves"] for r in split])
       ys = np.array([r["optimizers"][opt]["median_ms"] for r in split])
@@ -516,8 +552,11 @@ def scaling_summary(results):
 
 def family_table(results):
   """Step and compile time of the per-layer family as multiples of SGD's."""
-  names = [n for n in ("resnet50", "transformer", "kernels-400") if n in results
-           and "legw.mclr" in results[n]["optimizers"]]
+  names = [
+    n
+    for n in ("resnet50", "transformer", "kernels-400")
+    if n in results and "legw.mclr" in results[n]["optimizers"]
+  ]
   if not names:
     return ""
   head = " | ".join(f"{n}: step x SGD | {n}: compile x SGD" for n in names)
@@ -528,42 +567,52 @@ def family_table(results):
       t = results[n]["optimizers"][opt]
       cells += [f"{t['ratio_to_sgd']:.2f}", f"{t['compile_ratio_to_sgd']:.1f}"]
     lines.append(f"| {opt} | " + " | ".join(cells) + " |")
-  sgd = " / ".join(f"{results[n]['optimizers']['sgd']['median_ms']:.1f} ms, "
-                   f"{results[n]['optimizers']['sgd']['compile_s']:.2f} s" for n in names)
+  sgd = " / ".join(
+    f"{results[n]['optimizers']['sgd']['median_ms']:.1f} ms, "
+    f"{results[n]['optimizers']['sgd']['compile_s']:.2f} s"
+    for n in names
+  )
   lines.append(f"\nSGD step and compile time ({' / '.join(names)}): {sgd}.")
   return "\n".join(lines)
 
 
 def markdown_table(bw, results, scaling):
   lines = [
-      f"Copy bandwidth {bw / 1e9:.1f} GB/s; 5-pass floor = 5 x 4 B x params / bandwidth "
-      "(momentum SGD's minimum traffic); own floor: 5 passes for SGD, 6 for LARS.",
-      "",
-      "| tree | leaves | params | optimizer | step (ms) | x SGD | x SGD (CPU time) | "
-      "x 5-pass floor | % of own floor | temp (MB) |",
-      "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    f"Copy bandwidth {bw / 1e9:.1f} GB/s; 5-pass floor = 5 x 4 B x params / bandwidth "
+    "(momentum SGD's minimum traffic); own floor: 5 passes for SGD, 6 for LARS.",
+    "",
+    "| tree | leaves | params | optimizer | step (ms) | x SGD | x SGD (CPU time) | "
+    "x 5-pass floor | % of own floor | temp (MB) |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
   ]
   for name, r in results.items():
     first = True
     for opt, t in r["optimizers"].items():
-      lead = (f"| {name} | {r['leaves']} | {r['params'] / 1e6:.1f} M " if first
-              else "| | | ")
-      lines.append(f"{lead}| {opt} | {t['median_ms']:.2f} | {t['ratio_to_sgd']:.2f} | "
-                   f"{t['cpu_ratio_to_sgd']:.2f} | {t['x_floor5']:.2f} | "
-                   f"{100 * t['floor_fraction']:.0f}% | {t['temp_MB']:.2f} |")
+      lead = f"| {name} | {r['leaves']} | {r['params'] / 1e6:.1f} M " if first else "| | | "
+      lines.append(
+        f"{lead}| {opt} | {t['median_ms']:.2f} | {t['ratio_to_sgd']:.2f} | "
+        f"{t['cpu_ratio_to_sgd']:.2f} | {t['x_floor5']:.2f} | "
+        f"{100 * t['floor_fraction']:.0f}% | {t['temp_MB']:.2f} |"
+      )
       first = False
   family = family_table(results)
   if family:
     lines += ["", family]
   if not scaling:
     return "\n".join(lines)
-  lines += ["", "Scaling: step time against size (`scale-*`: t = a + b x MB, MB = 20 B x "
-                "params, R^2 of the fit) and against leaf count at a fixed size (`split-*`).",
-            "", "| optimizer | ms per MB | a (ms) | R^2 | per-leaf overhead (us) |",
-            "|---|---:|---:|---:|---:|"]
+  lines += [
+    "",
+    "Scaling: step time against size (`scale-*`: t = a + b x MB, MB = 20 B x "
+    "params, R^2 of the fit) and against leaf count at a fixed size (`split-*`).",
+    "",
+    "| optimizer | ms per MB | a (ms) | R^2 | per-leaf overhead (us) |",
+    "|---|---:|---:|---:|---:|",
+  ]
   for opt, s in scaling.items():
-    lines.append(f"| {opt} | {s['ms_per_MB']:.4f} | {s['intercept_ms']:.2f} | {s['r2']:.3f} | "
-                 f"{s.get('us_per_leaf', float('nan')):.1f} |")
+    lines.append(
+      f"| {opt} | {s['ms_per_MB']:.4f} | {s['intercept_ms']:.2f} | {s['r2']:.3f} | "
+      f"{s.get('us_per_leaf', float('nan')):.1f} |"
+    )
   return "\n".join(lines)
 
 
@@ -572,50 +621,75 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="small trees, few repetitions")
   parser.add_argument("--reps", type=int, default=0, help="repetitions per tree")
   parser.add_argument("--out", default=None, help="JSON output path")
-  parser.add_argument("--ablations", action="store_true",
-                      help="also time rejected designs (||w|| carried in the state) and "
-                           "cost probes (each part of a LARS step, stacked norms, rescue cond)")
-  parser.add_argument("--family", action="store_true",
-                      help="also time legw.percent_delta and legw.mclr on trees (a) and (b), "
-                           "and the family's compile time on a 400-leaf tree")
-  parser.add_argument("--no-scaling", action="store_true",
-                      help="skip the scale-* and split-* trees")
-  parser.add_argument("--trees", default="",
-                      help="comma-separated tree names to run (e.g. resnet50,kernels-400)")
+  parser.add_argument(
+    "--ablations",
+    action="store_true",
+    help="also time rejected designs (||w|| carried in the state) and "
+    "cost probes (each part of a LARS step, stacked norms, rescue cond)",
+  )
+  parser.add_argument(
+    "--family",
+    action="store_true",
+    help="also time legw.percent_delta and legw.mclr on trees (a) and (b), "
+    "and the family's compile time on a 400-leaf tree",
+  )
+  parser.add_argument(
+    "--no-scaling", action="store_true", help="skip the scale-* and split-* trees"
+  )
+  parser.add_argument(
+    "--trees", default="", help="comma-separated tree names to run (e.g. resnet50,kernels-400)"
+  )
   args = parser.parse_args(argv)
-  suffix = (("-quick" if args.quick else "") + ("-ablations" if args.ablations else "")
-            + ("-family" if args.family else ""))
-  out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                 f"optimizer_step{suffix}.json")
+  suffix = (
+    ("-quick" if args.quick else "")
+    + ("-ablations" if args.ablations else "")
+    + ("-family" if args.family else "")
+  )
+  out = args.out or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results", f"optimizer_step{suffix}.json"
+  )
 
   load_before = os.getloadavg()
   t0 = time.perf_counter()
-  print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}", flush=True)
+  print(
+    f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+    f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f}",
+    flush=True,
+  )
   fusions = sibling_fusions()
-  print(f"x -> (2x, 3x) compiles to {fusions} fusion(s): multi-output fusion "
-        f"{'available' if fusions == 1 else 'NOT available'} on this backend", flush=True)
+  print(
+    f"x -> (2x, 3x) compiles to {fusions} fusion(s): multi-output fusion "
+    f"{'available' if fusions == 1 else 'NOT available'} on this backend",
+    flush=True,
+  )
   bw, results = run_all(args)
   scaling = scaling_summary(results)
   table = markdown_table(bw, results, scaling)
   print()
   print(table)
   record = {
-      "command": "python -m benchmarks.optimizer_step" + (" --quick" if args.quick else "")
-                 + (" --ablations" if args.ablations else "")
-                 + (" --family" if args.family else "")
-                 + (" --no-scaling" if args.no_scaling else "")
-                 + (f" --trees {args.trees}" if args.trees else "")
-                 + (f" --reps {args.reps}" if args.reps else ""),
-      "jax": jax.__version__, "optax": optax.__version__,
-      "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-      "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-      "load_average_before": load_before, "load_average_after": os.getloadavg(),
-      "wall_s": time.perf_counter() - t0,
-      "config": {"learning_rate": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY},
-      "copy_bandwidth_GBps": bw / 1e9,
-      "sibling_output_fusions": fusions,
-      "results": results, "scaling": scaling, "table_markdown": table,
+    "command": "python -m benchmarks.optimizer_step"
+    + (" --quick" if args.quick else "")
+    + (" --ablations" if args.ablations else "")
+    + (" --family" if args.family else "")
+    + (" --no-scaling" if args.no_scaling else "")
+    + (f" --trees {args.trees}" if args.trees else "")
+    + (f" --reps {args.reps}" if args.reps else ""),
+    "jax": jax.__version__,
+    "optax": optax.__version__,
+    "backend": jax.default_backend(),
+    "device": jax.devices()[0].device_kind,
+    "cpu": cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "load_average_before": load_before,
+    "load_average_after": os.getloadavg(),
+    "wall_s": time.perf_counter() - t0,
+    "config": {"learning_rate": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY},
+    "copy_bandwidth_GBps": bw / 1e9,
+    "sibling_output_fusions": fusions,
+    "results": results,
+    "scaling": scaling,
+    "table_markdown": table,
   }
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:

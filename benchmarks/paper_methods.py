@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +72,7 @@ def _train(model, params, x, y, lrs, batch_sizes, seed=0, traces=None):
   for lr, b in zip(lrs, batch_sizes):
     if pos + b > n:  # a new epoch: reshuffle
       order, pos = rng.permutation(n), 0
-    idx = order[pos:pos + b]
+    idx = order[pos : pos + b]
     pos += b
     params, opt, loss = step(params, opt, x[idx], y[idx], jnp.float32(lr))
     losses.append(loss)
@@ -100,22 +100,36 @@ def discard_experiment(batch_size: int = 2048, seed: int = 0) -> dict:
 
   fractions = [round(0.1 * i, 1) for i in range(10)]
   steps = len(x_tr) // 64
-  trained, _ = _train(model, params, jnp.asarray(x_tr), jnp.asarray(y_tr),
-                      [0.05 * np.sqrt(4)] * steps, [64] * steps, seed=seed)
+  trained, _ = _train(
+    model,
+    params,
+    jnp.asarray(x_tr),
+    jnp.asarray(y_tr),
+    [0.05 * np.sqrt(4)] * steps,
+    [64] * steps,
+    seed=seed,
+  )
   out = {"batch_size": batch_size, "fractions": fractions, "points": {}}
   for name, p in (("init", params), ("after 1 epoch at batch 64", trained)):
     rows = []
     for f in fractions:
       loss, mean_abs, norm = grads(p, jnp.float32(f))
-      rows.append(dict(fraction=f, kept=batch_size - int(np.floor(f * batch_size + 1e-3)),
-                       loss=float(loss), classifier_mean_abs_grad=float(mean_abs),
-                       global_grad_norm=float(norm)))
+      rows.append(
+        dict(
+          fraction=f,
+          kept=batch_size - int(np.floor(f * batch_size + 1e-3)),
+          loss=float(loss),
+          classifier_mean_abs_grad=float(mean_abs),
+          global_grad_norm=float(norm),
+        )
+      )
     out["points"][name] = rows
   return out
 
 
-def batch_schedule_experiment(large: int = 512, small: int = 64, epochs: int = 12,
-                              seed: int = 0) -> dict:
+def batch_schedule_experiment(
+  large: int = 512, small: int = 64, epochs: int = 12, seed: int = 0
+) -> dict:
   """Large batch throughout vs one small-batch epoch first (curvature paper §3.2)."""
   x_tr, y_tr, x_te, y_te = load_dataset("mnist5k")
   n = len(x_tr)
@@ -124,9 +138,10 @@ def batch_schedule_experiment(large: int = 512, small: int = 64, epochs: int = 1
   recipe = legw.Recipe(**BASE, num_epochs=epochs)
   x, y = jnp.asarray(x_tr), jnp.asarray(y_tr)
   runs = {}
-  for name, phases in ((f"batch {large} throughout", [(epochs, large)]),
-                       (f"batch {small} for epoch 1, then {large}",
-                        [(1, small), (epochs - 1, large)])):
+  for name, phases in (
+    (f"batch {large} throughout", [(epochs, large)]),
+    (f"batch {small} for epoch 1, then {large}", [(1, small), (epochs - 1, large)]),
+  ):
     bs = legw.batch_size_schedule(phases, dataset_size=n, recipe=recipe)
     sizes = [p.batch_size for p in bs.phases for _ in range(p.num_steps)]
     traces = []
@@ -134,14 +149,28 @@ def batch_schedule_experiment(large: int = 512, small: int = 64, epochs: int = 1
     params, losses = _train(model, init, x, y, bs.learning_rates(), sizes, seed, traces)
     acc = _accuracy(model, params, jnp.asarray(x_te), jnp.asarray(y_te))
     runs[name] = dict(
-        phases=[dict(batch_size=p.batch_size, num_epochs=p.num_epochs, num_steps=p.num_steps,
-                     peak_learning_rate=float(np.max(bs.learning_rates()[p.first_step:p.end_step])))
-                for p in bs.phases],
-        total_steps=bs.total_steps, compilations=len(traces), test_accuracy=acc,
-        final_train_loss=float(losses[-max(1, n // large):].mean()),
-        wall_seconds=time.perf_counter() - t0)
-  return {"recipe": dict(BASE, num_epochs=epochs, decay="poly"), "train_size": n,
-          "test_size": len(x_te), "seed": seed, "runs": runs}
+      phases=[
+        dict(
+          batch_size=p.batch_size,
+          num_epochs=p.num_epochs,
+          num_steps=p.num_steps,
+          peak_learning_rate=float(np.max(bs.learning_rates()[p.first_step : p.end_step])),
+        )
+        for p in bs.phases
+      ],
+      total_steps=bs.total_steps,
+      compilations=len(traces),
+      test_accuracy=acc,
+      final_train_loss=float(losses[-max(1, n // large) :].mean()),
+      wall_seconds=time.perf_counter() - t0,
+    )
+  return {
+    "recipe": dict(BASE, num_epochs=epochs, decay="poly"),
+    "train_size": n,
+    "test_size": len(x_te),
+    "seed": seed,
+    "runs": runs,
+  }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,18 +188,27 @@ def main(argv: Sequence[str] | None = None) -> int:
       print("| discard p | kept | loss | classifier mean abs grad | global grad norm |")
       print("|---|---|---|---|---|")
       for r in rows:
-        print(f"| {r['fraction']:.1f} | {r['kept']} | {r['loss']:.4f} | "
-              f"{r['classifier_mean_abs_grad']:.3e} | {r['global_grad_norm']:.4f} |")
+        print(
+          f"| {r['fraction']:.1f} | {r['kept']} | {r['loss']:.4f} | "
+          f"{r['classifier_mean_abs_grad']:.3e} | {r['global_grad_norm']:.4f} |"
+        )
   else:
     out = batch_schedule_experiment(epochs=args.epochs, seed=args.seed)
     print("| run | phases (batch x epochs, steps, peak LR) | compilations | test acc % |")
     print("|---|---|---|---|")
     for name, r in out["runs"].items():
-      ph = "; ".join(f"{q['batch_size']} x {q['num_epochs']:g} ep, {q['num_steps']} steps, "
-                     f"LR {q['peak_learning_rate']:.3g}" for q in r["phases"])
+      ph = "; ".join(
+        f"{q['batch_size']} x {q['num_epochs']:g} ep, {q['num_steps']} steps, "
+        f"LR {q['peak_learning_rate']:.3g}"
+        for q in r["phases"]
+      )
       print(f"| {name} | {ph} | {r['compilations']} | {100 * r['test_accuracy']:.1f} |")
-  out.update(platform=jax.devices()[0].platform, cpu_count=os.cpu_count(),
-             wall_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
+  out.update(
+    platform=jax.devices()[0].platform,
+    cpu_count=os.cpu_count(),
+    wall_seconds=time.perf_counter() - t0,
+    cpu_seconds=time.process_time() - c0,
+  )
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, f"paper_methods-{args.experiment}.json")
   with open(path, "w") as f:

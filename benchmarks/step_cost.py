@@ -23,13 +23,19 @@ import legw
 from benchmarks import optimizer_step as ob
 
 OPTIMIZERS = {
-    "lars": lambda: legw.lars(ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY),
-    "lars-combined-all": lambda: legw.lars(
-        ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY, denominator="combined",
-        trust_ratio_mask=True, weight_decay_mask=True),
-    "percent_delta": lambda: legw.percent_delta(ob.LR, momentum=ob.MOMENTUM,
-                                                weight_decay=ob.WEIGHT_DECAY),
-    "mclr": lambda: legw.mclr(ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY),
+  "lars": lambda: legw.lars(ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY),
+  "lars-combined-all": lambda: legw.lars(
+    ob.LR,
+    momentum=ob.MOMENTUM,
+    weight_decay=ob.WEIGHT_DECAY,
+    denominator="combined",
+    trust_ratio_mask=True,
+    weight_decay_mask=True,
+  ),
+  "percent_delta": lambda: legw.percent_delta(
+    ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY
+  ),
+  "mclr": lambda: legw.mclr(ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY),
 }
 
 
@@ -44,11 +50,16 @@ def main(argv=None) -> dict:
   state = jax.eval_shape(opt.init, params)
   temp = ob.make_step(opt).lower(params, state, params).compile().memory_analysis()
   timing = ob.time_interleaved(
-      shapes, {"sgd": optax.sgd(ob.LR, momentum=ob.MOMENTUM), args.optimizer: opt}, args.reps)
-  out = {"temp_MB": temp.temp_size_in_bytes / 1e6,
-         "ratio_to_sgd": timing[args.optimizer]["ratio_to_sgd"]}
-  print(f"{args.optimizer} on ResNet-50: temporaries {out['temp_MB']:.2f} MB, "
-        f"{out['ratio_to_sgd']:.2f}x momentum SGD ({args.reps} interleaved reps)")
+    shapes, {"sgd": optax.sgd(ob.LR, momentum=ob.MOMENTUM), args.optimizer: opt}, args.reps
+  )
+  out = {
+    "temp_MB": temp.temp_size_in_bytes / 1e6,
+    "ratio_to_sgd": timing[args.optimizer]["ratio_to_sgd"],
+  }
+  print(
+    f"{args.optimizer} on ResNet-50: temporaries {out['temp_MB']:.2f} MB, "
+    f"{out['ratio_to_sgd']:.2f}x momentum SGD ({args.reps} interleaved reps)"
+  )
   return out
 
 

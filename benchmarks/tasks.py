@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 
@@ -35,16 +36,17 @@ from benchmarks.models import MnistLSTM, SmallResNet
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A batch-size scaling rule for the learning rate and the warmup."""
-  lr_scaling: str     # "sqrt" | "linear" | "none"  (legw.scale_learning_rate)
+
+  lr_scaling: str  # "sqrt" | "linear" | "none"  (legw.scale_learning_rate)
   warmup_scaling: str  # "linear" | "none"          (legw.scale_warmup_epochs)
   description: str = ""
 
 
 METHODS: dict[str, Method] = {
-    "legw": Method("sqrt", "linear", "sqrt LR scaling, linear-epoch gradual warmup (LEGW)"),
-    "linear": Method("linear", "none", "linear LR scaling, constant-epoch warmup"),
-    "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
-    "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
+  "legw": Method("sqrt", "linear", "sqrt LR scaling, linear-epoch gradual warmup (LEGW)"),
+  "linear": Method("linear", "none", "linear LR scaling, constant-epoch warmup"),
+  "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
+  "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
 }
 
 
@@ -71,6 +73,7 @@ class Baseline:
       (e.g. the exponential decay's ``decay_rate``, ``decay_epochs``,
       ``decay_begin_epochs``, ``staircase``).
   """
+
   base_batch_size: int
   learning_rates: Mapping[str, float]
   base_warmup_epochs: float
@@ -80,8 +83,7 @@ class Baseline:
   power: float = 2.0
   notes: str = ""
   schedule_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  rule_learning_rates: Mapping[str, Mapping[str, float]] = dataclasses.field(
-      default_factory=dict)
+  rule_learning_rates: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Task:
     scan_epoch: compile each epoch as one ``lax.scan`` (True) or loop over a
       compiled step (False; see :class:`benchmarks.train.Trainer`).
   """
+
   name: str
   description: str
   make_model: Callable[[], nn.Module]
@@ -116,65 +119,81 @@ class Task:
 
   def optimizer_for(self, method: str) -> str:
     if method not in self.optimizers:
-      raise ValueError(f"task {self.name!r} has no method {method!r}; "
-                       f"choose from {sorted(self.optimizers)}.")
+      raise ValueError(
+        f"task {self.name!r} has no method {method!r}; choose from {sorted(self.optimizers)}."
+      )
     return self.optimizers[method]
 
 
 _MNIST_LSTM_NOTES = (
-    "Momentum 0.9 (paper §5.1.1), no weight decay. Base LRs chosen by the "
-    "grid in benchmarks/results/mnist_lstm-<dataset>-tuning.json at the base "
-    "batch (validation split held out of the training set); see "
-    "benchmarks/README.md.")
+  "Momentum 0.9 (paper §5.1.1), no weight decay. Base LRs chosen by the "
+  "grid in benchmarks/results/mnist_lstm-<dataset>-tuning.json at the base "
+  "batch (validation split held out of the training set); see "
+  "benchmarks/README.md."
+)
 
 TASKS: dict[str, Task] = {
-    "mnist_lstm": Task(
-        name="mnist_lstm",
-        description="LEGW §5.1.1: 28 steps x 28 inputs, 128-unit transform, "
-                    "LSTM(128), softmax; momentum 0.9",
-        make_model=MnistLSTM,
-        optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum",
-                    "adam": "adam"},
-        baselines={
-            # The paper's schedule (§5.1.1): constant LR after the gradual
-            # warmup, 25 epochs.
-            # Base LRs: both rules of batch_scaling.select_learning_rates on
-            # results/mnist_lstm-mnist5k-tuning.json (3 seeds; tests check it).
-            "mnist5k": Baseline(
-                base_batch_size=8, learning_rates={"momentum": 0.025, "adam": 0.0005},
-                rule_learning_rates={"argmax": {"momentum": 0.025, "adam": 0.0005},
-                                     "one_se": {"momentum": 0.025, "adam": 0.0005}},
-                base_warmup_epochs=1 / 16, num_epochs=25, decay="constant",
-                batch_sizes=(8, 32, 128, 512), notes=_MNIST_LSTM_NOTES),
-            "fashion_mnist": Baseline(
-                base_batch_size=128, learning_rates={"momentum": 0.2, "adam": 0.002},
-                base_warmup_epochs=1 / 32, num_epochs=25, decay="constant",
-                batch_sizes=(128, 512, 2048, 8192), notes=_MNIST_LSTM_NOTES),
+  "mnist_lstm": Task(
+    name="mnist_lstm",
+    description="LEGW §5.1.1: 28 steps x 28 inputs, 128-unit transform, "
+    "LSTM(128), softmax; momentum 0.9",
+    make_model=MnistLSTM,
+    optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum", "adam": "adam"},
+    baselines={
+      # The paper's schedule (§5.1.1): constant LR after the gradual
+      # warmup, 25 epochs.
+      # Base LRs: both rules of batch_scaling.select_learning_rates on
+      # results/mnist_lstm-mnist5k-tuning.json (3 seeds; tests check it).
+      "mnist5k": Baseline(
+        base_batch_size=8,
+        learning_rates={"momentum": 0.025, "adam": 0.0005},
+        rule_learning_rates={
+          "argmax": {"momentum": 0.025, "adam": 0.0005},
+          "one_se": {"momentum": 0.025, "adam": 0.0005},
         },
-    ),
-    "cnn_lars": Task(
-        name="cnn_lars",
-        description="small ResNet with batch norm; legw = LARS + LEGW schedule, "
-                    "linear/none = momentum SGD",
-        make_model=functools.partial(SmallResNet, widths=(8, 16, 32)),
-        scan_epoch=False,  # XLA:CPU runs convolutions inside a while loop ~8x slower
-        optimizers={"legw": "lars", "linear": "momentum", "none": "momentum",
-                    "adam": "adam"},
-        optimizer_kwargs={"lars": {"weight_decay": 5e-4, "trust_coefficient": 0.001},
-                          "momentum": {"weight_decay": 5e-4}},
-        baselines={
-            "mnist5k": Baseline(
-                base_batch_size=8,
-                learning_rates={"momentum": 0.2, "lars": 2.0, "adam": 0.004},
-                base_warmup_epochs=1 / 32, num_epochs=10,
-                batch_sizes=(8, 32, 128, 512),
-                notes="LARS trust coefficient 0.001 and weight decay 5e-4 "
-                      "(biases and batch-norm parameters excluded), momentum 0.9. "
-                      "Base LRs: the best validation accuracy of the grids in "
-                      "benchmarks/results/cnn_lars-mnist5k-tuning.json (Adam: "
-                      "0.004 ties 0.008; the smaller was taken)."),
-        },
-    ),
+        base_warmup_epochs=1 / 16,
+        num_epochs=25,
+        decay="constant",
+        batch_sizes=(8, 32, 128, 512),
+        notes=_MNIST_LSTM_NOTES,
+      ),
+      "fashion_mnist": Baseline(
+        base_batch_size=128,
+        learning_rates={"momentum": 0.2, "adam": 0.002},
+        base_warmup_epochs=1 / 32,
+        num_epochs=25,
+        decay="constant",
+        batch_sizes=(128, 512, 2048, 8192),
+        notes=_MNIST_LSTM_NOTES,
+      ),
+    },
+  ),
+  "cnn_lars": Task(
+    name="cnn_lars",
+    description="small ResNet with batch norm; legw = LARS + LEGW schedule, "
+    "linear/none = momentum SGD",
+    make_model=functools.partial(SmallResNet, widths=(8, 16, 32)),
+    scan_epoch=False,  # XLA:CPU runs convolutions inside a while loop ~8x slower
+    optimizers={"legw": "lars", "linear": "momentum", "none": "momentum", "adam": "adam"},
+    optimizer_kwargs={
+      "lars": {"weight_decay": 5e-4, "trust_coefficient": 0.001},
+      "momentum": {"weight_decay": 5e-4},
+    },
+    baselines={
+      "mnist5k": Baseline(
+        base_batch_size=8,
+        learning_rates={"momentum": 0.2, "lars": 2.0, "adam": 0.004},
+        base_warmup_epochs=1 / 32,
+        num_epochs=10,
+        batch_sizes=(8, 32, 128, 512),
+        notes="LARS trust coefficient 0.001 and weight decay 5e-4 "
+        "(biases and batch-norm parameters excluded), momentum 0.9. "
+        "Base LRs: the best validation accuracy of the grids in "
+        "benchmarks/results/cnn_lars-mnist5k-tuning.json (Adam: "
+        "0.004 ties 0.008; the smaller was taken).",
+      ),
+    },
+  ),
 }
 
 

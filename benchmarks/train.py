@@ -18,7 +18,8 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,9 @@ import legw
 OPTIMIZERS = ("momentum", "lars", "adam")
 
 
-def make_optimizer(name: str, momentum: float = 0.9, weight_decay: float = 0.0,
-                   **kwargs) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, momentum: float = 0.9, weight_decay: float = 0.0, **kwargs
+) -> optax.GradientTransformation:
   """An optimizer whose learning rate is an injected hyperparameter.
 
   Args:
@@ -47,16 +49,20 @@ def make_optimizer(name: str, momentum: float = 0.9, weight_decay: float = 0.0,
     ``state.hyperparams["learning_rate"]`` before each update.
   """
   if name == "momentum":
+
     def build(learning_rate):
       sgd = optax.sgd(learning_rate, momentum=momentum)
       if not weight_decay:
         return sgd
       return optax.chain(
-          optax.add_decayed_weights(weight_decay, mask=legw.exclude_bias_and_norm), sgd)
+        optax.add_decayed_weights(weight_decay, mask=legw.exclude_bias_and_norm), sgd
+      )
   elif name == "lars":
+
     def build(learning_rate):
       return legw.lars(learning_rate, momentum=momentum, weight_decay=weight_decay, **kwargs)
   elif name == "adam":
+
     def build(learning_rate):
       return optax.adam(learning_rate)
   else:
@@ -87,6 +93,7 @@ def softmax_xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
 @dataclasses.dataclass
 class RunResult:
   """What one training run measured."""
+
   test_accuracy: float
   test_loss: float
   train_loss: float
@@ -123,7 +130,8 @@ def _eval_chunk(model, loss_fn, params, batch_stats, xb, yb, mb):
 def _evaluate(model, loss_fn, params, batch_stats, xs, ys, mask):
   """Mean loss and accuracy over padded chunks (compiled once per model and shape)."""
   loss, correct, count = jax.lax.map(
-      lambda a: _eval_chunk(model, loss_fn, params, batch_stats, *a), (xs, ys, mask))
+    lambda a: _eval_chunk(model, loss_fn, params, batch_stats, *a), (xs, ys, mask)
+  )
   return loss.sum() / count.sum(), correct.sum() / count.sum()
 
 
@@ -140,8 +148,13 @@ class Trainer:
   CNN uses the loop, where the ~0.1 ms dispatch per step is negligible.
   """
 
-  def __init__(self, model, optimizer: optax.GradientTransformation,
-               loss_fn: Callable = softmax_xent, scan_epoch: bool = True):
+  def __init__(
+    self,
+    model,
+    optimizer: optax.GradientTransformation,
+    loss_fn: Callable = softmax_xent,
+    scan_epoch: bool = True,
+  ):
     self.model = model
     self.tx = optimizer
     self.loss_fn = loss_fn
@@ -164,8 +177,9 @@ class Trainer:
 
     def loss_of(p):
       if batch_stats:
-        logits, updated = self.model.apply(_variables(p, batch_stats), xb, train=True,
-                                           mutable=["batch_stats"])
+        logits, updated = self.model.apply(
+          _variables(p, batch_stats), xb, train=True, mutable=["batch_stats"]
+        )
         new_stats = updated["batch_stats"]
       else:
         logits = self.model.apply(_variables(p, batch_stats), xb, train=True)
@@ -184,6 +198,7 @@ class Trainer:
     def body(s, inp):
       idx, lr = inp
       return self._step(s, x[idx], y[idx], lr)
+
     return jax.lax.scan(body, state, (perm, lrs))
 
   def _fixed_impl(self, state, xb, yb, lrs):
@@ -261,9 +276,11 @@ def prepare_eval(x: np.ndarray, y: np.ndarray, chunk: int = 500):
   mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
   xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
   yp = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
-  return (jnp.asarray(xp.reshape((chunks, chunk) + x.shape[1:])),
-          jnp.asarray(yp.reshape((chunks, chunk) + y.shape[1:])),
-          jnp.asarray(mask.reshape(chunks, chunk)))
+  return (
+    jnp.asarray(xp.reshape((chunks, chunk) + x.shape[1:])),
+    jnp.asarray(yp.reshape((chunks, chunk) + y.shape[1:])),
+    jnp.asarray(mask.reshape(chunks, chunk)),
+  )
 
 
 def schedule_values(schedule: Callable, total_steps: int) -> np.ndarray:
@@ -271,9 +288,18 @@ def schedule_values(schedule: Callable, total_steps: int) -> np.ndarray:
   return np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(total_steps)), np.float32)
 
 
-def train_run(trainer: Trainer, x_train, y_train, eval_data, *, batch_size: int,
-              learning_rates: np.ndarray, num_epochs: int, seed: int = 0,
-              on_epoch: Callable[[int, float], None] | None = None) -> RunResult:
+def train_run(
+  trainer: Trainer,
+  x_train,
+  y_train,
+  eval_data,
+  *,
+  batch_size: int,
+  learning_rates: np.ndarray,
+  num_epochs: int,
+  seed: int = 0,
+  on_epoch: Callable[[int, float], None] | None = None,
+) -> RunResult:
   """Trains from a fresh seeded initialisation and evaluates once at the end.
 
   Args:
@@ -304,7 +330,7 @@ def train_run(trainer: Trainer, x_train, y_train, eval_data, *, batch_size: int,
   losses, diverged, train_s = [], False, 0.0
   for epoch in range(num_epochs):
     perm = rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
-    lrs = learning_rates[epoch * steps:(epoch + 1) * steps]
+    lrs = learning_rates[epoch * steps : (epoch + 1) * steps]
     t0 = time.perf_counter()
     state, step_losses = trainer.run_epoch(state, x_train, y_train, perm, lrs)
     mean_loss = float(jnp.mean(step_losses))  # blocks until the epoch is done
@@ -318,14 +344,29 @@ def train_run(trainer: Trainer, x_train, y_train, eval_data, *, batch_size: int,
   test_loss, test_acc = trainer.evaluate(state, eval_data)
   wall = time.perf_counter() - t_start
   return RunResult(
-      test_accuracy=test_acc, test_loss=test_loss, train_loss=losses[-1],
-      train_loss_per_epoch=losses, diverged=diverged, epochs_run=len(losses),
-      steps=steps * len(losses), wall_seconds=wall, compile_seconds=compile_s,
-      samples_per_second=steps * batch_size * len(losses) / train_s)
+    test_accuracy=test_acc,
+    test_loss=test_loss,
+    train_loss=losses[-1],
+    train_loss_per_epoch=losses,
+    diverged=diverged,
+    epochs_run=len(losses),
+    steps=steps * len(losses),
+    wall_seconds=wall,
+    compile_seconds=compile_s,
+    samples_per_second=steps * batch_size * len(losses) / train_s,
+  )
 
 
-def pipeline_check(trainer: Trainer, x_train, y_train, *, batch_size: int,
-                   steps: int | None = None, repeats: int = 3, seed: int = 0) -> dict:
+def pipeline_check(
+  trainer: Trainer,
+  x_train,
+  y_train,
+  *,
+  batch_size: int,
+  steps: int | None = None,
+  repeats: int = 3,
+  seed: int = 0,
+) -> dict:
   """Does the input pipeline starve the step? Samples/s fed two ways.
 
   ``epoch``: the real path (a fresh permutation from the host, the batch
@@ -352,10 +393,16 @@ def pipeline_check(trainer: Trainer, x_train, y_train, *, batch_size: int,
       times.append(time.perf_counter() - t0)
     return steps * batch_size / min(times)
 
-  epoch = best(lambda s: trainer.run_epoch(
-      s, x_train, y_train, rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size),
-      lrs))
+  epoch = best(
+    lambda s: trainer.run_epoch(
+      s, x_train, y_train, rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size), lrs
+    )
+  )
   resident = best(lambda s: trainer.run_resident(s, xb, yb, lrs))
-  return {"batch_size": batch_size, "steps": steps,
-          "epoch_samples_per_second": epoch, "resident_samples_per_second": resident,
-          "ratio": epoch / resident}
+  return {
+    "batch_size": batch_size,
+    "steps": steps,
+    "epoch_samples_per_second": epoch,
+    "resident_samples_per_second": resident,
+    "ratio": epoch / resident,
+  }

@@ -51,7 +51,8 @@ core: the statistic is the only per-member code, and it receives whole leaves.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +66,10 @@ from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 # the trust-ratio leaves in their compute dtype (stat_dtype); betas[i] is None
 # (paper form, or no decay on that leaf) or the decay of the combined form,
 # whose G_l is the statistic of g + beta * w (see `combined_decay`).
-Statistic = Callable[[Sequence[jax.Array], Sequence[jax.Array], Sequence[Any], AxisName],
-                     list[tuple[jax.Array, jax.Array]]]
+Statistic = Callable[
+  [Sequence[jax.Array], Sequence[jax.Array], Sequence[Any], AxisName],
+  list[tuple[jax.Array, jax.Array]],
+]
 
 DENOMINATORS = ("paper", "combined")
 
@@ -78,8 +81,9 @@ def check_args(weight_decay, eps, denominator="paper"):
   _validation.check_choice("denominator", denominator, DENOMINATORS)
 
 
-def sums_statistic(partials: Callable[..., Sequence[jax.Array]],
-                   finish: Callable[..., tuple[jax.Array, jax.Array]]) -> Statistic:
+def sums_statistic(
+  partials: Callable[..., Sequence[jax.Array]], finish: Callable[..., tuple[jax.Array, jax.Array]]
+) -> Statistic:
   """A statistic made of sums over the layer (LARS, PercentDelta).
 
   ``partials(w, g, beta)`` gives a leaf's (shard's) partial sums; those of all
@@ -87,14 +91,16 @@ def sums_statistic(partials: Callable[..., Sequence[jax.Array]],
   all-reduce per step, however many layers); ``finish(*sums)`` turns a leaf's
   sums into ``(W, G)``.
   """
+
   def statistic(ws, gs, betas, axis_name):
     parts = [tuple(partials(w, g, b)) for w, g, b in zip(ws, gs, betas)]
     flat = psum_stacked([s for p in parts for s in p], axis_name)
     out, k = [], 0
     for p in parts:
-      out.append(finish(*flat[k:k + len(p)]))
+      out.append(finish(*flat[k : k + len(p)]))
       k += len(p)
     return out
+
   return statistic
 
 
@@ -130,8 +136,20 @@ def _clip_factor(rate, fallback, gamma):
   return jnp.where(below & ~fallback, rate / jnp.where(below, gamma, 1), 1)
 
 
-def layerwise_leaves(g_leaves, w_leaves, tr_mask, wd_mask, statistic: Statistic, *,
-                     trust_coefficient, weight_decay, eps, denominator, clip_lr, axis_name):
+def layerwise_leaves(
+  g_leaves,
+  w_leaves,
+  tr_mask,
+  wd_mask,
+  statistic: Statistic,
+  *,
+  trust_coefficient,
+  weight_decay,
+  eps,
+  denominator,
+  clip_lr,
+  axis_name,
+):
   """The family's update on flat lists of leaves.
 
   Memory traffic (what an optimizer step costs): the statistic reads w and g
@@ -172,8 +190,14 @@ def layerwise_leaves(g_leaves, w_leaves, tr_mask, wd_mask, statistic: Statistic,
       continue
     size_w, size_g = sizes[k]
     beta = weight_decay if use_wd else 0.0
-    rate, fallback = _rate(size_w, size_g, beta, trust_coefficient=trust_coefficient,
-                           eps=eps, paper_decay=denominator == "paper")
+    rate, fallback = _rate(
+      size_w,
+      size_g,
+      beta,
+      trust_coefficient=trust_coefficient,
+      eps=eps,
+      paper_decay=denominator == "paper",
+    )
     if clip_lr is not None:
       rate = _clip_factor(rate, fallback, clip_lr)
     out.append((rate * u).astype(out_dtype))
@@ -181,18 +205,18 @@ def layerwise_leaves(g_leaves, w_leaves, tr_mask, wd_mask, statistic: Statistic,
 
 
 def scale_by_layerwise_rate(
-    statistic: Statistic,
-    *,
-    name: str,
-    state_cls: type,
-    trust_coefficient: Any = 1.0,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    eps: Any = 0.0,
-    denominator: str = "paper",
-    clip_learning_rate: optax.ScalarOrSchedule | None = None,
-    trust_ratio_mask: MaskOrFn = None,
-    weight_decay_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
+  statistic: Statistic,
+  *,
+  name: str,
+  state_cls: type,
+  trust_coefficient: Any = 1.0,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  eps: Any = 0.0,
+  denominator: str = "paper",
+  clip_learning_rate: optax.ScalarOrSchedule | None = None,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The family's transform for one ``statistic`` (see the module docstring).
 
@@ -218,9 +242,7 @@ def scale_by_layerwise_rate(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args  # e.g. obj_fn for other members of an optax.chain
     if params is None:
-      raise ValueError(
-          f"{name} needs the current parameters: call update(updates, state, params)."
-      )
+      raise ValueError(f"{name} needs the current parameters: call update(updates, state, params).")
     at = lambda v: v(state.count) if callable(v) else v
     g_leaves, treedef = jax.tree.flatten(updates)
     w_leaves = treedef.flatten_up_to(params)
@@ -230,9 +252,18 @@ def scale_by_layerwise_rate(
     if _validation.is_concrete_number(beta) and beta == 0:
       wd_mask = [False] * len(wd_mask)  # nothing to add (as optax.add_decayed_weights)
     out = layerwise_leaves(
-        g_leaves, w_leaves, tr_mask, wd_mask, statistic,
-        trust_coefficient=trust_coefficient, weight_decay=beta, eps=eps,
-        denominator=denominator, clip_lr=at(clip_learning_rate), axis_name=axis_name)
+      g_leaves,
+      w_leaves,
+      tr_mask,
+      wd_mask,
+      statistic,
+      trust_coefficient=trust_coefficient,
+      weight_decay=beta,
+      eps=eps,
+      denominator=denominator,
+      clip_lr=at(clip_learning_rate),
+      axis_name=axis_name,
+    )
     if scheduled:
       state = state_cls(count=optax.safe_increment(state.count))
     return jax.tree.unflatten(treedef, out), state
@@ -248,8 +279,9 @@ def scale_by_layerwise_rate(
 def _split(tree, trainable):
   """``tree`` with its non-trainable leaves replaced by ``optax.MaskedNode``."""
   leaves, treedef = jax.tree.flatten(tree)
-  return jax.tree.unflatten(treedef, [x if t else optax.MaskedNode()
-                                      for x, t in zip(leaves, trainable)])
+  return jax.tree.unflatten(
+    treedef, [x if t else optax.MaskedNode() for x, t in zip(leaves, trainable)]
+  )
 
 
 def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
@@ -275,8 +307,7 @@ def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTrans
     u_leaves, treedef = jax.tree.flatten(updates)
     trainable = [is_trainable(u) for u in u_leaves]
     if params is not None:
-      trainable = [t and is_trainable(p)
-                   for t, p in zip(trainable, treedef.flatten_up_to(params))]
+      trainable = [t and is_trainable(p) for t, p in zip(trainable, treedef.flatten_up_to(params))]
     if all(trainable):
       return inner.update(updates, state, params, **extra_args)
     obj_fn = extra_args.get("obj_fn")
@@ -285,15 +316,17 @@ def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTrans
 
       def sub_obj_fn(sub):
         sub = treedef.flatten_up_to(sub)
-        return obj_fn(jax.tree.unflatten(
-            treedef, [s if t else f for s, f, t in zip(sub, full, trainable)]))
+        return obj_fn(
+          jax.tree.unflatten(treedef, [s if t else f for s, f, t in zip(sub, full, trainable)])
+        )
+
       extra_args = {**extra_args, "obj_fn": sub_obj_fn}
     sub_params = None if params is None else _split(params, trainable)
-    sub_updates, state = inner.update(_split(updates, trainable), state, sub_params,
-                                      **extra_args)
+    sub_updates, state = inner.update(_split(updates, trainable), state, sub_params, **extra_args)
     sub_leaves = treedef.flatten_up_to(sub_updates)
     return jax.tree.unflatten(
-        treedef, [s if t else u for s, u, t in zip(sub_leaves, u_leaves, trainable)]), state
+      treedef, [s if t else u for s, u, t in zip(sub_leaves, u_leaves, trainable)]
+    ), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -302,11 +335,13 @@ def sgd_chain(scaler, learning_rate, momentum, nesterov) -> optax.GradientTransf
   """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1):
   ``optax.chain(scaler, optax.scale_by_learning_rate(learning_rate),
   optax.trace(momentum, nesterov))``, with non-float leaves passed through."""
-  return pass_untrainable(optax.chain(
+  return pass_untrainable(
+    optax.chain(
       scaler,
       optax.scale_by_learning_rate(learning_rate),
       optax.trace(decay=momentum, nesterov=nesterov),
-  ))
+    )
+  )
 
 
 def check_optimizer_args(learning_rate, momentum):
@@ -314,12 +349,12 @@ def check_optimizer_args(learning_rate, momentum):
   _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
 
 
-def sgd_optimizer(transform, learning_rate, momentum, nesterov, /,
-                  **kwargs) -> optax.GradientTransformationExtraArgs:
+def sgd_optimizer(
+  transform, learning_rate, momentum, nesterov, /, **kwargs
+) -> optax.GradientTransformationExtraArgs:
   """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``.
 
   ``kwargs`` may hold a ``learning_rate`` of the transform's own (LARC clip).
   """
   check_optimizer_args(learning_rate, momentum)
   return sgd_chain(transform(**kwargs), learning_rate, momentum, nesterov)
-

@@ -42,7 +42,7 @@ benchmarks/README_optimizer_step.md (MCLR section).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -51,8 +51,9 @@ import numpy as np
 from legw._reduce import AxisName, psum_stacked, stat_dtype
 
 
-def medians_of_magnitudes(arrays: Sequence[jax.Array], axis_name: AxisName = None
-                          ) -> list[jax.Array]:
+def medians_of_magnitudes(
+  arrays: Sequence[jax.Array], axis_name: AxisName = None
+) -> list[jax.Array]:
   """Exact medians of non-negative arrays, each over its whole (sharded) layer.
 
   Args:
@@ -95,12 +96,16 @@ def _medians_jvp(axis_name, primals, tangents):
     t = t.astype(lo.dtype)
     at_lo = x == jax.lax.bitcast_convert_type(lo, int_t)
     at_hi = x == jax.lax.bitcast_convert_type(hi, int_t)
-    sums += [jnp.sum(jnp.where(at_lo, t, 0)), jnp.sum(at_lo.astype(lo.dtype)),
-             jnp.sum(jnp.where(at_hi, t, 0)), jnp.sum(at_hi.astype(lo.dtype))]
+    sums += [
+      jnp.sum(jnp.where(at_lo, t, 0)),
+      jnp.sum(at_lo.astype(lo.dtype)),
+      jnp.sum(jnp.where(at_hi, t, 0)),
+      jnp.sum(at_hi.astype(lo.dtype)),
+    ]
   sums = psum_stacked(sums, axis_name)
   out_t = []
   for i in range(len(primals)):
-    t_lo, n_lo, t_hi, n_hi = sums[4 * i:4 * i + 4]
+    t_lo, n_lo, t_hi, n_hi = sums[4 * i : 4 * i + 4]
     out_t.append((t_lo / jnp.maximum(n_lo, 1) + t_hi / jnp.maximum(n_hi, 1)) / 2)
   return out, tuple(out_t)
 
@@ -150,7 +155,7 @@ def _mean_of_two(a, b):
   f64 = dt.itemsize == 8
   int_t = jnp.int64 if f64 else jnp.int32
   mant = 52 if f64 else 23
-  tiny, scale = (2.0 ** -900, 2.0 ** 512) if f64 else (2.0 ** -100, 2.0 ** 64)
+  tiny, scale = (2.0**-900, 2.0**512) if f64 else (2.0**-100, 2.0**64)
   ia = jax.lax.bitcast_convert_type(a, int_t)
   ib = jax.lax.bitcast_convert_type(b, int_t)
   # Exponent fields 0 and 1: value = bits * least subnormal, and a + b < 2**(mant + 2)
@@ -162,7 +167,7 @@ def _mean_of_two(a, b):
   # through its integer significand.
   small = b < tiny
   k = jnp.where(small, jnp.asarray(scale, dt), jnp.asarray(1.0, dt))
-  least = 2.0 ** -1074 if f64 else 2.0 ** -149  # the least subnormal, times the scale:
+  least = 2.0**-1074 if f64 else 2.0**-149  # the least subnormal, times the scale:
   a_sub = jnp.where(small, ia.astype(dt) * jnp.asarray(least * scale, dt), 0)  # a normal
   a_scaled = jnp.where(ia < (1 << mant), a_sub, a * k)
   scaled = (a_scaled + b * k) / 2 / k
@@ -171,8 +176,9 @@ def _mean_of_two(a, b):
 
 def _reduce(operands, inits, ops, axes):
   """One variadic reduce: ``ops[i]`` (add or min) folds ``operands[i]``."""
-  return jax.lax.reduce(tuple(operands), tuple(inits),
-                        lambda x, y: tuple(op(a, b) for op, a, b in zip(ops, x, y)), axes)
+  return jax.lax.reduce(
+    tuple(operands), tuple(inits), lambda x, y: tuple(op(a, b) for op, a, b in zip(ops, x, y)), axes
+  )
 
 
 def _select(dt, arrays, axis_name):
@@ -217,19 +223,26 @@ def _select(dt, arrays, axis_name):
     """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,)."""
     counts, mins = [], []
     for k, b in enumerate(bits):
-      out = _reduce([(b <= t[k, j]).astype(int_t) for j in range(_T)]
-                    + [jnp.where(b > hi[k], b, top)],
-                    [int_t(0)] * _T + [int_t(top)], [jax.lax.add] * _T + [jax.lax.min],
-                    tuple(range(b.ndim)))
+      out = _reduce(
+        [(b <= t[k, j]).astype(int_t) for j in range(_T)] + [jnp.where(b > hi[k], b, top)],
+        [int_t(0)] * _T + [int_t(top)],
+        [jax.lax.add] * _T + [jax.lax.min],
+        tuple(range(b.ndim)),
+      )
       counts.append(jnp.stack(out[:_T]))
       mins.append(out[_T])
     if small:
       t_row, hi_row = t[nb:][row_of], hi[nb:][row_of]
-      out = _reduce([(buf <= t_row[:, j:j + 1]).astype(int_t) for j in range(_T)]
-                    + [jnp.where(buf > hi_row[:, None], buf, top)],
-                    [int_t(0)] * _T + [int_t(top)], [jax.lax.add] * _T + [jax.lax.min], (1,))
-      counts.append(jax.ops.segment_sum(jnp.stack(out[:_T], 1), row_of, len(small),
-                                        indices_are_sorted=True))
+      out = _reduce(
+        [(buf <= t_row[:, j : j + 1]).astype(int_t) for j in range(_T)]
+        + [jnp.where(buf > hi_row[:, None], buf, top)],
+        [int_t(0)] * _T + [int_t(top)],
+        [jax.lax.add] * _T + [jax.lax.min],
+        (1,),
+      )
+      counts.append(
+        jax.ops.segment_sum(jnp.stack(out[:_T], 1), row_of, len(small), indices_are_sorted=True)
+      )
       mins.append(jax.ops.segment_min(out[_T], row_of, len(small), indices_are_sorted=True))
     counts = jnp.concatenate([c.reshape(-1, _T) for c in counts])
     if axis_name is not None:
@@ -247,12 +260,19 @@ def _select(dt, arrays, axis_name):
     new_hi = jnp.min(jnp.where(enough, t, hi[:, None]), axis=1)
     new_c_hi = jnp.min(jnp.where(enough, c, c_hi[:, None]), axis=1)
     new_lo = jnp.max(jnp.where(enough, lo[:, None], t + 1), axis=1)
-    return tuple(v + reduced0 for v in (new_lo, new_hi, new_c_hi, t, c, hi, c_hi)) + (
-        m + local0,)
+    return tuple(v + reduced0 for v in (new_lo, new_hi, new_c_hi, t, c, hi, c_hi)) + (m + local0,)
 
   a = len(order)
-  carry = (jnp.zeros(a, int_t), jnp.full(a, top, int_t), n, jnp.zeros((a, _T), int_t),
-           jnp.zeros((a, _T), int_t), jnp.zeros(a, int_t), n, jnp.zeros(a, int_t))
+  carry = (
+    jnp.zeros(a, int_t),
+    jnp.full(a, top, int_t),
+    n,
+    jnp.zeros((a, _T), int_t),
+    jnp.zeros((a, _T), int_t),
+    jnp.zeros(a, int_t),
+    n,
+    jnp.zeros(a, int_t),
+  )
   carry = tuple(v + reduced0 for v in carry[:-1]) + (carry[-1] + local0,)
   lower, _, c_lower, t, c, hi, c_hi, m = jax.lax.fori_loop(0, passes, body, carry)
   # The last pass counted every pattern in its bracket [lo, hi - 1]: the
@@ -265,5 +285,8 @@ def _select(dt, arrays, axis_name):
   upper = jnp.where(c_lower >= need2, lower, nxt)
   # Back to the caller's order of arrays.
   perm = np.argsort(np.asarray(order))
-  return (jax.lax.bitcast_convert_type(lower[perm], dt),
-          jax.lax.bitcast_convert_type(upper[perm], dt), (n % 2 == 1)[perm])
+  return (
+    jax.lax.bitcast_convert_type(lower[perm], dt),
+    jax.lax.bitcast_convert_type(upper[perm], dt),
+    (n % 2 == 1)[perm],
+  )

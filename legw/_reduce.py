@@ -18,7 +18,7 @@ independent of each other (no chain of reductions), or they cannot be merged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -103,8 +103,9 @@ def fused_reduce(arrays: Sequence[jax.Array], op=jax.lax.add, init=0) -> tuple[j
   if single:
     arrays = arrays * 2
   inits = tuple(jnp.asarray(init, a.dtype) for a in arrays)
-  out = jax.lax.reduce(arrays, inits, lambda x, y: tuple(op(a, b) for a, b in zip(x, y)),
-                       tuple(range(arrays[0].ndim)))
+  out = jax.lax.reduce(
+    arrays, inits, lambda x, y: tuple(op(a, b) for a, b in zip(x, y)), tuple(range(arrays[0].ndim))
+  )
   return out[:1] if single else out
 
 
@@ -128,6 +129,8 @@ def _fused_sums(*arrays):
 @_fused_sums.defjvp
 def _fused_sums_jvp(primals, tangents):
   out = _fused_sums(*primals)
-  out_t = tuple(jnp.sum(t) if jnp.issubdtype(p.dtype, jnp.inexact)
-                else np.zeros((), jax.dtypes.float0) for p, t in zip(primals, tangents))
+  out_t = tuple(
+    jnp.sum(t) if jnp.issubdtype(p.dtype, jnp.inexact) else np.zeros((), jax.dtypes.float0)
+    for p, t in zip(primals, tangents)
+  )
   return out, out_t

@@ -18,13 +18,13 @@ def is_concrete_number(value: Any) -> bool:
 
 
 def check_range(
-    name: str,
-    value: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_inclusive: bool = True,
-    high_inclusive: bool = True,
+  name: str,
+  value: Any,
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_inclusive: bool = True,
+  high_inclusive: bool = True,
 ) -> None:
   """Raises ``ValueError`` when a concrete ``value`` is outside the range.
 
@@ -47,10 +47,7 @@ def check_range(
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
   """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
   if value not in choices:
-    raise ValueError(
-        f"{name} must be one of {', '.join(repr(c) for c in choices)}; "
-        f"got {value!r}."
-    )
+    raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}.")
 
 
 def _check_scalar_or_schedule(name: str, value: Any) -> None:
@@ -67,19 +64,22 @@ def _check_scalar_or_schedule(name: str, value: Any) -> None:
   kind = type(value).__name__
   if kind == "Recipe":
     raise TypeError(
-        f"{name} got a legw.Recipe, which is not a schedule (it needs the batch "
-        f"size): pass recipe.schedule(batch_size, dataset_size=...) (an "
-        f"optax.Schedule of the step count).")
+      f"{name} got a legw.Recipe, which is not a schedule (it needs the batch "
+      f"size): pass recipe.schedule(batch_size, dataset_size=...) (an "
+      f"optax.Schedule of the step count)."
+    )
   if kind == "ScaledRecipe":
     raise TypeError(
-        f"{name} got a legw.ScaledRecipe (the numbers of a recipe at one batch "
-        f"size), not a schedule: pass recipe.schedule(batch_size, "
-        f"dataset_size=...) of the Recipe, or scaled.peak_learning_rate for a "
-        f"constant rate.")
+      f"{name} got a legw.ScaledRecipe (the numbers of a recipe at one batch "
+      f"size), not a schedule: pass recipe.schedule(batch_size, "
+      f"dataset_size=...) of the Recipe, or scaled.peak_learning_rate for a "
+      f"constant rate."
+    )
   if not (is_concrete_number(value) or hasattr(value, "dtype")):
     raise TypeError(
-        f"{name} must be a number, a JAX array or an optax.Schedule (a callable "
-        f"of the step count); got {value!r} of type {kind}.")
+      f"{name} must be a number, a JAX array or an optax.Schedule (a callable "
+      f"of the step count); got {value!r} of type {kind}."
+    )
   check_range(name, value, low=0.0)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +65,7 @@ class BatchPhase:
     num_epochs: the phase's length in epochs, as requested.
     steps_per_epoch: ``dataset_size // batch_size``.
   """
+
   batch_size: int
   first_step: int
   num_steps: int
@@ -106,6 +107,7 @@ class BatchSizeSchedule:
       optax's schedules give the count (:func:`legw.schedules.float_dtype`).
       None when no recipe was given.
   """
+
   phases: tuple[BatchPhase, ...]
   total_steps: int
   num_epochs: float
@@ -172,10 +174,10 @@ class BatchSizeSchedule:
 
 
 def batch_size_schedule(
-    phases: Sequence[tuple[float, int]],
-    *,
-    dataset_size: int,
-    recipe: Union[Recipe, LearningRateFn, None] = None,
+  phases: Sequence[tuple[float, int]],
+  *,
+  dataset_size: int,
+  recipe: Recipe | LearningRateFn | None = None,
 ) -> BatchSizeSchedule:
   r"""A schedule of a few constant-batch-size phases and their learning rates.
 
@@ -245,25 +247,34 @@ def batch_size_schedule(
     try:
       num_epochs, batch_size = phase
     except (TypeError, ValueError):
-      raise ValueError(f"phases[{i}] must be a (num_epochs, batch_size) pair; "
-                       f"got {phase!r}.") from None
+      raise ValueError(
+        f"phases[{i}] must be a (num_epochs, batch_size) pair; got {phase!r}."
+      ) from None
     batch_size = as_count(f"phases[{i}] batch_size", batch_size)
     if not _validation.is_concrete_number(num_epochs):
       raise TypeError(f"phases[{i}] num_epochs must be a number; got {num_epochs!r}.")
-    _validation.check_range(f"phases[{i}] num_epochs", num_epochs, low=0.0,
-                            low_inclusive=False)
+    _validation.check_range(f"phases[{i}] num_epochs", num_epochs, low=0.0, low_inclusive=False)
     if batch_size > dataset_size:
-      raise ValueError(f"phases[{i}] batch_size={batch_size} is larger than "
-                       f"dataset_size={dataset_size}.")
+      raise ValueError(
+        f"phases[{i}] batch_size={batch_size} is larger than dataset_size={dataset_size}."
+      )
     spe = dataset_size // batch_size
     num_steps = int(round(num_epochs * spe))
     if num_steps < 1:
       raise ValueError(
-          f"phases[{i}]: {num_epochs} epochs at batch {batch_size} ({spe} steps per "
-          "epoch) round to 0 steps; lengthen the phase.")
-    built.append(BatchPhase(batch_size=batch_size, first_step=step, num_steps=num_steps,
-                            first_epoch=epoch, num_epochs=float(num_epochs),
-                            steps_per_epoch=spe))
+        f"phases[{i}]: {num_epochs} epochs at batch {batch_size} ({spe} steps per "
+        "epoch) round to 0 steps; lengthen the phase."
+      )
+    built.append(
+      BatchPhase(
+        batch_size=batch_size,
+        first_step=step,
+        num_steps=num_steps,
+        first_epoch=epoch,
+        num_epochs=float(num_epochs),
+        steps_per_epoch=spe,
+      )
+    )
     step += num_steps
     epoch += float(num_epochs)
   built = tuple(built)
@@ -273,19 +284,27 @@ def batch_size_schedule(
     if isinstance(recipe, Recipe):
       if abs(recipe.num_epochs - epoch) > 1e-9 * max(1.0, epoch):
         raise ValueError(
-            f"recipe.num_epochs={recipe.num_epochs} differs from the phases' total of "
-            f"{epoch:g} epochs.")
+          f"recipe.num_epochs={recipe.num_epochs} differs from the phases' total of "
+          f"{epoch:g} epochs."
+        )
       make = lambda b, spe: recipe.schedule(b, steps_per_epoch=spe)
     elif callable(recipe):
       make = recipe
     else:
       raise TypeError(f"recipe must be a legw.Recipe, a callable or None; got {recipe!r}.")
     # One schedule per phase (built at its batch size), read at its epoch position.
-    parts = [(p, make(p.batch_size, p.steps_per_epoch),
-              p.first_step - int(round(p.first_epoch * p.steps_per_epoch))) for p in built]
+    parts = [
+      (
+        p,
+        make(p.batch_size, p.steps_per_epoch),
+        p.first_step - int(round(p.first_epoch * p.steps_per_epoch)),
+      )
+      for p in built
+    ]
     learning_rate = _piecewise(parts)
-  return BatchSizeSchedule(phases=built, total_steps=step, num_epochs=epoch,
-                           learning_rate=learning_rate)
+  return BatchSizeSchedule(
+    phases=built, total_steps=step, num_epochs=epoch, learning_rate=learning_rate
+  )
 
 
 def _piecewise(parts) -> optax.Schedule:
@@ -298,4 +317,5 @@ def _piecewise(parts) -> optax.Schedule:
       value = jnp.asarray(sched(count - shift), dtype)
       out = jnp.where(count < phase.end_step, value, out)
     return jnp.broadcast_to(out, count.shape)
+
   return schedule

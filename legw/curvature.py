@@ -47,7 +47,8 @@ is a multiple of its weights, :math:`g_l = c\,w_l`, all three give
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +58,7 @@ import optax
 from legw import _layerwise, _validation
 from legw._layerwise import sums_statistic
 from legw._median import medians_of_magnitudes
-from legw._reduce import (AxisName, abs_sq, fused_sums, is_trainable, real_dtype,
-                          stat_dtype)
+from legw._reduce import AxisName, abs_sq, fused_sums, is_trainable, real_dtype, stat_dtype
 from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 # Every median legw takes goes through this one name (exact, differentiable
@@ -70,8 +70,10 @@ def _check_positive_int(name: str, value: Any) -> None:
   if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
     hint = ""
     if isinstance(value, jax.Array):
-      hint = (f" It sets a loop length, so it cannot be an array: with "
-              f"optax.inject_hyperparams pass static_args=({name!r}, ...).")
+      hint = (
+        f" It sets a loop length, so it cannot be an array: with "
+        f"optax.inject_hyperparams pass static_args=({name!r}, ...)."
+      )
     raise ValueError(f"{name} must be an integer >= 1; got {value!r}.{hint}")
 
 
@@ -109,16 +111,22 @@ def _nonzero_magnitudes(a: jax.Array) -> jax.Array:
 def _median_statistic(ws, gs, betas, axis_name):
   """MCLR's sizes: medians of the nonzero |w| and of the nonzero |g|."""
   mags = [jnp.abs(w) for w in ws] + [
-      jnp.abs(g if b is None else g + b * w) for w, g, b in zip(ws, gs, betas)]
+    jnp.abs(g if b is None else g + b * w) for w, g, b in zip(ws, gs, betas)
+  ]
   meds = _medians_of_magnitudes([_nonzero_magnitudes(m) for m in mags], axis_name)
   meds = [jnp.where(jnp.isinf(m), jnp.zeros((), m.dtype), m) for m in meds]
   n = len(ws)
   return list(zip(meds[:n], meds[n:]))
 
 
-def scale_by_median_curvature(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps: float = 0.0,
-                              trust_ratio_mask: MaskOrFn = None, weight_decay_mask: MaskOrFn = None,
-                              axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
+def scale_by_median_curvature(
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  eps: float = 0.0,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
   Per leaf ``l`` (one layer's kernel, ...), with :math:`\beta` = ``weight_decay``
@@ -198,15 +206,28 @@ def scale_by_median_curvature(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps
   """
   # The member is its statistic; everything else is the family's core.
   return _layerwise.scale_by_layerwise_rate(
-      _median_statistic, name="scale_by_median_curvature", state_cls=ScaleByMedianCurvatureState,
-      weight_decay=weight_decay, eps=eps, trust_ratio_mask=trust_ratio_mask,
-      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
+    _median_statistic,
+    name="scale_by_median_curvature",
+    state_cls=ScaleByMedianCurvatureState,
+    weight_decay=weight_decay,
+    eps=eps,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
 
 
-def mclr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-         weight_decay: optax.ScalarOrSchedule = 0.0, eps: float = 0.0, nesterov: bool = False,
-         weight_decay_mask: MaskOrFn = None, trust_ratio_mask: MaskOrFn = None,
-         axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
+def mclr(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  eps: float = 0.0,
+  nesterov: bool = False,
+  weight_decay_mask: MaskOrFn = None,
+  trust_ratio_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
   Per leaf ``l``, with :math:`\gamma_t` = ``learning_rate`` at step t and
@@ -253,9 +274,16 @@ def mclr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
       schedule (e.g. a :class:`legw.Recipe`).
   """
   return _layerwise.sgd_optimizer(
-      scale_by_median_curvature, learning_rate, momentum, nesterov, weight_decay=weight_decay,
-      eps=eps, trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+    scale_by_median_curvature,
+    learning_rate,
+    momentum,
+    nesterov,
+    weight_decay=weight_decay,
+    eps=eps,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -291,9 +319,14 @@ def _percent_delta_sizes(l1, n):
 _PERCENT_DELTA_STATISTIC = sums_statistic(_percent_delta_partials, _percent_delta_sizes)
 
 
-def scale_by_percent_delta(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps: float = 0.0,
-                           trust_ratio_mask: MaskOrFn = None, weight_decay_mask: MaskOrFn = None,
-                           axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
+def scale_by_percent_delta(
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  eps: float = 0.0,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
   Per leaf ``l`` with :math:`n_l` entries where :math:`w \ne 0`:
@@ -344,16 +377,28 @@ def scale_by_percent_delta(weight_decay: optax.ScalarOrSchedule = 0.0, *, eps: f
     TypeError: for a ``weight_decay`` neither a number nor a schedule.
   """
   return _layerwise.scale_by_layerwise_rate(
-      _PERCENT_DELTA_STATISTIC, name="scale_by_percent_delta", state_cls=ScaleByPercentDeltaState,
-      weight_decay=weight_decay, eps=eps, trust_ratio_mask=trust_ratio_mask,
-      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
+    _PERCENT_DELTA_STATISTIC,
+    name="scale_by_percent_delta",
+    state_cls=ScaleByPercentDeltaState,
+    weight_decay=weight_decay,
+    eps=eps,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
 
 
-def percent_delta(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-                  weight_decay: optax.ScalarOrSchedule = 0.0, eps: float = 0.0,
-                  nesterov: bool = False, weight_decay_mask: MaskOrFn = None,
-                  trust_ratio_mask: MaskOrFn = None,
-                  axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
+def percent_delta(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  eps: float = 0.0,
+  nesterov: bool = False,
+  weight_decay_mask: MaskOrFn = None,
+  trust_ratio_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""SGD with PercentDelta per-layer rates (curvature paper eq. 24).
 
   .. math::
@@ -394,9 +439,16 @@ def percent_delta(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.
       hyperparameter passed by position after ``learning_rate``.
   """
   return _layerwise.sgd_optimizer(
-      scale_by_percent_delta, learning_rate, momentum, nesterov, weight_decay=weight_decay,
-      eps=eps, trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+    scale_by_percent_delta,
+    learning_rate,
+    momentum,
+    nesterov,
+    weight_decay=weight_decay,
+    eps=eps,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -420,11 +472,11 @@ class ScaleByCurvatureRadiusState(NamedTuple):
 
 
 def hutchinson_diagonal(
-    obj_fn: Callable[[Any], jax.Array],
-    params: Any,
-    key: jax.Array,
-    num_probes: int = 1,
-    mask: list[bool] | None = None,
+  obj_fn: Callable[[Any], jax.Array],
+  params: Any,
+  key: jax.Array,
+  num_probes: int = 1,
+  mask: list[bool] | None = None,
 ) -> Any:
   r"""Hutchinson estimate of the Hessian diagonal of ``obj_fn`` at ``params``.
 
@@ -469,8 +521,9 @@ def hutchinson_diagonal(
   if mask is None:
     mask = [True] * len(leaves)
   elif len(mask) != len(leaves):
-    raise ValueError(f"mask must have one bool per leaf of params ({len(leaves)}), "
-                     f"got {len(mask)}.")
+    raise ValueError(
+      f"mask must have one bool per leaf of params ({len(leaves)}), got {len(mask)}."
+    )
   leaves = [jnp.asarray(p) if is_trainable(p) else p for p in leaves]
   params = jax.tree.unflatten(treedef, leaves)
   probed = [m and is_trainable(p) for p, m in zip(leaves, mask)]
@@ -480,19 +533,22 @@ def hutchinson_diagonal(
   def one_probe(k):
     keys = jax.random.split(jax.random.fold_in(key, k), len(leaves))
     z = [
-        jax.random.rademacher(kk, p.shape, real_dtype(p.dtype)).astype(p.dtype) if m
-        else jnp.zeros_like(p) if is_trainable(p)
-        else np.zeros(np.shape(p), jax.dtypes.float0)
-        for kk, p, m in zip(keys, leaves, probed)
+      jax.random.rademacher(kk, p.shape, real_dtype(p.dtype)).astype(p.dtype)
+      if m
+      else jnp.zeros_like(p)
+      if is_trainable(p)
+      else np.zeros(np.shape(p), jax.dtypes.float0)
+      for kk, p, m in zip(keys, leaves, probed)
     ]
     hz = jax.jvp(hvp_fn, (params,), (jax.tree.unflatten(treedef, z),))[1]
     hz = treedef.flatten_up_to(hz)
     # z is real (+-1), so z * Hz's real part is the diagonal (of the real
     # part's block, for a complex leaf).
     return [
-        jnp.real(zz.astype(stat_dtype(p.dtype)) * h.astype(stat_dtype(p.dtype))).astype(dt)
-        if m else jnp.zeros(np.shape(p), dt)
-        for zz, h, p, m, dt in zip(z, hz, leaves, probed, out_dt)
+      jnp.real(zz.astype(stat_dtype(p.dtype)) * h.astype(stat_dtype(p.dtype))).astype(dt)
+      if m
+      else jnp.zeros(np.shape(p), dt)
+      for zz, h, p, m, dt in zip(z, hz, leaves, probed, out_dt)
     ]
 
   if num_probes == 1:
@@ -500,22 +556,22 @@ def hutchinson_diagonal(
   else:
     zero = [jnp.zeros(np.shape(p), dt) for p, dt in zip(leaves, out_dt)]
     total = jax.lax.fori_loop(
-        0, num_probes, lambda k, acc: [a + e for a, e in zip(acc, one_probe(k))], zero
+      0, num_probes, lambda k, acc: [a + e for a, e in zip(acc, one_probe(k))], zero
     )
     est = [t / num_probes for t in total]
   return jax.tree.unflatten(treedef, est)
 
 
 def scale_by_curvature_radius(
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    *,
-    max_radius: float = 100.0,
-    num_probes: int = 1,
-    update_every: int = 1,
-    key: jax.Array | int = 0,
-    trust_ratio_mask: MaskOrFn = None,
-    weight_decay_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  max_radius: float = 100.0,
+  num_probes: int = 1,
+  update_every: int = 1,
+  key: jax.Array | int = 0,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each parameter by its loss-curve curvature radius (CBLR; no LR).
 
@@ -602,23 +658,28 @@ def scale_by_curvature_radius(
   def init_fn(params):
     k = jax.random.PRNGKey(key) if isinstance(key, numbers.Integral) else key
     return ScaleByCurvatureRadiusState(
-        count=jnp.zeros([], jnp.int32),
-        key=k,
-        hessian_diag=jax.tree.map(
-            lambda p: jnp.zeros(np.shape(p), real_dtype(jnp.result_type(p))
-                                if is_trainable(p) else jnp.float32), params),
+      count=jnp.zeros([], jnp.int32),
+      key=k,
+      hessian_diag=jax.tree.map(
+        lambda p: jnp.zeros(
+          np.shape(p), real_dtype(jnp.result_type(p)) if is_trainable(p) else jnp.float32
+        ),
+        params,
+      ),
     )
 
   def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError(
-          "scale_by_curvature_radius needs the current parameters: call "
-          "update(updates, state, params, obj_fn=...).")
+        "scale_by_curvature_radius needs the current parameters: call "
+        "update(updates, state, params, obj_fn=...)."
+      )
     if obj_fn is None:
       raise ValueError(
-          "scale_by_curvature_radius needs the objective: call "
-          "update(updates, state, params, obj_fn=lambda p: loss(p, batch)).")
+        "scale_by_curvature_radius needs the objective: call "
+        "update(updates, state, params, obj_fn=lambda p: loss(p, batch))."
+      )
     g_leaves, treedef = jax.tree.flatten(updates)
     w_leaves = treedef.flatten_up_to(params)
     tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
@@ -634,9 +695,7 @@ def scale_by_curvature_radius(
     if update_every == 1:
       h_tree = estimate()
     else:
-      h_tree = jax.lax.cond(
-          state.count % update_every == 0, estimate, lambda: state.hessian_diag
-      )
+      h_tree = jax.lax.cond(state.count % update_every == 0, estimate, lambda: state.hessian_diag)
     h_leaves = treedef.flatten_up_to(h_tree)
 
     out = []
@@ -656,19 +715,27 @@ def scale_by_curvature_radius(
       radius = jnp.where(curv == 0, max_radius, jnp.minimum(radius, max_radius))
       out.append((radius * u).astype(g.dtype))
     new_state = ScaleByCurvatureRadiusState(
-        count=optax.safe_increment(state.count), key=next_key, hessian_diag=h_tree
+      count=optax.safe_increment(state.count), key=next_key, hessian_diag=h_tree
     )
     return jax.tree.unflatten(treedef, out), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def cblr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
-         weight_decay: optax.ScalarOrSchedule = 0.0, max_radius: float = 100.0,
-         num_probes: int = 1, update_every: int = 1, key: jax.Array | int = 0,
-         nesterov: bool = False, weight_decay_mask: MaskOrFn = None,
-         trust_ratio_mask: MaskOrFn = None,
-         axis_name: AxisName = None) -> optax.GradientTransformationExtraArgs:
+def cblr(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  max_radius: float = 100.0,
+  num_probes: int = 1,
+  update_every: int = 1,
+  key: jax.Array | int = 0,
+  nesterov: bool = False,
+  weight_decay_mask: MaskOrFn = None,
+  trust_ratio_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""SGD with curvature-based per-parameter rates (CBLR, curvature paper eq. 9–11).
 
   .. math::
@@ -722,7 +789,16 @@ def cblr(learning_rate: optax.ScalarOrSchedule, *, momentum: float = 0.9,
       schedule (e.g. a :class:`legw.Recipe`).
   """
   return _layerwise.sgd_optimizer(
-      scale_by_curvature_radius, learning_rate, momentum, nesterov, weight_decay=weight_decay,
-      max_radius=max_radius, num_probes=num_probes, update_every=update_every, key=key,
-      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+    scale_by_curvature_radius,
+    learning_rate,
+    momentum,
+    nesterov,
+    weight_decay=weight_decay,
+    max_radius=max_radius,
+    num_probes=num_probes,
+    update_every=update_every,
+    key=key,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )

@@ -17,7 +17,8 @@ that of the loss as a function of the real and imaginary parts.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ def leaf_path(path: tuple) -> str:
 
 
 def layerwise_stats(
-    params: Any, grads: Any, *, axis_name: AxisName = None
+  params: Any, grads: Any, *, axis_name: AxisName = None
 ) -> dict[str, dict[str, jax.Array]]:
   r"""Per-layer parameter norm, gradient norm and their ratio (LARS Table 2).
 
@@ -141,16 +142,14 @@ def layerwise_stats(
   for i, (path, _) in enumerate(path_leaves):
     w_norm, g_norm = jnp.sqrt(sums[2 * i]), jnp.sqrt(sums[2 * i + 1])
     out[leaf_path(path)] = {
-        "param_norm": w_norm,
-        "grad_norm": g_norm,
-        "trust_ratio": w_norm / g_norm,
+      "param_norm": w_norm,
+      "grad_norm": g_norm,
+      "trust_ratio": w_norm / g_norm,
     }
   return out
 
 
-def local_lipschitz(
-    loss_fn: Callable[[Any], jax.Array], params: Any, direction: Any
-) -> jax.Array:
+def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction: Any) -> jax.Array:
   r"""Curvature of ``loss_fn`` along ``direction``: :math:`|d^T H d| / \|d\|^2`.
 
   With :math:`H = \nabla^2 f(x)` the Hessian of ``loss_fn`` at ``params`` and

@@ -50,16 +50,16 @@ LARS_STATISTIC = sums_statistic(_lars_partials, _lars_sizes)
 
 
 def scale_by_lars(
-    trust_coefficient: float = 0.001,
-    *,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    eps: float = 0.0,
-    denominator: str = "paper",
-    clip: bool = False,
-    learning_rate: optax.ScalarOrSchedule | None = None,
-    trust_ratio_mask: MaskOrFn = None,
-    weight_decay_mask: MaskOrFn = None,
-    axis_name: AxisName = None,
+  trust_coefficient: float = 0.001,
+  *,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  eps: float = 0.0,
+  denominator: str = "paper",
+  clip: bool = False,
+  learning_rate: optax.ScalarOrSchedule | None = None,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its LARS trust ratio (no LR, no momentum).
 
@@ -171,29 +171,37 @@ def scale_by_lars(
     _validation.check_learning_rate(learning_rate)
   elif clip:
     raise ValueError(
-        "scale_by_lars(clip=True) needs the learning rate it caps the trust "
-        "ratio with: pass learning_rate= (the optimizer's number or schedule).")
+      "scale_by_lars(clip=True) needs the learning rate it caps the trust "
+      "ratio with: pass learning_rate= (the optimizer's number or schedule)."
+    )
   return _layerwise.scale_by_layerwise_rate(
-      LARS_STATISTIC, name="scale_by_lars", state_cls=ScaleByLarsState,
-      trust_coefficient=trust_coefficient, weight_decay=weight_decay, eps=eps,
-      denominator=denominator, clip_learning_rate=learning_rate if clip else None,
-      trust_ratio_mask=trust_ratio_mask, weight_decay_mask=weight_decay_mask,
-      axis_name=axis_name)
+    LARS_STATISTIC,
+    name="scale_by_lars",
+    state_cls=ScaleByLarsState,
+    trust_coefficient=trust_coefficient,
+    weight_decay=weight_decay,
+    eps=eps,
+    denominator=denominator,
+    clip_learning_rate=learning_rate if clip else None,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
 
 
 def lars(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
-    trust_coefficient: float = 0.001,
-    eps: float = 0.0,
-    nesterov: bool = False,
-    weight_decay_mask: MaskOrFn = None,
-    trust_ratio_mask: MaskOrFn = None,
-    denominator: str = "paper",
-    clip: bool = False,
-    axis_name: AxisName = None,
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  trust_coefficient: float = 0.001,
+  eps: float = 0.0,
+  nesterov: bool = False,
+  weight_decay_mask: MaskOrFn = None,
+  trust_ratio_mask: MaskOrFn = None,
+  denominator: str = "paper",
+  clip: bool = False,
+  axis_name: AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with LARS, as Algorithm 1 of the LARS paper.
 
@@ -271,7 +279,17 @@ def lars(
     >>> params = optax.apply_updates(params, updates)
   """
   return _layerwise.sgd_optimizer(
-      scale_by_lars, learning_rate, momentum, nesterov, trust_coefficient=trust_coefficient,
-      weight_decay=weight_decay, eps=eps, denominator=denominator, clip=clip,
-      learning_rate=learning_rate if clip else None, trust_ratio_mask=trust_ratio_mask,
-      weight_decay_mask=weight_decay_mask, axis_name=axis_name)
+    scale_by_lars,
+    learning_rate,
+    momentum,
+    nesterov,
+    trust_coefficient=trust_coefficient,
+    weight_decay=weight_decay,
+    eps=eps,
+    denominator=denominator,
+    clip=clip,
+    learning_rate=learning_rate if clip else None,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )

@@ -27,10 +27,10 @@ _ROUND_SLACK = 1e-3
 
 
 def discard_small_loss(
-    per_example_losses: Any,
-    fraction: Any,
-    *,
-    mask: Any | None = None,
+  per_example_losses: Any,
+  fraction: Any,
+  *,
+  mask: Any | None = None,
 ) -> jax.Array:
   r"""Mean of the per-example losses without the ``fraction`` smallest ones.
 
@@ -110,8 +110,9 @@ def discard_small_loss(
   # Order: valid samples first, ascending loss (NaN last), stable by index.
   key = jax.lax.stop_gradient(flat)
   index = jnp.arange(flat.size, dtype=jnp.int32)
-  _, _, order = jax.lax.sort((jnp.logical_not(valid).astype(jnp.int32), key, index),
-                             num_keys=2, is_stable=True)
+  _, _, order = jax.lax.sort(
+    (jnp.logical_not(valid).astype(jnp.int32), key, index), num_keys=2, is_stable=True
+  )
   rank = jnp.zeros_like(index).at[order].set(index)
   keep = valid & (rank >= k)
   kept = jnp.maximum(n - k.astype(jnp.float32), 1.0)
@@ -119,10 +120,10 @@ def discard_small_loss(
 
 
 def discard_small_loss_schedule(
-    fraction: float = 0.3,
-    *,
-    num_epochs: float = 100.0,
-    steps_per_epoch: int,
+  fraction: float = 0.3,
+  *,
+  num_epochs: float = 100.0,
+  steps_per_epoch: int,
 ) -> optax.Schedule:
   r"""The discard fraction of each step: ``fraction`` for the first epochs, then 0.
 
@@ -171,13 +172,16 @@ def discard_small_loss_schedule(
   end = int(round(num_epochs * steps_per_epoch))
   if fraction > 0 and end == 0:
     warnings.warn(
-        f"discard_small_loss_schedule: num_epochs={num_epochs:g} at "
-        f"steps_per_epoch={steps_per_epoch} rounds to 0 steps, so no sample is "
-        "ever discarded; num_epochs is in epochs, steps_per_epoch in optimizer steps.",
-        UserWarning, stacklevel=2)
+      f"discard_small_loss_schedule: num_epochs={num_epochs:g} at "
+      f"steps_per_epoch={steps_per_epoch} rounds to 0 steps, so no sample is "
+      "ever discarded; num_epochs is in epochs, steps_per_epoch in optimizer steps.",
+      UserWarning,
+      stacklevel=2,
+    )
 
   def schedule(count):
     count = jnp.asarray(count)
     dtype = float_dtype(count)
     return jnp.where(count < end, jnp.asarray(fraction, dtype), jnp.zeros((), dtype))
+
   return schedule

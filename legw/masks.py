@@ -10,12 +10,13 @@ rule and is the default mask of every legw optimizer.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 
-MaskOrFn = Union[None, bool, Any, Callable[[Any], Any]]
+MaskOrFn = None | bool | Any | Callable[[Any], Any]
 
 
 def exclude_bias_and_norm(params: Any) -> Any:
@@ -63,13 +64,11 @@ def resolve_mask(mask: MaskOrFn, params: Any, default: Callable[[Any], Any]) -> 
   elif callable(mask):
     mask = mask(params)
   try:
-    full = jax.tree.map(
-        lambda m, sub: jax.tree.map(lambda _: m, sub), mask, params
-    )
+    full = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, params)
   except ValueError as e:
     raise ValueError(
-        "mask must be a bool, a pytree of bools with the structure of params "
-        f"(or a prefix of it), or a callable returning one; got {mask!r}."
+      "mask must be a bool, a pytree of bools with the structure of params "
+      f"(or a prefix of it), or a callable returning one; got {mask!r}."
     ) from e
   leaves = jax.tree.leaves(full)
   for m in leaves:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import optax
 
-from legw import _validation
 from legw.scaling import as_count, scale_learning_rate, scale_warmup_epochs
 from legw.schedules import legw_schedule
 
@@ -51,6 +50,7 @@ class ScaledRecipe:
   >>> [round(float(lr(t)), 4) for t in (0, s.warmup_steps, s.total_steps)]
   [0.0, 32.0, 0.0]
   """
+
   batch_size: int
   peak_learning_rate: float
   warmup_epochs: float
@@ -84,8 +84,9 @@ class ScaledRecipe:
     """
     if self.recipe is None:
       raise ValueError(
-          "this ScaledRecipe has no recipe to build a schedule from: make it with "
-          "legw.Recipe(...).at(batch_size, dataset_size=...).")
+        "this ScaledRecipe has no recipe to build a schedule from: make it with "
+        "legw.Recipe(...).at(batch_size, dataset_size=...)."
+      )
     return self.recipe.schedule(self.batch_size, steps_per_epoch=self.steps_per_epoch)
 
 
@@ -136,6 +137,7 @@ class Recipe:
    1024   1  5.65685     2.50     0.3125           391         1251       112590
   32768  32       32     5.00         10           390           39         3510
   """
+
   base_batch_size: int
   base_learning_rate: float
   base_warmup_epochs: float
@@ -190,8 +192,9 @@ class Recipe:
     dataset_size = as_count("dataset_size", dataset_size)
     if dataset_size < batch_size:
       raise ValueError(
-          f"dataset_size={dataset_size} is smaller than batch_size={batch_size}: "
-          "no full optimizer step per epoch.")
+        f"dataset_size={dataset_size} is smaller than batch_size={batch_size}: "
+        "no full optimizer step per epoch."
+      )
     return dataset_size // batch_size
 
   def _resolve_steps(self, batch_size, dataset_size, steps_per_epoch) -> int:
@@ -201,8 +204,9 @@ class Recipe:
       return self.steps_per_epoch(batch_size, dataset_size)
     return as_count("steps_per_epoch", steps_per_epoch)
 
-  def at(self, batch_size: int, *, dataset_size: int | None = None,
-         steps_per_epoch: int | None = None) -> ScaledRecipe:
+  def at(
+    self, batch_size: int, *, dataset_size: int | None = None, steps_per_epoch: int | None = None
+  ) -> ScaledRecipe:
     """The recipe's numbers at ``batch_size``.
 
     Args:
@@ -232,21 +236,24 @@ class Recipe:
     batch_size = as_count("batch_size", batch_size)
     self._schedule_kwargs(batch_size, spe)
     warmup_epochs = scale_warmup_epochs(
-        self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling)
+      self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling
+    )
     return ScaledRecipe(
-        batch_size=batch_size,
-        peak_learning_rate=scale_learning_rate(
-            self.base_learning_rate, self.base_batch_size, batch_size, self.lr_scaling),
-        warmup_epochs=warmup_epochs,
-        warmup_steps=int(round(warmup_epochs * spe)),
-        steps_per_epoch=spe,
-        total_steps=int(round(self.num_epochs * spe)),
-        num_epochs=self.num_epochs,
-        recipe=self,
+      batch_size=batch_size,
+      peak_learning_rate=scale_learning_rate(
+        self.base_learning_rate, self.base_batch_size, batch_size, self.lr_scaling
+      ),
+      warmup_epochs=warmup_epochs,
+      warmup_steps=int(round(warmup_epochs * spe)),
+      steps_per_epoch=spe,
+      total_steps=int(round(self.num_epochs * spe)),
+      num_epochs=self.num_epochs,
+      recipe=self,
     )
 
-  def schedule(self, batch_size: int, *, dataset_size: int | None = None,
-               steps_per_epoch: int | None = None) -> optax.Schedule:
+  def schedule(
+    self, batch_size: int, *, dataset_size: int | None = None, steps_per_epoch: int | None = None
+  ) -> optax.Schedule:
     """The ``optax.Schedule`` of the recipe at ``batch_size``.
 
     :func:`legw.legw_schedule` with this recipe's fields: a gradual warmup to
@@ -278,10 +285,11 @@ class Recipe:
     [0.0, 0.1, 0.2, 0.05, 0.0]
     """
     spe = self._resolve_steps(batch_size, dataset_size, steps_per_epoch)
-    return legw_schedule(batch_size=batch_size, steps_per_epoch=spe,
-                         **self._schedule_kwargs(batch_size, spe))
+    return legw_schedule(
+      batch_size=batch_size, steps_per_epoch=spe, **self._schedule_kwargs(batch_size, spe)
+    )
 
-  def rebase(self, batch_size: int) -> "Recipe":
+  def rebase(self, batch_size: int) -> Recipe:
     r"""The same recipe re-expressed with ``batch_size`` as its baseline.
 
     LEGW works in both directions (§3.3): ``Recipe(32768, ...).rebase(1024)``
@@ -306,16 +314,23 @@ class Recipe:
     """
     batch_size = as_count("batch_size", batch_size)
     return dataclasses.replace(
-        self,
-        base_batch_size=batch_size,
-        base_learning_rate=scale_learning_rate(
-            self.base_learning_rate, self.base_batch_size, batch_size, self.lr_scaling),
-        base_warmup_epochs=scale_warmup_epochs(
-            self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling),
+      self,
+      base_batch_size=batch_size,
+      base_learning_rate=scale_learning_rate(
+        self.base_learning_rate, self.base_batch_size, batch_size, self.lr_scaling
+      ),
+      base_warmup_epochs=scale_warmup_epochs(
+        self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling
+      ),
     )
 
-  def ladder(self, batch_sizes: Sequence[int], *, dataset_size: int | None = None,
-             steps_per_epoch: int | None = None) -> list[ScaledRecipe]:
+  def ladder(
+    self,
+    batch_sizes: Sequence[int],
+    *,
+    dataset_size: int | None = None,
+    steps_per_epoch: int | None = None,
+  ) -> list[ScaledRecipe]:
     """:meth:`at` for each batch size (``steps_per_epoch`` only for one size).
 
     Args:
@@ -335,8 +350,9 @@ class Recipe:
     ...                                                    dataset_size=1_281_167)]
     [(1024, 391), (8192, 390)]
     """
-    return [self.at(b, dataset_size=dataset_size, steps_per_epoch=steps_per_epoch)
-            for b in batch_sizes]
+    return [
+      self.at(b, dataset_size=dataset_size, steps_per_epoch=steps_per_epoch) for b in batch_sizes
+    ]
 
   def table(self, batch_sizes: Sequence[int], *, dataset_size: int) -> str:
     """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper).
@@ -362,16 +378,31 @@ class Recipe:
     -----  -  -------  -------  ---------  ------------  -----------  -----------
      2048  2        8     3.00      0.625           391          625        56250
     """
-    header = ("batch", "k", "peak LR", "log2 LR", "warmup ep", "warmup steps",
-              "steps/epoch", "total steps")
+    header = (
+      "batch",
+      "k",
+      "peak LR",
+      "log2 LR",
+      "warmup ep",
+      "warmup steps",
+      "steps/epoch",
+      "total steps",
+    )
     rows = []
     for s in self.ladder(batch_sizes, dataset_size=dataset_size):
       lr = s.peak_learning_rate
-      rows.append((
-          f"{s.batch_size}", f"{s.batch_size / self.base_batch_size:g}",
-          f"{lr:.6g}", f"{math.log2(lr):.2f}" if lr > 0 else "-",
-          f"{s.warmup_epochs:g}", f"{s.warmup_steps}", f"{s.steps_per_epoch}",
-          f"{s.total_steps}"))
+      rows.append(
+        (
+          f"{s.batch_size}",
+          f"{s.batch_size / self.base_batch_size:g}",
+          f"{lr:.6g}",
+          f"{math.log2(lr):.2f}" if lr > 0 else "-",
+          f"{s.warmup_epochs:g}",
+          f"{s.warmup_steps}",
+          f"{s.steps_per_epoch}",
+          f"{s.total_steps}",
+        )
+      )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])

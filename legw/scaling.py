@@ -50,10 +50,10 @@ def as_count(name: str, value: Any, *, positive: bool = True) -> int:
       raise TypeError(f"{name} must be an integer count; got {value!r}.") from None
     if not math.isfinite(as_float):
       raise ValueError(
-          f"{name} must be in {'(0' if positive else '[0'}, inf); got {value!r}.") from None
+        f"{name} must be in {'(0' if positive else '[0'}, inf); got {value!r}."
+      ) from None
     if not as_float.is_integer():
-      raise TypeError(
-          f"{name} must be a whole number (an integer count); got {value!r}.") from None
+      raise TypeError(f"{name} must be a whole number (an integer count); got {value!r}.") from None
     count = int(as_float)
   if count < (1 if positive else 0):
     raise ValueError(f"{name} must be in {'(0' if positive else '[0'}, inf); got {value!r}.")
@@ -77,10 +77,10 @@ def _check_batch_sizes(base_batch_size, batch_size) -> float:
 
 
 def scale_learning_rate(
-    base_learning_rate: float,
-    base_batch_size: int,
-    batch_size: int,
-    rule: str = "sqrt",
+  base_learning_rate: float,
+  base_batch_size: int,
+  batch_size: int,
+  rule: str = "sqrt",
 ) -> float:
   r"""The learning rate for ``batch_size`` from one tuned at ``base_batch_size``.
 
@@ -129,10 +129,10 @@ def scale_learning_rate(
 
 
 def scale_warmup_epochs(
-    base_warmup_epochs: float,
-    base_batch_size: int,
-    batch_size: int,
-    rule: str = "linear",
+  base_warmup_epochs: float,
+  base_batch_size: int,
+  batch_size: int,
+  rule: str = "linear",
 ) -> float:
   r"""Warmup length, in epochs, for ``batch_size`` from the tuned baseline.
 

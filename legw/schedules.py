@@ -13,15 +13,15 @@ with ``steps_per_epoch``; batch sizes are in *examples*.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from legw import _validation
-from legw.scaling import (LR_RULES, WARMUP_RULES, as_count, scale_learning_rate,
-                          scale_warmup_epochs)
+from legw.scaling import LR_RULES, WARMUP_RULES, as_count, scale_learning_rate, scale_warmup_epochs
 
 DECAYS = ("poly", "multistep", "exponential", "cosine", "constant")
 WARMUPS = ("gradual", "constant")
@@ -54,35 +54,37 @@ def float_dtype(count: Any) -> np.dtype:
 
 def _in_float_dtype(schedule: optax.Schedule) -> optax.Schedule:
   """``schedule`` with its value cast to :func:`float_dtype` and the count's shape."""
+
   def wrapped(count):
     count = jnp.asarray(count)
     dtype = float_dtype(count)
     value = jnp.asarray(schedule(jnp.maximum(count, 0)), dtype)  # count < 0 is step 0
     return jnp.broadcast_to(value, count.shape)
+
   return wrapped
 
 
 def legw_schedule(
-    *,
-    base_learning_rate: float,
-    base_batch_size: int,
-    batch_size: int,
-    base_warmup_epochs: float,
-    num_epochs: float,
-    steps_per_epoch: int,
-    decay: str = "poly",
-    power: float = 2.0,
-    end_value: float = 0.0,
-    boundary_epochs: Sequence[float] = (),
-    decay_rate: float = 0.1,
-    decay_epochs: float = 1.0,
-    decay_begin_epochs: float | None = None,
-    staircase: bool = False,
-    lr_scaling: str = "sqrt",
-    warmup_scaling: str = "linear",
-    warmup: str = "gradual",
-    warmup_value: float | None = None,
-    poly_origin: str = "warmup_end",
+  *,
+  base_learning_rate: float,
+  base_batch_size: int,
+  batch_size: int,
+  base_warmup_epochs: float,
+  num_epochs: float,
+  steps_per_epoch: int,
+  decay: str = "poly",
+  power: float = 2.0,
+  end_value: float = 0.0,
+  boundary_epochs: Sequence[float] = (),
+  decay_rate: float = 0.1,
+  decay_epochs: float = 1.0,
+  decay_begin_epochs: float | None = None,
+  staircase: bool = False,
+  lr_scaling: str = "sqrt",
+  warmup_scaling: str = "linear",
+  warmup: str = "gradual",
+  warmup_value: float | None = None,
+  poly_origin: str = "warmup_end",
 ) -> optax.Schedule:
   r"""The LEGW schedule for ``batch_size`` from a recipe tuned at ``base_batch_size``.
 
@@ -219,8 +221,9 @@ def legw_schedule(
   _validation.check_choice("warmup_scaling", warmup_scaling, WARMUP_RULES)
   _validation.check_choice("poly_origin", poly_origin, POLY_ORIGINS)
   if poly_origin != "warmup_end" and decay != "poly":
-    raise ValueError(f"poly_origin={poly_origin!r} applies to decay='poly' only; "
-                     f"got decay={decay!r}.")
+    raise ValueError(
+      f"poly_origin={poly_origin!r} applies to decay='poly' only; got decay={decay!r}."
+    )
   _positive("num_epochs", num_epochs)
   steps_per_epoch = as_count("steps_per_epoch", steps_per_epoch)
   _positive("power", power)
@@ -234,13 +237,15 @@ def legw_schedule(
   batch_size = as_count("batch_size", batch_size)
   k = batch_size / base_batch_size
   peak = scale_learning_rate(base_learning_rate, base_batch_size, batch_size, lr_scaling)
-  warmup_epochs = scale_warmup_epochs(base_warmup_epochs, base_batch_size, batch_size, warmup_scaling)
+  warmup_epochs = scale_warmup_epochs(
+    base_warmup_epochs, base_batch_size, batch_size, warmup_scaling
+  )
   if warmup_epochs >= num_epochs:
     raise ValueError(
-        f"base_warmup_epochs={base_warmup_epochs} scaled by {warmup_scaling!r} "
-        f"(k={k:g}) gives a warmup of {warmup_epochs:g} epochs, not shorter than "
-        f"num_epochs={num_epochs}; use num_epochs > {warmup_epochs:g} or a "
-        f"base_warmup_epochs < {base_warmup_epochs * num_epochs / warmup_epochs:g}."
+      f"base_warmup_epochs={base_warmup_epochs} scaled by {warmup_scaling!r} "
+      f"(k={k:g}) gives a warmup of {warmup_epochs:g} epochs, not shorter than "
+      f"num_epochs={num_epochs}; use num_epochs > {warmup_epochs:g} or a "
+      f"base_warmup_epochs < {base_warmup_epochs * num_epochs / warmup_epochs:g}."
     )
   if end_value > peak and decay in ("poly", "cosine"):
     raise ValueError(f"end_value must be <= the peak learning rate {peak:g}; got {end_value}.")
@@ -248,29 +253,34 @@ def legw_schedule(
   total_steps = int(round(num_epochs * steps_per_epoch))
   if warmup_steps >= total_steps:
     raise ValueError(
-        f"warmup of {warmup_epochs:g} epochs rounds to {warmup_steps} steps, "
-        f"not fewer than the {total_steps} training steps; increase num_epochs "
-        "or steps_per_epoch."
+      f"warmup of {warmup_epochs:g} epochs rounds to {warmup_steps} steps, "
+      f"not fewer than the {total_steps} training steps; increase num_epochs "
+      "or steps_per_epoch."
     )
   if warmup_steps > _LONG_WARMUP_FRACTION * total_steps:
     warnings.warn(
-        f"legw_schedule: the warmup is {warmup_steps} of the {total_steps} training "
-        f"steps ({warmup_epochs:g} of num_epochs={num_epochs:g} epochs, "
-        f"base_warmup_epochs={base_warmup_epochs:g} scaled by k={k:g}), more than half "
-        "of training. Check that base_warmup_epochs and num_epochs are in epochs "
-        "(not steps) and that the batch is not scaled past what num_epochs allows.",
-        UserWarning, stacklevel=2)
+      f"legw_schedule: the warmup is {warmup_steps} of the {total_steps} training "
+      f"steps ({warmup_epochs:g} of num_epochs={num_epochs:g} epochs, "
+      f"base_warmup_epochs={base_warmup_epochs:g} scaled by k={k:g}), more than half "
+      "of training. Check that base_warmup_epochs and num_epochs are in epochs "
+      "(not steps) and that the batch is not scaled past what num_epochs allows.",
+      UserWarning,
+      stacklevel=2,
+    )
   if warmup_steps == 0 and warmup_epochs > 0:
     warnings.warn(
-        f"legw_schedule: a warmup of {warmup_epochs:g} epochs at {steps_per_epoch} "
-        "steps per epoch rounds to 0 steps: the schedule starts at the peak "
-        f"{peak:g}. Check steps_per_epoch (steps, not epochs or examples).",
-        UserWarning, stacklevel=2)
+      f"legw_schedule: a warmup of {warmup_epochs:g} epochs at {steps_per_epoch} "
+      "steps per epoch rounds to 0 steps: the schedule starts at the peak "
+      f"{peak:g}. Check steps_per_epoch (steps, not epochs or examples).",
+      UserWarning,
+      stacklevel=2,
+    )
 
   begin = warmup_steps
   if decay_begin_epochs is not None:
-    _validation.check_range("decay_begin_epochs", decay_begin_epochs, low=0.0,
-                            high=num_epochs, high_inclusive=False)
+    _validation.check_range(
+      "decay_begin_epochs", decay_begin_epochs, low=0.0, high=num_epochs, high_inclusive=False
+    )
     begin = max(begin, int(round(decay_begin_epochs * steps_per_epoch)))
   hold = begin - warmup_steps  # steps held at the peak after the warmup
   decay_steps = total_steps - begin
@@ -280,8 +290,8 @@ def legw_schedule(
     for b in boundary_epochs:
       if not _validation.is_concrete_number(b) or not (warmup_epochs < b < num_epochs):
         raise ValueError(
-            "boundary_epochs must lie strictly between the end of warmup "
-            f"({warmup_epochs:g} epochs) and num_epochs={num_epochs}; got {b!r}."
+          "boundary_epochs must lie strictly between the end of warmup "
+          f"({warmup_epochs:g} epochs) and num_epochs={num_epochs}; got {b!r}."
         )
       boundaries.append(int(round(b * steps_per_epoch)) - warmup_steps)
     boundaries = np.asarray(sorted(boundaries), dtype=np.int64)
@@ -293,6 +303,7 @@ def legw_schedule(
   elif decay == "poly" and poly_origin == "step_0":
     # LEGW §3.2 literally: i counted from step 0 (main gets s = t - W).
     literal = optax.polynomial_schedule(peak, end_value, power, total_steps)
+
     def main(s):
       s = jnp.asarray(s)
       return jnp.where(s < hold, peak, literal(s + warmup_steps))
@@ -303,9 +314,13 @@ def legw_schedule(
     main = optax.join_schedules([optax.constant_schedule(peak), cos], [hold])
   elif decay == "exponential":
     main = optax.exponential_decay(
-        peak, transition_steps=max(1, int(round(decay_epochs * steps_per_epoch))),
-        decay_rate=decay_rate, transition_begin=hold, staircase=staircase,
-        end_value=end_value if end_value > 0 else None)
+      peak,
+      transition_steps=max(1, int(round(decay_epochs * steps_per_epoch))),
+      decay_rate=decay_rate,
+      transition_begin=hold,
+      staircase=staircase,
+      end_value=end_value if end_value > 0 else None,
+    )
   else:
     main = optax.constant_schedule(peak)
 

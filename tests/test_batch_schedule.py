@@ -29,8 +29,13 @@ def test_phases_steps_and_epochs():
 
 def test_legw_learning_rate_per_phase():
   # Base recipe at batch 20: LR 1, warmup 0.1 epoch, constant after.
-  recipe = legw.Recipe(base_batch_size=20, base_learning_rate=1.0, base_warmup_epochs=0.1,
-                       num_epochs=4, decay="constant")
+  recipe = legw.Recipe(
+    base_batch_size=20,
+    base_learning_rate=1.0,
+    base_warmup_epochs=0.1,
+    num_epochs=4,
+    decay="constant",
+  )
   bs = legw.batch_size_schedule([(1, 20), (3, 80)], dataset_size=800, recipe=recipe)
   lr = bs.learning_rates()
   assert lr.shape == (bs.total_steps,) == (70,)
@@ -47,8 +52,9 @@ def test_legw_learning_rate_per_phase():
 def test_learning_rate_follows_the_epoch_position():
   # Poly decay over 4 epochs: at a phase boundary the LR is that batch's schedule at
   # the same epoch, so it matches a run at that batch size from the start.
-  recipe = legw.Recipe(base_batch_size=20, base_learning_rate=1.0, base_warmup_epochs=0.1,
-                       num_epochs=4)
+  recipe = legw.Recipe(
+    base_batch_size=20, base_learning_rate=1.0, base_warmup_epochs=0.1, num_epochs=4
+  )
   bs = legw.batch_size_schedule([(1, 20), (3, 80)], dataset_size=800, recipe=recipe)
   full_80 = recipe.schedule(80, dataset_size=800)
   for t in (40, 41, 55, 69):
@@ -61,8 +67,10 @@ def test_learning_rate_follows_the_epoch_position():
 def test_papers_hand_picked_rates_with_a_callable():
   # Curvature paper §3.2: batch 512 and LR 0.005 in the first epoch, then 8192 and 0.05.
   bs = legw.batch_size_schedule(
-      [(1, 512), (9, 8192)], dataset_size=50_000,
-      recipe=lambda b, spe: optax.constant_schedule(0.005 if b == 512 else 0.05))
+    [(1, 512), (9, 8192)],
+    dataset_size=50_000,
+    recipe=lambda b, spe: optax.constant_schedule(0.005 if b == 512 else 0.05),
+  )
   lr = bs.learning_rates()
   np.testing.assert_allclose(lr[:97], 0.005)
   np.testing.assert_allclose(lr[97:], 0.05)
@@ -70,10 +78,10 @@ def test_papers_hand_picked_rates_with_a_callable():
 
 
 def test_one_compilation_per_distinct_batch_size():
-  recipe = legw.Recipe(base_batch_size=4, base_learning_rate=0.1, base_warmup_epochs=0.5,
-                       num_epochs=5, decay="poly")
-  bs = legw.batch_size_schedule([(1, 4), (2, 16), (1, 4), (1, 16)], dataset_size=64,
-                                recipe=recipe)
+  recipe = legw.Recipe(
+    base_batch_size=4, base_learning_rate=0.1, base_warmup_epochs=0.5, num_epochs=5, decay="poly"
+  )
+  bs = legw.batch_size_schedule([(1, 4), (2, 16), (1, 4), (1, 16)], dataset_size=64, recipe=recipe)
   traces = []
   tx = optax.sgd(1.0)
 
@@ -102,7 +110,9 @@ def test_one_compilation_per_distinct_batch_size():
   assert np.all(np.isfinite(np.asarray(w)))
 
 
-@pytest.mark.parametrize("phases, kwargs, error, match", [
+@pytest.mark.parametrize(
+  "phases, kwargs, error, match",
+  [
     ([], {}, ValueError, "at least one"),
     ([(0, 16)], {}, ValueError, "num_epochs"),
     ([(1, 0)], {}, ValueError, "batch_size"),
@@ -112,7 +122,8 @@ def test_one_compilation_per_distinct_batch_size():
     ([(1, 16, 3)], {}, ValueError, "pair"),
     ([(1, 16)], {"dataset_size": 0}, ValueError, "dataset_size"),
     ([(1, 16), (1, 32)], {"recipe": "x"}, TypeError, "recipe"),
-])
+  ],
+)
 def test_bad_input(phases, kwargs, error, match):
   args = {"dataset_size": 100}
   args.update(kwargs)
@@ -121,7 +132,8 @@ def test_bad_input(phases, kwargs, error, match):
 
 
 def test_recipe_epochs_must_match():
-  recipe = legw.Recipe(base_batch_size=4, base_learning_rate=0.1, base_warmup_epochs=0.5,
-                       num_epochs=10)
+  recipe = legw.Recipe(
+    base_batch_size=4, base_learning_rate=0.1, base_warmup_epochs=0.5, num_epochs=10
+  )
   with pytest.raises(ValueError, match="num_epochs=10"):
     legw.batch_size_schedule([(1, 4), (2, 16)], dataset_size=64, recipe=recipe)

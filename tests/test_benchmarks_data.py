@@ -1,6 +1,5 @@
 """benchmarks.data: IDX parsing, the offline loaders and their error messages."""
 
-import gzip
 import os
 
 import numpy as np
@@ -18,18 +17,17 @@ def _write_mnist_dir(path, n_train=12, n_test=10, gz=True, seed=0):
   rng = np.random.default_rng(seed)
   ext = ".gz" if gz else ""
   arrays = {
-      "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-      "train-labels-idx1-ubyte": np.resize(np.array(FASHION_TRAIN_HEAD, np.uint8), n_train),
-      "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-      "t10k-labels-idx1-ubyte": np.resize(np.array(FASHION_TEST_HEAD, np.uint8), n_test),
+    "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+    "train-labels-idx1-ubyte": np.resize(np.array(FASHION_TRAIN_HEAD, np.uint8), n_train),
+    "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+    "t10k-labels-idx1-ubyte": np.resize(np.array(FASHION_TEST_HEAD, np.uint8), n_test),
   }
   for name, arr in arrays.items():
     data.write_idx(os.path.join(path, name + ext), arr)
   return arrays
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32,
-                                   np.float64])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
 @pytest.mark.parametrize("suffix", ["", ".gz"])
 def test_idx_round_trip(tmp_path, dtype, suffix):
   arr = (np.arange(2 * 3 * 4) % 100).astype(dtype).reshape(2, 3, 4)
@@ -85,9 +83,15 @@ def test_fashion_mnist_known_labels(tmp_path):
   IDX files this test writes (so the parser is always checked), and the full
   shapes are checked only against the real files.
   """
-  real = all(os.path.exists(os.path.join(data.FASHION_MNIST_DIR, f + ".gz"))
-             for f in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte",
-                       "train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
+  real = all(
+    os.path.exists(os.path.join(data.FASHION_MNIST_DIR, f + ".gz"))
+    for f in (
+      "train-labels-idx1-ubyte",
+      "t10k-labels-idx1-ubyte",
+      "train-images-idx3-ubyte",
+      "t10k-images-idx3-ubyte",
+    )
+  )
   if real:
     x_tr, y_tr, x_te, y_te = data.load_dataset("fashion_mnist")
     assert x_tr.shape == (60000, 28, 28) and x_te.shape == (10000, 28, 28)

@@ -19,9 +19,9 @@ def test_mnist_lstm_shapes_match_the_paper():
   # §5.1.1: a 128-by-28 transform, LSTM hidden 128 with a 256-by-512 cell
   # kernel, and a 10-way softmax.
   assert shapes == {
-      "transform": {"kernel": (28, 128), "bias": (128,)},
-      "lstm": {"kernel": (256, 512), "bias": (512,)},
-      "classifier": {"kernel": (128, 10), "bias": (10,)},
+    "transform": {"kernel": (28, 128), "bias": (128,)},
+    "lstm": {"kernel": (256, 512), "bias": (512,)},
+    "classifier": {"kernel": (128, 10), "bias": (10,)},
   }
   assert jax.eval_shape(model.apply, {"params": params}, x).shape == (3, 10)
 
@@ -30,8 +30,10 @@ def test_lstm_matches_a_step_by_step_reference():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 3)).astype(np.float32)
   layer = LSTM(hidden=4)
-  params = {"kernel": jnp.asarray(rng.normal(size=(7, 16)), jnp.float32) * 0.5,
-            "bias": jnp.asarray(rng.normal(size=(16,)), jnp.float32) * 0.1}
+  params = {
+    "kernel": jnp.asarray(rng.normal(size=(7, 16)), jnp.float32) * 0.5,
+    "bias": jnp.asarray(rng.normal(size=(16,)), jnp.float32) * 0.1,
+  }
   out = np.asarray(jax.jit(layer.apply)({"params": params}, x))
   kernel, bias = np.asarray(params["kernel"]), np.asarray(params["bias"])
   c = h = np.zeros((2, 4))

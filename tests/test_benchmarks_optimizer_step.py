@@ -39,12 +39,16 @@ def test_tree_shapes_are_as_described():
   assert info["leaves"] >= 1000
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: ob.carried_norm_lars(LR, M, WD),
     lambda: ob.lars_probe("lars", LR, M, WD),
     lambda: ob.lars_probe("lars, stacked norms", LR, M, WD),
     lambda: ob.lars_probe("lars, rescue cond", LR, M, WD),
-], ids=["carried", "probe-lars", "probe-stacked", "probe-rescue"])
+  ],
+  ids=["carried", "probe-lars", "probe-stacked", "probe-rescue"],
+)
 def test_lars_ablations_compute_legw_lars(make):
   """The rejected designs time the same algorithm as legw.lars."""
   want = _run(legw.lars(LR, momentum=M, weight_decay=WD))

@@ -60,7 +60,7 @@ def test_registry_is_well_formed():
     for method in task.optimizers:
       assert method in tasks.METHODS
       assert task.optimizers[method] in train.OPTIMIZERS
-    for dataset, base in task.baselines.items():
+    for base in task.baselines.values():
       assert base.base_batch_size == min(base.batch_sizes)
       assert max(base.batch_sizes) / base.base_batch_size >= 32
       for opt in set(task.optimizers.values()):
@@ -127,8 +127,9 @@ def test_train_run_learns_and_flags_divergence(scan_epoch):
   assert not res.diverged and res.epochs_run == 4 and res.steps == 32
   assert res.train_loss_per_epoch[-1] < res.train_loss_per_epoch[0]
   assert res.test_accuracy > 0.3 and res.samples_per_second > 0
-  bad = train.train_run(trainer, xd, yd, ev, batch_size=32, num_epochs=4,
-                        learning_rates=np.full(32, np.inf, np.float32))
+  bad = train.train_run(
+    trainer, xd, yd, ev, batch_size=32, num_epochs=4, learning_rates=np.full(32, np.inf, np.float32)
+  )
   assert bad.diverged and bad.epochs_run < 4
   with pytest.raises(ValueError, match="learning rates"):
     train.train_run(trainer, xd, yd, ev, batch_size=32, learning_rates=lrs[:5], num_epochs=4)
@@ -149,18 +150,36 @@ def test_pipeline_check_reports_both_rates(scan_epoch):
 
 
 def test_format_table_marks_divergence():
-  rows = [dict(method=m, batch_size=b, base_batch_size=8, test_accuracy=a, diverged=d)
-          for m, b, a, d in [("legw", 8, 0.9, False), ("legw", 256, 0.88, False),
-                             ("linear", 8, 0.9, False), ("linear", 256, 0.1, True)]]
+  rows = [
+    dict(method=m, batch_size=b, base_batch_size=8, test_accuracy=a, diverged=d)
+    for m, b, a, d in [
+      ("legw", 8, 0.9, False),
+      ("legw", 256, 0.88, False),
+      ("linear", 8, 0.9, False),
+      ("linear", 256, 0.1, True),
+    ]
+  ]
   table = bs.format_table(rows)
   assert "| 256 | 32 | 88.0 | 10.0* |" in table
 
 
 def test_format_table_writes_blown_up_perplexity_compactly():
-  rows = [dict(method=m, batch_size=b, base_batch_size=20, metric="perplexity",
-               test_perplexity=p, diverged=False)
-          for m, b, p in [("legw", 20, 431.14), ("legw", 640, 951.6),
-                          ("linear", 20, 431.14), ("linear", 640, 1.5e175)]]
+  rows = [
+    dict(
+      method=m,
+      batch_size=b,
+      base_batch_size=20,
+      metric="perplexity",
+      test_perplexity=p,
+      diverged=False,
+    )
+    for m, b, p in [
+      ("legw", 20, 431.14),
+      ("legw", 640, 951.6),
+      ("linear", 20, 431.14),
+      ("linear", 640, 1.5e175),
+    ]
+  ]
   table = bs.format_table(rows)
   assert "| 640 | 32 | 951.6 | 1.5e+175 |" in table, table
 
@@ -175,9 +194,21 @@ def test_quick_sweep_end_to_end(tmp_path, capsys):
   assert isinstance(rows, list)
   quick = bs.QUICK
   assert {(r["method"], r["batch_size"]) for r in rows} == {
-      (m, b) for m in ("legw", "linear", "none", "adam") for b in quick["batch_sizes"]}
-  required = ("task", "dataset", "method", "batch_size", "peak_learning_rate", "warmup_epochs",
-              "num_epochs", "test_accuracy", "train_loss", "wall_seconds", "samples_per_second")
+    (m, b) for m in ("legw", "linear", "none", "adam") for b in quick["batch_sizes"]
+  }
+  required = (
+    "task",
+    "dataset",
+    "method",
+    "batch_size",
+    "peak_learning_rate",
+    "warmup_epochs",
+    "num_epochs",
+    "test_accuracy",
+    "train_loss",
+    "wall_seconds",
+    "samples_per_second",
+  )
   for r in rows:
     assert all(k in r for k in required)
     assert r["task"] == "mnist_lstm" and r["dataset"] == "mnist5k"
@@ -191,14 +222,19 @@ def test_quick_sweep_end_to_end(tmp_path, capsys):
 
 
 def _row(opt, lr, seed, acc, test_size=512):
-  return dict(optimizer=opt, base_learning_rate=lr, seed=seed, test_accuracy=acc,
-              test_size=test_size)
+  return dict(
+    optimizer=opt, base_learning_rate=lr, seed=seed, test_accuracy=acc, test_size=test_size
+  )
 
 
 def test_selection_rules_argmax_and_one_standard_error():
   # momentum: 0.1 has the best mean (0.90); its SE over 3 seeds is 0.01/sqrt(3) * ...
-  accs = {0.05: (0.885, 0.895, 0.890), 0.1: (0.89, 0.90, 0.91), 0.2: (0.895, 0.885, 0.893),
-          0.4: (0.80, 0.82, 0.81)}
+  accs = {
+    0.05: (0.885, 0.895, 0.890),
+    0.1: (0.89, 0.90, 0.91),
+    0.2: (0.895, 0.885, 0.893),
+    0.4: (0.80, 0.82, 0.81),
+  }
   rows = [_row("momentum", lr, s, a) for lr, v in accs.items() for s, a in enumerate(v)]
   sel = bs.select_learning_rates(rows)["momentum"]
   se = np.std(accs[0.1], ddof=1) / math.sqrt(3)
@@ -212,8 +248,12 @@ def test_selection_rules_argmax_and_one_standard_error():
   assert (sel["argmax"], sel["one_se"]) == (0.1, 0.2)
   assert sel["grid"][0.2]["n"] == 3 and sel["grid"][0.2]["mean"] == pytest.approx(0.8966667)
   # One seed: the binomial standard error of the best accuracy on n_val examples.
-  one = [_row("adam", 1e-3, 0, 0.9, test_size=400), _row("adam", 2e-3, 0, 0.886, test_size=400),
-         _row("adam", 4e-3, 0, 0.87, test_size=400), _row("adam", 5e-4, 0, 0.9, test_size=400)]
+  one = [
+    _row("adam", 1e-3, 0, 0.9, test_size=400),
+    _row("adam", 2e-3, 0, 0.886, test_size=400),
+    _row("adam", 4e-3, 0, 0.87, test_size=400),
+    _row("adam", 5e-4, 0, 0.9, test_size=400),
+  ]
   sel = bs.select_learning_rates(one)["adam"]
   assert sel["se_kind"] == "binomial" and sel["standard_error"] == pytest.approx(0.015)
   assert sel["argmax"] == 5e-4  # a tie goes to the smaller LR
@@ -224,14 +264,17 @@ def test_selection_rules_argmax_and_one_standard_error():
 
 
 def test_format_table_reports_mean_and_std_over_seeds():
-  rows = [dict(method="legw", batch_size=b, base_batch_size=8, test_accuracy=a, diverged=False,
-               seed=s) for b, s, a in [(8, 0, 0.9), (8, 1, 0.92), (8, 2, 0.94), (512, 0, 0.8)]]
+  rows = [
+    dict(method="legw", batch_size=b, base_batch_size=8, test_accuracy=a, diverged=False, seed=s)
+    for b, s, a in [(8, 0, 0.9), (8, 1, 0.92), (8, 2, 0.94), (512, 0, 0.8)]
+  ]
   table = bs.format_table(rows)
   assert "| 8 | 1 | 92.0 ± 2.0 (n=3) |" in table
   assert "| 512 | 64 | 80.0 |" in table
   # Two selection rules: one column per (method, rule).
   rows2 = [dict(r, lr_rule="argmax") for r in rows] + [
-      dict(rows[-1], lr_rule="one_se", test_accuracy=0.5)]
+    dict(rows[-1], lr_rule="one_se", test_accuracy=0.5)
+  ]
   table = bs.format_table(rows2)
   assert "legw [argmax] (acc %)" in table and "legw [one_se] (acc %)" in table
   assert "| 512 | 64 | 80.0 | 50.0 |" in table
@@ -239,17 +282,18 @@ def test_format_table_reports_mean_and_std_over_seeds():
 
 def test_plan_sweeps_every_recorded_rule_and_shares_equal_runs():
   base = tasks.TASKS["mnist_lstm"].baselines["mnist5k"]
-  rules = {"argmax": {"momentum": 0.01, "adam": 0.001},
-           "one_se": {"momentum": 0.04, "adam": 0.001}}
+  rules = {"argmax": {"momentum": 0.01, "adam": 0.001}, "one_se": {"momentum": 0.04, "adam": 0.001}}
   patched = dataclasses.replace(base, rule_learning_rates=rules)
-  task = dataclasses.replace(tasks.TASKS["mnist_lstm"],
-                             baselines={**tasks.TASKS["mnist_lstm"].baselines, "mnist5k": patched})
+  task = dataclasses.replace(
+    tasks.TASKS["mnist_lstm"], baselines={**tasks.TASKS["mnist_lstm"].baselines, "mnist5k": patched}
+  )
   old = tasks.TASKS["mnist_lstm"]
   tasks.TASKS["mnist_lstm"] = task
   try:
     runs = bs.plan_runs(bs.SweepConfig(methods=("legw", "adam"), batch_sizes=(8, 32)), 4096)
-    only = bs.plan_runs(bs.SweepConfig(methods=("legw",), batch_sizes=(8,),
-                                       lr_rules=("one_se",)), 4096)
+    only = bs.plan_runs(
+      bs.SweepConfig(methods=("legw",), batch_sizes=(8,), lr_rules=("one_se",)), 4096
+    )
     with pytest.raises(ValueError, match="lr_rules"):
       bs.plan_runs(bs.SweepConfig(lr_rules=("median",)), 4096)
   finally:
@@ -298,12 +342,17 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   import signal
   import subprocess
   import sys
+
   out = tmp_path / "out"
   args = ["--quick", "--out-dir", str(out), "--no-progress"]
   path = out / "mnist_lstm-mnist5k.json"
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.Popen([sys.executable, "-m", "benchmarks.batch_scaling", *args], cwd=root,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "benchmarks.batch_scaling", *args],
+    cwd=root,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   try:
     deadline = time.time() + 240
     while not path.exists() and time.time() < deadline and proc.poll() is None:
@@ -329,12 +378,14 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   cfg = bs.config_from_args(bs.build_parser().parse_args(args))
   again = bs.train_one(worker_row, cfg)
   assert again["test_accuracy"] == worker_row["test_accuracy"]
-  np.testing.assert_allclose(again["train_loss_per_epoch"], worker_row["train_loss_per_epoch"],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    again["train_loss_per_epoch"], worker_row["train_loss_per_epoch"], rtol=1e-6
+  )
 
 
 def test_baselines_are_what_the_fixed_rules_pick_from_the_committed_grids():
   import os
+
   results = os.path.join(os.path.dirname(bs.__file__), "results")
   checked = 0
   for task in tasks.TASKS.values():
@@ -354,8 +405,9 @@ def test_rules_that_agree_are_one_rule():
   base = tasks.TASKS["mnist_lstm"].baselines["mnist5k"]
   same = {"argmax": {"momentum": 0.02, "adam": 0.001}, "one_se": {"momentum": 0.02, "adam": 0.001}}
   old = tasks.TASKS["mnist_lstm"]
-  tasks.TASKS["mnist_lstm"] = dataclasses.replace(old, baselines={
-      **old.baselines, "mnist5k": dataclasses.replace(base, rule_learning_rates=same)})
+  tasks.TASKS["mnist_lstm"] = dataclasses.replace(
+    old, baselines={**old.baselines, "mnist5k": dataclasses.replace(base, rule_learning_rates=same)}
+  )
   try:
     runs = bs.plan_runs(bs.SweepConfig(methods=("legw",), batch_sizes=(8, 32)), 4096)
   finally:

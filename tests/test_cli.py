@@ -114,9 +114,20 @@ def test_python_dash_m_legw():
 
 def test_poly_origin_reaches_the_poly_recipe_only(capsys):
   args = cli.build_parser().parse_args(
-      ["recipe", "--decay", "poly", "multistep", "--poly-origin", "step_0"])
+    ["recipe", "--decay", "poly", "multistep", "--poly-origin", "step_0"]
+  )
   poly, multistep = (cli.recipe_from_args(args, d) for d in args.decay)
   assert (poly.poly_origin, multistep.poly_origin) == ("step_0", "warmup_end")
-  status, out, err = _run(capsys, "recipe", "--decay", "poly", "multistep", "--poly-origin",
-                          "step_0", "--batch-sizes", "1024", "32768")
+  status, out, err = _run(
+    capsys,
+    "recipe",
+    "--decay",
+    "poly",
+    "multistep",
+    "--poly-origin",
+    "step_0",
+    "--batch-sizes",
+    "1024",
+    "32768",
+  )
   assert status == 0, err

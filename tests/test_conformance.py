@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,6 @@ import optax
 import pytest
 
 import legw
-
 
 # ---------------------------------------------------------------------------
 # The registry.
@@ -50,6 +50,7 @@ class Case:
     problems: per-problem overrides for the convergence test: ``lr``,
       ``steps`` and constructor arguments.
   """
+
   name: str
   public: Callable[..., optax.GradientTransformation]
   kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -73,8 +74,8 @@ class Case:
     """A complete optimizer: ``public`` itself, or a transform + momentum SGD."""
     if self.transform:
       return optax.chain(
-          self.public(**{**self.kwargs, **overrides}),
-          optax.sgd(learning_rate, momentum=0.9),
+        self.public(**{**self.kwargs, **overrides}),
+        optax.sgd(learning_rate, momentum=0.9),
       )
     return self.public(**self.public_kwargs(learning_rate, **overrides))
 
@@ -86,27 +87,42 @@ class Case:
 _WD = dict(weight_decay=1e-4)
 
 CASES = [
-    Case("lars", legw.lars, dict(trust_coefficient=0.1, **_WD)),
-    # clip (apex LARC): the per-layer rate is min(lambda, lr), so the trust
-    # coefficient itself is a step size; Rosenbrock's curved valley wants a
-    # smaller one (0.1 leaves a gap of 0.06 after 500 steps, 0.01 of 6e-4).
-    Case("lars-combined-clip-nesterov", legw.lars,
-         dict(trust_coefficient=0.1, denominator="combined", clip=True, nesterov=True, **_WD),
-         problems={"rosenbrock": dict(trust_coefficient=0.01)}),
-    Case("scale_by_lars", legw.scale_by_lars, dict(trust_coefficient=0.1, **_WD), transform=True),
-    Case("mclr", legw.mclr, dict(_WD), lr=0.03),
-    Case("scale_by_median_curvature", legw.scale_by_median_curvature, dict(_WD),
-         transform=True, lr=0.03),
-    Case("percent_delta", legw.percent_delta, dict(_WD), lr=0.01),
-    Case("scale_by_percent_delta", legw.scale_by_percent_delta, dict(_WD),
-         transform=True, lr=0.01),
-    Case("cblr", legw.cblr, dict(max_radius=1.0, **_WD), needs_obj_fn=True,
-         static_args=("num_probes", "update_every", "key"), lr=0.03,
-         problems={"rosenbrock": dict(max_radius=0.1, steps=2000)}),
-    Case("scale_by_curvature_radius", legw.scale_by_curvature_radius,
-         dict(max_radius=1.0, **_WD), transform=True, needs_obj_fn=True,
-         static_args=("num_probes", "update_every", "key"), lr=0.03,
-         problems={"rosenbrock": dict(max_radius=0.1, steps=2000)}),
+  Case("lars", legw.lars, dict(trust_coefficient=0.1, **_WD)),
+  # clip (apex LARC): the per-layer rate is min(lambda, lr), so the trust
+  # coefficient itself is a step size; Rosenbrock's curved valley wants a
+  # smaller one (0.1 leaves a gap of 0.06 after 500 steps, 0.01 of 6e-4).
+  Case(
+    "lars-combined-clip-nesterov",
+    legw.lars,
+    dict(trust_coefficient=0.1, denominator="combined", clip=True, nesterov=True, **_WD),
+    problems={"rosenbrock": dict(trust_coefficient=0.01)},
+  ),
+  Case("scale_by_lars", legw.scale_by_lars, dict(trust_coefficient=0.1, **_WD), transform=True),
+  Case("mclr", legw.mclr, dict(_WD), lr=0.03),
+  Case(
+    "scale_by_median_curvature", legw.scale_by_median_curvature, dict(_WD), transform=True, lr=0.03
+  ),
+  Case("percent_delta", legw.percent_delta, dict(_WD), lr=0.01),
+  Case("scale_by_percent_delta", legw.scale_by_percent_delta, dict(_WD), transform=True, lr=0.01),
+  Case(
+    "cblr",
+    legw.cblr,
+    dict(max_radius=1.0, **_WD),
+    needs_obj_fn=True,
+    static_args=("num_probes", "update_every", "key"),
+    lr=0.03,
+    problems={"rosenbrock": dict(max_radius=0.1, steps=2000)},
+  ),
+  Case(
+    "scale_by_curvature_radius",
+    legw.scale_by_curvature_radius,
+    dict(max_radius=1.0, **_WD),
+    transform=True,
+    needs_obj_fn=True,
+    static_args=("num_probes", "update_every", "key"),
+    lr=0.03,
+    problems={"rosenbrock": dict(max_radius=0.1, steps=2000)},
+  ),
 ]
 
 OPTIMIZERS = [c for c in CASES if not c.transform]
@@ -121,8 +137,12 @@ optimizer_param = pytest.mark.parametrize("case", OPTIMIZERS, ids=str)
 def test_registry_covers_the_public_api():
   """Every public GradientTransformation constructor is in CASES."""
   public = {getattr(legw, n) for n in legw.__all__}
-  constructors = {f for f in public if inspect.isfunction(f)
-                  and "GradientTransformation" in str(inspect.signature(f).return_annotation)}
+  constructors = {
+    f
+    for f in public
+    if inspect.isfunction(f)
+    and "GradientTransformation" in str(inspect.signature(f).return_annotation)
+  }
   assert constructors and constructors <= {c.public for c in CASES}
 
 
@@ -135,22 +155,28 @@ def _tree(seed: int = 0, dtype=jnp.float32):
   """A small network-shaped tree: kernels (ndim > 1), a bias and a norm scale."""
   rs = np.random.RandomState(seed)
   shapes = {
-      "conv": {"kernel": (3, 3, 2, 4), "bias": (4,)},
-      "dense": {"kernel": (4, 3), "bias": (3,)},
-      "norm": {"scale": (4,)},
+    "conv": {"kernel": (3, 3, 2, 4), "bias": (4,)},
+    "dense": {"kernel": (4, 3), "bias": (3,)},
+    "norm": {"scale": (4,)},
   }
   return jax.tree.map(
-      lambda s: jnp.asarray(rs.randn(*s) * 0.5 + 0.2, dtype),
-      shapes, is_leaf=lambda s: isinstance(s, tuple))
+    lambda s: jnp.asarray(rs.randn(*s) * 0.5 + 0.2, dtype),
+    shapes,
+    is_leaf=lambda s: isinstance(s, tuple),
+  )
 
 
 def quadratic_loss(targets):
   """sum_l c_l ||w_l - t_l||^2 / 2 in float32, a different c_l per leaf."""
+
   def loss(params):
     leaves = jax.tree.leaves(params)
     tleaves = jax.tree.leaves(targets)
-    return sum(0.5 * (i + 1) * jnp.sum((p.astype(jnp.float32) - t.astype(jnp.float32)) ** 2)
-               for i, (p, t) in enumerate(zip(leaves, tleaves)))
+    return sum(
+      0.5 * (i + 1) * jnp.sum((p.astype(jnp.float32) - t.astype(jnp.float32)) ** 2)
+      for i, (p, t) in enumerate(zip(leaves, tleaves))
+    )
+
   return loss
 
 
@@ -199,8 +225,13 @@ def jit_update(case, opt, obj_fn):
 def schedule(peak: float, steps: int, warmup: int):
   """A LEGW schedule (gradual warmup, poly decay) of ``steps`` steps."""
   return legw.legw_schedule(
-      base_learning_rate=peak, base_batch_size=256, batch_size=256,
-      base_warmup_epochs=warmup, num_epochs=steps, steps_per_epoch=1)
+    base_learning_rate=peak,
+    base_batch_size=256,
+    batch_size=256,
+    base_warmup_epochs=warmup,
+    num_epochs=steps,
+    steps_per_epoch=1,
+  )
 
 
 def assert_trees_equal(a, b):
@@ -212,8 +243,9 @@ def assert_trees_equal(a, b):
 def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                               rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+      np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol
+    )
 
 
 def shapes_and_dtypes(tree):
@@ -239,12 +271,14 @@ def _rosenbrock(p):
 # name: (loss, start, minimum loss, tolerance on the final gap). Parameters are
 # 2-D leaves so that the per-layer rate applies.
 PROBLEMS = {
-    "parabola": (lambda p: jnp.sum((p["w"] - _C) ** 2), {"w": jnp.full((2, 2), 0.1)}, 0.0, 1e-4),
-    "rosenbrock": (_rosenbrock, {"w": jnp.array([[-1.0, 1.5]])}, 0.0, 1e-3),
-    "matrix_quadratic": (
-        lambda p: 0.5 * jnp.sum((_A @ p["w"] - _B) ** 2), {"w": jnp.full((4, 3), 0.1)},
-        float(0.5 * np.sum((np.asarray(_A, np.float64) @ _X - np.asarray(_B, np.float64)) ** 2)),
-        1e-3),
+  "parabola": (lambda p: jnp.sum((p["w"] - _C) ** 2), {"w": jnp.full((2, 2), 0.1)}, 0.0, 1e-4),
+  "rosenbrock": (_rosenbrock, {"w": jnp.array([[-1.0, 1.5]])}, 0.0, 1e-3),
+  "matrix_quadratic": (
+    lambda p: 0.5 * jnp.sum((_A @ p["w"] - _B) ** 2),
+    {"w": jnp.full((4, 3), 0.1)},
+    float(0.5 * np.sum((np.asarray(_A, np.float64) @ _X - np.asarray(_B, np.float64)) ** 2)),
+    1e-3,
+  ),
 }
 
 
@@ -257,6 +291,7 @@ def _final_gap(case, opt, name, steps):
       params, state = carry
       params, state, _ = step(case, opt, params, state, loss)
       return (params, state), None
+
     (params, _), _ = jax.lax.scan(body, (start, opt.init(start)), None, length=steps)
     return loss(params)
 
@@ -269,8 +304,9 @@ _REFERENCE = Case("optax.lars", optax.lars, dict(trust_coefficient=1.0))
 @pytest.mark.parametrize("name", PROBLEMS)
 def test_optax_lars_converges(name):
   """The reference: optax.lars (trust coefficient 1) under the same schedule."""
-  gap = _final_gap(_REFERENCE, optax.lars(schedule(0.01, 500, 25), trust_coefficient=1.0),
-                   name, 500)
+  gap = _final_gap(
+    _REFERENCE, optax.lars(schedule(0.01, 500, 25), trust_coefficient=1.0), name, 500
+  )
   assert 0 <= gap + 1e-6 and gap < PROBLEMS[name][3]
 
 
@@ -320,8 +356,9 @@ def test_inject_hyperparams_gives_the_same_updates(case):
   injected_opt = optax.inject_hyperparams(case.public, static_args=case.static_args)(**kwargs)
   injected, state = _run_steps(case, injected_opt)
   assert_trees_close(plain, injected, rtol=1e-6)
-  numeric = {k for k, v in kwargs.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)} - set(case.static_args)
+  numeric = {
+    k for k, v in kwargs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+  } - set(case.static_args)
   assert numeric <= set(state.hyperparams)
 
 
@@ -364,24 +401,27 @@ def test_update_accepts_extra_keyword_arguments(case):
   tx = case.public(**case.public_kwargs(0.1))
   state = tx.init(params)
   expected, _ = tx.update(grads, state, params, **case.extra(loss))
-  got, _ = tx.update(grads, state, params, unused_batch_stats=None, step_key=3,
-                     **case.extra(loss))
+  got, _ = tx.update(grads, state, params, unused_batch_stats=None, step_key=3, **case.extra(loss))
   assert_trees_equal(expected, got)
 
 
 @case_param
 def test_map_params_on_state(case):
   params, loss = problem()
-  for opt, has_momentum in ((case.public(**case.public_kwargs(0.1)), not case.transform),
-                            (case.make(0.1), True)):
+  for opt, has_momentum in (
+    (case.public(**case.public_kwargs(0.1)), not case.transform),
+    (case.make(0.1), True),
+  ):
     state = opt.init(params)
     _, state, _ = step(case, opt, params, state, loss)
     labels = optax.tree.map_params(
-        opt, lambda _: "param", state, transform_non_params=lambda _: "other")
+      opt, lambda _: "param", state, transform_non_params=lambda _: "other"
+    )
     assert jax.tree.structure(labels) == jax.tree.structure(state)
     param_shapes = {jnp.shape(p) for p in jax.tree.leaves(params)}
-    labelled = [x for x, lab in zip(jax.tree.leaves(state), jax.tree.leaves(labels))
-                if lab == "param"]
+    labelled = [
+      x for x, lab in zip(jax.tree.leaves(state), jax.tree.leaves(labels)) if lab == "param"
+    ]
     assert all(jnp.shape(x) in param_shapes for x in labelled)
     if has_momentum:  # the momentum buffer is a params-shaped tree
       assert len(labelled) >= len(jax.tree.leaves(params))
@@ -426,7 +466,9 @@ def test_keeps_dtypes(case):
   params = {k: p for k, (p, _) in trees.items()}
   loss = lambda p: sum(trees[k][1](p[k]) for k in dtypes)
   _check_dtypes(case, params, loss)
-  assert {jnp.result_type(x) for x in jax.tree.leaves(params)} == set(map(jnp.dtype, dtypes.values()))
+  assert {jnp.result_type(x) for x in jax.tree.leaves(params)} == set(
+    map(jnp.dtype, dtypes.values())
+  )
 
 
 @optimizer_param
@@ -460,8 +502,12 @@ def _sub(tree):
 
 def _expected_on_sub_tree(case, params, grads, loss):
   inner = case.make(0.1)
-  updates, _ = inner.update(_sub(grads), inner.init(_sub(params)), _sub(params),
-                            **case.extra(lambda s: loss(_merge(params, s))))
+  updates, _ = inner.update(
+    _sub(grads),
+    inner.init(_sub(params)),
+    _sub(params),
+    **case.extra(lambda s: loss(_merge(params, s))),
+  )
   return updates
 
 
@@ -481,11 +527,15 @@ def test_chain(case):
 def test_masked(case):
   params, loss = problem()
   grads = jax.grad(loss)(params)
-  mask = {"conv": {"kernel": True, "bias": False}, "dense": {"kernel": True, "bias": True},
-          "norm": {"scale": False}}
+  mask = {
+    "conv": {"kernel": True, "bias": False},
+    "dense": {"kernel": True, "bias": True},
+    "norm": {"scale": False},
+  }
   opt = optax.masked(case.make(0.1), mask)
-  got, _ = opt.update(grads, opt.init(params), params,
-                      **case.extra(lambda s: loss(_merge(params, s))))
+  got, _ = opt.update(
+    grads, opt.init(params), params, **case.extra(lambda s: loss(_merge(params, s)))
+  )
   # Masked-in leaves get the optimizer on the sub-tree (every legw rule is per
   # leaf); masked-out leaves pass through.
   assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
@@ -497,11 +547,15 @@ def test_masked(case):
 def test_multi_transform(case):
   params, loss = problem()
   grads = jax.grad(loss)(params)
-  labels = {"conv": {"kernel": "legw", "bias": "sgd"}, "dense": {"kernel": "legw", "bias": "legw"},
-            "norm": {"scale": "sgd"}}
+  labels = {
+    "conv": {"kernel": "legw", "bias": "sgd"},
+    "dense": {"kernel": "legw", "bias": "legw"},
+    "norm": {"scale": "sgd"},
+  }
   opt = optax.multi_transform({"legw": case.make(0.1), "sgd": optax.sgd(0.5)}, labels)
-  got, _ = opt.update(grads, opt.init(params), params,
-                      **case.extra(lambda s: loss(_merge(params, s))))
+  got, _ = opt.update(
+    grads, opt.init(params), params, **case.extra(lambda s: loss(_merge(params, s)))
+  )
   assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
   np.testing.assert_allclose(got["conv"]["bias"], -0.5 * grads["conv"]["bias"], rtol=1e-6)
   np.testing.assert_allclose(got["norm"]["scale"], -0.5 * grads["norm"]["scale"], rtol=1e-6)
@@ -515,6 +569,7 @@ def _regression(seed=0, n=16):
 
   def loss(p, x=x, y=y):
     return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
   return params, loss, x, y
 
 
@@ -531,7 +586,7 @@ def test_multisteps_accumulates_to_the_large_batch_step(case):
   for _ in range(2):  # two large-batch steps of k micro-batches each
     g_big = jax.grad(loss)(p_acc)
     for i in range(k):
-      g = jax.grad(loss)(p_acc, x[i * 4:(i + 1) * 4], y[i * 4:(i + 1) * 4])
+      g = jax.grad(loss)(p_acc, x[i * 4 : (i + 1) * 4], y[i * 4 : (i + 1) * 4])
       u, micro_state = acc_update(g, micro_state, p_acc)
       u_big, big_state = acc_update(g_big, big_state, p_acc)
       if i < k - 1:  # zero updates between accumulations
@@ -552,8 +607,12 @@ def _check_first_step_of_vectors(case, lr, grads, before, after, mask):
   """Default masks: ndim <= 1 leaves get plain momentum SGD, kernels do not."""
   sgd = optax.sgd(lr, momentum=0.9, nesterov=bool(case.kwargs.get("nesterov")))
   expected, _ = sgd.update(grads, sgd.init(before))
-  for e, p0, p1, m in zip(jax.tree.leaves(expected), jax.tree.leaves(before),
-                          jax.tree.leaves(after), jax.tree.leaves(mask)):
+  for e, p0, p1, m in zip(
+    jax.tree.leaves(expected),
+    jax.tree.leaves(before),
+    jax.tree.leaves(after),
+    jax.tree.leaves(mask),
+  ):
     assert m == (p0.ndim > 1)
     if not m:
       np.testing.assert_allclose(p1 - p0, e, rtol=1e-4, atol=1e-6 * np.max(np.abs(p0)))
@@ -584,13 +643,19 @@ def test_flax_nnx_optimizer(case):
   mask = legw.exclude_bias_and_norm(nnx.state(model, nnx.Param))
   flat = {"/".join(map(str, k)): v for k, v in nnx.to_flat_state(mask)}
   assert {k: v.get_value() for k, v in flat.items()} == {
-      "l1/kernel": True, "l1/bias": False, "bn/scale": False, "bn/bias": False,
-      "l2/kernel": True, "l2/bias": False}
+    "l1/kernel": True,
+    "l1/bias": False,
+    "bn/scale": False,
+    "bn/bias": False,
+    "l2/kernel": True,
+    "l2/bias": False,
+  }
 
   @nnx.jit
   def train_step(model, optimizer):
     def loss_fn(model):
       return jnp.mean((model(x) - y) ** 2)
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     # CBLR's objective of the parameters alone. copy=True: BatchNorm mutates
@@ -629,27 +694,41 @@ def test_flax_linen_train_state(case):
   net = Net()
   variables = net.init(jax.random.key(0), x)
   lr = 0.1
-  state = TrainState.create(apply_fn=net.apply, params=variables["params"], tx=case.make(lr),
-                            batch_stats=variables["batch_stats"])
+  state = TrainState.create(
+    apply_fn=net.apply,
+    params=variables["params"],
+    tx=case.make(lr),
+    batch_stats=variables["batch_stats"],
+  )
   mask = legw.exclude_bias_and_norm(state.params)
-  assert mask == {"Dense_0": {"kernel": True, "bias": False},
-                  "BatchNorm_0": {"scale": False, "bias": False},
-                  "Dense_1": {"kernel": True, "bias": False}}
+  assert mask == {
+    "Dense_0": {"kernel": True, "bias": False},
+    "BatchNorm_0": {"scale": False, "bias": False},
+    "Dense_1": {"kernel": True, "bias": False},
+  }
 
   @jax.jit
   def train_step(state):
     def loss_fn(params, batch_stats):
-      out, mutated = state.apply_fn({"params": params, "batch_stats": batch_stats}, x,
-                                    mutable=["batch_stats"])
+      out, mutated = state.apply_fn(
+        {"params": params, "batch_stats": batch_stats}, x, mutable=["batch_stats"]
+      )
       return jnp.mean((out - y) ** 2), mutated["batch_stats"]
+
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.batch_stats)
+      state.params, state.batch_stats
+    )
     if case.needs_obj_fn:  # TrainState.apply_gradients passes no extra arguments
       obj_fn = lambda p: loss_fn(p, state.batch_stats)[0]
-      updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
-                                           **case.extra(obj_fn))
-      state = state.replace(step=state.step + 1, opt_state=opt_state, batch_stats=stats,
-                            params=optax.apply_updates(state.params, updates))
+      updates, opt_state = state.tx.update(
+        grads, state.opt_state, state.params, **case.extra(obj_fn)
+      )
+      state = state.replace(
+        step=state.step + 1,
+        opt_state=opt_state,
+        batch_stats=stats,
+        params=optax.apply_updates(state.params, updates),
+      )
     else:
       state = state.apply_gradients(grads=grads, batch_stats=stats)
     return state, loss, grads
@@ -685,8 +764,9 @@ def test_orbax_restore_mid_warmup_resumes_bit_identically(case, tmp_path):
     carry = step_fn(*carry)
     trajectory.append(carry)
 
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          {"params": params, "opt_state": opt.init(params)})
+  abstract = jax.tree.map(
+    ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt.init(params)}
+  )
   restored = ocp.StandardCheckpointer().restore(tmp_path / "ckpt", abstract)
   resumed = (restored["params"], restored["opt_state"])
   assert jax.tree.structure(resumed[1]) == jax.tree.structure(carry[1])
@@ -700,13 +780,18 @@ def test_orbax_restore_mid_warmup_resumes_bit_identically(case, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: legw.lars(0.1, weight_decay=1e-4),
     lambda: legw.lars(0.1, weight_decay=1e-4, denominator="combined"),
-    lambda: legw.lars(0.1, weight_decay=1e-4, denominator="combined",
-                      trust_ratio_mask=True, weight_decay_mask=True),
+    lambda: legw.lars(
+      0.1, weight_decay=1e-4, denominator="combined", trust_ratio_mask=True, weight_decay_mask=True
+    ),
     lambda: legw.percent_delta(0.1, weight_decay=1e-4),
-], ids=["lars", "lars-combined", "lars-combined-all", "percent_delta"])
+  ],
+  ids=["lars", "lars-combined", "lars-combined-all", "percent_delta"],
+)
 def test_step_stores_no_parameter_sized_temporary(make):
   """XLA's compiled step keeps no temporary buffer the size of a layer.
 
@@ -759,10 +844,12 @@ def test_returns_what_the_annotation_says(case):
 @optimizer_param
 @pytest.mark.parametrize("what", ["recipe", "scaled_recipe", "string"])
 def test_a_recipe_as_learning_rate_says_what_to_pass(case, what):
-  recipe = legw.Recipe(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=1,
-                       num_epochs=10)
-  value = {"recipe": recipe, "scaled_recipe": recipe.at(1024, steps_per_epoch=10),
-           "string": "0.1"}[what]
+  recipe = legw.Recipe(
+    base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=1, num_epochs=10
+  )
+  value = {"recipe": recipe, "scaled_recipe": recipe.at(1024, steps_per_epoch=10), "string": "0.1"}[
+    what
+  ]
   with pytest.raises(TypeError, match="(?i)schedule") as info:
     case.public(**case.public_kwargs(value))
   if what != "string":
@@ -775,8 +862,12 @@ def _with_untrainable_leaves():
   params = {**params, "step": jnp.arange(3, dtype=jnp.int32), "temperature": 0.7}
 
   def full_loss(p):
-    return loss({k: v for k, v in p.items() if k not in ("step", "temperature")}) + (
-        p["temperature"] - 0.2) ** 2 + 0.0 * jnp.sum(p["step"])
+    return (
+      loss({k: v for k, v in p.items() if k not in ("step", "temperature")})
+      + (p["temperature"] - 0.2) ** 2
+      + 0.0 * jnp.sum(p["step"])
+    )
+
   return params, full_loss
 
 

@@ -71,8 +71,8 @@ def allclose_tree(a, b, rtol=2e-5, atol=1e-7):
 
 
 SCALERS = {
-    "mclr": (curvature.scale_by_median_curvature, np_mclr_rate),
-    "percent_delta": (curvature.scale_by_percent_delta, np_percent_delta_rate),
+  "mclr": (curvature.scale_by_median_curvature, np_mclr_rate),
+  "percent_delta": (curvature.scale_by_percent_delta, np_percent_delta_rate),
 }
 
 
@@ -90,7 +90,9 @@ def test_scaler_matches_numpy(name, seed, beta, eps):
   tx = make(weight_decay=beta, eps=eps)
   updates, _ = tx.update(grads, tx.init(params), params)
   default_mask = {k: np.ndim(v) > 1 for k, v in params.items()}
-  expected = np_reference(rate_fn, to_np(grads), to_np(params), beta, eps, default_mask, default_mask)
+  expected = np_reference(
+    rate_fn, to_np(grads), to_np(params), beta, eps, default_mask, default_mask
+  )
   allclose_tree(updates, expected)
   # The bias (ndim 1) is excluded by default: plain gradient, no decay.
   np.testing.assert_array_equal(updates["bias"], grads["bias"])
@@ -118,20 +120,27 @@ def test_mclr_medians_are_of_magnitudes_and_even_sizes_average():
 
 
 def test_mclr_guards_zero_weights_and_zero_gradients():
-  params = {"zero_w": jnp.zeros((4, 4)), "half_zero_g": jnp.ones((2, 3)),
-            "ok": jnp.full((2, 2), 2.0), "zero_g": jnp.full((2, 2), 2.0)}
+  params = {
+    "zero_w": jnp.zeros((4, 4)),
+    "half_zero_g": jnp.ones((2, 3)),
+    "ok": jnp.full((2, 2), 2.0),
+    "zero_g": jnp.full((2, 2), 2.0),
+  }
   grads = {
-      "zero_w": jnp.ones((4, 4)),
-      # 4 of 6 entries exactly 0: the median of the nonzero |g| is 1.5.
-      "half_zero_g": jnp.array([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]]),
-      "ok": jnp.full((2, 2), 0.5),
-      "zero_g": jnp.zeros((2, 2)),
+    "zero_w": jnp.ones((4, 4)),
+    # 4 of 6 entries exactly 0: the median of the nonzero |g| is 1.5.
+    "half_zero_g": jnp.array([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]]),
+    "ok": jnp.full((2, 2), 0.5),
+    "zero_g": jnp.zeros((2, 2)),
   }
   tx = legw.scale_by_median_curvature(weight_decay=0.5)
   u, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(u["zero_w"], grads["zero_w"])  # rate 1, decay of 0 is 0
-  np.testing.assert_allclose(u["half_zero_g"], 1.0 / (1.5 + 0.5 * 1.0)
-                             * (grads["half_zero_g"] + 0.5 * params["half_zero_g"]), rtol=1e-6)
+  np.testing.assert_allclose(
+    u["half_zero_g"],
+    1.0 / (1.5 + 0.5 * 1.0) * (grads["half_zero_g"] + 0.5 * params["half_zero_g"]),
+    rtol=1e-6,
+  )
   # g = 0 with decay: the formula is finite, 2 / (0 + 0.5 * 2) = 1 / beta.
   np.testing.assert_allclose(u["zero_g"], 2.0 * 0.5 * params["zero_g"], rtol=1e-6)
   np.testing.assert_allclose(u["ok"], 2.0 / (0.5 + 1.0) * (0.5 + 1.0) * jnp.ones((2, 2)), rtol=1e-6)
@@ -209,9 +218,9 @@ def test_family_members_agree_when_gradient_is_proportional_to_weights():
   grads = {k: cs[k] * params[k] for k in params}
   beta = 0.1
   for tx in (
-      legw.scale_by_lars(1.0, weight_decay=beta),
-      legw.scale_by_percent_delta(beta),
-      legw.scale_by_median_curvature(beta),
+    legw.scale_by_lars(1.0, weight_decay=beta),
+    legw.scale_by_percent_delta(beta),
+    legw.scale_by_median_curvature(beta),
   ):
     rates = _rates(tx, grads, params, beta)
     for k in params:
@@ -247,7 +256,9 @@ def test_cblr_exact_on_separable_quadratic(num_probes):
   tx = legw.scale_by_curvature_radius(max_radius=1e8, num_probes=num_probes)
   u, state = jax.jit(functools.partial(tx.update, obj_fn=obj))(g, tx.init(w), w)
   for k in ("k1", "k2"):
-    expected = (1 + np.asarray(g[k], np.float64) ** 2) ** 1.5 / (2 * np.asarray(a[k])) * np.asarray(g[k])
+    expected = (
+      (1 + np.asarray(g[k], np.float64) ** 2) ** 1.5 / (2 * np.asarray(a[k])) * np.asarray(g[k])
+    )
     np.testing.assert_allclose(u[k], expected, rtol=1e-5)
     np.testing.assert_allclose(state.hessian_diag[k], 2 * a[k], rtol=1e-6)
   # Bias excluded by default: plain gradient, zero probe, zero estimate.
@@ -267,7 +278,9 @@ def test_cblr_weight_decay_is_curvature_of_regularised_objective():
     expected = (1 + uu**2) ** 1.5 / (2 * np.asarray(a[k]) + beta) * uu
     np.testing.assert_allclose(u[k], expected, rtol=1e-5)
   gb = np.asarray(g["bias"], np.float64)
-  np.testing.assert_allclose(u["bias"], (1 + gb**2) ** 1.5 / (2 * np.asarray(a["bias"])) * gb, rtol=1e-5)
+  np.testing.assert_allclose(
+    u["bias"], (1 + gb**2) ** 1.5 / (2 * np.asarray(a["bias"])) * gb, rtol=1e-5
+  )
 
 
 def test_cblr_clamps_flat_directions():
@@ -287,7 +300,9 @@ def test_hutchinson_is_unbiased_on_non_separable_quadratic():
   rng = np.random.default_rng(0)
   m = rng.normal(size=(6, 6))
   A = jnp.asarray(m @ m.T / 6 + np.eye(6), jnp.float32)
-  obj = lambda p: 0.5 * jnp.concatenate([p["x"].ravel(), p["y"]]) @ A @ jnp.concatenate([p["x"].ravel(), p["y"]])
+  obj = lambda p: (
+    0.5 * jnp.concatenate([p["x"].ravel(), p["y"]]) @ A @ jnp.concatenate([p["x"].ravel(), p["y"]])
+  )
   params = {"x": jnp.ones((2, 2)), "y": jnp.ones(2)}
   one = curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1))
   est = curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1), num_probes=4000)
@@ -298,11 +313,14 @@ def test_hutchinson_is_unbiased_on_non_separable_quadratic():
   assert np.max(np.abs(got1 - diag)) > 0.1  # a single probe is not exact here
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(num_probes=0), "num_probes must be an integer >= 1"),
     (dict(num_probes=2.5), "num_probes must be an integer >= 1"),
     (dict(mask=[True]), "one bool per leaf of params \\(2\\), got 1"),
-])
+  ],
+)
 def test_hutchinson_rejects_bad_arguments(kwargs, match):
   params = {"x": jnp.ones((2, 2)), "y": jnp.ones(2)}
   obj = lambda p: jnp.sum(p["x"] ** 2) + jnp.sum(p["y"] ** 2)
@@ -352,26 +370,26 @@ def test_cblr_missing_obj_fn_and_params_raise():
 
 
 @pytest.mark.parametrize(
-    "factory,kwargs,name",
-    [
-        (legw.scale_by_median_curvature, {"weight_decay": -1.0}, "weight_decay"),
-        (legw.scale_by_median_curvature, {"eps": -1e-3}, "eps"),
-        (legw.scale_by_percent_delta, {"weight_decay": float("nan")}, "weight_decay"),
-        (legw.scale_by_percent_delta, {"eps": -1.0}, "eps"),
-        (legw.scale_by_curvature_radius, {"max_radius": 0.0}, "max_radius"),
-        (legw.scale_by_curvature_radius, {"num_probes": 0}, "num_probes"),
-        (legw.scale_by_curvature_radius, {"num_probes": 1.5}, "num_probes"),
-        (legw.scale_by_curvature_radius, {"update_every": True}, "update_every"),
-        (legw.scale_by_curvature_radius, {"weight_decay": -0.1}, "weight_decay"),
-        (functools.partial(legw.mclr, -0.1), {}, "learning_rate"),
-        (functools.partial(legw.mclr, 0.1), {"momentum": 1.0}, "momentum"),
-        (functools.partial(legw.mclr, 0.1), {"eps": -1.0}, "eps"),
-        (functools.partial(legw.percent_delta, 0.1), {"momentum": -0.5}, "momentum"),
-        (functools.partial(legw.percent_delta, 0.1), {"weight_decay": -1.0}, "weight_decay"),
-        (functools.partial(legw.cblr, -1.0), {}, "learning_rate"),
-        (functools.partial(legw.cblr, 0.1), {"update_every": 0}, "update_every"),
-        (functools.partial(legw.cblr, 0.1), {"max_radius": -5.0}, "max_radius"),
-    ],
+  "factory,kwargs,name",
+  [
+    (legw.scale_by_median_curvature, {"weight_decay": -1.0}, "weight_decay"),
+    (legw.scale_by_median_curvature, {"eps": -1e-3}, "eps"),
+    (legw.scale_by_percent_delta, {"weight_decay": float("nan")}, "weight_decay"),
+    (legw.scale_by_percent_delta, {"eps": -1.0}, "eps"),
+    (legw.scale_by_curvature_radius, {"max_radius": 0.0}, "max_radius"),
+    (legw.scale_by_curvature_radius, {"num_probes": 0}, "num_probes"),
+    (legw.scale_by_curvature_radius, {"num_probes": 1.5}, "num_probes"),
+    (legw.scale_by_curvature_radius, {"update_every": True}, "update_every"),
+    (legw.scale_by_curvature_radius, {"weight_decay": -0.1}, "weight_decay"),
+    (functools.partial(legw.mclr, -0.1), {}, "learning_rate"),
+    (functools.partial(legw.mclr, 0.1), {"momentum": 1.0}, "momentum"),
+    (functools.partial(legw.mclr, 0.1), {"eps": -1.0}, "eps"),
+    (functools.partial(legw.percent_delta, 0.1), {"momentum": -0.5}, "momentum"),
+    (functools.partial(legw.percent_delta, 0.1), {"weight_decay": -1.0}, "weight_decay"),
+    (functools.partial(legw.cblr, -1.0), {}, "learning_rate"),
+    (functools.partial(legw.cblr, 0.1), {"update_every": 0}, "update_every"),
+    (functools.partial(legw.cblr, 0.1), {"max_radius": -5.0}, "max_radius"),
+  ],
 )
 def test_constructor_value_errors_name_the_argument(factory, kwargs, name):
   with pytest.raises(ValueError, match=name):
@@ -428,13 +446,13 @@ def _regression_problem():
 
 
 @pytest.mark.parametrize(
-    "make",
-    [
-        lambda: legw.mclr(0.05, momentum=0.9),
-        lambda: legw.percent_delta(0.02, momentum=0.9, nesterov=True),
-        lambda: legw.cblr(0.2, momentum=0.5, num_probes=2, update_every=2),
-    ],
-    ids=["mclr", "percent_delta", "cblr"],
+  "make",
+  [
+    lambda: legw.mclr(0.05, momentum=0.9),
+    lambda: legw.percent_delta(0.02, momentum=0.9, nesterov=True),
+    lambda: legw.cblr(0.2, momentum=0.5, num_probes=2, update_every=2),
+  ],
+  ids=["mclr", "percent_delta", "cblr"],
 )
 def test_optimizers_reduce_a_simple_loss(make):
   params, loss = _regression_problem()
@@ -483,8 +501,14 @@ def _mesh():
 def _sharded_tree(seed):
   rng = np.random.default_rng(seed)
   shapes = {"k1": (16, 5), "k2": (8, 3, 4), "k3": (24, 2), "bias": (8,)}
-  params = {k: jnp.asarray(rng.normal(size=s) * (1 + i), jnp.float32) for i, (k, s) in enumerate(shapes.items())}
-  grads = {k: jnp.asarray(rng.normal(size=s) * 10.0 ** -(i + 1), jnp.float32) for i, (k, s) in enumerate(shapes.items())}
+  params = {
+    k: jnp.asarray(rng.normal(size=s) * (1 + i), jnp.float32)
+    for i, (k, s) in enumerate(shapes.items())
+  }
+  grads = {
+    k: jnp.asarray(rng.normal(size=s) * 10.0 ** -(i + 1), jnp.float32)
+    for i, (k, s) in enumerate(shapes.items())
+  }
   params["k3"] = params["k3"].at[::3].set(0.0)  # zeros for PercentDelta's guard
   return params, grads
 
@@ -501,7 +525,9 @@ def test_shard_map_statistics_are_of_the_whole_layer(factory):
     def f(g, w):
       return tx.update(g, tx.init(w), w)[0]
 
-    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("x"), P("x")), out_specs=P("x")))(grads, params)
+    return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("x"), P("x")), out_specs=P("x")))(
+      grads, params
+    )
 
   allclose_tree(sharded("x"), to_np(single), rtol=1e-5)
   # Without axis_name each shard uses its own statistics: a different answer.
@@ -532,15 +558,16 @@ def test_shard_map_cblr_matches_single_device():
 def test_exact_medians_without_sorting_match_numpy():
   rng = np.random.default_rng(0)
   arrays = [
-      np.abs(rng.normal(size=(37, 11))),  # odd size
-      np.abs(rng.normal(size=(6, 4))) * 1e-30,  # tiny values (even size)
-      np.array([0.0, 0.0, 0.0, 5.0]),  # mostly zeros
-      np.array([3.0, 3.0, 3.0, 3.0, 1.0, 7.0]),  # ties in the middle
-      np.array([1e-40, 2e-40, 3.0e38, np.inf]),  # subnormals and inf
-      np.array([2.5]),
+    np.abs(rng.normal(size=(37, 11))),  # odd size
+    np.abs(rng.normal(size=(6, 4))) * 1e-30,  # tiny values (even size)
+    np.array([0.0, 0.0, 0.0, 5.0]),  # mostly zeros
+    np.array([3.0, 3.0, 3.0, 3.0, 1.0, 7.0]),  # ties in the middle
+    np.array([1e-40, 2e-40, 3.0e38, np.inf]),  # subnormals and inf
+    np.array([2.5]),
   ]
   got = jax.jit(lambda a: curvature._medians_of_magnitudes(a, None))(
-      [jnp.asarray(a, jnp.float32) for a in arrays])
+    [jnp.asarray(a, jnp.float32) for a in arrays]
+  )
   for a, m in zip(arrays, got):
     np.testing.assert_array_equal(np.float32(m), np.median(a.astype(np.float32)))
 
@@ -560,7 +587,8 @@ def test_cblr_inject_hyperparams_with_static_integers():
   with pytest.raises(ValueError, match="static_args"):
     optax.inject_hyperparams(legw.cblr)(learning_rate=0.1, num_probes=2).init(w)
   inj = optax.inject_hyperparams(legw.cblr, static_args=("num_probes", "update_every", "key"))(
-      learning_rate=0.1, max_radius=1e8, num_probes=2, momentum=0.0)
+    learning_rate=0.1, max_radius=1e8, num_probes=2, momentum=0.0
+  )
   u, _ = jax.jit(functools.partial(inj.update, obj_fn=obj))(g, inj.init(w), w)
   for k in ("k1", "k2"):
     gk = np.asarray(g[k], np.float64)

@@ -16,12 +16,12 @@ from legw.diagnostics import leaf_path
 def _tree(seed=0):
   rng = np.random.default_rng(seed)
   params = {
-      "encoder": {"kernel": rng.normal(size=(5, 4)), "bias": rng.normal(size=(4,))},
-      "blocks": [rng.normal(size=(2, 3, 3)), rng.normal(size=(8,))],
+    "encoder": {"kernel": rng.normal(size=(5, 4)), "bias": rng.normal(size=(4,))},
+    "blocks": [rng.normal(size=(2, 3, 3)), rng.normal(size=(8,))],
   }
   grads = jax.tree.map(lambda x: rng.normal(size=x.shape) * 1e-2, params)
   return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params), jax.tree.map(
-      lambda x: jnp.asarray(x, jnp.float32), grads
+    lambda x: jnp.asarray(x, jnp.float32), grads
   )
 
 
@@ -30,10 +30,10 @@ def test_layerwise_stats_matches_numpy_with_paths():
   stats = legw.layerwise_stats(params, grads)
   assert set(stats) == {"encoder/kernel", "encoder/bias", "blocks/0", "blocks/1"}
   pairs = {
-      "encoder/kernel": (params["encoder"]["kernel"], grads["encoder"]["kernel"]),
-      "encoder/bias": (params["encoder"]["bias"], grads["encoder"]["bias"]),
-      "blocks/0": (params["blocks"][0], grads["blocks"][0]),
-      "blocks/1": (params["blocks"][1], grads["blocks"][1]),
+    "encoder/kernel": (params["encoder"]["kernel"], grads["encoder"]["kernel"]),
+    "encoder/bias": (params["encoder"]["bias"], grads["encoder"]["bias"]),
+    "blocks/0": (params["blocks"][0], grads["blocks"][0]),
+    "blocks/1": (params["blocks"][1], grads["blocks"][1]),
   }
   for name, (w, g) in pairs.items():
     wn = np.linalg.norm(np.asarray(w, np.float64))
@@ -54,7 +54,9 @@ def test_layerwise_stats_jit_and_zero_gradient_and_float16():
   z = legw.layerwise_stats({"w": jnp.ones((2, 2))}, {"w": jnp.zeros((2, 2))})
   assert np.isinf(z["w"]["trust_ratio"])
   # float16 leaves whose sum of squares overflows float16 still give the norm.
-  big = legw.layerwise_stats({"w": jnp.full((100, 100), 300.0, jnp.float16)}, {"w": jnp.ones((100, 100), jnp.float16)})
+  big = legw.layerwise_stats(
+    {"w": jnp.full((100, 100), 300.0, jnp.float16)}, {"w": jnp.ones((100, 100), jnp.float16)}
+  )
   np.testing.assert_allclose(big["w"]["param_norm"], 300.0 * 100, rtol=1e-3)
   assert big["w"]["param_norm"].dtype == jnp.float32
 
@@ -82,7 +84,10 @@ def test_layerwise_stats_shard_map_is_whole_layer():
     pytest.skip("needs 8 devices")
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("x",))
   rng = np.random.default_rng(0)
-  params = {"a": jnp.asarray(rng.normal(size=(16, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=(8,)), jnp.float32)}
+  params = {
+    "a": jnp.asarray(rng.normal(size=(16, 3)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=(8,)), jnp.float32),
+  }
   grads = jax.tree.map(lambda x: 0.1 * x + 0.01, params)
   single = legw.layerwise_stats(params, grads)
 
@@ -90,7 +95,9 @@ def test_layerwise_stats_shard_map_is_whole_layer():
     s = legw.layerwise_stats(w, g, axis_name="x")
     return jax.tree.map(lambda v: v[None], s)  # one copy per device
 
-  out = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("x"), P("x")), out_specs=P("x")))(params, grads)
+  out = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("x"), P("x")), out_specs=P("x")))(
+    params, grads
+  )
   for name in single:
     for key in single[name]:
       np.testing.assert_allclose(out[name][key], np.full(8, single[name][key]), rtol=1e-5)
@@ -109,9 +116,17 @@ def test_local_lipschitz_on_quadratic_is_rayleigh_quotient(definite):
   rng = np.random.default_rng(1 if definite else 2)
   m = rng.normal(size=(7, 7))
   A = m @ m.T + np.eye(7) if definite else (m + m.T) / 2  # indefinite: |.| matters
-  loss = _quadratic_on_tree(jnp.asarray(A, jnp.float32), jnp.asarray(rng.normal(size=7), jnp.float32))
-  params = {"x": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32), "y": jnp.asarray(rng.normal(size=3), jnp.float32)}
-  d = {"x": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32), "y": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  loss = _quadratic_on_tree(
+    jnp.asarray(A, jnp.float32), jnp.asarray(rng.normal(size=7), jnp.float32)
+  )
+  params = {
+    "x": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32),
+    "y": jnp.asarray(rng.normal(size=3), jnp.float32),
+  }
+  d = {
+    "x": jnp.asarray(rng.normal(size=(2, 2)), jnp.float32),
+    "y": jnp.asarray(rng.normal(size=3), jnp.float32),
+  }
   dv = np.concatenate([np.asarray(d["x"]).ravel(), np.asarray(d["y"])]).astype(np.float64)
   expected = abs(dv @ A @ dv) / (dv @ dv)
   got = legw.local_lipschitz(loss, params, d)
@@ -128,7 +143,10 @@ def test_local_lipschitz_matches_full_hessian_on_a_network():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
   y = jnp.asarray(rng.normal(size=(16,)), jnp.float32)
-  params = {"w1": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "w2": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
+  params = {
+    "w1": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+    "w2": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+  }
 
   def loss(p):
     return jnp.mean((jnp.tanh(x @ p["w1"]) @ p["w2"] - y) ** 2)
@@ -138,7 +156,9 @@ def test_local_lipschitz_matches_full_hessian_on_a_network():
   H = np.asarray(jax.jit(jax.hessian(lambda v: loss(unravel(v))))(flat), np.float64)
   gv = np.asarray(jax.flatten_util.ravel_pytree(g)[0], np.float64)
   expected = abs(gv @ H @ gv) / (gv @ gv)
-  np.testing.assert_allclose(jax.jit(lambda p, d: legw.local_lipschitz(loss, p, d))(params, g), expected, rtol=1e-4)
+  np.testing.assert_allclose(
+    jax.jit(lambda p, d: legw.local_lipschitz(loss, p, d))(params, g), expected, rtol=1e-4
+  )
 
 
 def test_local_lipschitz_zero_direction_and_mismatch():
@@ -154,10 +174,14 @@ def test_layerwise_stats_complex64_is_the_norm_of_abs_squared():
   # sqrt(sum |x|^2), real, as np.linalg.norm gives it.
   rng = np.random.default_rng(4)
   shapes = {"kernel": (5, 3), "bias": (3,)}
-  params = {k: (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(np.complex64)
-            for k, s in shapes.items()}
-  grads = {k: (0.1 * rng.normal(size=s) + 0.3j * rng.normal(size=s)).astype(np.complex64)
-           for k, s in shapes.items()}
+  params = {
+    k: (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(np.complex64)
+    for k, s in shapes.items()
+  }
+  grads = {
+    k: (0.1 * rng.normal(size=s) + 0.3j * rng.normal(size=s)).astype(np.complex64)
+    for k, s in shapes.items()
+  }
   for stats in (legw.layerwise_stats(params, grads), jax.jit(legw.layerwise_stats)(params, grads)):
     for k in shapes:
       wn = np.linalg.norm(params[k].astype(np.complex128))
@@ -167,7 +191,9 @@ def test_layerwise_stats_complex64_is_the_norm_of_abs_squared():
         assert got.dtype == jnp.float32, (k, key, got.dtype)
         np.testing.assert_allclose(got, want, rtol=1e-6)
   # Purely imaginary weights: sum(x * x) would be negative; |x|^2 is not.
-  s = legw.layerwise_stats({"w": jnp.full((4,), 2j, jnp.complex64)}, {"w": jnp.ones(4, jnp.complex64)})
+  s = legw.layerwise_stats(
+    {"w": jnp.full((4,), 2j, jnp.complex64)}, {"w": jnp.ones(4, jnp.complex64)}
+  )
   np.testing.assert_allclose(s["w"]["param_norm"], 4.0, rtol=1e-6)
 
 
@@ -192,8 +218,9 @@ def test_local_lipschitz_complex64_is_the_real_curvature():
   got = legw.local_lipschitz(loss, params, d)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, expected, rtol=1e-5)
-  np.testing.assert_allclose(jax.jit(legw.local_lipschitz, static_argnums=0)(loss, params, d),
-                             expected, rtol=1e-5)
+  np.testing.assert_allclose(
+    jax.jit(legw.local_lipschitz, static_argnums=0)(loss, params, d), expected, rtol=1e-5
+  )
   # A direction along the imaginary axis only: the curvature of the Im-block of A.
   di = {"z": jnp.asarray(1j * rng.normal(size=n), jnp.complex64)}
   v = np.asarray(di["z"]).imag.astype(np.float64)

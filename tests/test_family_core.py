@@ -8,8 +8,6 @@ layers, weight-decay schedules, and LARS = optax.lars on complex64.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,10 +21,10 @@ from legw import _reduce
 # The three members, with all leaves scaled and decayed.
 ALL = dict(trust_ratio_mask=True, weight_decay_mask=True)
 MEMBERS = {
-    "lars": lambda **kw: legw.scale_by_lars(0.02, **kw),
-    "lars_combined": lambda **kw: legw.scale_by_lars(0.02, denominator="combined", **kw),
-    "mclr": lambda **kw: legw.scale_by_median_curvature(**kw),
-    "percent_delta": lambda **kw: legw.scale_by_percent_delta(**kw),
+  "lars": lambda **kw: legw.scale_by_lars(0.02, **kw),
+  "lars_combined": lambda **kw: legw.scale_by_lars(0.02, denominator="combined", **kw),
+  "mclr": lambda **kw: legw.scale_by_median_curvature(**kw),
+  "percent_delta": lambda **kw: legw.scale_by_percent_delta(**kw),
 }
 
 
@@ -58,23 +56,38 @@ def test_sum_of_squares_is_of_the_modulus():
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_complex64_lars_combined_equals_optax_lars(nesterov):
   rng = np.random.default_rng(0)
-  params = {k: _layer(i, s, jnp.complex64) for i, (k, s) in
-            enumerate({"a": (4, 3), "b": (5,), "c": (2, 2, 3)}.items())}
-  hp = dict(learning_rate=optax.polynomial_schedule(0.3, 0.0, 2, 10), weight_decay=1e-2,
-            trust_coefficient=0.05, eps=1e-6, momentum=0.9, nesterov=nesterov)
+  params = {
+    k: _layer(i, s, jnp.complex64)
+    for i, (k, s) in enumerate({"a": (4, 3), "b": (5,), "c": (2, 2, 3)}.items())
+  }
+  hp = dict(
+    learning_rate=optax.polynomial_schedule(0.3, 0.0, 2, 10),
+    weight_decay=1e-2,
+    trust_coefficient=0.05,
+    eps=1e-6,
+    momentum=0.9,
+    nesterov=nesterov,
+  )
   ours = legw.lars(denominator="combined", **ALL, **hp)
   ref = optax.lars(**hp)
   p1 = p2 = params
   s1, s2 = ours.init(p1), ref.init(p2)
   for t in range(10):
-    g = {k: jnp.asarray(rng.normal(size=v.shape) + 1j * rng.normal(size=v.shape), jnp.complex64)
-         for k, v in params.items()}
+    g = {
+      k: jnp.asarray(rng.normal(size=v.shape) + 1j * rng.normal(size=v.shape), jnp.complex64)
+      for k, v in params.items()
+    }
     u1, s1 = ours.update(g, s1, p1)
     u2, s2 = ref.update(g, s2, p2)
     for k in params:
       assert u1[k].dtype == jnp.complex64
-      np.testing.assert_allclose(u1[k], u2[k], rtol=2e-6, atol=2e-6 * float(jnp.abs(u2[k]).max()),
-                                 err_msg=f"step {t}, leaf {k}")
+      np.testing.assert_allclose(
+        u1[k],
+        u2[k],
+        rtol=2e-6,
+        atol=2e-6 * float(jnp.abs(u2[k]).max()),
+        err_msg=f"step {t}, leaf {k}",
+      )
     p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
 
 
@@ -109,14 +122,15 @@ def test_cblr_radius_uses_the_modulus():
   g = jnp.full((2, 2), 1j, jnp.complex64)
   tx = legw.scale_by_curvature_radius(max_radius=1e6, trust_ratio_mask=True)
   u = _update(tx, g, w, obj_fn=obj)
-  np.testing.assert_allclose(u, 2 ** 1.5 / (2 * np.asarray(a)) * 1j, rtol=1e-5)
+  np.testing.assert_allclose(u, 2**1.5 / (2 * np.asarray(a)) * 1j, rtol=1e-5)
 
 
 def test_hutchinson_on_complex_leaves_is_real():
   a = jnp.array([[1.0, 2.0], [3.0, 0.5]])
   obj = lambda p: jnp.sum(a * jnp.abs(p["k"]) ** 2)
-  est = legw.hutchinson_diagonal(obj, {"k": _layer(4, (2, 2), jnp.complex64)},
-                                 jax.random.PRNGKey(0))["k"]
+  est = legw.hutchinson_diagonal(
+    obj, {"k": _layer(4, (2, 2), jnp.complex64)}, jax.random.PRNGKey(0)
+  )["k"]
   assert est.dtype == jnp.float32
   np.testing.assert_allclose(est, 2 * np.asarray(a), rtol=1e-5)
 
@@ -187,8 +201,9 @@ def test_mclr_pruned_weights_use_the_surviving_weights():
   w = rng.normal(size=(8, 8))
   w[rng.random((8, 8)) < 0.7] = 0.0  # 70% pruned: the literal median |w| is 0
   g = rng.normal(size=(8, 8)) * 0.01
-  u = _update(legw.scale_by_median_curvature(), jnp.asarray(g, jnp.float32),
-              jnp.asarray(w, jnp.float32))
+  u = _update(
+    legw.scale_by_median_curvature(), jnp.asarray(g, jnp.float32), jnp.asarray(w, jnp.float32)
+  )
   rate = np.median(np.abs(w[w != 0])) / np.median(np.abs(g))
   np.testing.assert_allclose(u, rate * g, rtol=1e-5)
 
@@ -199,19 +214,21 @@ def test_mclr_pruned_weights_use_the_surviving_weights():
 
 
 def _quartic(p):
-  return sum(jnp.sum(0.25 * x ** 4 + 0.5 * x ** 2 + 0.1 * x) for x in jax.tree.leaves(p))
+  return sum(jnp.sum(0.25 * x**4 + 0.5 * x**2 + 0.1 * x) for x in jax.tree.leaves(p))
 
 
 GRAD_CASES = {
-    "scale_by_lars": lambda: legw.scale_by_lars(0.02, weight_decay=1e-2, **ALL),
-    "scale_by_lars_combined_clip": lambda: legw.scale_by_lars(
-        0.02, weight_decay=1e-2, denominator="combined", clip=True, learning_rate=0.01, **ALL),
-    "lars": lambda: legw.lars(0.1, weight_decay=1e-2, **ALL),
-    "scale_by_percent_delta": lambda: legw.scale_by_percent_delta(weight_decay=1e-2, **ALL),
-    "percent_delta": lambda: legw.percent_delta(0.1, weight_decay=1e-2, **ALL),
-    "scale_by_curvature_radius": lambda: legw.scale_by_curvature_radius(
-        weight_decay=1e-2, max_radius=1e3, **ALL),
-    "cblr": lambda: legw.cblr(0.1, weight_decay=1e-2, max_radius=1e3, **ALL),
+  "scale_by_lars": lambda: legw.scale_by_lars(0.02, weight_decay=1e-2, **ALL),
+  "scale_by_lars_combined_clip": lambda: legw.scale_by_lars(
+    0.02, weight_decay=1e-2, denominator="combined", clip=True, learning_rate=0.01, **ALL
+  ),
+  "lars": lambda: legw.lars(0.1, weight_decay=1e-2, **ALL),
+  "scale_by_percent_delta": lambda: legw.scale_by_percent_delta(weight_decay=1e-2, **ALL),
+  "percent_delta": lambda: legw.percent_delta(0.1, weight_decay=1e-2, **ALL),
+  "scale_by_curvature_radius": lambda: legw.scale_by_curvature_radius(
+    weight_decay=1e-2, max_radius=1e3, **ALL
+  ),
+  "cblr": lambda: legw.cblr(0.1, weight_decay=1e-2, max_radius=1e3, **ALL),
 }
 
 
@@ -242,8 +259,11 @@ def _mclr_reference(g, w, beta):
 def test_mclr_gradients_are_those_of_the_jnp_median_formula(shape, optimizer):
   """Before: the bisection median cut the gradient (5.7 against -23.7)."""
   beta, lr = 1e-2, 0.1
-  tx = (legw.mclr(lr, weight_decay=beta, momentum=0.0, **ALL) if optimizer
-        else legw.scale_by_median_curvature(weight_decay=beta, **ALL))
+  tx = (
+    legw.mclr(lr, weight_decay=beta, momentum=0.0, **ALL)
+    if optimizer
+    else legw.scale_by_median_curvature(weight_decay=beta, **ALL)
+  )
   scale = -lr if optimizer else 1.0
   w, g = _layer(13, shape), _layer(14, shape, scale=0.1)
   c = _layer(15, shape)
@@ -298,8 +318,9 @@ def test_cblr_weight_decay_schedule():
   state = tx.init({"k": w})
   for t in range(2):
     u, state = tx.update({"k": g}, state, {"k": w}, obj_fn=_quartic)
-    np.testing.assert_allclose(u["k"], _update(make(_wd_schedule(t)), g, w, obj_fn=_quartic),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      u["k"], _update(make(_wd_schedule(t)), g, w, obj_fn=_quartic), rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -16,8 +16,19 @@ import legw
 # --------------------------------------------------------------------------
 
 
-def numpy_lars_trajectory(params, grads_fn, *, lr_fn, steps, momentum, weight_decay,
-                          trust_coefficient, eps, tr_mask, wd_mask):
+def numpy_lars_trajectory(
+  params,
+  grads_fn,
+  *,
+  lr_fn,
+  steps,
+  momentum,
+  weight_decay,
+  trust_coefficient,
+  eps,
+  tr_mask,
+  wd_mask,
+):
   """Runs Algorithm 1 in float64; `params`/masks are dicts name -> array/bool."""
   w = {k: np.asarray(v, np.float64) for k, v in params.items()}
   v = {k: np.zeros_like(x) for k, x in w.items()}
@@ -42,18 +53,19 @@ def numpy_lars_trajectory(params, grads_fn, *, lr_fn, steps, momentum, weight_de
 def make_tree(seed=0):
   rng = np.random.default_rng(seed)
   return {
-      "conv": rng.normal(size=(3, 3, 4, 8)).astype(np.float32) * 0.1,
-      "dense": rng.normal(size=(16, 10)).astype(np.float32) * 0.3,
-      "bias": rng.normal(size=(10,)).astype(np.float32) * 0.1,
-      "zero": np.zeros((5, 5), np.float32),
-      "bn_scale": np.ones((8,), np.float32),
+    "conv": rng.normal(size=(3, 3, 4, 8)).astype(np.float32) * 0.1,
+    "dense": rng.normal(size=(16, 10)).astype(np.float32) * 0.3,
+    "bias": rng.normal(size=(10,)).astype(np.float32) * 0.1,
+    "zero": np.zeros((5, 5), np.float32),
+    "bn_scale": np.ones((8,), np.float32),
   }
 
 
 def grads_fn_factory(tree, seed=1):
   rng = np.random.default_rng(seed)
-  table = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in tree.items()}
-           for _ in range(64)]
+  table = [
+    {k: rng.normal(size=v.shape).astype(np.float32) for k, v in tree.items()} for _ in range(64)
+  ]
   # One step with an all-zero gradient on a kernel: with weight decay lambda
   # is eta/beta there (the paper's formula, continuous at g = 0), without it 1.
   table[3]["dense"] = np.zeros_like(table[3]["dense"])
@@ -94,12 +106,14 @@ def test_lars_matches_numpy_algorithm_1(masks, eps):
   for t in range(STEPS):
     params, state = step(params, state, jax.tree.map(jnp.asarray, grads_fn(t)))
     got.append(jax.tree.map(np.asarray, params))
-  want = numpy_lars_trajectory(tree, grads_fn, lr_fn=poly_lr, steps=STEPS, tr_mask=tr,
-                               wd_mask=wd, **hp)
+  want = numpy_lars_trajectory(
+    tree, grads_fn, lr_fn=poly_lr, steps=STEPS, tr_mask=tr, wd_mask=wd, **hp
+  )
   for t in (0, 1, 3, 4, 10, STEPS - 1):
     for k in tree:
-      np.testing.assert_allclose(got[t][k], want[t][k], rtol=2e-5, atol=1e-6,
-                                 err_msg=f"step {t}, leaf {k}")
+      np.testing.assert_allclose(
+        got[t][k], want[t][k], rtol=2e-5, atol=1e-6, err_msg=f"step {t}, leaf {k}"
+      )
   # The parameters really moved (the test would be vacuous otherwise).
   assert np.abs(got[-1]["dense"] - tree["dense"]).max() > 1e-3
   assert np.abs(got[-1]["zero"]).max() > 1e-3  # a zero layer still trains
@@ -127,8 +141,14 @@ def test_default_masks_give_biases_plain_momentum_sgd():
 def test_combined_denominator_equals_optax_lars(nesterov):
   tree = make_tree()
   grads_fn = grads_fn_factory(tree)
-  hp = dict(learning_rate=optax.polynomial_schedule(0.3, 0.0, 2, 20), weight_decay=1e-2,
-            trust_coefficient=0.01, eps=1e-6, momentum=0.9, nesterov=nesterov)
+  hp = dict(
+    learning_rate=optax.polynomial_schedule(0.3, 0.0, 2, 20),
+    weight_decay=1e-2,
+    trust_coefficient=0.01,
+    eps=1e-6,
+    momentum=0.9,
+    nesterov=nesterov,
+  )
   ours = legw.lars(denominator="combined", trust_ratio_mask=True, weight_decay_mask=True, **hp)
   ref = optax.lars(**hp)
   p1 = p2 = jax.tree.map(jnp.asarray, tree)
@@ -139,8 +159,11 @@ def test_combined_denominator_equals_optax_lars(nesterov):
     u2, s2 = ref.update(g, s2, p2)
     # rtol 1e-6, with float32 rounding measured on the leaf's scale (entries
     # near zero come from cancellation inside the momentum sum).
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(
-        a, b, rtol=1e-6, atol=1e-6 * float(np.abs(b).max())), u1, u2)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(b).max())),
+      u1,
+      u2,
+    )
     p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
 
 
@@ -177,8 +200,9 @@ def test_zero_layers_get_unit_trust_ratio():
   np.testing.assert_array_equal(u["w"], g["w"])
 
 
-def numpy_apex_larc_trajectory(params, grads_fn, *, lr, steps, momentum, weight_decay,
-                               trust_coefficient, eps, clip):
+def numpy_apex_larc_trajectory(
+  params, grads_fn, *, lr, steps, momentum, weight_decay, trust_coefficient, eps, clip
+):
   """NVIDIA apex ``LARC`` around ``torch.optim.SGD`` (momentum, lr outside the
   buffer: the same as Algorithm 1 for a constant lr), in float64 NumPy.
 
@@ -220,8 +244,9 @@ def test_clip_is_apex_larc(clip, lr):
     updates, state = opt.update(jax.tree.map(jnp.asarray, grads_fn(t)), state, params)
     params = optax.apply_updates(params, updates)
     for k in tree:
-      np.testing.assert_allclose(params[k], want[t][k], rtol=2e-5, atol=1e-6,
-                                 err_msg=f"step {t}, leaf {k}")
+      np.testing.assert_allclose(
+        params[k], want[t][k], rtol=2e-5, atol=1e-6, err_msg=f"step {t}, leaf {k}"
+      )
 
 
 def test_clip_example_from_the_issue():
@@ -274,7 +299,9 @@ def test_float16_large_layer_is_finite_and_correct():
   assert u["k"].dtype == jnp.float16
   # lambda = 0.01 * 1024 / 512 = 0.02; update = -1.0 * 0.02 * 0.5 = -0.01.
   np.testing.assert_allclose(np.asarray(u["k"], np.float32), -0.01, rtol=1e-3)
-  assert jax.tree.map(lambda x: x.dtype, state[2]) == jax.tree.map(lambda x: x.dtype, opt.init(w)[2])
+  assert jax.tree.map(lambda x: x.dtype, state[2]) == jax.tree.map(
+    lambda x: x.dtype, opt.init(w)[2]
+  )
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
@@ -285,11 +312,14 @@ def test_dtypes_kept(dtype):
   u, new_state = opt.update(tree, state, tree)
   for x in jax.tree.leaves(u):
     assert x.dtype == dtype
-  assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == \
-      jax.tree.map(lambda x: (x.shape, x.dtype), new_state)
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == jax.tree.map(
+    lambda x: (x.shape, x.dtype), new_state
+  )
 
 
-@pytest.mark.parametrize("kwargs, name", [
+@pytest.mark.parametrize(
+  "kwargs, name",
+  [
     (dict(learning_rate=-0.1), "learning_rate"),
     (dict(learning_rate=0.1, trust_coefficient=0.0), "trust_coefficient"),
     (dict(learning_rate=0.1, momentum=1.0), "momentum"),
@@ -297,7 +327,8 @@ def test_dtypes_kept(dtype):
     (dict(learning_rate=0.1, weight_decay=-1e-4), "weight_decay"),
     (dict(learning_rate=0.1, eps=-1.0), "eps"),
     (dict(learning_rate=0.1, denominator="sum"), "denominator"),
-])
+  ],
+)
 def test_validation(kwargs, name):
   with pytest.raises(ValueError, match=name):
     legw.lars(**kwargs)
@@ -313,12 +344,15 @@ def test_inject_hyperparams_accepts_traced_values():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u1, u2)
 
 
-@pytest.mark.parametrize("mask", [
+@pytest.mark.parametrize(
+  "mask",
+  [
     True,
     {"a": True, "b": False},
     {"a": True, "b": {"c": False, "d": False}},
     lambda p: {"a": True, "b": False},
-])
+  ],
+)
 def test_mask_forms(mask):
   params = {"a": jnp.ones((3, 3)), "b": {"c": jnp.ones((3, 3)), "d": jnp.ones((4, 2))}}
   grads = jax.tree.map(lambda x: 2.0 * x, params)
@@ -332,10 +366,20 @@ def test_mask_forms(mask):
 
 
 def test_exclude_bias_and_norm():
-  params = {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4), "scale": jnp.ones(4),
-            "conv": jnp.ones((3, 3, 2, 4)), "step": jnp.ones(())}
+  params = {
+    "kernel": jnp.ones((3, 4)),
+    "bias": jnp.ones(4),
+    "scale": jnp.ones(4),
+    "conv": jnp.ones((3, 3, 2, 4)),
+    "step": jnp.ones(()),
+  }
   assert legw.exclude_bias_and_norm(params) == {
-      "kernel": True, "bias": False, "scale": False, "conv": True, "step": False}
+    "kernel": True,
+    "bias": False,
+    "scale": False,
+    "conv": True,
+    "step": False,
+  }
 
 
 def test_bad_mask_structure_raises():
@@ -356,10 +400,17 @@ def test_nnx_model_trains_with_lars():
       return self.l2(nnx.relu(self.bn(self.l1(x))))
 
   model = MLP(nnx.Rngs(0))
-  schedule = legw.legw_schedule(base_learning_rate=1.0, base_batch_size=64, batch_size=64,
-                                base_warmup_epochs=1, num_epochs=10, steps_per_epoch=10)
-  optimizer = nnx.Optimizer(model, legw.lars(schedule, weight_decay=1e-4,
-                                             trust_coefficient=0.02), wrt=nnx.Param)
+  schedule = legw.legw_schedule(
+    base_learning_rate=1.0,
+    base_batch_size=64,
+    batch_size=64,
+    base_warmup_epochs=1,
+    num_epochs=10,
+    steps_per_epoch=10,
+  )
+  optimizer = nnx.Optimizer(
+    model, legw.lars(schedule, weight_decay=1e-4, trust_coefficient=0.02), wrt=nnx.Param
+  )
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(64, 8)), jnp.float32)
   y = jnp.asarray((x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0).astype(np.int32))

@@ -61,8 +61,10 @@ def test_ties_same_value_and_gradient_to_lower_index_dropped_first():
   np.testing.assert_allclose(g, [1 / 3, 0.0, 0.0, 1 / 3, 1 / 3], rtol=1e-6)
   all_equal = jnp.full((8,), 0.75)
   assert float(legw.discard_small_loss(all_equal, 0.5)) == pytest.approx(0.75)
-  np.testing.assert_allclose(np.asarray(jax.grad(lambda l: legw.discard_small_loss(l, 0.5))(
-      all_equal)), [0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25])
+  np.testing.assert_allclose(
+    np.asarray(jax.grad(lambda l: legw.discard_small_loss(l, 0.5))(all_equal)),
+    [0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25],
+  )
 
 
 def test_mask_for_padded_batches():
@@ -104,7 +106,7 @@ def test_jit_with_traced_fraction_compiles_once():
 
   losses = jnp.arange(1.0, 11.0)
   frac = legw.discard_small_loss_schedule(0.3, num_epochs=1, steps_per_epoch=10)
-  assert float(f(losses, frac(0))) == pytest.approx(7.0)   # in the first epoch: 30%
+  assert float(f(losses, frac(0))) == pytest.approx(7.0)  # in the first epoch: 30%
   assert float(f(losses, frac(10))) == pytest.approx(5.5)  # after it: the plain mean
   assert float(f(losses, jnp.float32(0.5))) == pytest.approx(8.0)
   assert len(traces) == 1
@@ -131,8 +133,9 @@ def test_discard_schedule_paper_setting():
   assert float(frac(0)) == pytest.approx(0.3)
   assert float(frac(2499)) == pytest.approx(0.3)
   assert float(frac(2500)) == 0.0
-  np.testing.assert_allclose(np.asarray(jax.jit(frac)(jnp.array([0, 2499, 2500, 9999]))),
-                             [0.3, 0.3, 0.0, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(frac)(jnp.array([0, 2499, 2500, 9999]))), [0.3, 0.3, 0.0, 0.0], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="fraction"):
     legw.discard_small_loss_schedule(2.0, steps_per_epoch=10)
   with pytest.raises(ValueError, match="steps_per_epoch"):
@@ -144,9 +147,11 @@ _SIZE = 40
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(-100, 100, width=32), min_size=1, max_size=_SIZE),
-       st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 0.9, 1.0]),
-       st.integers(0, 2 ** _SIZE - 1))
+@given(
+  st.lists(st.floats(-100, 100, width=32), min_size=1, max_size=_SIZE),
+  st.sampled_from([0.0, 0.1, 0.25, 0.3, 0.5, 0.9, 1.0]),
+  st.integers(0, 2**_SIZE - 1),
+)
 def test_matches_numpy_reference(values, fraction, mask_bits):
   # Padded to one shape (the padding masked out), so one compilation serves all.
   n = len(values)

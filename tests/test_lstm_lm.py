@@ -13,8 +13,7 @@ from benchmarks.data import DatasetNotFoundError
 
 
 def _write_ptb(d, train, valid, test):
-  for name, text in (("ptb.train.txt", train), ("ptb.valid.txt", valid),
-                     ("ptb.test.txt", test)):
+  for name, text in (("ptb.train.txt", train), ("ptb.valid.txt", valid), ("ptb.test.txt", test)):
     (d / name).write_text(text)
 
 
@@ -83,8 +82,17 @@ def test_fortune_format_split_rule_overstrike_and_tokens(tmp_path):
   assert len(entries) == 11
   assert "one is BOLD." in entries[1]  # overstrikes removed
   splits = lm_data.read_fortunes(str(tmp_path))
-  assert splits["train"][:9] == ["fortune", "zero", "don't", "panic", "it's", "N", "<eos>",
-                                 "fortune", "one"]
+  assert splits["train"][:9] == [
+    "fortune",
+    "zero",
+    "don't",
+    "panic",
+    "it's",
+    "N",
+    "<eos>",
+    "fortune",
+    "one",
+  ]
   assert splits["train"][9:14] == ["is", "bold", "someone", "N", "<eos>"]
   # Fortune n goes to valid when n % 10 == 8, to test when n % 10 == 9.
   assert splits["valid"] == ["eight", "valid", "<eos>"]
@@ -93,17 +101,20 @@ def test_fortune_format_split_rule_overstrike_and_tokens(tmp_path):
 
 
 def test_load_lm_dataset_from_fortune_dir(tmp_path):
-  (tmp_path / "quotes").write_text("\n%\n".join(
-      f"saying number {i} is about cats and dogs and mice" for i in range(40)) + "\n")
-  d = lm_data.load_lm_dataset("fortunes", str(tmp_path), seq_len=5, max_vocab=8,
-                              max_train_windows=10)
+  (tmp_path / "quotes").write_text(
+    "\n%\n".join(f"saying number {i} is about cats and dogs and mice" for i in range(40)) + "\n"
+  )
+  d = lm_data.load_lm_dataset(
+    "fortunes", str(tmp_path), seq_len=5, max_vocab=8, max_train_windows=10
+  )
   x_train, y_train, x_test, y_test = d
   assert x_train.shape == y_train.shape == (10, 5)
   assert x_test.shape[1] == 5 and x_test.dtype == np.int32
   np.testing.assert_array_equal(x_train[:, 1:], y_train[:, :-1])
   assert x_train.max() < 8
-  valid = lm_data.load_lm_dataset("fortunes", str(tmp_path), seq_len=5, max_vocab=8,
-                                  eval_split="valid")
+  valid = lm_data.load_lm_dataset(
+    "fortunes", str(tmp_path), seq_len=5, max_vocab=8, eval_split="valid"
+  )
   assert valid.x_test.shape == (8, 5)  # 4 fortunes of 11 tokens: 43 // 5 windows
   with pytest.raises(ValueError, match="eval_split"):
     lm_data.load_lm_dataset("fortunes", str(tmp_path), eval_split="train")
@@ -155,7 +166,10 @@ def test_tiny_model_learns_a_repeating_text():
 
   first = None
   for _ in range(20):
-    params, opt, loss = step(params, opt, )
+    params, opt, loss = step(
+      params,
+      opt,
+    )
     first = first if first is not None else float(loss)
   assert first == pytest.approx(math.log(7), rel=0.1)
   assert math.exp(float(loss_fn(params))) < 2.0
@@ -165,19 +179,24 @@ def test_registered_in_the_sweep_with_the_papers_schedule():
   from benchmarks import batch_scaling as bs
   from benchmarks import tasks
   from benchmarks.train import schedule_values
+
   task = tasks.get_task("lstm_lm")
   assert task.metric == "perplexity" and task.optimizer_for("legw") == "momentum"
   base = task.baselines["ptb"]
   assert (base.base_batch_size, base.num_epochs, base.batch_sizes[-1]) == (20, 13, 640)
   # PTB (§5.1.2): constant LR for 7 epochs, then halved after each epoch.
-  cfg = bs.SweepConfig(task="lstm_lm", dataset="ptb", methods=("legw", "linear"),
-                       batch_sizes=(20, 640))
+  cfg = bs.SweepConfig(
+    task="lstm_lm", dataset="ptb", methods=("legw", "linear"), batch_sizes=(20, 640)
+  )
   runs = {(r["method"], r["batch_size"]): r for r in bs.plan_runs(cfg, train_size=46_400)}
   r = runs[("legw", 20)]
   lrs = schedule_values(bs._recipe_schedule(r), r["total_steps"])
   spe = r["steps_per_epoch"]
-  np.testing.assert_allclose([lrs[e * spe + spe // 2] for e in range(13)],
-                             [1.0] * 7 + [0.5 ** i for i in range(1, 7)], rtol=1e-5)
+  np.testing.assert_allclose(
+    [lrs[e * spe + spe // 2] for e in range(13)],
+    [1.0] * 7 + [0.5**i for i in range(1, 7)],
+    rtol=1e-5,
+  )
   top = runs[("legw", 640)]
   assert top["peak_learning_rate"] == pytest.approx(math.sqrt(32))
   assert top["warmup_epochs"] == pytest.approx(1.0)

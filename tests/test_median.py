@@ -25,8 +25,9 @@ from jax.test_util import check_grads
 from legw import _median
 from legw._median import medians_of_magnitudes
 
-SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+  max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 PATHS = {"in_place": 0, "buffered": 1 << 30}
 
@@ -52,8 +53,10 @@ def assert_bits_equal(got, want):
 
 
 # Values with many ties, zeros, subnormals, huge values and infinity.
-SPECIAL = np.array([0.0, 1e-45, 3e-42, 1e-40, 1.17e-38, 1e-30, 0.5, 1.0, 1.0, 2.0, 3.0,
-                    1e20, 3.4e38, np.inf], np.float32)
+SPECIAL = np.array(
+  [0.0, 1e-45, 3e-42, 1e-40, 1.17e-38, 1e-30, 0.5, 1.0, 1.0, 2.0, 3.0, 1e20, 3.4e38, np.inf],
+  np.float32,
+)
 
 
 @st.composite
@@ -101,8 +104,12 @@ def test_low_precision_arrays_give_float32_medians(dtype, path):
 def test_float64_medians_are_exact(path):
   with jax.enable_x64(True):
     rng = np.random.default_rng(1)
-    arrays = [np.abs(rng.normal(size=(10, 7))), np.abs(rng.normal(size=(9,))) * 1e-300,
-              np.array([5e-324, 1e308, np.inf, 2.0]), rng.integers(0, 3, size=40) * 1.0]
+    arrays = [
+      np.abs(rng.normal(size=(10, 7))),
+      np.abs(rng.normal(size=(9,))) * 1e-300,
+      np.array([5e-324, 1e308, np.inf, 2.0]),
+      rng.integers(0, 3, size=40) * 1.0,
+    ]
     got = medians([jnp.asarray(a) for a in arrays])
     for a, m in zip(arrays, got):
       assert m.dtype == jnp.float64
@@ -122,10 +129,12 @@ def test_float32_and_float64_side_by_side():
 def test_large_arrays_and_mixed_paths():
   """Default threshold: large arrays counted in place, small ones buffered."""
   rng = np.random.default_rng(4)
-  arrays = [np.abs(rng.normal(size=(300, 256))).astype(np.float32),  # in place
-            np.abs(rng.standard_cauchy(size=(257, 256))).astype(np.float32),  # odd size
-            np.abs(rng.normal(size=(33, 7))).astype(np.float32),  # buffered
-            (rng.integers(0, 2, size=(512, 130)) * 1.5).astype(np.float32)]  # ties
+  arrays = [
+    np.abs(rng.normal(size=(300, 256))).astype(np.float32),  # in place
+    np.abs(rng.standard_cauchy(size=(257, 256))).astype(np.float32),  # odd size
+    np.abs(rng.normal(size=(33, 7))).astype(np.float32),  # buffered
+    (rng.integers(0, 2, size=(512, 130)) * 1.5).astype(np.float32),
+  ]  # ties
   assert arrays[0].size >= _median._SMALL > arrays[2].size
   for a, m in zip(arrays, medians(arrays)):
     assert_bits_equal(m, np.median(a))
@@ -153,16 +162,20 @@ def test_shard_map_medians_are_of_the_whole_array(path):
   rng = np.random.default_rng(5)
   # Each shard (a block of rows) has its own scale: per-shard medians differ.
   scale = np.geomspace(1.0, 100.0, 8).repeat(4)[:, None]
-  arrays = [(np.abs(rng.normal(size=(32, 9))) * scale).astype(np.float32),
-            (np.abs(rng.normal(size=(32, 4))) * scale).astype(np.float32),
-            (rng.integers(0, 3, size=(32, 5)) * scale).astype(np.float32)]
+  arrays = [
+    (np.abs(rng.normal(size=(32, 9))) * scale).astype(np.float32),
+    (np.abs(rng.normal(size=(32, 4))) * scale).astype(np.float32),
+    (rng.integers(0, 3, size=(32, 5)) * scale).astype(np.float32),
+  ]
 
   def run(axis_name):
     def f(*a):
       return jnp.stack(medians_of_magnitudes(a, axis_name))[None]
+
     spec = (P("d"),) * len(arrays)
-    return np.asarray(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=P("d")))(
-        *arrays))
+    return np.asarray(
+      jax.jit(jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=P("d")))(*arrays)
+    )
 
   whole = run("d")
   for k, a in enumerate(arrays):
@@ -171,7 +184,7 @@ def test_shard_map_medians_are_of_the_whole_array(path):
   local = run(None)  # without axis_name: each device's median of its own shard
   for k, a in enumerate(arrays):
     for dev in range(8):
-      assert_bits_equal(local[dev, k], np.median(a[4 * dev:4 * dev + 4]))
+      assert_bits_equal(local[dev, k], np.median(a[4 * dev : 4 * dev + 4]))
   assert not np.allclose(local[:, 0], whole[:, 0])
 
 
@@ -186,8 +199,9 @@ def test_shard_map_jvp_is_of_the_whole_array():
     out, dout = jax.jvp(lambda v: medians_of_magnitudes([v], "d")[0], (x,), (t,))
     return out[None], dout[None]
 
-  out, dout = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=(P("d"), P("d")),
-                                    out_specs=(P("d"), P("d"))))(x, t)
+  out, dout = jax.jit(
+    jax.shard_map(f, mesh=mesh, in_specs=(P("d"), P("d")), out_specs=(P("d"), P("d")))
+  )(x, t)
   want, dwant = jax.jvp(jnp.median, (jnp.asarray(x),), (jnp.asarray(t),))
   np.testing.assert_array_equal(np.asarray(out), np.full(8, want))
   np.testing.assert_allclose(np.asarray(dout), np.full(8, dwant), rtol=1e-6)

@@ -22,9 +22,24 @@ def test_two_processes_equal_one_device(tmp_path):
   out = tmp_path / "multihost.json"
   t0 = time.perf_counter()
   proc = subprocess.run(
-      [sys.executable, "-m", "benchmarks.multihost", "--local-processes", "2",
-       "--devices-per-process", "4", "--timeout", "540", "--json", str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.multihost",
+      "--local-processes",
+      "2",
+      "--devices-per-process",
+      "4",
+      "--timeout",
+      "540",
+      "--json",
+      str(out),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   wall = time.perf_counter() - t0
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
@@ -32,8 +47,10 @@ def test_two_processes_equal_one_device(tmp_path):
   assert result["local_device_count"] == 4
   opt_rows = [r for r in result["checks"] if r["check"] == "optimizers"]
   assert {(r["optimizer"], r["layout"]) for r in opt_rows} == {
-      (o, l) for o in ("lars", "mclr", "percent_delta")
-      for l in ("fsdp", "tensor_parallel", "fsdp+tp")}
+    (o, l)
+    for o in ("lars", "mclr", "percent_delta")
+    for l in ("fsdp", "tensor_parallel", "fsdp+tp")
+  }
   for r in opt_rows:
     assert r["ok"], r
     assert r["processes_holding_shards"] == 2  # the layer really is split across processes

@@ -48,10 +48,12 @@ def test_outputs_are_from_one_clean_run(path):
   if all(n is None for n in counts) and not any(c.get("outputs") for c in code):
     return  # outputs stripped
   assert counts == list(range(1, len(code) + 1)), (
-      f"{path.name} was not executed top to bottom in one session (execution counts "
-      f"{counts}); re-run it, e.g. pytest --nbmake --overwrite {path.name}")
+    f"{path.name} was not executed top to bottom in one session (execution counts "
+    f"{counts}); re-run it, e.g. pytest --nbmake --overwrite {path.name}"
+  )
   for c in code:
     for out in c.get("outputs", []):
       assert out["output_type"] != "error", f"{path.name} was saved with an error"
       assert not (out["output_type"] == "stream" and out["name"] == "stderr"), (
-          f"{path.name} was saved with stderr output: {''.join(out['text'])[:200]}")
+        f"{path.name} was saved with stderr output: {''.join(out['text'])[:200]}"
+      )

@@ -50,11 +50,11 @@ def rosenbrock(dtype):
 PROBLEMS = {"parabola": parabola, "rosenbrock": rosenbrock}
 DTYPES = {"float32": jnp.float32, "complex64": jnp.complex64}
 OPTIMIZERS = {
-    "optax.lars": lambda: optax.lars(learning_rate=1.0),
-    "legw.lars(all leaves)": lambda: legw.lars(
-        1.0, trust_ratio_mask=True, weight_decay_mask=True),
-    "legw.lars(all leaves, combined)": lambda: legw.lars(
-        1.0, trust_ratio_mask=True, weight_decay_mask=True, denominator="combined"),
+  "optax.lars": lambda: optax.lars(learning_rate=1.0),
+  "legw.lars(all leaves)": lambda: legw.lars(1.0, trust_ratio_mask=True, weight_decay_mask=True),
+  "legw.lars(all leaves, combined)": lambda: legw.lars(
+    1.0, trust_ratio_mask=True, weight_decay_mask=True, denominator="combined"
+  ),
 }
 
 
@@ -93,6 +93,7 @@ def _run(make, problem, dtype):
   def rest(params, state):
     def body(carry, _):
       return step(*carry), None
+
     return jax.lax.scan(body, (params, state), None, length=STEPS - EARLY)[0]
 
   params, state = rest(params, state)
@@ -133,5 +134,4 @@ def test_legw_lars_passes_where_optax_lars_does(name, problem, dtype):
   assert after_two == 1 and cache == 1  # no recompilation on the second call
   # Same denominators without weight decay: the same steps as optax.lars (to
   # rounding; over 10,000 Rosenbrock steps rounding differences grow to 4e-3).
-  np.testing.assert_allclose(np.asarray(early), np.asarray(reference_early), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(early), np.asarray(reference_early), rtol=1e-5, atol=1e-5)

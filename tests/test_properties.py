@@ -23,15 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-import pytest
-
-import legw
 from test_conformance import CASES
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+import legw
+
+SETTINGS = settings(
+  max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32)
 
@@ -117,8 +118,7 @@ def _atol(x):
 
 def _kernels(params, grads):
   """Names of the leaves the trust ratio applies to, with non-zero w and g."""
-  return [k for k, w in params.items()
-          if w.ndim > 1 and _norm(w) > 0 and _norm(grads[k]) > 0]
+  return [k for k, w in params.items() if w.ndim > 1 and _norm(w) > 0 and _norm(grads[k]) > 0]
 
 
 etas = st.floats(1e-3, 10.0)
@@ -132,8 +132,9 @@ def test_update_norm_is_eta_times_weight_norm(tree, eta):
   tx = legw.scale_by_lars(trust_coefficient=eta)
   u, _ = tx.update(grads, tx.init(params), params)
   for k in _kernels(params, grads):
-    np.testing.assert_allclose(_norm(u[k]), eta * _norm(params[k]), rtol=_rtol(u[k].dtype),
-                               atol=_atol(u[k]))
+    np.testing.assert_allclose(
+      _norm(u[k]), eta * _norm(params[k]), rtol=_rtol(u[k].dtype), atol=_atol(u[k])
+    )
 
 
 @SETTINGS
@@ -143,8 +144,9 @@ def test_paper_update_never_exceeds_eta_times_weight_norm(tree, eta, beta, eps):
   and it is never larger than the combined ("optax") denominator's update."""
   params, grads = tree
   paper = legw.scale_by_lars(trust_coefficient=eta, weight_decay=beta, eps=eps)
-  combined = legw.scale_by_lars(trust_coefficient=eta, weight_decay=beta, eps=eps,
-                                denominator="combined")
+  combined = legw.scale_by_lars(
+    trust_coefficient=eta, weight_decay=beta, eps=eps, denominator="combined"
+  )
   u, _ = paper.update(grads, paper.init(params), params)
   uc, _ = combined.update(grads, combined.init(params), params)
   for k in _kernels(params, grads):
@@ -154,8 +156,13 @@ def test_paper_update_never_exceeds_eta_times_weight_norm(tree, eta, beta, eps):
 
 
 @SETTINGS
-@given(tree=trees(), eta=etas, beta=betas, lr=st.floats(1e-3, 10.0),
-       denominator=st.sampled_from(["paper", "combined"]))
+@given(
+  tree=trees(),
+  eta=etas,
+  beta=betas,
+  lr=st.floats(1e-3, 10.0),
+  denominator=st.sampled_from(["paper", "combined"]),
+)
 def test_clip_caps_the_local_rate_at_the_learning_rate(tree, eta, beta, lr, denominator):
   """apex LARC clip: the update is scaled by min(lambda / lr, 1), so it is
   never larger than the decayed gradient, nor than the unclipped update / lr."""
@@ -190,9 +197,12 @@ def test_excluded_leaves_and_zero_layers_pass_through(tree, eta, beta, eps):
       denom = np.float32(beta) * np.float32(_norm(w)) + np.float32(eps)
       lam = 1.0 if denom == 0 else eta * _norm(w) / float(denom)
       expected = (lam * beta * np.asarray(w, np.float32)).astype(w.dtype)
-      np.testing.assert_allclose(np.asarray(u[k], np.float64),
-                                 np.asarray(expected, np.float64),
-                                 rtol=_rtol(w.dtype), atol=1e-30)
+      np.testing.assert_allclose(
+        np.asarray(u[k], np.float64),
+        np.asarray(expected, np.float64),
+        rtol=_rtol(w.dtype),
+        atol=1e-30,
+      )
 
 
 # ---------------------------------------------------------------------------
@@ -213,19 +223,21 @@ def schedules(draw):
   frac = draw(st.floats(0.0, 0.9))
   decay = draw(st.sampled_from(legw.schedules.DECAYS))
   kwargs = dict(
-      base_learning_rate=draw(st.floats(1e-4, 10.0)),
-      base_batch_size=base_batch,
-      batch_size=int(base_batch * k),
-      base_warmup_epochs=frac * num_epochs / k,
-      num_epochs=num_epochs,
-      steps_per_epoch=steps_per_epoch,
-      decay=decay,
-      lr_scaling=draw(st.sampled_from(["sqrt", "linear", "none"])),
+    base_learning_rate=draw(st.floats(1e-4, 10.0)),
+    base_batch_size=base_batch,
+    batch_size=int(base_batch * k),
+    base_warmup_epochs=frac * num_epochs / k,
+    num_epochs=num_epochs,
+    steps_per_epoch=steps_per_epoch,
+    decay=decay,
+    lr_scaling=draw(st.sampled_from(["sqrt", "linear", "none"])),
   )
-  peak = legw.scale_learning_rate(kwargs["base_learning_rate"], base_batch,
-                                  kwargs["batch_size"], kwargs["lr_scaling"])
-  warmup_epochs = legw.scale_warmup_epochs(kwargs["base_warmup_epochs"], base_batch,
-                                           kwargs["batch_size"])
+  peak = legw.scale_learning_rate(
+    kwargs["base_learning_rate"], base_batch, kwargs["batch_size"], kwargs["lr_scaling"]
+  )
+  warmup_epochs = legw.scale_warmup_epochs(
+    kwargs["base_warmup_epochs"], base_batch, kwargs["batch_size"]
+  )
   warmup = int(round(warmup_epochs * steps_per_epoch))
   total = int(round(num_epochs * steps_per_epoch))
   assume(warmup < total)
@@ -253,14 +265,14 @@ def test_schedule_invariants(spec):
   lr = np.asarray(jax.vmap(sched)(jnp.arange(_T_MAX)), np.float64)
   tol = 1e-5 * peak
   assert sched(0).dtype == jnp.float32 and np.all(np.isfinite(lr))
-  assert np.all(lr >= 0)                          # never negative
-  assert np.all(lr <= peak + tol)                 # never above the peak
+  assert np.all(lr >= 0)  # never negative
+  assert np.all(lr <= peak + tol)  # never above the peak
   np.testing.assert_allclose(lr[warmup], peak, rtol=1e-5)  # peak at the end of warmup
-  head = lr[:warmup + 1]
-  assert np.all(np.diff(head) >= -tol)            # warmup monotone
+  head = lr[: warmup + 1]
+  assert np.all(np.diff(head) >= -tol)  # warmup monotone
   if warmup > 0:
-    assert lr[0] == 0.0                           # gradual warmup starts at 0
-  assert np.all(np.diff(lr[warmup:]) <= tol)      # decay non-increasing
+    assert lr[0] == 0.0  # gradual warmup starts at 0
+  assert np.all(np.diff(lr[warmup:]) <= tol)  # decay non-increasing
   # Step counts as Python ints (eager) give the same values.
   for s in {0, warmup, total - 1}:
     np.testing.assert_allclose(float(sched(int(s))), lr[s], rtol=1e-6, atol=1e-6 * peak)
@@ -279,16 +291,21 @@ def test_constant_warmup_invariants(spec, warmup_value_frac):
 
 
 @SETTINGS
-@given(base_lr=st.floats(1e-4, 10.0), base_batch=st.sampled_from([32, 256, 1024]),
-       log2_k1=st.integers(-3, 6), log2_k2=st.integers(-3, 6),
-       rule=st.sampled_from(["sqrt", "linear", "none"]))
+@given(
+  base_lr=st.floats(1e-4, 10.0),
+  base_batch=st.sampled_from([32, 256, 1024]),
+  log2_k1=st.integers(-3, 6),
+  log2_k2=st.integers(-3, 6),
+  rule=st.sampled_from(["sqrt", "linear", "none"]),
+)
 def test_scaling_rules_compose(base_lr, base_batch, log2_k1, log2_k2, rule):
   """Scaling by k1 then by k2 is scaling by k1 * k2 (LEGW works both ways)."""
-  b1 = base_batch * 2.0 ** log2_k1
-  b2 = b1 * 2.0 ** log2_k2
+  b1 = base_batch * 2.0**log2_k1
+  b2 = b1 * 2.0**log2_k2
   direct = legw.scale_learning_rate(base_lr, base_batch, b2, rule)
-  twice = legw.scale_learning_rate(legw.scale_learning_rate(base_lr, base_batch, b1, rule),
-                                   b1, b2, rule)
+  twice = legw.scale_learning_rate(
+    legw.scale_learning_rate(base_lr, base_batch, b1, rule), b1, b2, rule
+  )
   np.testing.assert_allclose(twice, direct, rtol=1e-12)
   back = legw.scale_learning_rate(direct, b2, base_batch, rule)
   np.testing.assert_allclose(back, base_lr, rtol=1e-12)

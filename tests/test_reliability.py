@@ -21,10 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import legw
 from test_conformance import CASES, OPTIMIZERS, jit_update, problem
 
+import legw
 
 # ---------------------------------------------------------------------------
 # Hyperparameter validation: a test per rule.
@@ -33,15 +32,15 @@ from test_conformance import CASES, OPTIMIZERS, jit_update, problem
 # Rules shared by every optimizer/transform that has the argument:
 # argument -> [(bad value, text of the valid range)].
 _ARG_RULES = {
-    "learning_rate": [(-0.1, "[0, inf)"), (float("nan"), "[0, inf)")],
-    "momentum": [(-0.1, "[0, 1)"), (1.0, "[0, 1)")],
-    "weight_decay": [(-1e-4, "[0, inf)")],
-    "eps": [(-1e-8, "[0, inf)")],
-    "trust_coefficient": [(0.0, "(0, inf)"), (-0.001, "(0, inf)")],
-    "denominator": [("optax", "one of 'paper', 'combined'")],
-    "max_radius": [(0.0, "(0, inf)")],
-    "num_probes": [(0, "integer >= 1"), (2.5, "integer >= 1")],
-    "update_every": [(0, "integer >= 1")],
+  "learning_rate": [(-0.1, "[0, inf)"), (float("nan"), "[0, inf)")],
+  "momentum": [(-0.1, "[0, 1)"), (1.0, "[0, 1)")],
+  "weight_decay": [(-1e-4, "[0, inf)")],
+  "eps": [(-1e-8, "[0, inf)")],
+  "trust_coefficient": [(0.0, "(0, inf)"), (-0.001, "(0, inf)")],
+  "denominator": [("optax", "one of 'paper', 'combined'")],
+  "max_radius": [(0.0, "(0, inf)")],
+  "num_probes": [(0, "integer >= 1"), (2.5, "integer >= 1")],
+  "update_every": [(0, "integer >= 1")],
 }
 
 
@@ -53,14 +52,20 @@ def _optimizer_rules():
         continue
       for value, valid in rules:
         kwargs = {**case.public_kwargs(0.1), arg: value}
-        yield pytest.param(case.public, kwargs, arg, value, valid,
-                           id=f"{case.public.__name__}-{arg}={value!r}")
+        yield pytest.param(
+          case.public, kwargs, arg, value, valid, id=f"{case.public.__name__}-{arg}={value!r}"
+        )
 
 
-_SCHED = dict(base_learning_rate=0.1, base_batch_size=256, batch_size=1024,
-              base_warmup_epochs=1.0, num_epochs=10, steps_per_epoch=10)
-_RECIPE = dict(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=1.0,
-               num_epochs=10)
+_SCHED = dict(
+  base_learning_rate=0.1,
+  base_batch_size=256,
+  batch_size=1024,
+  base_warmup_epochs=1.0,
+  num_epochs=10,
+  steps_per_epoch=10,
+)
+_RECIPE = dict(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=1.0, num_epochs=10)
 _SCALE = dict(base_batch_size=256, batch_size=1024)
 
 
@@ -70,62 +75,117 @@ def _rule(fn, kwargs, arg, value, valid, name):
 
 def _schedule_rules():
   lr, wu = legw.scale_learning_rate, legw.scale_warmup_epochs
-  yield _rule(lr, dict(base_learning_rate=-1.0, **_SCALE), "base_learning_rate", -1.0,
-              "[0, inf)", "scale_learning_rate")
-  yield _rule(lr, dict(base_learning_rate=0.1, base_batch_size=0, batch_size=1024),
-              "base_batch_size", 0, "(0, inf)", "scale_learning_rate")
-  yield _rule(lr, dict(base_learning_rate=0.1, base_batch_size=256, batch_size=-8),
-              "batch_size", -8, "(0, inf)", "scale_learning_rate")
-  yield _rule(lr, dict(base_learning_rate=0.1, rule="cube", **_SCALE), "rule", "cube",
-              "one of 'sqrt', 'linear', 'none'", "scale_learning_rate")
-  yield _rule(wu, dict(base_warmup_epochs=-1.0, **_SCALE), "base_warmup_epochs", -1.0,
-              "[0, inf)", "scale_warmup_epochs")
-  yield _rule(wu, dict(base_warmup_epochs=1.0, base_batch_size=256, batch_size=0),
-              "batch_size", 0, "(0, inf)", "scale_warmup_epochs")
-  yield _rule(wu, dict(base_warmup_epochs=1.0, rule="sqrt", **_SCALE), "rule", "sqrt",
-              "one of 'linear', 'none'", "scale_warmup_epochs")
+  yield _rule(
+    lr,
+    dict(base_learning_rate=-1.0, **_SCALE),
+    "base_learning_rate",
+    -1.0,
+    "[0, inf)",
+    "scale_learning_rate",
+  )
+  yield _rule(
+    lr,
+    dict(base_learning_rate=0.1, base_batch_size=0, batch_size=1024),
+    "base_batch_size",
+    0,
+    "(0, inf)",
+    "scale_learning_rate",
+  )
+  yield _rule(
+    lr,
+    dict(base_learning_rate=0.1, base_batch_size=256, batch_size=-8),
+    "batch_size",
+    -8,
+    "(0, inf)",
+    "scale_learning_rate",
+  )
+  yield _rule(
+    lr,
+    dict(base_learning_rate=0.1, rule="cube", **_SCALE),
+    "rule",
+    "cube",
+    "one of 'sqrt', 'linear', 'none'",
+    "scale_learning_rate",
+  )
+  yield _rule(
+    wu,
+    dict(base_warmup_epochs=-1.0, **_SCALE),
+    "base_warmup_epochs",
+    -1.0,
+    "[0, inf)",
+    "scale_warmup_epochs",
+  )
+  yield _rule(
+    wu,
+    dict(base_warmup_epochs=1.0, base_batch_size=256, batch_size=0),
+    "batch_size",
+    0,
+    "(0, inf)",
+    "scale_warmup_epochs",
+  )
+  yield _rule(
+    wu,
+    dict(base_warmup_epochs=1.0, rule="sqrt", **_SCALE),
+    "rule",
+    "sqrt",
+    "one of 'linear', 'none'",
+    "scale_warmup_epochs",
+  )
 
   s = legw.legw_schedule
   for arg, value, valid in [
-      ("base_learning_rate", -0.1, "[0, inf)"),
-      ("base_batch_size", 0, "(0, inf)"),
-      ("batch_size", 0, "(0, inf)"),
-      ("base_warmup_epochs", -1.0, "[0, inf)"),
-      ("num_epochs", 0, "(0, inf)"),
-      ("steps_per_epoch", 0, "(0, inf)"),
-      ("decay", "step", "one of 'poly', 'multistep', 'exponential', 'cosine', 'constant'"),
-      ("warmup", "linear", "one of 'gradual', 'constant'"),
-      ("lr_scaling", "cube", "one of 'sqrt', 'linear', 'none'"),
-      ("warmup_scaling", "sqrt", "one of 'linear', 'none'"),
-      ("power", 0.0, "(0, inf)"),
-      ("end_value", -0.01, "[0, inf)"),
-      ("decay_rate", 0.0, "(0, 1]"),
-      ("decay_rate", 1.5, "(0, 1]"),
-      ("decay_epochs", 0.0, "(0, inf)"),
-      ("warmup_value", -0.1, "[0, inf)"),
-      ("decay_begin_epochs", 10, "[0, 10)"),
-      # The scaled warmup (1 epoch * k=4) must be shorter than training.
-      ("base_warmup_epochs", 3.0, "base_warmup_epochs < 2.5"),
-      # end_value above the peak (0.1 * sqrt(4) = 0.2) of a poly decay.
-      ("end_value", 0.5, "<= the peak learning rate 0.2"),
+    ("base_learning_rate", -0.1, "[0, inf)"),
+    ("base_batch_size", 0, "(0, inf)"),
+    ("batch_size", 0, "(0, inf)"),
+    ("base_warmup_epochs", -1.0, "[0, inf)"),
+    ("num_epochs", 0, "(0, inf)"),
+    ("steps_per_epoch", 0, "(0, inf)"),
+    ("decay", "step", "one of 'poly', 'multistep', 'exponential', 'cosine', 'constant'"),
+    ("warmup", "linear", "one of 'gradual', 'constant'"),
+    ("lr_scaling", "cube", "one of 'sqrt', 'linear', 'none'"),
+    ("warmup_scaling", "sqrt", "one of 'linear', 'none'"),
+    ("power", 0.0, "(0, inf)"),
+    ("end_value", -0.01, "[0, inf)"),
+    ("decay_rate", 0.0, "(0, 1]"),
+    ("decay_rate", 1.5, "(0, 1]"),
+    ("decay_epochs", 0.0, "(0, inf)"),
+    ("warmup_value", -0.1, "[0, inf)"),
+    ("decay_begin_epochs", 10, "[0, 10)"),
+    # The scaled warmup (1 epoch * k=4) must be shorter than training.
+    ("base_warmup_epochs", 3.0, "base_warmup_epochs < 2.5"),
+    # end_value above the peak (0.1 * sqrt(4) = 0.2) of a poly decay.
+    ("end_value", 0.5, "<= the peak learning rate 0.2"),
   ]:
     yield _rule(s, {**_SCHED, arg: value}, arg, value, valid, "legw_schedule")
   # Multistep boundaries lie strictly between the end of warmup (4 epochs) and
   # num_epochs.
   for b in (2.0, 10.0):
-    yield _rule(s, {**_SCHED, "decay": "multistep", "boundary_epochs": (b,)},
-                "boundary_epochs", b, "between the end of warmup (4 epochs) and num_epochs=10",
-                "legw_schedule")
+    yield _rule(
+      s,
+      {**_SCHED, "decay": "multistep", "boundary_epochs": (b,)},
+      "boundary_epochs",
+      b,
+      "between the end of warmup (4 epochs) and num_epochs=10",
+      "legw_schedule",
+    )
 
   r = legw.Recipe
-  yield _rule(r, {**_RECIPE, "base_learning_rate": -1.0}, "base_learning_rate", -1.0,
-              "[0, inf)", "Recipe")
+  yield _rule(
+    r, {**_RECIPE, "base_learning_rate": -1.0}, "base_learning_rate", -1.0, "[0, inf)", "Recipe"
+  )
   yield _rule(r, {**_RECIPE, "num_epochs": 0}, "num_epochs", 0, "(0, inf)", "Recipe")
-  yield _rule(r, {**_RECIPE, "decay": "linear"}, "decay", "linear",
-              "one of 'poly', 'multistep', 'exponential', 'cosine', 'constant'", "Recipe")
+  yield _rule(
+    r,
+    {**_RECIPE, "decay": "linear"},
+    "decay",
+    "linear",
+    "one of 'poly', 'multistep', 'exponential', 'cosine', 'constant'",
+    "Recipe",
+  )
   at = lambda **kw: legw.Recipe(**_RECIPE).at(1024, **kw)
-  yield _rule(at, dict(dataset_size=1000), "dataset_size", 1000, "smaller than batch_size=1024",
-              "Recipe.at")
+  yield _rule(
+    at, dict(dataset_size=1000), "dataset_size", 1000, "smaller than batch_size=1024", "Recipe.at"
+  )
   yield _rule(at, dict(steps_per_epoch=0), "steps_per_epoch", 0, "(0, inf)", "Recipe.at")
 
 
@@ -135,8 +195,7 @@ def _message_names(message, arg, value, valid):
   assert valid in message, message
 
 
-@pytest.mark.parametrize("fn, kwargs, arg, value, valid",
-                         [*_optimizer_rules(), *_schedule_rules()])
+@pytest.mark.parametrize("fn, kwargs, arg, value, valid", [*_optimizer_rules(), *_schedule_rules()])
 def test_constructor_rejects_bad_hyperparameter(fn, kwargs, arg, value, valid):
   with pytest.raises(ValueError) as info:
     fn(**kwargs)
@@ -187,8 +246,9 @@ def test_apply_if_finite_leaves_params_and_state_untouched(case):
   for n, (value, where) in enumerate(bad, start=1):
     u, bad_state = update(_poison(good_grads, value, where), bad_state, params)
     assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(u)), (value, where)
-    np.testing.assert_array_equal(jax.tree.leaves(optax.apply_updates(params, u))[0],
-                                  jax.tree.leaves(params)[0])
+    np.testing.assert_array_equal(
+      jax.tree.leaves(optax.apply_updates(params, u))[0], jax.tree.leaves(params)[0]
+    )
     assert int(bad_state.notfinite_count) == n
     for a, b in zip(jax.tree.leaves(bad_state.inner_state), jax.tree.leaves(state.inner_state)):
       np.testing.assert_array_equal(a, b)
@@ -197,8 +257,9 @@ def test_apply_if_finite_leaves_params_and_state_untouched(case):
   u_after, after = update(good_grads, bad_state, params)
   u_ref, ref = update(good_grads, state, params)
   assert int(after.notfinite_count) == 0 and int(after.total_notfinite) == len(bad)
-  for a, b in zip(jax.tree.leaves((u_after, after.inner_state)),
-                  jax.tree.leaves((u_ref, ref.inner_state))):
+  for a, b in zip(
+    jax.tree.leaves((u_after, after.inner_state)), jax.tree.leaves((u_ref, ref.inner_state))
+  ):
     np.testing.assert_array_equal(a, b)
 
 
@@ -215,18 +276,24 @@ def _degenerate_layers(dtype):
   t = jnp.full((4, 3), tiny, dtype)
   sub = jnp.full((4, 3), tiny / 4, dtype)  # subnormal (or 0 where flushed)
   layers = {  # name: (weights, gradients)
-      "zero_w": (zero, normal), "zero_g": (normal, zero), "zero_both": (zero, zero),
-      "tiny_w": (t, normal), "tiny_g": (normal, t), "tiny_both": (t, t),
-      "subnormal_w": (sub, normal), "subnormal_g": (normal, sub),
-      "zero_bias": (jnp.zeros((3,), dtype), jnp.ones((3,), dtype)),
+    "zero_w": (zero, normal),
+    "zero_g": (normal, zero),
+    "zero_both": (zero, zero),
+    "tiny_w": (t, normal),
+    "tiny_g": (normal, t),
+    "tiny_both": (t, t),
+    "subnormal_w": (sub, normal),
+    "subnormal_g": (normal, sub),
+    "zero_bias": (jnp.zeros((3,), dtype), jnp.ones((3,), dtype)),
   }
   params = {k: w for k, (w, _) in layers.items()}
   grads = {k: g for k, (_, g) in layers.items()}
   return params, grads
 
 
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32],
-                         ids=lambda d: d.__name__)
+@pytest.mark.parametrize(
+  "dtype", [jnp.float16, jnp.bfloat16, jnp.float32], ids=lambda d: d.__name__
+)
 @pytest.mark.parametrize("case", OPTIMIZERS, ids=str)
 def test_zero_and_tiny_layers_give_finite_updates(case, dtype):
   params, grads = _degenerate_layers(dtype)
@@ -274,5 +341,10 @@ def test_low_precision_large_layer_matches_float32(case, dtype):
   for name in params:
     u = np.asarray(low[name], np.float64)
     assert low[name].dtype == dtype and np.all(np.isfinite(u))
-    np.testing.assert_allclose(u, np.asarray(ref[name], np.float64), rtol=rtol,
-                               atol=rtol * np.max(np.abs(np.asarray(ref[name]))), err_msg=name)
+    np.testing.assert_allclose(
+      u,
+      np.asarray(ref[name], np.float64),
+      rtol=rtol,
+      atol=rtol * np.max(np.abs(np.asarray(ref[name]))),
+      err_msg=name,
+    )

@@ -7,10 +7,8 @@ schedule's domain and the warnings for detectable mistakes, and
 """
 
 import contextlib
-import dataclasses
 import doctest
 import inspect
-import math
 import warnings
 
 import jax
@@ -23,8 +21,9 @@ import legw
 from legw import batch_schedule, diagnostics, losses, recipe, scaling, schedules
 
 IMAGENET = 1_281_167
-TABLE_1 = dict(base_learning_rate=2 ** 2.5, base_batch_size=1024, base_warmup_epochs=0.3125,
-               num_epochs=90)
+TABLE_1 = dict(
+  base_learning_rate=2**2.5, base_batch_size=1024, base_warmup_epochs=0.3125, num_epochs=90
+)
 
 
 def _at_32k(**kw):
@@ -46,21 +45,35 @@ def test_poly_origin_step_0_is_the_papers_formula_and_drops_1_27x_at_32k():
   # The drop happens at the end of warmup: the step before is the warmup's.
   assert float(lit(389)) == float(cont(389)) == pytest.approx(32.0 * 389 / 390, rel=1e-6)
   # Mid-run: the continuous decay counts i from W over T - W, the literal one from 0 over T.
-  assert float(cont(1950)) == pytest.approx(32.0 * 0.5 ** 2, rel=1e-6)
+  assert float(cont(1950)) == pytest.approx(32.0 * 0.5**2, rel=1e-6)
   assert float(lit(1950)) == pytest.approx(32.0 * (1 - 1950 / 3510) ** 2, rel=1e-6)
   assert float(lit(3000)) == pytest.approx(32.0 * (510 / 3510) ** 2, rel=1e-5)
   # Both end at end_value at T and stay there.
   for s in (cont, lit):
-    assert float(s(3510)) == 0.0 and float(s(10 ** 6)) == 0.0
+    assert float(s(3510)) == 0.0 and float(s(10**6)) == 0.0
 
 
 def test_poly_origin_step_0_with_end_value_power_and_hold():
-  kw = dict(base_learning_rate=1.0, base_batch_size=100, batch_size=400, base_warmup_epochs=0.5,
-            num_epochs=10, steps_per_epoch=10, power=1.0, end_value=0.4)
+  kw = dict(
+    base_learning_rate=1.0,
+    base_batch_size=100,
+    batch_size=400,
+    base_warmup_epochs=0.5,
+    num_epochs=10,
+    steps_per_epoch=10,
+    power=1.0,
+    end_value=0.4,
+  )
   # peak 2, W = 20, T = 100: 0.4 + 1.6 * (1 - t/100) from t = 20 on.
   lit = legw.legw_schedule(**kw, poly_origin="step_0")
-  for t, want in [(19, 2.0 * 19 / 20), (20, 0.4 + 1.6 * 0.8), (60, 0.4 + 1.6 * 0.4),
-                  (99, 0.4 + 1.6 * 0.01), (100, 0.4), (150, 0.4)]:
+  for t, want in [
+    (19, 2.0 * 19 / 20),
+    (20, 0.4 + 1.6 * 0.8),
+    (60, 0.4 + 1.6 * 0.4),
+    (99, 0.4 + 1.6 * 0.01),
+    (100, 0.4),
+    (150, 0.4),
+  ]:
     assert float(lit(t)) == pytest.approx(want, rel=1e-6), t
   # decay_begin_epochs holds the peak; the literal decay still counts from step 0.
   held = legw.legw_schedule(**kw, poly_origin="step_0", decay_begin_epochs=5)
@@ -72,8 +85,9 @@ def test_poly_origin_through_the_recipe_and_bad_values():
   r = legw.Recipe(**TABLE_1, poly_origin="step_0")
   s = r.at(32768, dataset_size=IMAGENET).schedule()
   steps = np.arange(0, 3600, 13)
-  np.testing.assert_allclose(np.asarray(s(steps)), np.asarray(_at_32k(poly_origin="step_0")(steps)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(s(steps)), np.asarray(_at_32k(poly_origin="step_0")(steps)), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="poly_origin"):
     _at_32k(poly_origin="warmup")
   with pytest.raises(ValueError, match="poly_origin.*decay='cosine'"):
@@ -93,39 +107,44 @@ def _x64(on):
       yield
   else:  # older JAX
     from jax.experimental import disable_x64, enable_x64
-    with (enable_x64() if on else disable_x64()):
+
+    with enable_x64() if on else disable_x64():
       yield
 
 
 def _all_schedules():
-  kw = dict(base_learning_rate=1.0, base_batch_size=100, batch_size=400, num_epochs=10,
-            steps_per_epoch=10)
+  kw = dict(
+    base_learning_rate=1.0, base_batch_size=100, batch_size=400, num_epochs=10, steps_per_epoch=10
+  )
   out = {}
   for decay in schedules.DECAYS:
     extra = {"boundary_epochs": (5,)} if decay == "multistep" else {}
     for warm in (0.0, 0.5):
-      out[f"{decay}-warmup{warm}"] = legw.legw_schedule(**kw, decay=decay, base_warmup_epochs=warm,
-                                                        **extra)
+      out[f"{decay}-warmup{warm}"] = legw.legw_schedule(
+        **kw, decay=decay, base_warmup_epochs=warm, **extra
+      )
   out["constant-warmup"] = legw.legw_schedule(**kw, base_warmup_epochs=0.5, warmup="constant")
   out["poly-step_0"] = legw.legw_schedule(**kw, base_warmup_epochs=0.5, poly_origin="step_0")
-  r = legw.Recipe(base_batch_size=100, base_learning_rate=1.0, base_warmup_epochs=0.5,
-                  num_epochs=10)
+  r = legw.Recipe(
+    base_batch_size=100, base_learning_rate=1.0, base_warmup_epochs=0.5, num_epochs=10
+  )
   out["recipe"] = r.schedule(400, steps_per_epoch=10)
   out["scaled"] = r.at(400, steps_per_epoch=10).schedule()
   out["batch_size_schedule"] = legw.batch_size_schedule(
-      [(5, 100), (5, 400)], dataset_size=4000, recipe=r).learning_rate
+    [(5, 100), (5, 400)], dataset_size=4000, recipe=r
+  ).learning_rate
   out["discard"] = legw.discard_small_loss_schedule(0.3, num_epochs=2, steps_per_epoch=10)
   return out
 
 
 _COUNTS = {
-    "python int": lambda: 3,
-    "np.int32": lambda: np.int32(3),
-    "np.int64": lambda: np.int64(3),
-    "jnp int32 (optax's count)": lambda: jnp.asarray(3, jnp.int32),
-    "jnp default int": lambda: jnp.asarray(3),
-    "int32 vector": lambda: jnp.arange(4, dtype=jnp.int32),
-    "int64 vector": lambda: np.arange(4, dtype=np.int64),
+  "python int": lambda: 3,
+  "np.int32": lambda: np.int32(3),
+  "np.int64": lambda: np.int64(3),
+  "jnp int32 (optax's count)": lambda: jnp.asarray(3, jnp.int32),
+  "jnp default int": lambda: jnp.asarray(3),
+  "int32 vector": lambda: jnp.arange(4, dtype=jnp.int32),
+  "int64 vector": lambda: np.arange(4, dtype=np.int64),
 }
 
 
@@ -144,7 +163,7 @@ def test_schedules_return_optax_float_dtype(x64):
         assert got.dtype == want, (name, count_name, got.dtype, want)
         assert got.shape == np.shape(count), (name, count_name)
       # Under jit with optax's own int32 count too.
-      for name, s in scheds.items():
+      for s in scheds.values():
         assert jax.jit(s)(jnp.asarray(3, jnp.int32)).dtype == reference(jnp.int32(3)).dtype
   # x64 on: float64 for Python/int64 counts, float32 for int32; off: float32 only.
   assert seen == ({"float32", "float64"} if x64 else {"float32"})
@@ -155,15 +174,24 @@ def test_x64_values_are_computed_in_float64():
   with _x64(True):
     v = s(3200)  # after the third boundary: 32 * 0.1^3
     assert v.dtype == jnp.float64
-    assert float(v) == pytest.approx(32.0 * 0.1 ** 3, rel=1e-12)
+    assert float(v) == pytest.approx(32.0 * 0.1**3, rel=1e-12)
 
 
 # ---------------------------------------------------------------------------
 # 3. Integer counts: NumPy/JAX integers accepted, non-integral floats refused.
 
 
-@pytest.mark.parametrize("spe", [np.int64(312), np.int32(312), jnp.asarray(312),
-                                 jnp.asarray(312, jnp.int32), np.asarray(312), 312.0])
+@pytest.mark.parametrize(
+  "spe",
+  [
+    np.int64(312),
+    np.int32(312),
+    jnp.asarray(312),
+    jnp.asarray(312, jnp.int32),
+    np.asarray(312),
+    312.0,
+  ],
+)
 def test_steps_per_epoch_accepts_numpy_and_jax_integers(spe):
   kw = dict(**TABLE_1, batch_size=4096)
   want = legw.legw_schedule(**kw, steps_per_epoch=312)
@@ -186,28 +214,36 @@ def test_sizes_accept_numpy_and_jax_integers():
   with pytest.raises(TypeError, match="batch_size"):
     legw.scale_warmup_epochs(1.0, 256, "1024")
   assert legw.scale_warmup_epochs(1.0, np.int32(256), jnp.asarray(1024, jnp.int32)) == 4.0
-  r = legw.Recipe(base_batch_size=np.int64(256), base_learning_rate=0.1, base_warmup_epochs=1.0,
-                  num_epochs=10)
+  r = legw.Recipe(
+    base_batch_size=np.int64(256), base_learning_rate=0.1, base_warmup_epochs=1.0, num_epochs=10
+  )
   assert r.steps_per_epoch(jnp.asarray(1024), np.int64(50_000)) == 48
   assert r.at(1024, dataset_size=jnp.asarray(50_000, jnp.int32)).steps_per_epoch == 48
-  bs = legw.batch_size_schedule([(1, jnp.asarray(512)), (1, np.int64(8192))],
-                                dataset_size=np.int64(50_000))
+  bs = legw.batch_size_schedule(
+    [(1, jnp.asarray(512)), (1, np.int64(8192))], dataset_size=np.int64(50_000)
+  )
   assert [p.batch_size for p in bs.phases] == [512, 8192]
   assert bs.batch_size_at(jnp.asarray(97)) == 8192
 
 
-@pytest.mark.parametrize("make, name", [
-    (lambda v: legw.legw_schedule(**TABLE_1, batch_size=4096, steps_per_epoch=v),
-     "steps_per_epoch"),
+@pytest.mark.parametrize(
+  "make, name",
+  [
+    (
+      lambda v: legw.legw_schedule(**TABLE_1, batch_size=4096, steps_per_epoch=v),
+      "steps_per_epoch",
+    ),
     (lambda v: legw.legw_schedule(**TABLE_1, batch_size=v, steps_per_epoch=312), "batch_size"),
     (lambda v: legw.Recipe(**{**TABLE_1, "base_batch_size": v}), "base_batch_size"),
     (lambda v: legw.Recipe(**TABLE_1).at(4096, steps_per_epoch=v), "steps_per_epoch"),
     (lambda v: legw.Recipe(**TABLE_1).at(4096, dataset_size=v), "dataset_size"),
     (lambda v: legw.discard_small_loss_schedule(0.3, steps_per_epoch=v), "steps_per_epoch"),
     (lambda v: legw.batch_size_schedule([(1, 16)], dataset_size=v), "dataset_size"),
-])
-@pytest.mark.parametrize("bad", [312.5, np.float32(0.5), jnp.asarray(312.5), "312", True,
-                                 np.array([312])])
+  ],
+)
+@pytest.mark.parametrize(
+  "bad", [312.5, np.float32(0.5), jnp.asarray(312.5), "312", True, np.array([312])]
+)
 def test_non_integral_counts_are_refused_naming_the_argument(make, name, bad):
   with pytest.raises(TypeError, match=name):
     make(bad)
@@ -236,13 +272,20 @@ def test_scaled_recipe_schedule_is_the_recipes():
   for kw in (dict(dataset_size=IMAGENET), dict(steps_per_epoch=100)):
     scaled = r.at(8192, **kw)
     steps = np.arange(0, scaled.total_steps + 50, 37)
-    np.testing.assert_array_equal(np.asarray(scaled.schedule()(steps)),
-                                  np.asarray(r.schedule(8192, **kw)(steps)))
+    np.testing.assert_array_equal(
+      np.asarray(scaled.schedule()(steps)), np.asarray(r.schedule(8192, **kw)(steps))
+    )
   assert scaled.recipe is r
   assert "recipe" not in repr(scaled)  # the printed numbers stay as they were
-  by_hand = legw.ScaledRecipe(batch_size=8192, peak_learning_rate=16.0, warmup_epochs=2.5,
-                              warmup_steps=250, steps_per_epoch=100, total_steps=9000,
-                              num_epochs=90)
+  by_hand = legw.ScaledRecipe(
+    batch_size=8192,
+    peak_learning_rate=16.0,
+    warmup_epochs=2.5,
+    warmup_steps=250,
+    steps_per_epoch=100,
+    total_steps=9000,
+    num_epochs=90,
+  )
   with pytest.raises(ValueError, match=r"Recipe\(\.\.\.\)\.at"):
     by_hand.schedule()
 
@@ -254,8 +297,17 @@ def test_scaled_recipe_schedule_is_the_recipes():
 @pytest.mark.parametrize("decay", schedules.DECAYS)
 @pytest.mark.parametrize("warmup", [0.0, 0.5])
 def test_domain_outside_the_run(decay, warmup):
-  kw = dict(base_learning_rate=1.0, base_batch_size=100, batch_size=400, base_warmup_epochs=warmup,
-            num_epochs=10, steps_per_epoch=10, decay=decay, end_value=0.1, decay_rate=0.9)
+  kw = dict(
+    base_learning_rate=1.0,
+    base_batch_size=100,
+    batch_size=400,
+    base_warmup_epochs=warmup,
+    num_epochs=10,
+    steps_per_epoch=10,
+    decay=decay,
+    end_value=0.1,
+    decay_rate=0.9,
+  )
   if decay == "multistep":
     kw["boundary_epochs"] = (5,)
   s = legw.legw_schedule(**kw)
@@ -265,10 +317,10 @@ def test_domain_outside_the_run(decay, warmup):
   # From T = 100 on: the documented value, never raised.
   want = {"poly": 0.1, "cosine": 0.1, "multistep": 1.8, "constant": 2.0}
   if decay in want:
-    for t in (100, 101, 10 ** 6):
+    for t in (100, 101, 10**6):
       assert float(s(t)) == pytest.approx(want[decay], rel=1e-6), t
   else:  # exponential keeps decaying, floored at end_value
-    assert float(s(10 ** 6)) == pytest.approx(0.1, rel=1e-6)
+    assert float(s(10**6)) == pytest.approx(0.1, rel=1e-6)
     assert float(s(101)) < float(s(100))
   # Array counts give arrays of their shape (also the constant decay without warmup).
   assert s(jnp.arange(-3, 120).reshape(3, 41)).shape == (3, 41)
@@ -277,13 +329,15 @@ def test_domain_outside_the_run(decay, warmup):
 def test_warmup_over_half_of_training_warns():
   # k = 4: a 3-epoch base warmup becomes 12 of 20 epochs (epochs taken for steps, or a
   # batch scaled too far).
-  kw = dict(base_learning_rate=0.1, base_batch_size=256, batch_size=1024, num_epochs=20,
-            steps_per_epoch=10)
+  kw = dict(
+    base_learning_rate=0.1, base_batch_size=256, batch_size=1024, num_epochs=20, steps_per_epoch=10
+  )
   with pytest.warns(UserWarning, match=r"warmup is 120 of the 200 training steps.*more than half"):
     legw.legw_schedule(**kw, base_warmup_epochs=3.0)
   with pytest.warns(UserWarning, match="more than half"):
-    legw.Recipe(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=3.0,
-                num_epochs=20).at(1024, steps_per_epoch=10)
+    legw.Recipe(
+      base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=3.0, num_epochs=20
+    ).at(1024, steps_per_epoch=10)
   # Exactly half, and every row of Table 1, stay quiet.
   with warnings.catch_warnings():
     warnings.simplefilter("error")
@@ -293,8 +347,14 @@ def test_warmup_over_half_of_training_warns():
 
 def test_warmup_rounding_to_zero_steps_warns():
   with pytest.warns(UserWarning, match="rounds to 0 steps"):
-    legw.legw_schedule(base_learning_rate=0.1, base_batch_size=256, batch_size=256,
-                       base_warmup_epochs=0.01, num_epochs=10, steps_per_epoch=10)
+    legw.legw_schedule(
+      base_learning_rate=0.1,
+      base_batch_size=256,
+      batch_size=256,
+      base_warmup_epochs=0.01,
+      num_epochs=10,
+      steps_per_epoch=10,
+    )
   with pytest.warns(UserWarning, match="rounds to 0 steps"):
     legw.discard_small_loss_schedule(0.3, num_epochs=0.01, steps_per_epoch=10)
   with warnings.catch_warnings():
@@ -327,8 +387,11 @@ def test_docstring_examples_run(module):
   assert result.failed == 0
 
 
-@pytest.mark.parametrize("name, obj", [p for m in _MODULES for p in _public(m)],
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+  "name, obj",
+  [p for m in _MODULES for p in _public(m)],
+  ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_public_docstrings_have_an_example(name, obj):
   if name in ("legw.schedules.float_dtype", "legw.scaling.as_count"):
     pytest.skip("helpers for the other schedule modules, documented without an example")
@@ -336,9 +399,18 @@ def test_public_docstrings_have_an_example(name, obj):
   assert ">>>" in doc, name
 
 
-@pytest.mark.parametrize("obj", [legw.legw_schedule, legw.Recipe.schedule, legw.ScaledRecipe,
-                                 legw.ScaledRecipe.schedule, legw.batch_size_schedule,
-                                 legw.BatchSizeSchedule, legw.discard_small_loss_schedule])
+@pytest.mark.parametrize(
+  "obj",
+  [
+    legw.legw_schedule,
+    legw.Recipe.schedule,
+    legw.ScaledRecipe,
+    legw.ScaledRecipe.schedule,
+    legw.batch_size_schedule,
+    legw.BatchSizeSchedule,
+    legw.discard_small_loss_schedule,
+  ],
+)
 def test_every_schedule_documents_its_domain(obj):
   doc = inspect.getdoc(obj)
   assert "step" in doc and "epoch" in doc
@@ -347,4 +419,5 @@ def test_every_schedule_documents_its_domain(obj):
 
 def re_search(pattern, text):
   import re
+
   return re.search(pattern, text) is not None

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 import legw
 
 pytestmark = pytest.mark.skipif(
-    jax.device_count() < 8, reason="needs 8 (simulated) devices; see tests/conftest.py"
+  jax.device_count() < 8, reason="needs 8 (simulated) devices; see tests/conftest.py"
 )
 
 STEPS = 3
@@ -36,11 +36,11 @@ STEPS = 3
 # A small network whose every axis 0 and axis 1 divides 8: kernels of several
 # ranks, biases and normalisation parameters.
 SHAPES = {
-    "embed": {"embedding": (64, 16)},
-    "conv": {"kernel": (8, 8, 4, 32), "bias": (32,)},
-    "norm": {"scale": (32,), "offset": (32,)},
-    "dense": {"kernel": (32, 64), "bias": (64,)},
-    "head": {"kernel": (64, 8), "bias": (8,)},
+  "embed": {"embedding": (64, 16)},
+  "conv": {"kernel": (8, 8, 4, 32), "bias": (32,)},
+  "norm": {"scale": (32,), "offset": (32,)},
+  "dense": {"kernel": (32, 64), "bias": (64,)},
+  "head": {"kernel": (64, 8), "bias": (8,)},
 }
 
 
@@ -50,7 +50,7 @@ def make_tree(seed, scale_by_layer=True):
   flat, treedef = jax.tree.flatten(SHAPES, is_leaf=lambda x: isinstance(x, tuple))
   leaves = []
   for i, shape in enumerate(flat):
-    s = 0.5 ** i if scale_by_layer else 1.0
+    s = 0.5**i if scale_by_layer else 1.0
     # Each shard along axis 0 gets a different scale too: a per-shard norm is
     # then visibly different from the whole layer's norm.
     rows = np.geomspace(1.0, 8.0, shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
@@ -62,16 +62,22 @@ PARAMS = make_tree(0)
 GRADS = [make_tree(10 + t, scale_by_layer=False) for t in range(STEPS)]
 
 OPTIMIZERS = {
-    "lars": lambda **kw: legw.lars(0.5, weight_decay=1e-2, trust_coefficient=0.02, **kw),
-    "lars_combined": lambda **kw: legw.lars(
-        0.5, weight_decay=1e-2, trust_coefficient=0.02, denominator="combined",
-        trust_ratio_mask=True, weight_decay_mask=True, **kw),
-    "lars_clip_eps": lambda **kw: legw.lars(
-        0.5, weight_decay=1e-2, trust_coefficient=5.0, eps=1e-3, clip=True, **kw),
-    "scale_by_lars": lambda **kw: legw.scale_by_lars(
-        trust_coefficient=0.02, weight_decay=1e-2, **kw),
-    "mclr": lambda **kw: legw.mclr(0.05, weight_decay=1e-2, **kw),
-    "percent_delta": lambda **kw: legw.percent_delta(0.05, weight_decay=1e-2, **kw),
+  "lars": lambda **kw: legw.lars(0.5, weight_decay=1e-2, trust_coefficient=0.02, **kw),
+  "lars_combined": lambda **kw: legw.lars(
+    0.5,
+    weight_decay=1e-2,
+    trust_coefficient=0.02,
+    denominator="combined",
+    trust_ratio_mask=True,
+    weight_decay_mask=True,
+    **kw,
+  ),
+  "lars_clip_eps": lambda **kw: legw.lars(
+    0.5, weight_decay=1e-2, trust_coefficient=5.0, eps=1e-3, clip=True, **kw
+  ),
+  "scale_by_lars": lambda **kw: legw.scale_by_lars(trust_coefficient=0.02, weight_decay=1e-2, **kw),
+  "mclr": lambda **kw: legw.mclr(0.05, weight_decay=1e-2, **kw),
+  "percent_delta": lambda **kw: legw.percent_delta(0.05, weight_decay=1e-2, **kw),
 }
 
 
@@ -79,6 +85,7 @@ def make_step(opt):
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -88,7 +95,7 @@ def run(step, params, state, grads_list):
   return params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def single_device(name):
   opt = OPTIMIZERS[name]()
   params = jax.tree.map(jnp.asarray, PARAMS)
@@ -136,11 +143,12 @@ def tp_spec(x):
 
 
 MESHES = {
-    "fsdp": (lambda: Mesh(np.array(jax.devices()[:8]), ("fsdp",)), fsdp_spec),
-    "fsdp+tp": (lambda: Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model")),
-                tp_spec),
-    "tp_only": (lambda: Mesh(np.array(jax.devices()[:8]).reshape(1, 8), ("data", "model")),
-                lambda x: P(None, "model") if x.ndim >= 2 else P()),
+  "fsdp": (lambda: Mesh(np.array(jax.devices()[:8]), ("fsdp",)), fsdp_spec),
+  "fsdp+tp": (lambda: Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model")), tp_spec),
+  "tp_only": (
+    lambda: Mesh(np.array(jax.devices()[:8]).reshape(1, 8), ("data", "model")),
+    lambda x: P(None, "model") if x.ndim >= 2 else P(),
+  ),
 }
 
 
@@ -156,11 +164,19 @@ def jit_sharded(name, mesh_name, params=PARAMS, grads=GRADS):
   return step, params, state, grads, shardings
 
 
-@pytest.mark.parametrize("name, mesh_name", [
-    ("lars", "fsdp"), ("lars", "fsdp+tp"), ("lars", "tp_only"),
-    ("lars_combined", "fsdp+tp"), ("lars_clip_eps", "tp_only"),
-    ("scale_by_lars", "fsdp"), ("mclr", "fsdp"), ("percent_delta", "fsdp+tp"),
-])
+@pytest.mark.parametrize(
+  "name, mesh_name",
+  [
+    ("lars", "fsdp"),
+    ("lars", "fsdp+tp"),
+    ("lars", "tp_only"),
+    ("lars_combined", "fsdp+tp"),
+    ("lars_clip_eps", "tp_only"),
+    ("scale_by_lars", "fsdp"),
+    ("mclr", "fsdp"),
+    ("percent_delta", "fsdp+tp"),
+  ],
+)
 def test_jit_named_sharding_matches_single_device(name, mesh_name):
   step, params, state, grads, shardings = jit_sharded(name, mesh_name)
   out = run(step, params, state, grads)
@@ -198,13 +214,13 @@ def shard_map_step(name, axis_name, params=None):
   state = opt.init(params)  # momentum buffers have the parameters' shapes
   spec = lambda tree: jax.tree.map(lambda x: P("d") if np.ndim(x) else P(), tree)
   specs = (spec(params), spec(state), spec(params))
-  step = jax.jit(jax.shard_map(make_step(opt), mesh=mesh, in_specs=specs,
-                               out_specs=specs[:2]))
+  step = jax.jit(jax.shard_map(make_step(opt), mesh=mesh, in_specs=specs, out_specs=specs[:2]))
   return step, params, state
 
 
-@pytest.mark.parametrize("name", ["lars", "lars_combined", "scale_by_lars", "mclr",
-                                  "percent_delta"])
+@pytest.mark.parametrize(
+  "name", ["lars", "lars_combined", "scale_by_lars", "mclr", "percent_delta"]
+)
 def test_shard_map_axis_name_matches_single_device(name):
   step, params, state = shard_map_step(name, axis_name="d")
   expected = single_device(name)
@@ -235,9 +251,14 @@ def test_shard_map_collectives_do_not_grow_with_layers(name):
 
 def test_shard_map_layerwise_stats_are_whole_layer():
   mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
-  fn = jax.jit(jax.shard_map(
-      lambda p, g: legw.layerwise_stats(p, g, axis_name="d"), mesh=mesh,
-      in_specs=(P("d"), P("d")), out_specs=P()))
+  fn = jax.jit(
+    jax.shard_map(
+      lambda p, g: legw.layerwise_stats(p, g, axis_name="d"),
+      mesh=mesh,
+      in_specs=(P("d"), P("d")),
+      out_specs=P(),
+    )
+  )
   got = fn(PARAMS, GRADS[0])
   want = legw.layerwise_stats(PARAMS, GRADS[0])
   assert_close(got, want, rtol=1e-6)
@@ -272,4 +293,4 @@ def test_pmap_replicated_params_with_pmean_gradients(name):
   out = run(pstep, params, state, per_device)
   expected = single_device(name)
   for d in (0, n - 1):
-    assert_close(jax.tree.map(lambda x: x[d], out), expected)
+    assert_close(jax.tree.map(lambda x, d=d: x[d], out), expected)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,6 +30,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 class MLP(nn.Module):
   """A ReLU multilayer perceptron on flattened 28x28 images."""
+
   hidden: Sequence[int] = (256, 256)
   num_classes: int = 10
 
@@ -82,8 +84,9 @@ def make_loss(model: nn.Module) -> Callable:
   return loss
 
 
-def make_optimizer(name: str, learning_rate, *, momentum: float = 0.9,
-                   weight_decay: float = 0.0, **kwargs) -> optax.GradientTransformation:
+def make_optimizer(
+  name: str, learning_rate, *, momentum: float = 0.9, weight_decay: float = 0.0, **kwargs
+) -> optax.GradientTransformation:
   """One member of the family, as the chain of :func:`legw.lars`.
 
   ``"sgd"`` is momentum SGD with weight decay on kernels only (the LR inside
@@ -92,12 +95,16 @@ def make_optimizer(name: str, learning_rate, *, momentum: float = 0.9,
   """
   if name == "sgd":
     return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=legw.exclude_bias_and_norm),
-        optax.scale_by_learning_rate(learning_rate),
-        optax.trace(decay=momentum),
+      optax.add_decayed_weights(weight_decay, mask=legw.exclude_bias_and_norm),
+      optax.scale_by_learning_rate(learning_rate),
+      optax.trace(decay=momentum),
     )
-  factories = {"lars": legw.lars, "mclr": legw.mclr, "percent_delta": legw.percent_delta,
-               "cblr": legw.cblr}
+  factories = {
+    "lars": legw.lars,
+    "mclr": legw.mclr,
+    "percent_delta": legw.percent_delta,
+    "cblr": legw.cblr,
+  }
   if name not in factories:
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
   return factories[name](learning_rate, momentum=momentum, weight_decay=weight_decay, **kwargs)
@@ -105,12 +112,15 @@ def make_optimizer(name: str, learning_rate, *, momentum: float = 0.9,
 
 def accuracy(model, params, batch_stats, x, y, chunk: int = 512) -> float:
   """Accuracy over (x, y) in evaluation mode, in chunks."""
-  apply = jax.jit(lambda p, s, xb: model.apply(
-      {"params": p, **({"batch_stats": s} if s else {})}, xb, train=False))
+  apply = jax.jit(
+    lambda p, s, xb: model.apply(
+      {"params": p, **({"batch_stats": s} if s else {})}, xb, train=False
+    )
+  )
   correct = 0
   for i in range(0, len(x), chunk):
-    logits = apply(params, batch_stats, jnp.asarray(x[i:i + chunk]))
-    correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(y[i:i + chunk])))
+    logits = apply(params, batch_stats, jnp.asarray(x[i : i + chunk]))
+    correct += int(jnp.sum(jnp.argmax(logits, -1) == jnp.asarray(y[i : i + chunk])))
   return correct / len(x)
 
 

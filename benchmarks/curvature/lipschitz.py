@@ -44,25 +44,26 @@ import legw
 from benchmarks.curvature import common
 
 CONFIG = {
-    "dataset": "mnist5k",
-    "model": "mlp",
-    "batch_sizes": [16, 64, 256, 1024],
-    "base_batch_size": 16,
-    "base_learning_rate": 0.05,  # benchmarks/tasks.py: mnist_lstm, mnist5k, momentum
-    "lr_scaling": "sqrt",
-    "momentum": 0.9,
-    "epochs": 10,
-    "min_iterations": 0,  # and at least this many steps (more epochs for large batches)
-    "dense_iterations": 48,  # measure at every one of the first iterations ...
-    "points_per_epoch": 16,  # ... then this many times per epoch
-    "probe_batch": 256,
-    "seeds": [0, 1, 2],
-    "smooth": 5,  # running-median window (measurements) for locating the peak
+  "dataset": "mnist5k",
+  "model": "mlp",
+  "batch_sizes": [16, 64, 256, 1024],
+  "base_batch_size": 16,
+  "base_learning_rate": 0.05,  # benchmarks/tasks.py: mnist_lstm, mnist5k, momentum
+  "lr_scaling": "sqrt",
+  "momentum": 0.9,
+  "epochs": 10,
+  "min_iterations": 0,  # and at least this many steps (more epochs for large batches)
+  "dense_iterations": 48,  # measure at every one of the first iterations ...
+  "points_per_epoch": 16,  # ... then this many times per epoch
+  "probe_batch": 256,
+  "seeds": [0, 1, 2],
+  "smooth": 5,  # running-median window (measurements) for locating the peak
 }
 
 
-def _measure_steps(steps_per_epoch: int, epochs: int, points_per_epoch: int,
-                   dense_iterations: int) -> np.ndarray:
+def _measure_steps(
+  steps_per_epoch: int, epochs: int, points_per_epoch: int, dense_iterations: int
+) -> np.ndarray:
   """Boolean (epochs, steps) mask of the steps at which L is measured."""
   every = max(1, steps_per_epoch // points_per_epoch)
   flags = np.zeros((epochs, steps_per_epoch), bool)
@@ -78,8 +79,9 @@ def run_batch_size(config: dict, batch_size: int, seed: int, data) -> dict:
   model = common.make_model(config["model"])
   loss = common.make_loss(model)
   params, batch_stats = common.init_variables(model, seed, x)
-  lr = legw.scale_learning_rate(config["base_learning_rate"], config["base_batch_size"],
-                                batch_size, rule=config["lr_scaling"])
+  lr = legw.scale_learning_rate(
+    config["base_learning_rate"], config["base_batch_size"], batch_size, rule=config["lr_scaling"]
+  )
   tx = common.make_optimizer("sgd", lr, momentum=config["momentum"])
   opt_state = tx.init(params)
 
@@ -91,19 +93,25 @@ def run_batch_size(config: dict, batch_size: int, seed: int, data) -> dict:
 
   def measure(params, g):
     g_probe = jax.grad(probe_loss)(params)
-    return jnp.stack([legw.local_lipschitz(probe_loss, params, g),
-                      legw.local_lipschitz(probe_loss, params, g_probe)])
+    return jnp.stack(
+      [
+        legw.local_lipschitz(probe_loss, params, g),
+        legw.local_lipschitz(probe_loss, params, g_probe),
+      ]
+    )
 
   @functools.partial(jax.jit, donate_argnums=(0,))
   def epoch(carry, perm, flags):
     def step(carry, inp):
       params, opt_state = carry
       idx, flag = inp
-      (l, _), g = jax.value_and_grad(lambda p: loss(p, batch_stats, xs[idx], ys[idx], True),
-                                     has_aux=True)(params)
+      (l, _), g = jax.value_and_grad(
+        lambda p: loss(p, batch_stats, xs[idx], ys[idx], True), has_aux=True
+      )(params)
       lip = jax.lax.cond(flag, measure, lambda *_: jnp.full((2,), jnp.nan), params, g)
       updates, opt_state = tx.update(g, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), (l, lip)
+
     return jax.lax.scan(step, carry, (perm, flags))
 
   steps = len(x) // batch_size
@@ -121,17 +129,17 @@ def run_batch_size(config: dict, batch_size: int, seed: int, data) -> dict:
   measured = flags.reshape(-1)
   it = np.nonzero(measured)[0]  # iteration index (0-based) of each measurement
   return {
-      "batch_size": batch_size,
-      "seed": seed,
-      "learning_rate": lr,
-      "steps_per_epoch": steps,
-      "epochs": epochs,
-      "iteration": (it + 1).tolist(),  # 1-based iteration whose x_t and g_t are measured
-      "epoch": (it / steps).tolist(),
-      "L_step": lips[measured, 0].tolist(),
-      "L_probe": lips[measured, 1].tolist(),
-      "train_loss": losses.tolist(),
-      "wall_seconds": time.perf_counter() - t0,
+    "batch_size": batch_size,
+    "seed": seed,
+    "learning_rate": lr,
+    "steps_per_epoch": steps,
+    "epochs": epochs,
+    "iteration": (it + 1).tolist(),  # 1-based iteration whose x_t and g_t are measured
+    "epoch": (it / steps).tolist(),
+    "L_step": lips[measured, 0].tolist(),
+    "L_probe": lips[measured, 1].tolist(),
+    "train_loss": losses.tolist(),
+    "wall_seconds": time.perf_counter() - t0,
   }
 
 
@@ -140,7 +148,7 @@ def running_median(v: np.ndarray, window: int) -> np.ndarray:
   if window <= 1:
     return v
   h = window // 2
-  return np.array([np.nanmedian(v[max(0, i - h): i + h + 1]) for i in range(len(v))])
+  return np.array([np.nanmedian(v[max(0, i - h) : i + h + 1]) for i in range(len(v))])
 
 
 def peak(run: dict, key: str, window: int) -> dict:
@@ -149,8 +157,12 @@ def peak(run: dict, key: str, window: int) -> dict:
   if not np.any(np.isfinite(s)):
     return {"epoch": math.nan, "iteration": math.nan, "value": math.nan, "at_end": False}
   i = int(np.nanargmax(s))
-  return {"epoch": run["epoch"][i], "iteration": run["iteration"][i], "value": float(s[i]),
-          "at_end": i >= len(s) - max(1, window // 2) - 1}
+  return {
+    "epoch": run["epoch"][i],
+    "iteration": run["iteration"][i],
+    "value": float(s[i]),
+    "at_end": i >= len(s) - max(1, window // 2) - 1,
+  }
 
 
 def summarize(runs: list[dict], config: dict) -> dict:
@@ -159,8 +171,11 @@ def summarize(runs: list[dict], config: dict) -> dict:
   out = {"per_run": [], "median": {}, "slope_epoch_vs_batch": {}, "slope_iteration_vs_batch": {}}
   for r in runs:
     for key in ("L_step", "L_probe"):
-      out["per_run"].append(dict(peak(r, key, config["smooth"]), batch_size=r["batch_size"],
-                                 seed=r["seed"], direction=key))
+      out["per_run"].append(
+        dict(
+          peak(r, key, config["smooth"]), batch_size=r["batch_size"], seed=r["seed"], direction=key
+        )
+      )
   for key in ("L_step", "L_probe"):
     med = {}
     for b in config["batch_sizes"]:
@@ -181,6 +196,7 @@ def _by_batch(d: dict, b: int):
 
 def plot(runs: list[dict], summary: dict, config: dict, path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -194,8 +210,13 @@ def plot(runs: list[dict], summary: dict, config: dict, path: str) -> None:
       for row, xkey in enumerate(("epoch", "iteration")):
         ax = axes[row, col]
         ax.plot(r[xkey], r[key], color=f"C{i}", alpha=0.25, lw=0.8)
-        ax.plot(r[xkey], s, color=f"C{i}", lw=1.8,
-                label=f"B={r['batch_size']} (lr {r['learning_rate']:.3g})")
+        ax.plot(
+          r[xkey],
+          s,
+          color=f"C{i}",
+          lw=1.8,
+          label=f"B={r['batch_size']} (lr {r['learning_rate']:.3g})",
+        )
         ax.plot(pk[xkey], pk["value"], "v", color=f"C{i}", ms=9, mec="k")
     for row, xkey in enumerate(("epoch", "iteration")):
       ax = axes[row, col]
@@ -214,12 +235,23 @@ def plot(runs: list[dict], summary: dict, config: dict, path: str) -> None:
     ax = axes[row, 2]
     for j, key in enumerate(("L_step", "L_probe")):
       pts = [q for q in summary["per_run"] if q["direction"] == key]
-      ax.plot([q["batch_size"] * (1.04 if j else 0.96) for q in pts], [q[f] for q in pts],
-              "o" if j else "s", color=f"C{j}", alpha=0.4, mfc="none")
+      ax.plot(
+        [q["batch_size"] * (1.04 if j else 0.96) for q in pts],
+        [q[f] for q in pts],
+        "o" if j else "s",
+        color=f"C{j}",
+        alpha=0.4,
+        mfc="none",
+      )
       med = [_by_batch(summary["median"][key], b)[f] for b in config["batch_sizes"]]
-      ax.plot(bs, med, "-", color=f"C{j}", marker="o" if j else "s",
-              label=f"{labels[key]}: median over seeds, slope "
-                    f"{summary[f'slope_{f}_vs_batch'][key]:.2f}")
+      ax.plot(
+        bs,
+        med,
+        "-",
+        color=f"C{j}",
+        marker="o" if j else "s",
+        label=f"{labels[key]}: median over seeds, slope {summary[f'slope_{f}_vs_batch'][key]:.2f}",
+      )
     if f == "epoch":
       ref = _by_batch(summary["median"]["L_step"], config["batch_sizes"][0])["epoch"] * bs / bs[0]
       ax.plot(bs, ref, "k:", label="linear in batch size (slope 1)")
@@ -228,10 +260,13 @@ def plot(runs: list[dict], summary: dict, config: dict, path: str) -> None:
     ax.set_xlabel("batch size")
     ax.set_ylabel(f"peak position ({f}s)")
     ax.legend(fontsize=7)
-  fig.suptitle(f"LEGW Fig. 3 reproduction: {config['model']} on {config['dataset']}, momentum "
-               f"{config['momentum']}, {config['lr_scaling']} LR scaling from "
-               f"{config['base_learning_rate']} at B={config['base_batch_size']}, no warmup; "
-               f"H on a fixed {config['probe_batch']}-image batch", fontsize=10)
+  fig.suptitle(
+    f"LEGW Fig. 3 reproduction: {config['model']} on {config['dataset']}, momentum "
+    f"{config['momentum']}, {config['lr_scaling']} LR scaling from "
+    f"{config['base_learning_rate']} at B={config['base_batch_size']}, no warmup; "
+    f"H on a fixed {config['probe_batch']}-image batch",
+    fontsize=10,
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -256,13 +291,21 @@ def main(argv=None) -> dict:
   if args.replot:
     with open(args.replot) as f:
       saved = json.load(f)
-    plot(saved["runs"], saved["summary"], saved["config"], args.replot[:-len(".json")] + ".png")
+    plot(saved["runs"], saved["summary"], saved["config"], args.replot[: -len(".json")] + ".png")
     return saved["summary"]
-  config = dict(CONFIG, model=args.model, batch_sizes=args.batch_sizes, epochs=args.epochs,
-                min_iterations=args.min_iterations,
-                dense_iterations=args.dense_iterations, points_per_epoch=args.points_per_epoch,
-                probe_batch=args.probe_batch, base_learning_rate=args.base_learning_rate,
-                lr_scaling=args.lr_scaling, seeds=args.seeds)
+  config = dict(
+    CONFIG,
+    model=args.model,
+    batch_sizes=args.batch_sizes,
+    epochs=args.epochs,
+    min_iterations=args.min_iterations,
+    dense_iterations=args.dense_iterations,
+    points_per_epoch=args.points_per_epoch,
+    probe_batch=args.probe_batch,
+    base_learning_rate=args.base_learning_rate,
+    lr_scaling=args.lr_scaling,
+    seeds=args.seeds,
+  )
   tag = args.tag or args.model
   data = common.load(config["dataset"], 0)
   runs = []
@@ -271,25 +314,35 @@ def main(argv=None) -> dict:
       runs.append(run_batch_size(config, b, seed, data))
   summary = summarize(runs, config)
   for q in summary["per_run"]:
-    print(f"B={q['batch_size']:5d} seed {q['seed']} {q['direction']:7s} peak L {q['value']:8.4g} "
-          f"at epoch {q['epoch']:7.3f} (iteration {q['iteration']:4d})"
-          f"{'  [at the end of the run]' if q['at_end'] else ''}")
+    print(
+      f"B={q['batch_size']:5d} seed {q['seed']} {q['direction']:7s} peak L {q['value']:8.4g} "
+      f"at epoch {q['epoch']:7.3f} (iteration {q['iteration']:4d})"
+      f"{'  [at the end of the run]' if q['at_end'] else ''}"
+    )
   for key in ("L_step", "L_probe"):
-    print(f"{key}: median peak epochs "
-          + ", ".join(f"B={b}: {v['epoch']:.3f}" for b, v in summary["median"][key].items())
-          + f"; slope vs batch: epochs {summary['slope_epoch_vs_batch'][key]:.2f}, "
-          f"iterations {summary['slope_iteration_vs_batch'][key]:.2f}")
+    print(
+      f"{key}: median peak epochs "
+      + ", ".join(f"B={b}: {v['epoch']:.3f}" for b, v in summary["median"][key].items())
+      + f"; slope vs batch: epochs {summary['slope_epoch_vs_batch'][key]:.2f}, "
+      f"iterations {summary['slope_iteration_vs_batch'][key]:.2f}"
+    )
   for r in runs:
-    print(f"B={r['batch_size']:5d} seed {r['seed']} lr {r['learning_rate']:.4g}: final-epoch loss "
-          f"{np.mean(r['train_loss'][-r['steps_per_epoch']:]):.4f} [{r['wall_seconds']:.0f}s]")
+    print(
+      f"B={r['batch_size']:5d} seed {r['seed']} lr {r['learning_rate']:.4g}: final-epoch loss "
+      f"{np.mean(r['train_loss'][-r['steps_per_epoch'] :]):.4f} [{r['wall_seconds']:.0f}s]"
+    )
   os.makedirs(args.out, exist_ok=True)
-  common.save_json({"config": config, "summary": summary, "runs": runs},
-                   os.path.join(args.out, f"lipschitz-{tag}.json"))
+  common.save_json(
+    {"config": config, "summary": summary, "runs": runs},
+    os.path.join(args.out, f"lipschitz-{tag}.json"),
+  )
   with open(os.path.join(args.out, f"lipschitz-{tag}-peaks.csv"), "w") as f:
     f.write("batch_size,seed,direction,peak_epoch,peak_iteration,peak_L,peak_at_end\n")
     for q in summary["per_run"]:
-      f.write(f"{q['batch_size']},{q['seed']},{q['direction']},{q['epoch']:.4f},"
-              f"{q['iteration']},{q['value']:.6g},{q['at_end']}\n")
+      f.write(
+        f"{q['batch_size']},{q['seed']},{q['direction']},{q['epoch']:.4f},"
+        f"{q['iteration']},{q['value']:.6g},{q['at_end']}\n"
+      )
   plot(runs, summary, config, os.path.join(args.out, f"lipschitz-{tag}.png"))
   return summary
 

@@ -8,8 +8,8 @@ data per step), momentum 0.9, weight decay 5e-4 on kernels, the per-layer rate
 on every leaf (``trust_ratio_mask=True``, the papers' per-layer form), a
 one-epoch gradual warmup then a power-2 polynomial decay to 0
 (:func:`legw.legw_schedule`).  ``--model resnet`` runs the small ResNet with
-batch norm of :mod:`benchmarks.models` instead (about 50x slower on CPU).  Each optimizer gets the same small
-learning-rate grid, in its own units:
+batch norm of :mod:`benchmarks.models` instead (about 50x slower on CPU).
+Each optimizer gets the same small learning-rate grid, in its own units:
 
 * LARS: gamma * 0.001 * ||w|| / (||g|| + beta ||w||)  (trust coefficient 0.001),
 * MCLR: gamma * med|w| / (med|g| + beta med|w|)       (no coefficient: gamma is
@@ -43,49 +43,61 @@ import legw
 from benchmarks.curvature import common
 
 CONFIG = {
-    "dataset": "mnist5k",
-    "model": "mlp",
-    "model_kwargs": {},
-    "batch_size": 256,
-    "epochs": 20,
-    "warmup_epochs": 1.0,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "seed": 0,
-    # Learning-rate grid per optimizer (each in its own units, see the docstring).
-    "grids": {
-        "lars": [0.5, 2.0, 8.0, 32.0],
-        "mclr": [0.0005, 0.002, 0.008, 0.032],
-        "percent_delta": [0.002, 0.008, 0.032, 0.128],
-        "sgd": [0.025, 0.1, 0.4],
-    },
-    "optimizer_kwargs": {
-        "lars": {"trust_coefficient": 0.001, "trust_ratio_mask": True},
-        "mclr": {"trust_ratio_mask": True},
-        "percent_delta": {"trust_ratio_mask": True},
-        "sgd": {},
-    },
+  "dataset": "mnist5k",
+  "model": "mlp",
+  "model_kwargs": {},
+  "batch_size": 256,
+  "epochs": 20,
+  "warmup_epochs": 1.0,
+  "momentum": 0.9,
+  "weight_decay": 5e-4,
+  "seed": 0,
+  # Learning-rate grid per optimizer (each in its own units, see the docstring).
+  "grids": {
+    "lars": [0.5, 2.0, 8.0, 32.0],
+    "mclr": [0.0005, 0.002, 0.008, 0.032],
+    "percent_delta": [0.002, 0.008, 0.032, 0.128],
+    "sgd": [0.025, 0.1, 0.4],
+  },
+  "optimizer_kwargs": {
+    "lars": {"trust_coefficient": 0.001, "trust_ratio_mask": True},
+    "mclr": {"trust_ratio_mask": True},
+    "percent_delta": {"trust_ratio_mask": True},
+    "sgd": {},
+  },
 }
 
 
 def train(config: dict, opt_name: str, data) -> list[dict]:
   """Trains one model per learning rate of ``config["grids"][opt_name]``."""
   x, y, xt, yt = data
-  model = common.make_model(config["model"], **{
-      k: tuple(v) if isinstance(v, list) else v for k, v in config["model_kwargs"].items()})
-  loss_fn = common.make_loss(model)
+  model = common.make_model(
+    config["model"],
+    **{k: tuple(v) if isinstance(v, list) else v for k, v in config["model_kwargs"].items()},
+  )
   bs = config["batch_size"]
   steps = len(x) // bs
   schedule = legw.legw_schedule(
-      base_learning_rate=1.0, base_batch_size=bs, batch_size=bs,
-      base_warmup_epochs=config["warmup_epochs"], num_epochs=config["epochs"],
-      steps_per_epoch=steps, decay="poly", power=2.0)
+    base_learning_rate=1.0,
+    base_batch_size=bs,
+    batch_size=bs,
+    base_warmup_epochs=config["warmup_epochs"],
+    num_epochs=config["epochs"],
+    steps_per_epoch=steps,
+    decay="poly",
+    power=2.0,
+  )
   unit_lrs = np.asarray(jax.vmap(schedule)(jnp.arange(steps * config["epochs"])), np.float32)
   kwargs = dict(config["optimizer_kwargs"].get(opt_name, {}))
   tx = optax.inject_hyperparams(
-      lambda learning_rate: common.make_optimizer(
-          opt_name, learning_rate, momentum=config["momentum"],
-          weight_decay=config["weight_decay"], **kwargs))(learning_rate=0.0)
+    lambda learning_rate: common.make_optimizer(
+      opt_name,
+      learning_rate,
+      momentum=config["momentum"],
+      weight_decay=config["weight_decay"],
+      **kwargs,
+    )
+  )(learning_rate=0.0)
   xs, ys = jnp.asarray(x), jnp.asarray(y)
 
   @functools.partial(jax.jit, donate_argnums=(0,))
@@ -97,8 +109,9 @@ def train(config: dict, opt_name: str, data) -> list[dict]:
 
       def objective(p):
         if batch_stats:
-          logits, upd = model.apply({"params": p, "batch_stats": batch_stats}, xb, train=True,
-                                    mutable=["batch_stats"])
+          logits, upd = model.apply(
+            {"params": p, "batch_stats": batch_stats}, xb, train=True, mutable=["batch_stats"]
+          )
           new_stats = upd["batch_stats"]
         else:
           logits, new_stats = model.apply({"params": p}, xb, train=True), batch_stats
@@ -107,9 +120,11 @@ def train(config: dict, opt_name: str, data) -> list[dict]:
 
       (loss, (batch_stats, acc)), g = jax.value_and_grad(objective, has_aux=True)(params)
       opt_state = opt_state._replace(
-          hyperparams=dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32)))
+        hyperparams=dict(opt_state.hyperparams, learning_rate=jnp.asarray(lr, jnp.float32))
+      )
       updates, opt_state = tx.update(g, opt_state, params)
       return (optax.apply_updates(params, updates), batch_stats, opt_state), (loss, acc)
+
     return jax.lax.scan(step, carry, (perm, lrs))
 
   results = []
@@ -121,17 +136,24 @@ def train(config: dict, opt_name: str, data) -> list[dict]:
     t0 = time.perf_counter()
     for e in tqdm(range(config["epochs"]), desc=f"{opt_name} lr={lr:g}", leave=False):
       perm = rng.permutation(len(x))[: steps * bs].reshape(steps, bs)
-      lrs = lr * unit_lrs[e * steps:(e + 1) * steps]
+      lrs = lr * unit_lrs[e * steps : (e + 1) * steps]
       carry, (l, a) = epoch(carry, jnp.asarray(perm), jnp.asarray(lrs))
       hist["train_loss"].append(float(jnp.mean(l)))
       hist["train_accuracy"].append(float(jnp.mean(a)))
     params, batch_stats, _ = carry
     finite = all(np.isfinite(hist["train_loss"]))
     test_acc = common.accuracy(model, params, batch_stats, xt, yt) if finite else float("nan")
-    results.append({"optimizer": opt_name, "learning_rate": lr, **hist,
-                    "final_train_accuracy": hist["train_accuracy"][-1],
-                    "test_accuracy": test_acc, "diverged": not finite,
-                    "wall_seconds": time.perf_counter() - t0})
+    results.append(
+      {
+        "optimizer": opt_name,
+        "learning_rate": lr,
+        **hist,
+        "final_train_accuracy": hist["train_accuracy"][-1],
+        "test_accuracy": test_acc,
+        "diverged": not finite,
+        "wall_seconds": time.perf_counter() - t0,
+      }
+    )
   return results
 
 
@@ -144,6 +166,7 @@ def best(runs: list[dict]) -> dict:
 
 def plot(runs: list[dict], config: dict, path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -156,10 +179,20 @@ def plot(runs: list[dict], config: dict, path: str) -> None:
     for r in mine:
       style = dict(lw=2.2, alpha=1.0) if r is b else dict(lw=0.9, alpha=0.35, ls="--")
       acc = r["train_accuracy"]
-      axes[0].plot(epochs[:len(acc)], acc, color=f"C{i}", **style,
-                   label=f"{name} lr={r['learning_rate']:g}" + (" (best)" if r is b else ""))
-    axes[1].plot(epochs[:len(b["train_loss"])], b["train_loss"], color=f"C{i}", lw=2,
-                 label=f"{name} lr={b['learning_rate']:g}: test acc {b['test_accuracy']:.3f}")
+      axes[0].plot(
+        epochs[: len(acc)],
+        acc,
+        color=f"C{i}",
+        **style,
+        label=f"{name} lr={r['learning_rate']:g}" + (" (best)" if r is b else ""),
+      )
+    axes[1].plot(
+      epochs[: len(b["train_loss"])],
+      b["train_loss"],
+      color=f"C{i}",
+      lw=2,
+      label=f"{name} lr={b['learning_rate']:g}: test acc {b['test_accuracy']:.3f}",
+    )
   axes[0].set_ylabel("training accuracy (running, per epoch)")
   axes[0].set_ylim(0.0, 1.0)
   axes[1].set_ylabel("training loss")
@@ -168,10 +201,13 @@ def plot(runs: list[dict], config: dict, path: str) -> None:
     ax.set_xlabel("epoch")
     ax.legend(fontsize=7)
   kw = f" {config['model_kwargs']}" if config["model_kwargs"] else ""
-  fig.suptitle(f"Curvature paper Fig. 16 analogue: {config['model']}{kw} on {config['dataset']}, "
-               f"batch {config['batch_size']}, {config['epochs']} epochs, momentum "
-               f"{config['momentum']}, weight decay {config['weight_decay']}, per-layer rate on "
-               f"every leaf (thick: best LR of each grid)", fontsize=9)
+  fig.suptitle(
+    f"Curvature paper Fig. 16 analogue: {config['model']}{kw} on {config['dataset']}, "
+    f"batch {config['batch_size']}, {config['epochs']} epochs, momentum "
+    f"{config['momentum']}, weight decay {config['weight_decay']}, per-layer rate on "
+    f"every leaf (thick: best LR of each grid)",
+    fontsize=9,
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -179,16 +215,23 @@ def plot(runs: list[dict], config: dict, path: str) -> None:
 
 def main(argv=None) -> list[dict]:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--optimizers", nargs="+", default=list(CONFIG["grids"]),
-                 choices=list(CONFIG["grids"]))
+  p.add_argument(
+    "--optimizers", nargs="+", default=list(CONFIG["grids"]), choices=list(CONFIG["grids"])
+  )
   p.add_argument("--epochs", type=int, default=CONFIG["epochs"])
   p.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
   p.add_argument("--seed", type=int, default=CONFIG["seed"])
   p.add_argument("--model", default=CONFIG["model"], choices=("mlp", "resnet"))
   p.add_argument("--out", default=common.RESULTS_DIR)
   args = p.parse_args(argv)
-  config = dict(CONFIG, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                model=args.model, grids={k: CONFIG["grids"][k] for k in args.optimizers})
+  config = dict(
+    CONFIG,
+    epochs=args.epochs,
+    batch_size=args.batch_size,
+    seed=args.seed,
+    model=args.model,
+    grids={k: CONFIG["grids"][k] for k in args.optimizers},
+  )
   if args.model == "resnet":
     config["model_kwargs"] = {"widths": [8, 16, 32]}
   data = common.load(config["dataset"], 0)
@@ -198,13 +241,19 @@ def main(argv=None) -> list[dict]:
   print(f"{'optimizer':14s} {'lr':>8s} {'train acc by epoch':>40s} {'test':>6s}")
   for r in runs:
     accs = " ".join(f"{a:.3f}" for a in r["train_accuracy"])
-    print(f"{r['optimizer']:14s} {r['learning_rate']:8g} {accs:>40s} {r['test_accuracy']:6.3f}"
-          f"{'  DIVERGED' if r['diverged'] else ''}  [{r['wall_seconds']:.0f}s]")
+    print(
+      f"{r['optimizer']:14s} {r['learning_rate']:8g} {accs:>40s} {r['test_accuracy']:6.3f}"
+      f"{'  DIVERGED' if r['diverged'] else ''}  [{r['wall_seconds']:.0f}s]"
+    )
   os.makedirs(args.out, exist_ok=True)
-  common.save_json({"config": config, "runs": runs,
-                    "best": {n: best([r for r in runs if r["optimizer"] == n])
-                             for n in args.optimizers}},
-                   os.path.join(args.out, "mclr_vs_lars.json"))
+  common.save_json(
+    {
+      "config": config,
+      "runs": runs,
+      "best": {n: best([r for r in runs if r["optimizer"] == n]) for n in args.optimizers},
+    },
+    os.path.join(args.out, "mclr_vs_lars.json"),
+  )
   with open(os.path.join(args.out, "mclr_vs_lars.csv"), "w") as f:
     f.write("optimizer,learning_rate,epoch,train_loss,train_accuracy\n")
     for r in runs:

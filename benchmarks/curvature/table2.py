@@ -28,10 +28,10 @@ import legw
 from benchmarks.curvature import common
 
 CONFIG = {
-    "dataset": "mnist5k",
-    "models": ["resnet", "lstm"],
-    "batch_size": 512,
-    "seed": 0,
+  "dataset": "mnist5k",
+  "models": ["resnet", "lstm"],
+  "batch_size": 512,
+  "seed": 0,
 }
 
 
@@ -39,7 +39,8 @@ def _rate(tx, grads, params):
   """Per-leaf scalar rate R with update = R * g (all leaves, no weight decay)."""
   updates, _ = tx.update(grads, tx.init(params), params)
   return jax.tree.map(
-      lambda u, g: jnp.vdot(u, g) / jnp.maximum(jnp.vdot(g, g), 1e-30), updates, grads)
+    lambda u, g: jnp.vdot(u, g) / jnp.maximum(jnp.vdot(g, g), 1e-30), updates, grads
+  )
 
 
 def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> list[dict]:
@@ -56,12 +57,15 @@ def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> li
   all_leaves = {"trust_ratio_mask": True}
   mclr = _rate(legw.scale_by_median_curvature(**all_leaves), grads, params)
   pdelta = _rate(legw.scale_by_percent_delta(**all_leaves), grads, params)
-  paths = [legw.diagnostics.leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  paths = [
+    legw.diagnostics.leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+  ]
   shapes = [tuple(np.shape(w)) for w in jax.tree.leaves(params)]
   rows = []
   for path, shape, m, pd in zip(paths, shapes, jax.tree.leaves(mclr), jax.tree.leaves(pdelta)):
     s = stats[path]
-    rows.append({
+    rows.append(
+      {
         "layer": path,
         "shape": "x".join(map(str, shape)),
         "kernel": len(shape) > 1,
@@ -70,16 +74,27 @@ def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> li
         "lars_ratio": float(s["trust_ratio"]),
         "mclr_rate": float(m),
         "percent_delta_rate": float(pd),
-    })
+      }
+    )
   return rows
 
 
 def summary(rows: list[dict]) -> dict:
   """Spread of the LARS ratio across layers (max / min), kernels and all leaves."""
+
   def spread(rs):
     vals = [r["lars_ratio"] for r in rs if np.isfinite(r["lars_ratio"]) and r["lars_ratio"] > 0]
-    return {"min": min(vals), "max": max(vals), "max_over_min": max(vals) / min(vals),
-            "layers": len(vals)} if vals else {}
+    return (
+      {
+        "min": min(vals),
+        "max": max(vals),
+        "max_over_min": max(vals) / min(vals),
+        "layers": len(vals),
+      }
+      if vals
+      else {}
+    )
+
   kernels = [r for r in rows if r["kernel"]]
   out = {"kernels": spread(kernels), "all_nonzero": spread(rows)}
   for key in ("mclr_rate", "percent_delta_rate"):
@@ -98,18 +113,32 @@ def write_csv(rows: list[dict], path: str) -> None:
 
 def plot(tables: dict[str, list[dict]], path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(len(tables), 1, figsize=(11, 3.6 * len(tables)), squeeze=False)
   for ax, (name, rows) in zip(axes[:, 0], tables.items()):
     idx = np.arange(len(rows))
-    lars = [r["lars_ratio"] if r["lars_ratio"] > 0 and np.isfinite(r["lars_ratio"]) else np.nan for r in rows]
-    ax.bar(idx, lars, color=["C0" if r["kernel"] else "C7" for r in rows],
-           label="LARS ||w||/||g|| (grey: ndim<=1)")
+    lars = [
+      r["lars_ratio"] if r["lars_ratio"] > 0 and np.isfinite(r["lars_ratio"]) else np.nan
+      for r in rows
+    ]
+    ax.bar(
+      idx,
+      lars,
+      color=["C0" if r["kernel"] else "C7" for r in rows],
+      label="LARS ||w||/||g|| (grey: ndim<=1)",
+    )
     ax.plot(idx, [r["mclr_rate"] for r in rows], "v", color="C3", label="MCLR med|w|/med|g|")
-    ax.plot(idx, [r["percent_delta_rate"] for r in rows], "o", mfc="none", color="C2",
-            label="PercentDelta n/||g/w||_1")
+    ax.plot(
+      idx,
+      [r["percent_delta_rate"] for r in rows],
+      "o",
+      mfc="none",
+      color="C2",
+      label="PercentDelta n/||g/w||_1",
+    )
     ax.set_yscale("log")
     ax.set_xticks(idx, [r["layer"] for r in rows], rotation=70, ha="right", fontsize=7)
     ax.set_title(f"{name}: per-layer rates at the first iteration (mnist5k)")
@@ -136,13 +165,18 @@ def main(argv=None) -> dict:
     print(f"\n{name} (batch {args.batch_size}, first iteration)")
     print(f"{'layer':34s} {'||w||':>10s} {'||g||':>10s} {'w/g':>10s} {'mclr':>10s} {'pdelta':>10s}")
     for r in rows:
-      print(f"{r['layer']:34s} {r['param_norm']:10.4g} {r['grad_norm']:10.4g} "
-            f"{r['lars_ratio']:10.4g} {r['mclr_rate']:10.4g} {r['percent_delta_rate']:10.4g}")
+      print(
+        f"{r['layer']:34s} {r['param_norm']:10.4g} {r['grad_norm']:10.4g} "
+        f"{r['lars_ratio']:10.4g} {r['mclr_rate']:10.4g} {r['percent_delta_rate']:10.4g}"
+      )
     print("spread:", summaries[name])
-  config = dict(CONFIG, models=args.models, batch_size=args.batch_size, seed=args.seed,
-                dataset=args.dataset)
-  common.save_json({"config": config, "summary": summaries, "tables": tables},
-                   os.path.join(args.out, "table2.json"))
+  config = dict(
+    CONFIG, models=args.models, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset
+  )
+  common.save_json(
+    {"config": config, "summary": summaries, "tables": tables},
+    os.path.join(args.out, "table2.json"),
+  )
   plot(tables, os.path.join(args.out, "table2.png"))
   return summaries
 
