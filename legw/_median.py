@@ -76,7 +76,29 @@ def medians_of_magnitudes(
   arrays = list(arrays)
   if not arrays:
     return []
-  return list(_medians(axis_name, *arrays))
+  mesh = _explicit_mesh(arrays)
+  if mesh is None:
+    return list(_medians(axis_name, *arrays))
+  # Arrays typed with Explicit mesh axes (jax.make_mesh's default): the search
+  # reshapes and slices them, which explicit sharding refuses, so it runs with
+  # those axes made Auto and lets the partitioner place it, as for a Mesh
+  # with Auto axes.  The medians come back replicated.
+  with jax.sharding.use_abstract_mesh(mesh):
+    fn = jax.sharding.auto_axes(
+      lambda *a: _medians(axis_name, *a),
+      out_sharding=tuple(jax.sharding.PartitionSpec() for _ in arrays),
+    )
+    return list(fn(*arrays))
+
+
+def _explicit_mesh(arrays):
+  """The (abstract) mesh of the first array typed with an Explicit mesh axis, or None."""
+  for a in arrays:
+    mesh = getattr(jax.typeof(a).sharding, "mesh", None)
+    types = getattr(mesh, "axis_types", ()) or ()
+    if any(t == jax.sharding.AxisType.Explicit for t in types):
+      return mesh
+  return None
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import legw
@@ -149,6 +149,20 @@ MESHES = {
     lambda: Mesh(np.array(jax.devices()[:8]).reshape(1, 8), ("data", "model")),
     lambda x: P(None, "model") if x.ndim >= 2 else P(),
   ),
+  # jax.make_mesh's Explicit axes: shardings are part of the array types, and
+  # reshapes or slices of sharded dims are refused unless placed explicitly.
+  "fsdp_explicit": (
+    lambda: jax.make_mesh(
+      (8,), ("fsdp",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:8]
+    ),
+    fsdp_spec,
+  ),
+  "fsdp+tp_explicit": (
+    lambda: jax.make_mesh(
+      (2, 4), ("data", "model"), axis_types=(AxisType.Explicit,) * 2, devices=jax.devices()[:8]
+    ),
+    tp_spec,
+  ),
 }
 
 
@@ -175,6 +189,11 @@ def jit_sharded(name, mesh_name, params=PARAMS, grads=GRADS):
     ("scale_by_lars", "fsdp"),
     ("mclr", "fsdp"),
     ("percent_delta", "fsdp+tp"),
+    ("lars", "fsdp+tp_explicit"),
+    ("lars_combined", "fsdp_explicit"),
+    ("mclr", "fsdp_explicit"),
+    ("mclr", "fsdp+tp_explicit"),
+    ("percent_delta", "fsdp+tp_explicit"),
   ],
 )
 def test_jit_named_sharding_matches_single_device(name, mesh_name):
