@@ -1,6 +1,6 @@
 """legw: large-batch training for JAX/Optax.
 
-LARS trust ratios, LEGW (linear-epoch gradual warmup with square-root LR
+LARS and LAMB trust ratios, LEGW (linear-epoch gradual warmup with square-root LR
 scaling) schedules and curvature-based per-layer learning rates, as pure
 functional ``optax.GradientTransformation``s.
 """
@@ -20,6 +20,8 @@ from legw.curvature import scale_by_median_curvature as scale_by_median_curvatur
 from legw.curvature import scale_by_percent_delta as scale_by_percent_delta
 from legw.diagnostics import layerwise_stats as layerwise_stats
 from legw.diagnostics import local_lipschitz as local_lipschitz
+from legw.lamb import lamb as lamb
+from legw.lamb import scale_by_lamb as scale_by_lamb
 from legw.lars import ScaleByLarsState as ScaleByLarsState
 from legw.lars import lars as lars
 from legw.lars import scale_by_lars as scale_by_lars
@@ -49,6 +51,7 @@ __all__ = (
   "discard_small_loss_schedule",
   "exclude_bias_and_norm",
   "hutchinson_diagonal",
+  "lamb",
   "lars",
   "layerwise_stats",
   "legw_schedule",
@@ -56,6 +59,7 @@ __all__ = (
   "mclr",
   "percent_delta",
   "scale_by_curvature_radius",
+  "scale_by_lamb",
   "scale_by_lars",
   "scale_by_median_curvature",
   "scale_by_percent_delta",

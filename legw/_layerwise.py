@@ -159,8 +159,11 @@ def layerwise_leaves(
   written so that XLA recomputes it inside each fusion that reads it, and
   the per-leaf scalar work is one small fusion.
   """
-  decayed, index = [], []
-  ws, gs, betas = [], [], []
+  decayed: list[jax.Array | None] = []
+  index: list[int | None] = []
+  ws: list[jax.Array] = []
+  gs: list[jax.Array] = []
+  betas: list[Any] = []
   for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
     if not (is_trainable(g) and is_trainable(w)):
       decayed.append(None)
@@ -245,7 +248,7 @@ def scale_by_layerwise_rate(
       raise ValueError(f"{name} needs the current parameters: call update(updates, state, params).")
     at = lambda v: v(state.count) if callable(v) else v
     g_leaves, treedef = jax.tree.flatten(updates)
-    w_leaves = treedef.flatten_up_to(params)
+    w_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
     tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
     wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
     beta = at(weight_decay)
@@ -307,15 +310,16 @@ def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTrans
     u_leaves, treedef = jax.tree.flatten(updates)
     trainable = [is_trainable(u) for u in u_leaves]
     if params is not None:
-      trainable = [t and is_trainable(p) for t, p in zip(trainable, treedef.flatten_up_to(params))]
+      p_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
+      trainable = [t and is_trainable(p) for t, p in zip(trainable, p_leaves)]
     if all(trainable):
       return inner.update(updates, state, params, **extra_args)
     obj_fn = extra_args.get("obj_fn")
     if obj_fn is not None and params is not None:
-      full = treedef.flatten_up_to(params)
+      full = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
 
       def sub_obj_fn(sub):
-        sub = treedef.flatten_up_to(sub)
+        sub = treedef.flatten_up_to(sub)  # type: ignore[attr-defined]  # missing from jax's stubs
         return obj_fn(
           jax.tree.unflatten(treedef, [s if t else f for s, f, t in zip(sub, full, trainable)])
         )
@@ -323,7 +327,7 @@ def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTrans
       extra_args = {**extra_args, "obj_fn": sub_obj_fn}
     sub_params = None if params is None else _split(params, trainable)
     sub_updates, state = inner.update(_split(updates, trainable), state, sub_params, **extra_args)
-    sub_leaves = treedef.flatten_up_to(sub_updates)
+    sub_leaves = treedef.flatten_up_to(sub_updates)  # type: ignore[attr-defined]  # missing from jax's stubs
     return jax.tree.unflatten(
       treedef, [s if t else u for s, u, t in zip(sub_leaves, u_leaves, trainable)]
     ), state

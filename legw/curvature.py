@@ -90,7 +90,7 @@ class ScaleByMedianCurvatureState(NamedTuple):
     count: number of updates so far (int32).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
 def _nonzero_magnitudes(a: jax.Array) -> jax.Array:
@@ -299,7 +299,7 @@ class ScaleByPercentDeltaState(NamedTuple):
     count: number of updates so far (int32).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
 def _percent_delta_partials(w, g, beta):
@@ -466,7 +466,7 @@ class ScaleByCurvatureRadiusState(NamedTuple):
       a tree like params in float32 (or wider); 0 on leaves outside the mask.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
   key: jax.Array
   hessian_diag: Any
 
@@ -541,7 +541,7 @@ def hutchinson_diagonal(
       for kk, p, m in zip(keys, leaves, probed)
     ]
     hz = jax.jvp(hvp_fn, (params,), (jax.tree.unflatten(treedef, z),))[1]
-    hz = treedef.flatten_up_to(hz)
+    hz = treedef.flatten_up_to(hz)  # type: ignore[attr-defined]  # missing from jax's stubs
     # z is real (+-1), so z * Hz's real part is the diagonal (of the real
     # part's block, for a complex leaf).
     return [
@@ -656,7 +656,7 @@ def scale_by_curvature_radius(
   _check_positive_int("update_every", update_every)
 
   def init_fn(params):
-    k = jax.random.PRNGKey(key) if isinstance(key, numbers.Integral) else key
+    k = jax.random.PRNGKey(key) if isinstance(key, int | numbers.Integral) else key
     return ScaleByCurvatureRadiusState(
       count=jnp.zeros([], jnp.int32),
       key=k,
@@ -681,7 +681,7 @@ def scale_by_curvature_radius(
         "update(updates, state, params, obj_fn=lambda p: loss(p, batch))."
       )
     g_leaves, treedef = jax.tree.flatten(updates)
-    w_leaves = treedef.flatten_up_to(params)
+    w_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
     tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
     wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
     beta = weight_decay(state.count) if callable(weight_decay) else weight_decay
@@ -696,7 +696,7 @@ def scale_by_curvature_radius(
       h_tree = estimate()
     else:
       h_tree = jax.lax.cond(state.count % update_every == 0, estimate, lambda: state.hessian_diag)
-    h_leaves = treedef.flatten_up_to(h_tree)
+    h_leaves = treedef.flatten_up_to(h_tree)  # type: ignore[attr-defined]  # missing from jax's stubs
 
     out = []
     for g, w, h, use_tr, use_wd in zip(g_leaves, w_leaves, h_leaves, tr_mask, wd_mask):

@@ -32,7 +32,7 @@ class ScaleByLarsState(NamedTuple):
     count: number of updates so far (int32), the step the schedules read.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
 def _lars_partials(w, g, beta):
