@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -149,8 +150,10 @@ def _middle_values(arrays, axis_name):
   ``(lower + upper) / 2`` in the array's (widened) dtype.
   """
   arrays = [a.astype(stat_dtype(a.dtype)) for a in arrays]
-  lower, upper, med = [None] * len(arrays), [None] * len(arrays), [None] * len(arrays)
-  groups = {}
+  lower: list[Any] = [None] * len(arrays)
+  upper: list[Any] = [None] * len(arrays)
+  med: list[Any] = [None] * len(arrays)
+  groups: dict[np.dtype, list[int]] = {}
   for i, a in enumerate(arrays):
     groups.setdefault(jnp.dtype(a.dtype), []).append(i)
   for dt, idx in groups.items():
@@ -220,16 +223,17 @@ def _select(dt, arrays, axis_name):
   # |x| maps -0.0 to +0.0 (bit pattern 0), so patterns are ordered like values.
   bits = [jax.lax.bitcast_convert_type(jnp.abs(arrays[i]), int_t) for i in big]
   if small:
-    parts, row_of = [], []
+    parts: list[jax.Array] = []
+    rows: list[int] = []
     for k, i in enumerate(small):
       a = jnp.abs(arrays[i]).reshape(-1)
       pad = -a.size % _ROW
       parts.append(a)
       if pad:  # NaN pads: above every threshold while the middle values are not NaN
         parts.append(jnp.full((pad,), jnp.nan, dt))
-      row_of += [k] * ((a.size + pad) // _ROW)
+      rows += [k] * ((a.size + pad) // _ROW)
     buf = jax.lax.bitcast_convert_type(jnp.concatenate(parts), int_t).reshape(-1, _ROW)
-    row_of = np.asarray(row_of, np.int32)
+    row_of = np.asarray(rows, np.int32)
 
   n = jnp.stack(psum_stacked([jnp.asarray(arrays[i].size, int_t) for i in order], axis_name))
   need = (n - 1) // 2 + 1  # entries at or below the lower middle value
@@ -266,10 +270,10 @@ def _select(dt, arrays, axis_name):
         jax.ops.segment_sum(jnp.stack(out[:_T], 1), row_of, len(small), indices_are_sorted=True)
       )
       mins.append(jax.ops.segment_min(out[_T], row_of, len(small), indices_are_sorted=True))
-    counts = jnp.concatenate([c.reshape(-1, _T) for c in counts])
+    counted = jnp.concatenate([c.reshape(-1, _T) for c in counts])
     if axis_name is not None:
-      counts = jax.lax.psum(counts, axis_name)
-    return counts, jnp.concatenate([m.reshape(-1) for m in mins])
+      counted = jax.lax.psum(counted, axis_name)
+    return counted, jnp.concatenate([m.reshape(-1) for m in mins])
 
   def body(_, carry):
     lo, hi, c_hi = carry[:3]
@@ -284,18 +288,18 @@ def _select(dt, arrays, axis_name):
     new_lo = jnp.max(jnp.where(enough, lo[:, None], t + 1), axis=1)
     return tuple(v + reduced0 for v in (new_lo, new_hi, new_c_hi, t, c, hi, c_hi)) + (m + local0,)
 
-  a = len(order)
-  carry = (
-    jnp.zeros(a, int_t),
-    jnp.full(a, top, int_t),
+  num = len(order)
+  init = (
+    jnp.zeros(num, int_t),
+    jnp.full(num, top, int_t),
     n,
-    jnp.zeros((a, _T), int_t),
-    jnp.zeros((a, _T), int_t),
-    jnp.zeros(a, int_t),
+    jnp.zeros((num, _T), int_t),
+    jnp.zeros((num, _T), int_t),
+    jnp.zeros(num, int_t),
     n,
-    jnp.zeros(a, int_t),
+    jnp.zeros(num, int_t),
   )
-  carry = tuple(v + reduced0 for v in carry[:-1]) + (carry[-1] + local0,)
+  carry = tuple(v + reduced0 for v in init[:-1]) + (init[-1] + local0,)
   lower, _, c_lower, t, c, hi, c_hi, m = jax.lax.fori_loop(0, passes, body, carry)
   # The last pass counted every pattern in its bracket [lo, hi - 1]: the
   # least entry above `lower` is the least threshold whose count exceeds

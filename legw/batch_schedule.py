@@ -277,7 +277,7 @@ def batch_size_schedule(
     )
     step += num_steps
     epoch += float(num_epochs)
-  built = tuple(built)
+  built_phases = tuple(built)
 
   learning_rate = None
   if recipe is not None:
@@ -299,11 +299,11 @@ def batch_size_schedule(
         make(p.batch_size, p.steps_per_epoch),
         p.first_step - int(round(p.first_epoch * p.steps_per_epoch)),
       )
-      for p in built
+      for p in built_phases
     ]
     learning_rate = _piecewise(parts)
   return BatchSizeSchedule(
-    phases=built, total_steps=step, num_epochs=epoch, learning_rate=learning_rate
+    phases=built_phases, total_steps=step, num_epochs=epoch, learning_rate=learning_rate
   )
 
 

@@ -130,7 +130,7 @@ def layerwise_stats(
   """
   path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   try:
-    g_leaves = treedef.flatten_up_to(grads)
+    g_leaves = treedef.flatten_up_to(grads)  # type: ignore[attr-defined]  # missing from jax's stubs
   except (ValueError, TypeError) as e:
     raise ValueError(f"grads must have the structure of params: {e}") from e
   sums = []
@@ -191,12 +191,12 @@ def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction:
   """
   w_leaves, treedef = jax.tree.flatten(params)
   try:
-    d_leaves = treedef.flatten_up_to(direction)
+    d_leaves = treedef.flatten_up_to(direction)  # type: ignore[attr-defined]  # missing from jax's stubs
   except (ValueError, TypeError) as e:
     raise ValueError(f"direction must have the structure of params: {e}") from e
   d_cast = [d.astype(w.dtype) for d, w in zip(d_leaves, w_leaves)]
   hd = jax.jvp(jax.grad(loss_fn), (params,), (jax.tree.unflatten(treedef, d_cast),))[1]
-  hd_leaves = treedef.flatten_up_to(hd)
+  hd_leaves = treedef.flatten_up_to(hd)  # type: ignore[attr-defined]  # missing from jax's stubs
   dt = jnp.result_type(*(_real_stat_dtype(w.dtype) for w in w_leaves))
   num = sum(_real_inner(d, h, dt) for d, h in zip(d_cast, hd_leaves))
   den = sum(_squared_norm(d).astype(dt) for d in d_leaves)

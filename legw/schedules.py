@@ -294,11 +294,11 @@ def legw_schedule(
           f"({warmup_epochs:g} epochs) and num_epochs={num_epochs}; got {b!r}."
         )
       boundaries.append(int(round(b * steps_per_epoch)) - warmup_steps)
-    boundaries = np.asarray(sorted(boundaries), dtype=np.int64)
+    boundary_steps = np.asarray(sorted(boundaries), dtype=np.int64)
 
     def main(s):
       s = jnp.asarray(s)
-      n = jnp.sum(s[..., None] >= boundaries.astype(s.dtype), axis=-1)
+      n = jnp.sum(s[..., None] >= boundary_steps.astype(s.dtype), axis=-1)
       return peak * jnp.asarray(decay_rate, float_dtype(s)) ** n
   elif decay == "poly" and poly_origin == "step_0":
     # LEGW §3.2 literally: i counted from step 0 (main gets s = t - W).
