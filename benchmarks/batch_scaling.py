@@ -25,6 +25,7 @@ The logic lives in importable functions (:func:`plan_runs`, :func:`run_sweep`,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -33,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -217,7 +219,8 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
             **base.schedule_kwargs,
           )
           try:
-            s = recipe.at(batch_size, dataset_size=train_size)
+            with _zero_step_warmups_expected():
+              s = recipe.at(batch_size, dataset_size=train_size)
           except ValueError as e:
             raise ValueError(f"method {name!r} at batch {batch_size}: {e}") from e
           run = dict(
@@ -270,7 +273,21 @@ def _recipe_schedule(run: dict):
     warmup_scaling=run["warmup_scaling"],
     **run.get("schedule_kwargs", {}),
   )
-  return recipe.schedule(run["batch_size"], steps_per_epoch=run["steps_per_epoch"])
+  with _zero_step_warmups_expected():
+    return recipe.schedule(run["batch_size"], steps_per_epoch=run["steps_per_epoch"])
+
+
+@contextlib.contextmanager
+def _zero_step_warmups_expected():
+  """Silences legw's "warmup rounds to 0 steps" warning inside the sweep.
+
+  A constant-epoch warmup (``linear``, ``none``) rounds to no step at all at
+  large batches: that is the method being measured, and the runs table
+  reports every run's warmup steps.
+  """
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*rounds to 0 steps", category=UserWarning)
+    yield
 
 
 def load_data(config: SweepConfig):
