@@ -1,4 +1,4 @@
-r"""One core for the layer-wise family: LARS, MCLR and PercentDelta.
+r"""One core for the layer-wise family: LARS, MCLR, PercentDelta and LAMB.
 
 Source: Gao & Zhong (papers/curvature-based-lr-second-order-gradient.txt), §4,
 eq. 17–24: LARS (eq. 23), MCLR (eq. 20–22) and PercentDelta (eq. 24) are one
@@ -41,12 +41,16 @@ Written once, here, for every member:
 * leaves that are not floating (integers, and their ``float0`` gradients from
   ``jax.grad(..., allow_int=True)``) pass through unchanged;
 * ``axis_name``: each member's partial statistics of all leaves are
-  all-reduced together (one stacked ``psum`` for the sums).
+  all-reduced together (one stacked ``psum`` for the sums);
+* ``layer_axis`` (stacked, scanned layers): a leaf of L layers is handed to
+  the statistic as its L slices, and gets L rates along that axis; the
+  default masks judge one layer's shape.
 
 A member is a :class:`Statistic`: a function of the masked leaves that returns
-:math:`(W_l, G_l)` per leaf.  Later members (a ``layer_axis`` for stacked
-layers, LAMB's trust ratio on the Adam direction) are meant to reuse this
-core: the statistic is the only per-member code, and it receives whole leaves.
+:math:`(W_l, G_l)` per leaf (a leaf is one layer: a whole unstacked leaf, or
+one slice of a stacked one).  LAMB (``legw/lamb.py``) is the LARS statistic
+in the combined form on the Adam direction: the statistic is the only
+per-member code.
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ import optax
 
 from legw import _validation
 from legw._reduce import AxisName, is_trainable, psum_stacked, real_dtype, stat_dtype
-from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
+from legw.masks import (
+  LayerAxis,
+  MaskOrFn,
+  exclude_bias_and_norm,
+  per_layer_shapes,
+  resolve_layer_axis,
+  resolve_mask,
+)
 
 # (ws, gs, betas, axis_name) -> [(W_l, G_l)], one pair per leaf.  ws and gs are
 # the trust-ratio leaves in their compute dtype (stat_dtype); betas[i] is None
@@ -149,8 +160,14 @@ def layerwise_leaves(
   denominator,
   clip_lr,
   axis_name,
+  layer_axes=None,
 ):
   """The family's update on flat lists of leaves.
+
+  ``layer_axes`` (one int or None per leaf; None: no leaf is stacked): a
+  leaf whose layers are stacked along that axis is handed to ``statistic``
+  as its L slices, one layer each, so every member's statistic is per layer
+  with no code of its own; the L rates are broadcast back along the axis.
 
   Memory traffic (what an optimizer step costs): the statistic reads w and g
   (for LARS: two reductions, one pass each), and the update (fused by XLA
@@ -164,7 +181,10 @@ def layerwise_leaves(
   ws: list[jax.Array] = []
   gs: list[jax.Array] = []
   betas: list[Any] = []
-  for g, w, use_tr, use_wd in zip(g_leaves, w_leaves, tr_mask, wd_mask):
+  if layer_axes is None:
+    layer_axes = [None] * len(g_leaves)
+  slices: list[int | None] = []  # per trust-ratio leaf: its number of layers, or None
+  for g, w, use_tr, use_wd, ax in zip(g_leaves, w_leaves, tr_mask, wd_mask, layer_axes):
     if not (is_trainable(g) and is_trainable(w)):
       decayed.append(None)
       index.append(None)
@@ -176,14 +196,32 @@ def layerwise_leaves(
     if not use_tr:
       index.append(None)
       continue
-    index.append(len(ws))
-    ws.append(w32)
-    gs.append(g32)
-    betas.append(weight_decay if use_wd and denominator == "combined" else None)
-  sizes = statistic(ws, gs, betas, axis_name) if ws else []
+    index.append(len(slices))
+    beta_stat = weight_decay if use_wd and denominator == "combined" else None
+    if ax is None:
+      slices.append(None)
+      ws.append(w32)
+      gs.append(g32)
+      betas.append(beta_stat)
+      continue
+    n = w32.shape[ax]
+    slices.append(n)
+    ws.extend(jax.lax.index_in_dim(w32, i, ax, keepdims=False) for i in range(n))
+    gs.extend(jax.lax.index_in_dim(g32, i, ax, keepdims=False) for i in range(n))
+    betas.extend([beta_stat] * n)
+  flat_sizes = statistic(ws, gs, betas, axis_name) if ws else []
+  sizes, pos = [], 0
+  for n in slices:
+    if n is None:
+      sizes.append(flat_sizes[pos])
+      pos += 1
+    else:
+      layer = flat_sizes[pos : pos + n]
+      sizes.append((jnp.stack([a for a, _ in layer]), jnp.stack([b for _, b in layer])))
+      pos += n
 
   out = []
-  for g, u, use_wd, k in zip(g_leaves, decayed, wd_mask, index):
+  for g, u, use_wd, k, ax in zip(g_leaves, decayed, wd_mask, index, layer_axes):
     if u is None:  # not floating: passed through
       out.append(g)
       continue
@@ -203,6 +241,8 @@ def layerwise_leaves(
     )
     if clip_lr is not None:
       rate = _clip_factor(rate, fallback, clip_lr)
+    if ax is not None:  # one rate per layer, along the layer axis
+      rate = jnp.reshape(rate, [-1 if d == ax else 1 for d in range(u.ndim)])
     out.append((rate * u).astype(out_dtype))
   return out
 
@@ -220,8 +260,13 @@ def scale_by_layerwise_rate(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The family's transform for one ``statistic`` (see the module docstring).
+
+  ``layer_axis`` (see :func:`legw.masks.resolve_layer_axis`): the statistic
+  is taken per slice along each stacked leaf's layer axis, and the default
+  masks judge one layer's shape (a stacked ``(L, d)`` bias is a bias).
 
   ``state_cls(count=...)`` is the state when a hyperparameter is a schedule
   (``weight_decay``, or the clip's learning rate); otherwise the state is
@@ -249,8 +294,10 @@ def scale_by_layerwise_rate(
     at = lambda v: v(state.count) if callable(v) else v
     g_leaves, treedef = jax.tree.flatten(updates)
     w_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
-    tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
-    wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
+    axes = resolve_layer_axis(layer_axis, params)
+    default = lambda p: exclude_bias_and_norm(per_layer_shapes(p, axes))
+    tr_mask = resolve_mask(trust_ratio_mask, params, default)
+    wd_mask = resolve_mask(weight_decay_mask, params, default)
     beta = at(weight_decay)
     if _validation.is_concrete_number(beta) and beta == 0:
       wd_mask = [False] * len(wd_mask)  # nothing to add (as optax.add_decayed_weights)
@@ -266,6 +313,7 @@ def scale_by_layerwise_rate(
       denominator=denominator,
       clip_lr=at(clip_learning_rate),
       axis_name=axis_name,
+      layer_axes=axes,
     )
     if scheduled:
       state = state_cls(count=optax.safe_increment(state.count))

@@ -59,7 +59,7 @@ from legw import _layerwise, _validation
 from legw._layerwise import sums_statistic
 from legw._median import medians_of_magnitudes
 from legw._reduce import AxisName, abs_sq, fused_sums, is_trainable, real_dtype, stat_dtype
-from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
+from legw.masks import LayerAxis, MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 # Every median legw takes goes through this one name (exact, differentiable
 # as jnp.median: legw/_median.py).
@@ -126,6 +126,7 @@ def scale_by_median_curvature(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
@@ -193,6 +194,9 @@ def scale_by_median_curvature(
       prefix), or a callable of params.
     weight_decay_mask: same forms; which leaves get weight decay.
     axis_name: mesh axis name(s) over which parameters are sharded, or None.
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None: the statistic is taken per slice, and the default masks judge one
+      layer's shape (see :func:`legw.scale_by_lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -214,6 +218,7 @@ def scale_by_median_curvature(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )
 
 
@@ -227,6 +232,7 @@ def mclr(
   weight_decay_mask: MaskOrFn = None,
   trust_ratio_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
@@ -262,6 +268,9 @@ def mclr(
       :func:`legw.exclude_bias_and_norm`.
     trust_ratio_mask: which leaves get :math:`R_l`; same default.
     axis_name: mesh axis name(s) for whole-layer medians under ``shard_map``.
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None: the statistic is taken per slice, and the default masks judge one
+      layer's shape (see :func:`legw.scale_by_lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -283,6 +292,7 @@ def mclr(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )
 
 
@@ -326,6 +336,7 @@ def scale_by_percent_delta(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
@@ -367,6 +378,9 @@ def scale_by_percent_delta(
       :func:`legw.exclude_bias_and_norm`).
     weight_decay_mask: which leaves get weight decay (same default).
     axis_name: mesh axis name(s) over which parameters are sharded, or None.
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None: the statistic is taken per slice, and the default masks judge one
+      layer's shape (see :func:`legw.scale_by_lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
@@ -385,6 +399,7 @@ def scale_by_percent_delta(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )
 
 
@@ -398,6 +413,7 @@ def percent_delta(
   weight_decay_mask: MaskOrFn = None,
   trust_ratio_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with PercentDelta per-layer rates (curvature paper eq. 24).
 
@@ -427,6 +443,9 @@ def percent_delta(
       :func:`legw.exclude_bias_and_norm`).
     trust_ratio_mask: which leaves get :math:`R_l` (same default).
     axis_name: mesh axis name(s) for whole-layer sums under ``shard_map``.
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None: the statistic is taken per slice, and the default masks judge one
+      layer's shape (see :func:`legw.scale_by_lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -448,6 +467,7 @@ def percent_delta(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )
 
 

@@ -31,7 +31,7 @@ import optax
 from legw import _layerwise, _validation
 from legw._reduce import AxisName, stat_dtype
 from legw.lars import LARS_STATISTIC, ScaleByLarsState
-from legw.masks import MaskOrFn
+from legw.masks import LayerAxis, MaskOrFn
 
 
 def _check_adam_args(b1: Any, b2: Any, eps: Any, eps_root: Any) -> None:
@@ -71,7 +71,7 @@ def _in_stat_dtype(inner: optax.GradientTransformation) -> optax.GradientTransfo
 
 
 def _lamb_direction(
-  b1, b2, eps, eps_root, weight_decay, trust_ratio_mask, weight_decay_mask, axis_name
+  b1, b2, eps, eps_root, weight_decay, trust_ratio_mask, weight_decay_mask, axis_name, layer_axis
 ) -> optax.GradientTransformation:
   """Adam's direction, then the LARS trust ratio (combined form, eta = 1, no eps).
 
@@ -90,6 +90,7 @@ def _lamb_direction(
       trust_ratio_mask=trust_ratio_mask,
       weight_decay_mask=weight_decay_mask,
       axis_name=axis_name,
+      layer_axis=layer_axis,
     ),
   )
 
@@ -104,6 +105,7 @@ def scale_by_lamb(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's Adam direction by its LAMB trust ratio (no learning rate).
 
@@ -163,6 +165,10 @@ def scale_by_lamb(
     weight_decay_mask: same forms; which leaves get weight decay.
     axis_name: mesh axis name(s) over which every parameter is sharded
       (``shard_map``), or None.
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None: one trust ratio per slice, and the default masks judge one
+      layer's shape (see :func:`legw.scale_by_lars`).  The Adam moments are
+      elementwise, so only the ratio depends on it.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -180,7 +186,15 @@ def scale_by_lamb(
   return _layerwise.pass_untrainable(
     _in_stat_dtype(
       _lamb_direction(
-        b1, b2, eps, eps_root, weight_decay, trust_ratio_mask, weight_decay_mask, axis_name
+        b1,
+        b2,
+        eps,
+        eps_root,
+        weight_decay,
+        trust_ratio_mask,
+        weight_decay_mask,
+        axis_name,
+        layer_axis,
       )
     )
   )
@@ -197,6 +211,7 @@ def lamb(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""LAMB (You et al. 2020, Algorithm 2): Adam with a layer-wise trust ratio.
 
@@ -241,6 +256,8 @@ def lamb(
     weight_decay_mask: which leaves get weight decay; same default.
     axis_name: mesh axis name(s) for whole-layer norms under ``shard_map``
       (not for ``jax.jit`` with sharded arrays, nor replicated params).
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None; see :func:`scale_by_lamb`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -272,7 +289,15 @@ def lamb(
     _in_stat_dtype(
       optax.chain(
         _lamb_direction(
-          b1, b2, eps, eps_root, weight_decay, trust_ratio_mask, weight_decay_mask, axis_name
+          b1,
+          b2,
+          eps,
+          eps_root,
+          weight_decay,
+          trust_ratio_mask,
+          weight_decay_mask,
+          axis_name,
+          layer_axis,
         ),
         optax.scale_by_learning_rate(learning_rate),
       )

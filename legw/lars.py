@@ -19,7 +19,7 @@ import optax
 from legw import _layerwise, _validation
 from legw._layerwise import combined_decay, sums_statistic
 from legw._reduce import AxisName, sum_of_squares
-from legw.masks import MaskOrFn
+from legw.masks import LayerAxis, MaskOrFn
 
 
 class ScaleByLarsState(NamedTuple):
@@ -60,6 +60,7 @@ def scale_by_lars(
   trust_ratio_mask: MaskOrFn = None,
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its LARS trust ratio (no LR, no momentum).
 
@@ -154,6 +155,13 @@ def scale_by_lars(
     axis_name: mesh axis name(s) over which every parameter is sharded
       (``shard_map``), or None (single device, ``jax.jit`` with sharded
       arrays, replicated parameters).
+    layer_axis: stacked (scanned) layers: ``None`` (each leaf is one layer),
+      an int (every leaf stacks its layers on that axis), or a pytree of
+      ints or ``None`` (or a prefix of one, or a callable of params, as the
+      masks).  A stacked leaf of L layers gets L trust ratios, each from its
+      own slice: the update of running ``scale_by_lars`` on each slice
+      separately.  The default masks then judge one layer's shape: a stacked
+      ``(L, d)`` bias or norm scale is excluded, a ``(L, d, d)`` kernel is not.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -163,7 +171,7 @@ def scale_by_lars(
     ValueError: at construction, for ``trust_coefficient <= 0``, negative
       ``weight_decay`` or ``eps``, an unknown ``denominator``, or
       ``clip=True`` without ``learning_rate``; at update, when ``params`` is
-      not given.
+      not given or a ``layer_axis`` is out of range for its leaf.
     TypeError: at construction, for a ``weight_decay`` or ``learning_rate``
       that is neither a number nor a schedule.
   """
@@ -186,6 +194,7 @@ def scale_by_lars(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )
 
 
@@ -202,6 +211,7 @@ def lars(
   denominator: str = "paper",
   clip: bool = False,
   axis_name: AxisName = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with LARS, as Algorithm 1 of the LARS paper.
 
@@ -255,6 +265,8 @@ def lars(
     clip: LARC clip mode (apex), effective rate :math:`\min(\lambda_l, \gamma_t)`.
     axis_name: mesh axis name(s) for whole-layer norms under ``shard_map``
       (see :func:`scale_by_lars`: not for ``jax.jit`` or replicated params).
+    layer_axis: the stacked-layer axis of each leaf (scanned layers), or
+      None; see :func:`scale_by_lars`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -292,4 +304,5 @@ def lars(
     trust_ratio_mask=trust_ratio_mask,
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
+    layer_axis=layer_axis,
   )

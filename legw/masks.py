@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from legw._reduce import is_trainable
 
 MaskOrFn = None | bool | Any | Callable[[Any], Any]
 
@@ -75,3 +78,76 @@ def resolve_mask(mask: MaskOrFn, params: Any, default: Callable[[Any], Any]) -> 
     if not isinstance(m, (bool, np.bool_)):
       raise TypeError(f"mask leaves must be Python bools; got {m!r} of type {type(m).__name__}.")
   return [bool(m) for m in leaves]
+
+
+LayerAxis = None | int | Any | Callable[[Any], Any]
+
+
+def resolve_layer_axis(layer_axis: LayerAxis, params: Any) -> list[int | None]:
+  """Turns a ``layer_axis`` spec into one stacked-layer axis (or None) per leaf.
+
+  Args:
+    layer_axis: ``None`` (no leaf is stacked), an int (every floating leaf
+      stacks its layers on that axis), a pytree of ints or ``None`` with the
+      structure of ``params`` or a prefix of it, or a callable of ``params``
+      returning one of those.
+    params: the parameter pytree.
+
+  Returns:
+    A list in the order of ``jax.tree.leaves(params)``: a non-negative axis,
+    or ``None``.  Leaves that are not floating always get ``None``.
+
+  Raises:
+    ValueError: when the structure is not a prefix of ``params``, or an axis
+      is out of range for its leaf.
+    TypeError: when an entry is neither an int nor ``None``.
+  """
+  leaves = jax.tree.leaves(params)
+  if layer_axis is None:
+    return [None] * len(leaves)
+  if callable(layer_axis):
+    layer_axis = layer_axis(params)
+  is_none = lambda x: x is None
+  try:
+    full = jax.tree.map(
+      lambda a, sub: jax.tree.map(lambda _: _AxisLeaf(a), sub), layer_axis, params, is_leaf=is_none
+    )
+  except ValueError as e:
+    raise ValueError(
+      "layer_axis must be None, an int, a pytree of ints or None with the structure of "
+      f"params (or a prefix of it), or a callable returning one; got {layer_axis!r}."
+    ) from e
+  axes = [a.axis for a in jax.tree.leaves(full, is_leaf=lambda x: isinstance(x, _AxisLeaf))]
+  out: list[int | None] = []
+  for a, p in zip(axes, leaves):
+    if a is not None and (isinstance(a, bool) or not isinstance(a, (int, np.integer))):
+      raise TypeError(f"layer_axis entries must be ints or None; got {a!r}.")
+    if a is None or not is_trainable(p):
+      out.append(None)
+      continue
+    ndim = np.ndim(p)
+    if not -ndim <= a < ndim:
+      raise ValueError(f"layer_axis {a} is out of range for a leaf of shape {np.shape(p)}.")
+    out.append(int(a) % ndim)
+  return out
+
+
+def per_layer_shapes(params: Any, axes: list[int | None]) -> Any:
+  """``params`` with each stacked leaf replaced by one layer's ``ShapeDtypeStruct``."""
+  leaves, treedef = jax.tree.flatten(params)
+  return jax.tree.unflatten(
+    treedef,
+    [
+      p
+      if a is None
+      else jax.ShapeDtypeStruct(np.shape(p)[:a] + np.shape(p)[a + 1 :], jnp.result_type(p))
+      for p, a in zip(leaves, axes)
+    ],
+  )
+
+
+class _AxisLeaf:
+  """A layer axis as a pytree leaf (``None`` would be an empty subtree)."""
+
+  def __init__(self, axis):
+    self.axis = axis

@@ -1,0 +1,161 @@
+"""layer_axis: stacked (scanned) layers get one per-layer statistic per slice."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import legw
+
+
+def _stacked(seed=0, n=3):
+  rs = np.random.RandomState(seed)
+  # Layers of very different scales, so one ratio for the stack would differ.
+  scale = np.array([0.1, 1.0, 10.0])[:n]
+  params = {
+    "kernel": jnp.asarray(rs.randn(n, 8, 8) * scale[:, None, None], jnp.float32),
+    "bias": jnp.asarray(rs.randn(n, 8), jnp.float32),
+  }
+  grads = {
+    "kernel": jnp.asarray(rs.randn(n, 8, 8), jnp.float32),
+    "bias": jnp.asarray(rs.randn(n, 8), jnp.float32),
+  }
+  return params, grads
+
+
+def _run(opt, params, grads_seq):
+  state = opt.init(params)
+  out = []
+  for g in grads_seq:
+    u, state = opt.update(g, state, params)
+    params = optax.apply_updates(params, u)
+    out.append(u)
+  return out
+
+
+def _slice(tree, i, axis=0):
+  return jax.tree.map(lambda x: jnp.take(x, i, axis=axis), tree)
+
+
+@pytest.mark.parametrize(
+  "kwargs",
+  [
+    dict(weight_decay=1e-2),
+    dict(weight_decay=1e-2, denominator="combined", nesterov=True),
+    dict(weight_decay=1e-2, trust_ratio_mask=True, weight_decay_mask=True),
+    dict(clip=True),
+  ],
+  ids=["paper", "combined-nesterov", "all-masked-in", "clip"],
+)
+def test_stacked_lars_equals_lars_on_each_slice(kwargs):
+  """layer_axis=0: a (3, 8, 8) kernel and a (3, 8) bias give exactly the
+  updates of lars on each (8, 8) kernel and (8,) bias separately."""
+  params, grads = _stacked()
+  grads_seq = [grads, jax.tree.map(lambda g: 0.5 * g + 0.1, grads)]
+  got = _run(legw.lars(0.1, trust_coefficient=0.01, layer_axis=0, **kwargs), params, grads_seq)
+  for i in range(3):
+    want = _run(
+      legw.lars(0.1, trust_coefficient=0.01, **kwargs),
+      _slice(params, i),
+      [_slice(g, i) for g in grads_seq],
+    )
+    for t in range(len(grads_seq)):
+      for k in ("kernel", "bias"):
+        np.testing.assert_array_equal(got[t][k][i], want[t][k], err_msg=f"layer {i}, {k}, step {t}")
+  # Not one ratio for the whole stack: that differs.
+  whole = _run(legw.lars(0.1, trust_coefficient=0.01, **kwargs), params, grads_seq)
+  assert not np.allclose(whole[0]["kernel"], got[0]["kernel"], rtol=1e-3)
+
+
+def test_default_masks_judge_the_per_layer_shape():
+  """A stacked (L, d) bias is a bias (plain momentum SGD); with no
+  layer_axis it would count as a kernel."""
+  params, grads = _stacked()
+  u = _run(legw.lars(0.1, weight_decay=1e-2, layer_axis=0), params, [grads])[0]
+  np.testing.assert_allclose(u["bias"], -0.1 * grads["bias"], rtol=1e-6)
+  u_flat = _run(legw.lars(0.1, weight_decay=1e-2), params, [grads])[0]
+  assert not np.allclose(u_flat["bias"], -0.1 * grads["bias"], rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+  "layer_axis",
+  [
+    {"kernel": 2, "bias": 1},
+    {"kernel": -1, "bias": -1},
+    lambda p: jax.tree.map(lambda x: x.ndim - 1, p),
+  ],
+  ids=["pytree", "negative", "callable"],
+)
+def test_other_axes_pytrees_and_callables(layer_axis):
+  """Layers stacked on the last axis, given per leaf."""
+  params, grads = _stacked(1)
+  params = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), params)
+  grads = jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), grads)
+  got = _run(legw.scale_by_lars(0.01, weight_decay=1e-2, layer_axis=layer_axis), params, [grads])
+  for i in range(3):
+    want = _run(
+      legw.scale_by_lars(0.01, weight_decay=1e-2),
+      _slice(params, i, -1),
+      [_slice(grads, i, -1)],
+    )
+    for k in ("kernel", "bias"):
+      np.testing.assert_array_equal(got[0][k][..., i], want[0][k])
+
+
+def test_none_entries_and_unstacked_leaves():
+  """None in the pytree: that leaf is one layer (today's behaviour)."""
+  params, grads = _stacked(2)
+  params["dense"], grads["dense"] = jnp.ones((4, 5)), jnp.full((4, 5), 0.3)
+  axes = {"kernel": 0, "bias": 0, "dense": None}
+  got = _run(legw.lars(0.1, layer_axis=axes), params, [grads])[0]
+  want = _run(legw.lars(0.1), {"dense": params["dense"]}, [{"dense": grads["dense"]}])[0]
+  np.testing.assert_array_equal(got["dense"], want["dense"])
+
+
+def test_under_jit_and_zero_layer_in_the_stack():
+  """A zero layer in the stack still trains (its ratio is 1, not 0 or NaN)."""
+  params, grads = _stacked(3)
+  params["kernel"] = params["kernel"].at[1].set(0.0)
+  opt = legw.lars(0.1, weight_decay=1e-2, layer_axis=0)
+  u, _ = jax.jit(opt.update)(grads, opt.init(params), params)
+  assert np.all(np.isfinite(u["kernel"]))
+  np.testing.assert_allclose(u["kernel"][1], -0.1 * grads["kernel"][1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "layer_axis, error",
+  [(3, ValueError), ({"kernel": 0, "bias": 2}, ValueError), (0.5, TypeError), ("0", TypeError)],
+)
+def test_bad_layer_axis(layer_axis, error):
+  params, grads = _stacked()
+  opt = legw.lars(0.1, layer_axis=layer_axis)
+  with pytest.raises(error, match="layer_axis"):
+    opt.update(grads, opt.init(params), params)
+
+
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda **kw: legw.mclr(0.1, weight_decay=1e-2, **kw),
+    lambda **kw: legw.percent_delta(0.1, weight_decay=1e-2, **kw),
+    lambda **kw: legw.lamb(0.1, weight_decay=1e-2, **kw),
+    lambda **kw: legw.lamb(0.1, weight_decay=1e-2, trust_ratio_mask=True, **kw),
+  ],
+  ids=["mclr", "percent_delta", "lamb", "lamb-all-masked-in"],
+)
+def test_every_member_on_the_core_takes_layer_axis(make):
+  """The core slices the stack for every statistic: MCLR's medians,
+  PercentDelta's sums and LAMB's norms are per layer too."""
+  params, grads = _stacked(4)
+  grads_seq = [grads, jax.tree.map(lambda g: 0.5 * g + 0.1, grads)]
+  got = _run(make(layer_axis=0), params, grads_seq)
+  for i in range(3):
+    want = _run(make(), _slice(params, i), [_slice(g, i) for g in grads_seq])
+    for t in range(len(grads_seq)):
+      for k in ("kernel", "bias"):
+        np.testing.assert_allclose(
+          got[t][k][i], want[t][k], rtol=1e-6, atol=1e-9, err_msg=f"layer {i}, {k}, step {t}"
+        )
