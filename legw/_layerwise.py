@@ -101,18 +101,46 @@ def sums_statistic(
   leaves are ``psum``-ed over ``axis_name`` as one stacked vector (one
   all-reduce per step, however many layers); ``finish(*sums)`` turns a leaf's
   sums into ``(W, G)``.
+
+  Stacked leaves (``layer_axes``): ``partials`` is ``jax.vmap``-ed over the
+  layer axis, so a stack of L layers is one reduction over the other axes
+  giving L sums (not L sliced reductions), and ``finish`` is elementwise.
   """
 
-  def statistic(ws, gs, betas, axis_name):
-    parts = [tuple(partials(w, g, b)) for w, g, b in zip(ws, gs, betas)]
-    flat = psum_stacked([s for p in parts for s in p], axis_name)
+  def per_leaf(w, g, b, ax):
+    if ax is None:
+      return tuple(partials(w, g, b))
+    return tuple(jax.vmap(lambda w1, g1: tuple(partials(w1, g1, b)), in_axes=(ax, ax))(w, g))
+
+  def statistic(ws, gs, betas, axis_name, layer_axes=None):
+    if layer_axes is None:
+      layer_axes = [None] * len(ws)
+    parts = [per_leaf(w, g, b, ax) for w, g, b, ax in zip(ws, gs, betas, layer_axes)]
+    flat = _psum_concat([s for p in parts for s in p], axis_name)
     out, k = [], 0
     for p in parts:
       out.append(finish(*flat[k : k + len(p)]))
       k += len(p)
     return out
 
+  statistic.takes_layer_axes = True  # type: ignore[attr-defined]
   return statistic
+
+
+def _psum_concat(values: list[jax.Array], axis_name: AxisName) -> list[jax.Array]:
+  """:func:`psum_stacked` for scalars and per-layer vectors: one all-reduce."""
+  if axis_name is None or not values:
+    return values
+  if all(jnp.ndim(v) == 0 for v in values):
+    return psum_stacked(values, axis_name)
+  dtype = jnp.result_type(*values)
+  sizes = [int(jnp.size(v)) for v in values]
+  total = jax.lax.psum(jnp.concatenate([jnp.ravel(v).astype(dtype) for v in values]), axis_name)
+  out, k = [], 0
+  for v, n in zip(values, sizes):
+    out.append(total[k : k + n].reshape(jnp.shape(v)).astype(v.dtype))
+    k += n
+  return out
 
 
 def combined_decay(g: jax.Array, w: jax.Array, beta: Any, anchor: jax.Array) -> jax.Array:
@@ -145,6 +173,20 @@ def _clip_factor(rate, fallback, gamma):
   gamma = jnp.asarray(gamma, rate.dtype)
   below = rate < gamma  # implies gamma > 0
   return jnp.where(below & ~fallback, rate / jnp.where(below, gamma, 1), 1)
+
+
+def _gather_slices(flat_sizes, slices):
+  """The (W, G) of each leaf from those of its slices: vectors for a stack."""
+  sizes, pos = [], 0
+  for n in slices:
+    if n is None:
+      sizes.append(flat_sizes[pos])
+      pos += 1
+    else:
+      layer = flat_sizes[pos : pos + n]
+      sizes.append((jnp.stack([a for a, _ in layer]), jnp.stack([b for _, b in layer])))
+      pos += n
+  return sizes
 
 
 def layerwise_leaves(
@@ -183,6 +225,10 @@ def layerwise_leaves(
   betas: list[Any] = []
   if layer_axes is None:
     layer_axes = [None] * len(g_leaves)
+  # A statistic that takes layer axes reduces each slice itself (sums: one
+  # vmapped reduction per stack); any other is handed the L slices.
+  batched = getattr(statistic, "takes_layer_axes", False)
+  stat_axes: list[int | None] = []  # per statistic input: its layer axis (batched)
   slices: list[int | None] = []  # per trust-ratio leaf: its number of layers, or None
   for g, w, use_tr, use_wd, ax in zip(g_leaves, w_leaves, tr_mask, wd_mask, layer_axes):
     if not (is_trainable(g) and is_trainable(w)):
@@ -198,27 +244,25 @@ def layerwise_leaves(
       continue
     index.append(len(slices))
     beta_stat = weight_decay if use_wd and denominator == "combined" else None
-    if ax is None:
+    if ax is None or batched:
       slices.append(None)
       ws.append(w32)
       gs.append(g32)
       betas.append(beta_stat)
+      stat_axes.append(ax)
       continue
     n = w32.shape[ax]
     slices.append(n)
     ws.extend(jax.lax.index_in_dim(w32, i, ax, keepdims=False) for i in range(n))
     gs.extend(jax.lax.index_in_dim(g32, i, ax, keepdims=False) for i in range(n))
     betas.extend([beta_stat] * n)
-  flat_sizes = statistic(ws, gs, betas, axis_name) if ws else []
-  sizes, pos = [], 0
-  for n in slices:
-    if n is None:
-      sizes.append(flat_sizes[pos])
-      pos += 1
-    else:
-      layer = flat_sizes[pos : pos + n]
-      sizes.append((jnp.stack([a for a, _ in layer]), jnp.stack([b for _, b in layer])))
-      pos += n
+  if not ws:
+    sizes = []
+  elif batched:
+    # takes_layer_axes: the statistic has a layer_axes keyword (sums_statistic).
+    sizes = statistic(ws, gs, betas, axis_name, layer_axes=stat_axes)  # type: ignore[call-arg]
+  else:
+    sizes = _gather_slices(statistic(ws, gs, betas, axis_name), slices)
 
   out = []
   for g, u, use_wd, k, ax in zip(g_leaves, decayed, wd_mask, index, layer_axes):
