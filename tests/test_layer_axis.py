@@ -215,3 +215,57 @@ def test_stacked_step_stores_no_parameter_sized_temporary():
   state = jax.eval_shape(opt.init, params)
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
   assert compiled.memory_analysis().temp_size_in_bytes < 256 * 128 * 4 // 8
+
+
+@pytest.mark.parametrize("name", ["lars", "lamb"])
+def test_scanned_model_trains_like_the_unrolled_model(name):
+  """An MLP whose L layers are stacked and run with lax.scan, trained with
+  layer_axis=0, follows the unrolled model (one leaf per layer) step for step."""
+  make = {
+    "lars": lambda **kw: legw.lars(0.5, trust_coefficient=0.01, weight_decay=1e-3, **kw),
+    "lamb": lambda **kw: legw.lamb(0.01, weight_decay=1e-3, **kw),
+  }[name]
+  L, d = 3, 8
+  rs = np.random.RandomState(8)
+  x = jnp.asarray(rs.randn(32, d), jnp.float32)
+  y = jnp.asarray(np.tanh(rs.randn(32, d)), jnp.float32)
+  stacked = {
+    "kernel": jnp.asarray(rs.randn(L, d, d) / np.sqrt(d) * np.array([0.5, 1, 2])[:, None, None]),
+    "bias": jnp.asarray(0.1 * rs.randn(L, d), jnp.float32),
+  }
+  unrolled = [{"kernel": stacked["kernel"][i], "bias": stacked["bias"][i]} for i in range(L)]
+
+  def scanned_loss(p):
+    h, _ = jax.lax.scan(
+      lambda h, layer: (jnp.tanh(h @ layer["kernel"] + layer["bias"]), None), x, p
+    )
+    return jnp.mean((h - y) ** 2)
+
+  def unrolled_loss(p):
+    h = x
+    for layer in p:
+      h = jnp.tanh(h @ layer["kernel"] + layer["bias"])
+    return jnp.mean((h - y) ** 2)
+
+  def trainer(loss, opt):
+    @jax.jit
+    def step(p, s):
+      loss_value, g = jax.value_and_grad(loss)(p)
+      u, s = opt.update(g, s, p)
+      return optax.apply_updates(p, u), s, loss_value
+
+    return step
+
+  opt_s, opt_u = make(layer_axis=0), make()
+  step_s, step_u = trainer(scanned_loss, opt_s), trainer(unrolled_loss, opt_u)
+  ps, ss, pu, su = stacked, opt_s.init(stacked), unrolled, opt_u.init(unrolled)
+  losses = []
+  for _ in range(10):
+    ps, ss, ls = step_s(ps, ss)
+    pu, su, lu = step_u(pu, su)
+    np.testing.assert_allclose(ls, lu, rtol=1e-5)
+    for i in range(L):
+      for k in ("kernel", "bias"):
+        np.testing.assert_allclose(ps[k][i], pu[i][k], rtol=1e-5, atol=1e-6)
+    losses.append(float(ls))
+  assert losses[-1] < losses[0]
