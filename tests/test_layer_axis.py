@@ -269,3 +269,75 @@ def test_scanned_model_trains_like_the_unrolled_model(name):
         np.testing.assert_allclose(ps[k][i], pu[i][k], rtol=1e-5, atol=1e-6)
     losses.append(float(ls))
   assert losses[-1] < losses[0]
+
+
+def test_nnx_scan_model_trains_like_the_unrolled_model():
+  """Flax NNX: L blocks made with nnx.vmap and run with nnx.scan (kernel
+  (L, d, d), bias (L, d)), trained by nnx.Optimizer with legw.lars(layer_axis=0),
+  follow the same blocks unrolled (one Linear each) step for step."""
+  from flax import nnx
+
+  L, d = 3, 8
+
+  class Block(nnx.Module):
+    def __init__(self, rngs):
+      self.lin = nnx.Linear(d, d, rngs=rngs)
+
+    def __call__(self, x):
+      return jnp.tanh(self.lin(x))
+
+  @nnx.vmap(in_axes=0, out_axes=0)
+  def make_blocks(key):
+    return Block(nnx.Rngs(key))
+
+  class Scanned(nnx.Module):
+    def __init__(self):
+      self.blocks = make_blocks(jax.random.split(jax.random.key(0), L))
+
+    def __call__(self, x):
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+      def body(x, block):
+        return block(x)
+
+      return body(x, self.blocks)
+
+  class Unrolled(nnx.Module):
+    def __init__(self, scanned):
+      self.blocks = nnx.List([Block(nnx.Rngs(i)) for i in range(L)])
+      for i, b in enumerate(self.blocks):
+        b.lin.kernel.set_value(scanned.blocks.lin.kernel.get_value()[i])
+        b.lin.bias.set_value(scanned.blocks.lin.bias.get_value()[i] + 0.1 * (i + 1))
+      scanned.blocks.lin.bias.set_value(
+        jnp.stack([b.lin.bias.get_value() for b in self.blocks])
+      )  # nonzero biases, the same in both
+
+    def __call__(self, x):
+      for b in self.blocks:
+        x = b(x)
+      return x
+
+  rs = np.random.RandomState(9)
+  x = jnp.asarray(rs.randn(32, d), jnp.float32)
+  y = jnp.asarray(np.tanh(rs.randn(32, d)), jnp.float32)
+  scanned = Scanned()
+  unrolled = Unrolled(scanned)
+  make = lambda **kw: legw.lars(0.5, trust_coefficient=0.01, weight_decay=1e-3, **kw)
+  opt_s = nnx.Optimizer(scanned, make(layer_axis=0), wrt=nnx.Param)
+  opt_u = nnx.Optimizer(unrolled, make(), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer):
+    loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    optimizer.update(model, grads)
+    return loss
+
+  for _ in range(5):
+    ls, lu = step(scanned, opt_s), step(unrolled, opt_u)
+    np.testing.assert_allclose(ls, lu, rtol=1e-5)
+    for i, b in enumerate(unrolled.blocks):
+      np.testing.assert_allclose(
+        scanned.blocks.lin.kernel.get_value()[i], b.lin.kernel.get_value(), rtol=1e-5, atol=1e-6
+      )
+      np.testing.assert_allclose(
+        scanned.blocks.lin.bias.get_value()[i], b.lin.bias.get_value(), rtol=1e-5, atol=1e-6
+      )
