@@ -986,7 +986,13 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     help="the ladder (default: the task's, e.g. 16 64 256 1024)",
   )
-  p.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+  p.add_argument(
+    "--methods",
+    nargs="+",
+    default=list(SweepConfig.methods),
+    choices=sorted(METHODS),
+    help=f"default: {' '.join(SweepConfig.methods)}",
+  )
   p.add_argument("--epochs", type=int, default=None, help="epochs at every batch size")
   p.add_argument(
     "--seeds",
@@ -1100,6 +1106,7 @@ DEFAULT_GRIDS = {
   "momentum": (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4),
   "adam": (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
   "lars": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+  "lamb": (0.00125, 0.0025, 0.005, 0.01, 0.02),
 }
 
 

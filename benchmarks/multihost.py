@@ -10,9 +10,10 @@ array, wherever its shards live.
 
 This module checks that, on any number of processes:
 
-* ``optimizers``: ``legw.lars``, ``legw.mclr`` and ``legw.percent_delta`` (3
-  steps, momentum carried) on parameters sharded across processes — FSDP
-  (kernels split on their first axis over every device), tensor-parallel
+* ``optimizers``: ``legw.lars``, ``legw.mclr``, ``legw.percent_delta`` and
+  ``legw.lamb`` (3 steps, momentum or Adam moments carried) on parameters
+  sharded across processes — FSDP (kernels split on their first axis over
+  every device), tensor-parallel
   (split on the last axis) and both — equal the same steps on one local
   device;
 * ``lstm``: data-parallel training steps of the LEGW paper's MNIST LSTM
@@ -108,6 +109,7 @@ def _optimizers():
     "lars": legw.lars(0.1, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.01),
     "mclr": legw.mclr(0.05, momentum=0.9, weight_decay=1e-4),
     "percent_delta": legw.percent_delta(0.05, momentum=0.9, weight_decay=1e-4),
+    "lamb": legw.lamb(0.01, weight_decay=1e-4),
   }
 
 

@@ -14,6 +14,7 @@ method     peak learning rate       warmup (epochs)
 ``linear`` base LR * k              base warmup      (constant-epoch, Goyal et al.)
 ``none``   base LR                  base warmup
 ``adam``   Adam's base LR           base warmup      (adaptive baseline, §5.2)
+``lamb``   LAMB's base LR * sqrt(k) base warmup * k  (LAMB with LEGW's rules)
 =========  =======================  ==============================================
 
 with k = batch_size / base_batch_size. To add a task, add an entry to
@@ -47,6 +48,7 @@ METHODS: dict[str, Method] = {
   "linear": Method("linear", "none", "linear LR scaling, constant-epoch warmup"),
   "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
   "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
+  "lamb": Method("sqrt", "linear", "LAMB with LEGW's rules (You et al. 2020 scale LAMB so)"),
 }
 
 
@@ -138,7 +140,13 @@ TASKS: dict[str, Task] = {
     description="LEGW §5.1.1: 28 steps x 28 inputs, 128-unit transform, "
     "LSTM(128), softmax; momentum 0.9",
     make_model=MnistLSTM,
-    optimizers={"legw": "momentum", "linear": "momentum", "none": "momentum", "adam": "adam"},
+    optimizers={
+      "legw": "momentum",
+      "linear": "momentum",
+      "none": "momentum",
+      "adam": "adam",
+      "lamb": "lamb",
+    },
     baselines={
       # The paper's schedule (§5.1.1): constant LR after the gradual
       # warmup, 25 epochs.
@@ -146,7 +154,7 @@ TASKS: dict[str, Task] = {
       # results/mnist_lstm-mnist5k-tuning.json (3 seeds; tests check it).
       "mnist5k": Baseline(
         base_batch_size=8,
-        learning_rates={"momentum": 0.025, "adam": 0.0005},
+        learning_rates={"momentum": 0.025, "adam": 0.0005, "lamb": 0.005},
         rule_learning_rates={
           "argmax": {"momentum": 0.025, "adam": 0.0005},
           "one_se": {"momentum": 0.025, "adam": 0.0005},
@@ -159,7 +167,8 @@ TASKS: dict[str, Task] = {
       ),
       "fashion_mnist": Baseline(
         base_batch_size=128,
-        learning_rates={"momentum": 0.2, "adam": 0.002},
+        # adam and lamb: untuned placeholders until their grids run.
+        learning_rates={"momentum": 0.2, "adam": 0.002, "lamb": 0.005},
         base_warmup_epochs=1 / 32,
         num_epochs=25,
         decay="constant",

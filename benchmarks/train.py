@@ -28,7 +28,7 @@ import optax
 
 import legw
 
-OPTIMIZERS = ("momentum", "lars", "adam")
+OPTIMIZERS = ("momentum", "lars", "adam", "lamb")
 
 
 def make_optimizer(
@@ -39,9 +39,11 @@ def make_optimizer(
   Args:
     name: ``"momentum"`` (``optax.sgd`` with momentum, TensorFlow's
       ``MomentumOptimizer`` form; weight decay, if any, on kernels only),
-      ``"lars"`` (:func:`legw.lars`) or ``"adam"`` (``optax.adam``).
+      ``"lars"`` (:func:`legw.lars`), ``"adam"`` (``optax.adam``) or
+      ``"lamb"`` (:func:`legw.lamb`: biases and norms excluded from the trust
+      ratio and the decay).
     momentum: momentum of ``momentum`` and ``lars``.
-    weight_decay: L2 weight decay (``momentum``, ``lars``).
+    weight_decay: weight decay (``momentum``, ``lars``, ``lamb``).
     **kwargs: passed to :func:`legw.lars` (e.g. ``trust_coefficient``).
 
   Returns:
@@ -65,6 +67,10 @@ def make_optimizer(
 
     def build(learning_rate):
       return optax.adam(learning_rate)
+  elif name == "lamb":
+
+    def build(learning_rate):
+      return legw.lamb(learning_rate, weight_decay=weight_decay)
   else:
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
   return optax.inject_hyperparams(build)(learning_rate=0.0)

@@ -17,13 +17,15 @@ that of the loss as a function of the real and imaginary parts.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from legw._reduce import AxisName, psum_stacked, stat_dtype, sum_of_squares
+from legw._reduce import AxisName, stat_dtype, sum_of_squares
+from legw.masks import LayerAxis, resolve_layer_axis
 
 
 def _real_stat_dtype(dtype) -> jnp.dtype:
@@ -31,9 +33,14 @@ def _real_stat_dtype(dtype) -> jnp.dtype:
   return jnp.finfo(stat_dtype(dtype)).dtype
 
 
-def _squared_norm(x: Any) -> jax.Array:
-  """sum(|x|^2), real, in float32 or wider (complex x: Re^2 + Im^2)."""
+def _squared_norm(x: Any, layer_axis: int | None = None) -> jax.Array:
+  """sum(|x|^2), real, in float32 or wider (complex x: Re^2 + Im^2).
+
+  With ``layer_axis``, one sum per slice along that axis.
+  """
   x = jnp.asarray(x)
+  if layer_axis is not None:
+    return jax.vmap(_squared_norm, in_axes=layer_axis)(x)
   if jnp.iscomplexobj(x):
     return sum_of_squares(jnp.real(x)) + sum_of_squares(jnp.imag(x))
   return sum_of_squares(x)
@@ -89,7 +96,7 @@ def leaf_path(path: tuple) -> str:
 
 
 def layerwise_stats(
-  params: Any, grads: Any, *, axis_name: AxisName = None
+  params: Any, grads: Any, *, axis_name: AxisName = None, layer_axis: LayerAxis = None
 ) -> dict[str, dict[str, jax.Array]]:
   r"""Per-layer parameter norm, gradient norm and their ratio (LARS Table 2).
 
@@ -114,13 +121,19 @@ def layerwise_stats(
     axis_name: under ``shard_map`` with every leaf sharded over that mesh axis,
       the squared norms are ``psum``-ed (one stacked all-reduce) so the norms
       are of the whole layer.
+    layer_axis: stacked (scanned) layers, as in :func:`legw.scale_by_lars`:
+      ``None``, an int for every leaf, or a pytree/callable of ``params``
+      giving each leaf's stacked-layer axis (or ``None``).  A stacked leaf of
+      L layers gets one value per layer: arrays of shape ``(L,)``.
 
   Returns:
     A dict from each leaf's path (:func:`leaf_path`, e.g.
-    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "trust_ratio"}``.
+    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "trust_ratio"}``
+    (scalars, or ``(L,)`` arrays for stacked leaves).
 
   Raises:
-    ValueError: when ``grads`` does not have the structure of ``params``.
+    ValueError: when ``grads`` does not have the structure of ``params``, or
+      ``layer_axis`` does not fit it (see :func:`legw.scale_by_lars`).
 
   >>> import jax.numpy as jnp, legw
   >>> stats = legw.layerwise_stats({"w": jnp.array([3.0, 4.0])},
@@ -133,11 +146,16 @@ def layerwise_stats(
     g_leaves = treedef.flatten_up_to(grads)  # type: ignore[attr-defined]  # missing from jax's stubs
   except (ValueError, TypeError) as e:
     raise ValueError(f"grads must have the structure of params: {e}") from e
+  axes = resolve_layer_axis(layer_axis, params)
   sums = []
-  for (_, w), g in zip(path_leaves, g_leaves):
-    sums.append(_squared_norm(w))
-    sums.append(_squared_norm(g))
-  sums = psum_stacked(sums, axis_name)
+  for (_, w), g, a in zip(path_leaves, g_leaves, axes):
+    sums.append(_squared_norm(w, a))
+    sums.append(_squared_norm(g, a))
+  if axis_name is not None:  # one all-reduce of every (per-layer) sum
+    sizes = [s.size for s in sums]
+    flat = jax.lax.psum(jnp.concatenate([jnp.ravel(s) for s in sums]), axis_name)
+    parts = jnp.split(flat, list(itertools.accumulate(sizes))[:-1])
+    sums = [p.reshape(s.shape) for p, s in zip(parts, sums)]
   out = {}
   for i, (path, _) in enumerate(path_leaves):
     w_norm, g_norm = jnp.sqrt(sums[2 * i]), jnp.sqrt(sums[2 * i + 1])

@@ -226,3 +226,25 @@ def test_local_lipschitz_complex64_is_the_real_curvature():
   v = np.asarray(di["z"]).imag.astype(np.float64)
   want = abs(v @ A[n:, n:] @ v) / (v @ v)
   np.testing.assert_allclose(legw.local_lipschitz(loss, params, di), want, rtol=1e-5)
+
+
+def test_layerwise_stats_of_stacked_layers_are_per_slice():
+  rng = np.random.default_rng(3)
+  params = {
+    "k": jnp.asarray(rng.normal(size=(3, 8, 5)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+  }
+  grads = jax.tree.map(lambda p: p * 0.01 + 0.001, params)
+  stacked = legw.layerwise_stats(params, grads, layer_axis={"k": 0, "b": None})
+  assert stacked["k"]["param_norm"].shape == (3,) and stacked["b"]["param_norm"].shape == ()
+  for i in range(3):
+    one = legw.layerwise_stats({"k": params["k"][i]}, {"k": grads["k"][i]})["k"]
+    for name in ("param_norm", "grad_norm", "trust_ratio"):
+      np.testing.assert_allclose(stacked["k"][name][i], one[name], rtol=1e-6)
+  # A stack on the last axis, given as an int for every leaf: "b" is 1-D, axis 0.
+  last = legw.layerwise_stats(
+    {"k": jnp.moveaxis(params["k"], 0, -1)}, {"k": jnp.moveaxis(grads["k"], 0, -1)}, layer_axis=2
+  )
+  np.testing.assert_allclose(last["k"]["param_norm"], stacked["k"]["param_norm"], rtol=1e-6)
+  with pytest.raises(ValueError):
+    legw.layerwise_stats(params, grads, layer_axis=3)

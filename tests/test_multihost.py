@@ -48,7 +48,7 @@ def test_two_processes_equal_one_device(tmp_path):
   opt_rows = [r for r in result["checks"] if r["check"] == "optimizers"]
   assert {(r["optimizer"], r["layout"]) for r in opt_rows} == {
     (o, l)
-    for o in ("lars", "mclr", "percent_delta")
+    for o in ("lars", "mclr", "percent_delta", "lamb")
     for l in ("fsdp", "tensor_parallel", "fsdp+tp")
   }
   for r in opt_rows:

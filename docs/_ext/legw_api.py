@@ -29,6 +29,7 @@ MODULE_ORDER = (
   "legw.recipe",
   "legw.batch_schedule",
   "legw.lars",
+  "legw.lamb",
   "legw.masks",
   "legw.curvature",
   "legw.diagnostics",
