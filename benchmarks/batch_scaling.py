@@ -122,10 +122,12 @@ def resolve(config: SweepConfig):
         f"lr_rules {unknown} not recorded for {task.name}/{config.dataset}; known: {sorted(rules)}."
       )
     rules = {r: rules[r] for r in config.lr_rules}
-  # Rules that picked the same LRs are one rule, labelled e.g. "argmax=one_se".
+  # Rules that picked the same LRs for this sweep's optimizers are one rule,
+  # labelled e.g. "argmax=one_se".
+  used = {task.optimizers[m] for m in config.methods if m in task.optimizers}
   merged: dict[str, dict] = {}
   for r, v in rules.items():
-    same = next((k for k, w in merged.items() if w == v), None)
+    same = next((k for k, w in merged.items() if all(w.get(o) == v.get(o) for o in used)), None)
     if same is None:
       merged[r] = v
     else:

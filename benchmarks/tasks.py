@@ -154,10 +154,10 @@ TASKS: dict[str, Task] = {
       # results/mnist_lstm-mnist5k-tuning.json (3 seeds; tests check it).
       "mnist5k": Baseline(
         base_batch_size=8,
-        learning_rates={"momentum": 0.025, "adam": 0.0005, "lamb": 0.005},
+        learning_rates={"momentum": 0.025, "adam": 0.0005, "lamb": 0.000625},
         rule_learning_rates={
-          "argmax": {"momentum": 0.025, "adam": 0.0005},
-          "one_se": {"momentum": 0.025, "adam": 0.0005},
+          "argmax": {"momentum": 0.025, "adam": 0.0005, "lamb": 0.000625},
+          "one_se": {"momentum": 0.025, "adam": 0.0005, "lamb": 0.00125},
         },
         base_warmup_epochs=1 / 16,
         num_epochs=25,
