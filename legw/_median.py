@@ -1,4 +1,4 @@
-"""Exact medians of non-negative arrays without sorting (MCLR's statistic).
+"""Exact medians of magnitudes without sorting (MCLR's statistic).
 
 MCLR (curvature paper, papers/curvature-based-lr-second-order-gradient.txt,
 §4, eq. 20–22) scales each layer by a ratio of medians of magnitudes, so it
@@ -6,17 +6,19 @@ needs two medians per layer and step.  ``jnp.median`` sorts, and XLA's CPU
 sort is slow (hundreds of ms for a 784 x 256 kernel), so
 :func:`medians_of_magnitudes` selects the middle values instead.
 
-Algorithm.  The bit patterns of non-negative floats, read as integers, are
-ordered like the values, so the lower middle order statistic (0-based rank
-``k = (n-1)//2``) is the least bit pattern ``b`` with ``count(x <= b) >= k + 1``.
-A 16-ary search on the bit pattern finds it: each pass counts, per array, the
-entries at or below 15 thresholds that split the current bracket of patterns
-into 16 near-equal parts (one variadic reduce per array; nothing stored), and
-keeps the part that holds rank ``k``: 8 passes for float32 (31 bits), 16 for
-float64.  The last pass counts every pattern of its bracket, so the upper
-middle value (rank ``n//2``) follows from the same counts, or else is the
-least entry above the bracket (a min in the same reduce).  The median is the
-lower middle value for an odd size, else ``(lower + upper) / 2`` rounded as
+Algorithm.  The bit patterns of non-negative floats (``|x|``: the sign bit
+cleared), read as integers, are ordered like the values, so the lower middle
+order statistic (0-based rank ``k = (n-1)//2``) is the least bit pattern ``b``
+with ``count(x <= b) >= k + 1``.  A 16-ary search on the bit pattern finds it:
+each pass counts, per array, the entries at or below 15 thresholds that split
+the current bracket of patterns into 16 near-equal parts (one variadic reduce
+per array; nothing stored), and keeps the part that holds rank ``k``: 8 passes
+for float32 (31 bits), 16 for float64.  The last pass counts every pattern of
+its bracket, so the upper middle value (rank ``n//2``) follows from the same
+counts, or else is the least entry above the bracket (a min in the same
+reduce).  Nonzero medians (``nonzero=True``) count the zeros in the same
+reduce and shift both target ranks past them.  The median is the lower middle
+value for an odd size, else ``(lower + upper) / 2`` rounded as
 ``numpy.median`` rounds it (:func:`_mean_of_two`, also for subnormals, which
 XLA:CPU's float arithmetic flushes to zero).
 
@@ -24,15 +26,17 @@ Layout.  All passes run in ONE ``lax.fori_loop`` for all arrays of a dtype.
 Arrays under ``_SMALL`` entries are copied once into one buffer of 128-entry
 rows (each array padded to whole rows), so a pass over any number of small
 arrays is a single reduce plus a segment sum: the compiled size does not grow
-with their number.  Larger arrays are counted in place, one reduce each (an
-array computed by the caller, e.g. ``|w|``, is stored once by XLA as an
-operand of the loop: unrolling the passes instead avoids that store but
-multiplies the compile time by the number of passes).
+with their number.  Larger arrays are counted in place, one reduce each, from
+the caller's arrays themselves (pass ``w``, not ``|w|``: an array computed
+outside the loop, or a loop-invariant one inside it, which XLA hoists, is
+stored as a parameter-sized temporary every step; see ``_select``).  The
+medians come out as separate scalars (:func:`_unstack`), not as entries of one
+vector, which keeps the compile time flat in the number of arrays.
 
-Sharding.  Under ``shard_map`` with ``axis_name`` the counts of all arrays
-are ``psum``-ed as one (arrays x 15) block per pass, and the final minima
-``pmin``-ed once, so every median is that of the whole array and no device
-gathers one.
+Sharding.  Under ``shard_map`` with ``axis_name`` the counts of all arrays are
+``psum``-ed as one (arrays x 15, or 16 with the zeros) block per pass, and the
+final minima ``pmin``-ed once, so every median is that of the whole array and
+no device gathers one.
 
 The results are exact: equal to ``numpy.median``, bit for bit (NaN entries
 give an unspecified result).  Measured cost, before and after, in
@@ -53,23 +57,28 @@ from legw._reduce import AxisName, psum_stacked, stat_dtype
 
 
 def medians_of_magnitudes(
-  arrays: Sequence[jax.Array], axis_name: AxisName = None
+  arrays: Sequence[jax.Array], axis_name: AxisName = None, *, nonzero: bool = False
 ) -> list[jax.Array]:
-  """Exact medians of non-negative arrays, each over its whole (sharded) layer.
+  """Exact medians of magnitudes ``|x|``, each over its whole (sharded) layer.
 
   Args:
-    arrays: non-negative float arrays (float32, float64, bfloat16, float16;
-      e.g. ``|w|`` and ``|g|`` of each layer).  Low-precision arrays are
-      widened to float32, which is exact.
+    arrays: real float arrays (float32, float64, bfloat16, float16; e.g.
+      ``w`` and ``g`` of each layer); the medians are of their magnitudes
+      (the sign bit is ignored, so pass ``w`` rather than a computed
+      ``|w|``: a large array computed by the caller is stored as a
+      temporary).  Low-precision arrays are widened to float32, exactly.
     axis_name: under ``shard_map``, the mesh axis (or axes) over which every
       array is sharded; the median is then of the whole array (all shards).
+    nonzero: take each median over the array's nonzero entries only (0 for an
+      array with none).  The zeros are counted (one sum) and the target ranks
+      shifted past them: no copy of the array.
 
   Returns:
-    One scalar per array, ``numpy.median`` of it, in float32 (float64 for
-    float64 arrays).
+    One scalar per array, ``numpy.median`` of it (of its nonzero entries with
+    ``nonzero=True``), in float32 (float64 for float64 arrays).
 
-  Differentiation: the derivative is that of ``jnp.median``: the tangent of the
-  middle entry (the mean of the two middle entries' tangents for an even
+  Differentiation: the derivative is that of ``jnp.median`` of ``|x|``: the
+  tangent of the middle entry (the mean of the two middle entries' tangents for an even
   size).  Where the middle value is tied (several entries equal to it), its
   tangent is the mean of the tangents of all entries equal to it (``jnp.median``
   picks one of them by position instead; both are subgradients).
@@ -79,14 +88,14 @@ def medians_of_magnitudes(
     return []
   mesh = _explicit_mesh(arrays)
   if mesh is None:
-    return list(_medians(axis_name, *arrays))
+    return list(_medians(axis_name, nonzero, *arrays))
   # Arrays typed with Explicit mesh axes (jax.make_mesh's default): the search
   # reshapes and slices them, which explicit sharding refuses, so it runs with
   # those axes made Auto and lets the partitioner place it, as for a Mesh
   # with Auto axes.  The medians come back replicated.
   with jax.sharding.use_abstract_mesh(mesh):
     fn = jax.sharding.auto_axes(
-      lambda *a: _medians(axis_name, *a),
+      lambda *a: _medians(axis_name, nonzero, *a),
       out_sharding=tuple(jax.sharding.PartitionSpec() for _ in arrays),
     )
     return list(fn(*arrays))
@@ -102,21 +111,25 @@ def _explicit_mesh(arrays):
   return None
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _medians(axis_name, *arrays):
-  return tuple(_middle_values(arrays, axis_name)[2])
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _medians(axis_name, nonzero, *arrays):
+  return tuple(_middle_values(arrays, axis_name, nonzero, middle_values=False)[2])
 
 
 @_medians.defjvp
-def _medians_jvp(axis_name, primals, tangents):
-  lower, upper, out = _middle_values(primals, axis_name)
+def _medians_jvp(axis_name, nonzero, primals, tangents):
+  lower, upper, out = _middle_values(primals, axis_name, nonzero)
   out = tuple(out)
   sums = []
+  # An array with no nonzero entry (nonzero=True) has median 0 whatever its
+  # tangent: its "middle values" are then no entries (lower 0, upper inf).
   for a, t, lo, hi in zip(primals, tangents, lower, upper):
     # Ties compared on bit patterns (float compares would treat subnormals as 0).
     int_t = jnp.int64 if lo.dtype.itemsize == 8 else jnp.int32
-    x = jax.lax.bitcast_convert_type(jnp.abs(a.astype(lo.dtype)), int_t)
-    t = t.astype(lo.dtype)
+    x = _magnitude_bits(a.astype(lo.dtype))
+    # The median is of |a|: the tangent of an entry is sign(a) t (0 at a = 0,
+    # as jnp.abs's).
+    t = jnp.sign(a.astype(lo.dtype)) * t.astype(lo.dtype)
     at_lo = x == jax.lax.bitcast_convert_type(lo, int_t)
     at_hi = x == jax.lax.bitcast_convert_type(hi, int_t)
     sums += [
@@ -129,7 +142,10 @@ def _medians_jvp(axis_name, primals, tangents):
   out_t = []
   for i in range(len(primals)):
     t_lo, n_lo, t_hi, n_hi = sums[4 * i : 4 * i + 4]
-    out_t.append((t_lo / jnp.maximum(n_lo, 1) + t_hi / jnp.maximum(n_hi, 1)) / 2)
+    dt = (t_lo / jnp.maximum(n_lo, 1) + t_hi / jnp.maximum(n_hi, 1)) / 2
+    if nonzero:
+      dt = jnp.where(jnp.isinf(upper[i]), jnp.zeros_like(dt), dt)
+    out_t.append(dt)
   return out, tuple(out_t)
 
 
@@ -142,12 +158,17 @@ _SMALL = 1 << 16
 _ROW = 128
 
 
-def _middle_values(arrays, axis_name):
+def _middle_values(arrays, axis_name, nonzero=False, middle_values=True):
   """Lower and upper middle values and medians of each array.
 
   The lower and upper middle values are equal for an odd size; the median
   is then that value, else their mean computed as ``numpy.median`` does,
-  ``(lower + upper) / 2`` in the array's (widened) dtype.
+  ``(lower + upper) / 2`` in the array's (widened) dtype.  With ``nonzero``
+  and no nonzero entry: lower 0, upper inf, median 0.
+
+  The three lists hold one scalar per array, taken out of the search's
+  vectors by :func:`_unstack` (compile time: see there); with
+  ``middle_values=False`` the first two are None (the medians alone).
   """
   arrays = [a.astype(stat_dtype(a.dtype)) for a in arrays]
   lower: list[Any] = [None] * len(arrays)
@@ -157,11 +178,56 @@ def _middle_values(arrays, axis_name):
   for i, a in enumerate(arrays):
     groups.setdefault(jnp.dtype(a.dtype), []).append(i)
   for dt, idx in groups.items():
-    lo, hi, odd = _select(dt, [arrays[i] for i in idx], axis_name)
-    mid = jnp.where(odd, lo, _mean_of_two(lo, hi))
+    lo, hi, count = _select(dt, [arrays[i] for i in idx], axis_name, nonzero)
+    mid = jnp.where(count % 2 == 1, lo, _mean_of_two(lo, hi))
+    if nonzero:  # no nonzero entry: median 0, upper middle value inf
+      mid = jnp.where(count == 0, jnp.zeros((), dt), mid)
+      hi = jnp.where(count == 0, jnp.asarray(jnp.inf, dt), hi)
+    k = len(idx)
+    if middle_values:
+      scalars = _unstack(jnp.concatenate([mid, lo, hi]))
+      for j, i in enumerate(idx):
+        lower[i], upper[i] = scalars[k + j], scalars[2 * k + j]
+    else:
+      scalars = _unstack(mid)
     for j, i in enumerate(idx):
-      lower[i], upper[i], med[i] = lo[j], hi[j], mid[j]
+      med[i] = scalars[j]
   return lower, upper, med
+
+
+# Entries per variadic reduce in `_unstack`.
+_UNSTACK_CHUNK = 64
+
+
+def _unstack(v: jax.Array) -> list[jax.Array]:
+  """The entries of a vector as separate scalars: ``list(v)``, exactly.
+
+  Compile time, not correctness: XLA:CPU compiles one kernel per distinct
+  fusion, and ``v[i]`` puts the constant ``i`` into the kernel of each
+  consumer, so N per-array rates read from one vector cost N kernels (about
+  25 ms of LLVM time each on the benchmark CPU; 400 leaves: 10 s).  Here
+  each chunk of 64 entries is one variadic reduce whose ``j``-th output sums
+  ``where(iota == j, v, 0)``: one kernel per chunk, and every consumer gets
+  its own scalar buffer, so the consumers of same-shaped leaves share their
+  kernels.  The sums are of bit patterns (integers): exact.
+  """
+  # On the bit patterns: float adds would flush subnormals to zero (XLA:CPU).
+  int_t = jnp.int64 if v.dtype.itemsize == 8 else jnp.int32
+  bits = jax.lax.bitcast_convert_type(v, int_t)
+  out: list[jax.Array] = []
+  for start in range(0, v.shape[0], _UNSTACK_CHUNK):
+    part = bits[start : start + _UNSTACK_CHUNK]
+    k = part.shape[0]
+    pos = jax.lax.iota(jnp.int32, k)
+    zero = jnp.zeros((), int_t)
+    out += jax.lax.reduce(
+      tuple(jnp.where(pos == j, part, zero) for j in range(k)),
+      (zero,) * k,
+      lambda x, y: tuple(a + b for a, b in zip(x, y)),
+      (0,),
+    )
+  out = [jax.lax.bitcast_convert_type(x, v.dtype) for x in out]
+  return out
 
 
 def _mean_of_two(a, b):
@@ -206,11 +272,24 @@ def _reduce(operands, inits, ops, axes):
   )
 
 
-def _select(dt, arrays, axis_name):
+def _magnitude_bits(x):
+  """The bit pattern of ``|x|`` as a signed integer: the sign bit cleared.
+
+  Not ``jnp.abs``: XLA:CPU may flush a subnormal to zero in float
+  arithmetic, and the selection must see every entry's exact pattern.
+  """
+  int_t = jnp.int64 if x.dtype.itemsize == 8 else jnp.int32
+  return jax.lax.bitcast_convert_type(x, int_t) & jnp.iinfo(int_t).max
+
+
+def _select(dt, arrays, axis_name, nonzero=False):
   """Lower and upper middle values of same-dtype arrays: 16-ary search.
 
   See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
-  the lower and upper middle values in ``dt`` and whether the size is odd.
+  the lower and upper middle values in ``dt`` and the number of entries the
+  median is of (the size, or with ``nonzero`` the number of nonzero entries).
+  With ``nonzero``, the zeros (bit pattern 0, the least) are counted first
+  and the target ranks shifted past them.
   """
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
@@ -220,60 +299,81 @@ def _select(dt, arrays, axis_name):
   order = big + small  # the row order of every stacked per-array vector
   nb = len(big)
 
-  # |x| maps -0.0 to +0.0 (bit pattern 0), so patterns are ordered like values.
-  bits = [jax.lax.bitcast_convert_type(jnp.abs(arrays[i]), int_t) for i in big]
+  # Large arrays are read in place: the loop takes the arrays themselves and
+  # each pass computes the patterns of |x| (-0.0 is 0; ordered like the
+  # values) from `where(lo < 0, 0, x)`: always x (the bracket's lower end
+  # lo starts at 0 and never decreases), but XLA cannot prove it
+  # loop-invariant.  A pattern array computed outside the loop, or an
+  # invariant one inside it (XLA hoists those), is stored as a
+  # parameter-sized temporary every step.
+  raw = [arrays[i] for i in big]
   if small:
     parts: list[jax.Array] = []
     rows: list[int] = []
     for k, i in enumerate(small):
-      a = jnp.abs(arrays[i]).reshape(-1)
+      a = _magnitude_bits(arrays[i]).reshape(-1)
       pad = -a.size % _ROW
       parts.append(a)
       if pad:  # NaN pads: above every threshold while the middle values are not NaN
-        parts.append(jnp.full((pad,), jnp.nan, dt))
+        parts.append(jax.lax.bitcast_convert_type(jnp.full((pad,), jnp.nan, dt), int_t))
       rows += [k] * ((a.size + pad) // _ROW)
-    buf = jax.lax.bitcast_convert_type(jnp.concatenate(parts), int_t).reshape(-1, _ROW)
+    buf = jnp.concatenate(parts).reshape(-1, _ROW)
     row_of = np.asarray(rows, np.int32)
 
-  n = jnp.stack(psum_stacked([jnp.asarray(arrays[i].size, int_t) for i in order], axis_name))
-  need = (n - 1) // 2 + 1  # entries at or below the lower middle value
-  need2 = n // 2 + 1  # entries at or below the upper middle value
+  n = jnp.asarray([arrays[i].size for i in order], int_t)
+  if axis_name is not None:
+    n = jax.lax.psum(n, axis_name)
+  # With `nonzero`, every pass also counts the zeros (one more output of its
+  # reduce; a separate count would store its compare as a temporary).
+  cols = _T + 1 if nonzero else _T
   # Zeros with the sharding types (under shard_map) of the local data and of
   # the all-reduced counts: the loop carry keeps its types across passes.
-  local0 = sum(b.reshape(-1)[0] for b in bits[:1]) + (buf[0, 0] if small else 0)
+  local0 = sum(_magnitude_bits(x.reshape(-1)[0]) for x in raw[:1]) + (buf[0, 0] if small else 0)
   local0 = local0 * 0
   reduced0 = local0 if axis_name is None else jax.lax.psum(local0, axis_name)
   j16 = jnp.arange(1, _T + 1, dtype=int_t)
 
-  def count(t, hi):
-    """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,)."""
+  def count(t, hi, flip):
+    """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,).
+
+    With ``nonzero`` the counts have one more column: the zeros (A, T + 1).
+    ``flip`` (A,): always False, computed from the loop carry (see above).
+    """
     counts, mins = [], []
-    for k, b in enumerate(bits):
+    for k, x in enumerate(raw):
+      b = _magnitude_bits(jnp.where(flip[k], jnp.zeros((), x.dtype), x))
       out = _reduce(
-        [(b <= t[k, j]).astype(int_t) for j in range(_T)] + [jnp.where(b > hi[k], b, top)],
-        [int_t(0)] * _T + [int_t(top)],
-        [jax.lax.add] * _T + [jax.lax.min],
+        [(b <= t[k, j]).astype(int_t) for j in range(_T)]
+        + [(b == 0).astype(int_t)] * (cols - _T)
+        + [jnp.where(b > hi[k], b, top)],
+        [int_t(0)] * cols + [int_t(top)],
+        [jax.lax.add] * cols + [jax.lax.min],
         tuple(range(b.ndim)),
       )
-      counts.append(jnp.stack(out[:_T]))
-      mins.append(out[_T])
+      counts.append(jnp.stack(out[:cols]))
+      mins.append(out[cols])
     if small:
       t_row, hi_row = t[nb:][row_of], hi[nb:][row_of]
       out = _reduce(
         [(buf <= t_row[:, j : j + 1]).astype(int_t) for j in range(_T)]
+        + [(buf == 0).astype(int_t)] * (cols - _T)
         + [jnp.where(buf > hi_row[:, None], buf, top)],
-        [int_t(0)] * _T + [int_t(top)],
-        [jax.lax.add] * _T + [jax.lax.min],
+        [int_t(0)] * cols + [int_t(top)],
+        [jax.lax.add] * cols + [jax.lax.min],
         (1,),
       )
       counts.append(
-        jax.ops.segment_sum(jnp.stack(out[:_T], 1), row_of, len(small), indices_are_sorted=True)
+        jax.ops.segment_sum(jnp.stack(out[:cols], 1), row_of, len(small), indices_are_sorted=True)
       )
-      mins.append(jax.ops.segment_min(out[_T], row_of, len(small), indices_are_sorted=True))
-    counted = jnp.concatenate([c.reshape(-1, _T) for c in counts])
+      mins.append(jax.ops.segment_min(out[cols], row_of, len(small), indices_are_sorted=True))
+    counted = jnp.concatenate([c.reshape(-1, cols) for c in counts])
     if axis_name is not None:
       counted = jax.lax.psum(counted, axis_name)
     return counted, jnp.concatenate([m.reshape(-1) for m in mins])
+
+  def need(z):
+    """Entries at or below the lower middle value: rank z + (n - z - 1) // 2."""
+    return z + (n - z - 1) // 2 + 1
 
   def body(_, carry):
     lo, hi, c_hi = carry[:3]
@@ -281,12 +381,14 @@ def _select(dt, arrays, axis_name):
     # t_j = lo - 1 + floor(j (hi - lo + 1) / 16), without overflow.
     d = hi - lo
     t = (lo - 1)[:, None] + (d // 16)[:, None] * j16 + ((d % 16 + 1)[:, None] * j16) // 16
-    c, m = count(t, hi)
-    enough = c >= need[:, None]
+    c, m = count(t, hi, lo < 0)
+    c, z = c[:, :_T], (c[:, _T] if nonzero else jnp.zeros_like(lo))
+    enough = c >= need(z)[:, None]
     new_hi = jnp.min(jnp.where(enough, t, hi[:, None]), axis=1)
     new_c_hi = jnp.min(jnp.where(enough, c, c_hi[:, None]), axis=1)
     new_lo = jnp.max(jnp.where(enough, lo[:, None], t + 1), axis=1)
-    return tuple(v + reduced0 for v in (new_lo, new_hi, new_c_hi, t, c, hi, c_hi)) + (m + local0,)
+    out = (new_lo, new_hi, new_c_hi, t, c, hi, c_hi, z)
+    return tuple(v + reduced0 for v in out) + (m + local0,)
 
   num = len(order)
   init = (
@@ -298,9 +400,12 @@ def _select(dt, arrays, axis_name):
     jnp.zeros(num, int_t),
     n,
     jnp.zeros(num, int_t),
+    jnp.zeros(num, int_t),
   )
   carry = tuple(v + reduced0 for v in init[:-1]) + (init[-1] + local0,)
-  lower, _, c_lower, t, c, hi, c_hi, m = jax.lax.fori_loop(0, passes, body, carry)
+  lower, _, c_lower, t, c, hi, c_hi, z, m = jax.lax.fori_loop(0, passes, body, carry)
+  n_med = n - z  # entries the median is of
+  need2 = z + n_med // 2 + 1  # entries at or below the upper middle value
   # The last pass counted every pattern in its bracket [lo, hi - 1]: the
   # least entry above `lower` is the least threshold whose count exceeds
   # count(<= lower), else `hi` if its count does, else the least entry > hi.
@@ -314,5 +419,5 @@ def _select(dt, arrays, axis_name):
   return (
     jax.lax.bitcast_convert_type(lower[perm], dt),
     jax.lax.bitcast_convert_type(upper[perm], dt),
-    (n % 2 == 1)[perm],
+    n_med[perm],
   )

@@ -93,28 +93,15 @@ class ScaleByMedianCurvatureState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-def _nonzero_magnitudes(a: jax.Array) -> jax.Array:
-  """An array whose median is the median of the nonzero entries of ``a >= 0``.
-
-  ``stack([where(a == 0, inf, a), a], axis=-1)``: with z zeros and m nonzero entries
-  (n = z + m), its 2n sorted values are z zeros, each nonzero entry twice,
-  then z infinities, so its two middle values (ranks n-1 and n) are those of
-  the m nonzero entries: exactly their median (no sort, the same exact
-  median routine, and under sharding the same whole-layer counts).  With no
-  nonzero entry the median is (0 + inf)/2 = inf, read as 0 by the caller.
-  """
-  # Stacked on a new last axis: the leading axes keep their sharding, and a
-  # flattening reshape of an explicitly sharded array stays well defined.
-  return jnp.stack([jnp.where(a == 0, jnp.inf, a), a], axis=-1)
-
-
 def _median_statistic(ws, gs, betas, axis_name):
   """MCLR's sizes: medians of the nonzero |w| and of the nonzero |g|."""
-  mags = [jnp.abs(w) for w in ws] + [
-    jnp.abs(g if b is None else g + b * w) for w, g, b in zip(ws, gs, betas)
-  ]
-  meds = _medians_of_magnitudes([_nonzero_magnitudes(m) for m in mags], axis_name)
-  meds = [jnp.where(jnp.isinf(m), jnp.zeros((), m.dtype), m) for m in meds]
+  # Real arrays go in signed: the median routine takes magnitudes itself,
+  # inside its loop (a |w| computed here would be stored as a temporary
+  # every step).  Complex ones go in as |x|.
+  arrays = list(ws) + [g if b is None else g + b * w for w, g, b in zip(ws, gs, betas)]
+  mags = [jnp.abs(a) if jnp.iscomplexobj(a) else a for a in arrays]
+  # Over the nonzero entries (0 for a layer with none): see the docstring below.
+  meds = _medians_of_magnitudes(mags, axis_name, nonzero=True)
   n = len(ws)
   return list(zip(meds[:n], meds[n:]))
 
@@ -157,9 +144,8 @@ def scale_by_median_curvature(
     entries the median moves by one order statistic per entry, so the rate
     is continuous in the number of nonzero entries, and it equals the
     literal eq. 20 wherever no entry is exactly zero (dense layers).  A layer
-    whose gradient is all zero has :math:`\mathrm{med}|g_l| = 0`.  Cost: the
-    medians are taken of ``stack([where(x == 0, inf, x), x])`` (same exact
-    median; twice the entries).
+    whose gradient is all zero has :math:`\mathrm{med}|g_l| = 0`.  Cost: one
+    count of the zeros per array; the selection then skips past them.
   * Zero fallback (eq. 18–19), as every member of the family: :math:`R_l = 1`
     where :math:`\mathrm{med}|w_l| = 0` (a zero layer still trains) or the
     denominator is 0 (zero gradient and no decay: the update is 0 anyway);

@@ -841,8 +841,8 @@ def test_step_stores_no_parameter_sized_temporary(make):
   stored g + beta*w, or a reduction input XLA:CPU could not fuse would each
   show up as a parameter-sized temporary.  Before the fixes, XLA:CPU stored
   one 131,072-byte broadcast here for the combined denominator, and two
-  such arrays per kernel for percent_delta.  (MCLR stores the bit patterns
-  it bisects on, and CBLR its Hessian-vector products: not tested here.)
+  such arrays per kernel for percent_delta.  (MCLR: the next test; CBLR
+  stores its Hessian-vector products: not tested.)
   """
   opt = make()
   params = {f"k{i}": jax.ShapeDtypeStruct((256, 128), jnp.float32) for i in range(4)}
@@ -855,6 +855,29 @@ def test_step_stores_no_parameter_sized_temporary(make):
   state = jax.eval_shape(opt.init, params)
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
   assert compiled.memory_analysis().temp_size_in_bytes < 256 * 128 * 4 // 8
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
+def test_mclr_step_stores_no_parameter_sized_temporary(weight_decay):
+  """MCLR's medians read large kernels in place in every counting pass.
+
+  Before: XLA hoisted the loop-invariant bit patterns of |w| and |g| (and
+  the zero test of the nonzero-median rule) out of the search loop and
+  stored them every step: 4 arrays per kernel (8 MB here; 410 MB on
+  ResNet-50).  Kernels of 65,536 entries are counted in place; the biases
+  go to the small-array buffer (a few KB, by design).
+  """
+  opt = legw.mclr(0.1, momentum=0.9, weight_decay=weight_decay)
+  params = {f"k{i}": jax.ShapeDtypeStruct((512, 128), jnp.float32) for i in range(4)}
+  params.update({f"b{i}": jax.ShapeDtypeStruct((128,), jnp.float32) for i in range(4)})
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = jax.eval_shape(opt.init, params)
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < 512 * 128 * 4 // 8
 
 
 # ---------------------------------------------------------------------------

@@ -6,8 +6,9 @@ random sizes (odd and even), ties, zeros, all-equal arrays, subnormals and
 infinities, on both paths of the selection: arrays counted in place
 (``_SMALL`` patched to 0) and arrays copied into the shared row buffer (the
 default for arrays under 65,536 entries).  Sharded: under ``shard_map`` with
-``axis_name`` the medians are of the whole arrays.  Gradients: those of
-``jnp.median`` (ties: the mean over the tied entries).
+``axis_name`` the medians are of the whole arrays.  ``nonzero=True``: the
+median of the nonzero entries (0 if none), also sharded.  Gradients: those
+of ``jnp.median`` (ties: the mean over the tied entries).
 """
 
 from __future__ import annotations
@@ -39,8 +40,15 @@ def path(request, monkeypatch):
   return request.param
 
 
-def medians(arrays, axis_name=None):
-  return jax.jit(lambda a: medians_of_magnitudes(a, axis_name))(list(arrays))
+def medians(arrays, axis_name=None, nonzero=False):
+  return jax.jit(lambda a: medians_of_magnitudes(a, axis_name, nonzero=nonzero))(list(arrays))
+
+
+def np_nonzero_median_f32(a):
+  """numpy's median of the nonzero entries of ``|a|`` (0 if there are none)."""
+  a = np.abs(np.asarray(a, np.float32)).reshape(-1)
+  a = a[a != 0]
+  return np.float32(np.median(a)) if a.size else np.float32(0.0)
 
 
 def np_median_f32(a):
@@ -89,6 +97,27 @@ def test_medians_equal_numpy_bit_for_bit(arrays, path):
   for a, m in zip(arrays, got):
     assert m.dtype == jnp.float32 and m.shape == ()
     assert_bits_equal(m, np_median_f32(a))
+
+
+@SETTINGS
+@given(st.lists(arrays_f32(), min_size=1, max_size=4), st.sampled_from(list(PATHS)))
+def test_nonzero_medians_equal_numpy_on_the_nonzero_entries(arrays, path):
+  arrays = arrays + [np.zeros((5, 3), np.float32)]  # no nonzero entry: 0
+  _median._SMALL, saved = PATHS[path], _median._SMALL
+  try:
+    got = medians(arrays, nonzero=True)
+  finally:
+    _median._SMALL = saved
+  for a, m in zip(arrays, got):
+    assert m.dtype == jnp.float32 and m.shape == ()
+    assert_bits_equal(m, np_nonzero_median_f32(a))
+
+
+def test_unstack_returns_every_entry_bit_for_bit():
+  v = np.concatenate([SPECIAL, -SPECIAL, [np.nan]] * 7).astype(np.float32)  # 203 > 3 chunks
+  got = jax.jit(_median._unstack)(jnp.asarray(v))
+  assert len(got) == v.size
+  np.testing.assert_array_equal(np.asarray(got).view(np.uint32), v.view(np.uint32))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
@@ -189,6 +218,26 @@ def test_shard_map_medians_are_of_the_whole_array(path):
 
 
 @needs_8
+def test_shard_map_nonzero_medians_count_every_shards_zeros(path):
+  mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+  rng = np.random.default_rng(7)
+  # Zeros unevenly spread: all of shard 0, none of shard 7.
+  a = np.abs(rng.normal(size=(32, 6))).astype(np.float32)
+  a[np.arange(32)[:, None] < 4 * (8 - np.arange(6)[None, :] % 8)] *= 0
+  a[rng.random(a.shape) < 0.3] = 0
+  arrays = [a, np.zeros((32, 2), np.float32)]
+
+  def f(*x):
+    return jnp.stack(medians_of_magnitudes(x, "d", nonzero=True))[None]
+
+  spec = (P("d"),) * len(arrays)
+  got = np.asarray(jax.jit(jax.shard_map(f, mesh=mesh, in_specs=spec, out_specs=P("d")))(*arrays))
+  for k, x in enumerate(arrays):
+    for dev in range(8):
+      assert_bits_equal(got[dev, k], np_nonzero_median_f32(x))
+
+
+@needs_8
 def test_shard_map_jvp_is_of_the_whole_array():
   mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
   rng = np.random.default_rng(6)
@@ -233,6 +282,17 @@ def test_gradient_equals_jnp_median_gradient(shape, path):
   check_grads(ours, (x, y), order=1, modes=("fwd", "rev"), eps=1e-3)
 
 
+@pytest.mark.parametrize("values", [[0.0, 3.0, 0.0, 1.0, 2.0], [0.0, 4.0, 1.0, 0.0], [0.0, 0.0]])
+def test_nonzero_median_gradient_is_jnp_median_of_the_nonzero_entries(values, path):
+  x = jnp.asarray(values, jnp.float32)
+  keep = np.flatnonzero(np.asarray(values))
+  got = jax.jit(jax.grad(lambda v: medians_of_magnitudes([v], nonzero=True)[0]))(x)
+  want = np.zeros(x.shape, np.float32)
+  if keep.size:
+    want[keep] = jax.grad(jnp.median)(x[keep])
+  np.testing.assert_array_equal(np.asarray(got), want)
+
+
 def test_gradient_with_ties_is_the_mean_over_tied_entries():
   # Odd size: the middle value 2.0 is held by three entries.
   x = jnp.asarray([2.0, 1.0, 2.0, 5.0, 2.0], jnp.float32)
@@ -255,3 +315,19 @@ def test_gradient_of_low_precision_input_and_second_order():
   xf = jnp.asarray([0.5, 2.0, 1.0, 4.0], jnp.float32)
   h = jax.hessian(lambda v: medians_of_magnitudes([v])[0])(xf)
   np.testing.assert_array_equal(np.asarray(h), np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("nonzero", [False, True])
+def test_signed_arrays_give_medians_and_gradients_of_their_magnitudes(nonzero, path):
+  """Callers pass w itself (no stored |w|): median and gradient of |w|'s."""
+  rng = np.random.default_rng(8)
+  x = rng.normal(size=(7, 5)).astype(np.float32)
+  x[0, :3] = 0.0
+  x[1, 0] = -0.0
+  keep = np.abs(x) != 0 if nonzero else np.ones(x.shape, bool)
+  got = medians([x], nonzero=nonzero)[0]
+  assert_bits_equal(got, np.median(np.abs(x[keep])))
+  grad = jax.jit(jax.grad(lambda v: medians_of_magnitudes([v], nonzero=nonzero)[0]))(x)
+  want = np.zeros(x.shape, np.float32)
+  want[keep] = jax.grad(lambda v: jnp.median(jnp.abs(v)))(jnp.asarray(x[keep]))
+  np.testing.assert_array_equal(np.asarray(grad), want)
