@@ -795,7 +795,7 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
     title
     or f"{r0['task']} on {r0['dataset']}: {r0['num_epochs']:g} epochs, "
     f"{r0.get('decay', '')} LR, tuned at batch {r0['base_batch_size']}"
-    + (f"; mean ± std of up to {n_seeds} seeds" if n_seeds > 1 else ""),
+    + (f"\nmean ± std of up to {n_seeds} seeds" if n_seeds > 1 else ""),
     fontsize=9,
   )
   ax.grid(True, alpha=0.3)
