@@ -70,8 +70,8 @@ def medians_of_magnitudes(
     axis_name: under ``shard_map``, the mesh axis (or axes) over which every
       array is sharded; the median is then of the whole array (all shards).
     nonzero: take each median over the array's nonzero entries only (0 for an
-      array with none).  The zeros are counted (one sum) and the target ranks
-      shifted past them: no copy of the array.
+      array with none).  The search's passes also count the zeros and shift
+      the target ranks past them: no copy of the array.
 
   Returns:
     One scalar per array, ``numpy.median`` of it (of its nonzero entries with
@@ -288,8 +288,8 @@ def _select(dt, arrays, axis_name, nonzero=False):
   See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
   the lower and upper middle values in ``dt`` and the number of entries the
   median is of (the size, or with ``nonzero`` the number of nonzero entries).
-  With ``nonzero``, the zeros (bit pattern 0, the least) are counted first
-  and the target ranks shifted past them.
+  With ``nonzero``, every pass also counts the zeros (bit pattern 0, the
+  least) and the target ranks are shifted past them.
   """
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
