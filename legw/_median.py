@@ -204,8 +204,8 @@ def _unstack(v: jax.Array) -> list[jax.Array]:
 
   Compile time, not correctness: XLA:CPU compiles one kernel per distinct
   fusion, and ``v[i]`` puts the constant ``i`` into the kernel of each
-  consumer, so N per-array rates read from one vector cost N kernels (about
-  25 ms of LLVM time each on the benchmark CPU; 400 leaves: 10 s).  Here
+  consumer, so N per-array rates read from one vector cost N kernels
+  (benchmarks/README_optimizer_step.md, "MCLR, second round").  Here
   each chunk of 64 entries is one variadic reduce whose ``j``-th output sums
   ``where(iota == j, v, 0)``: one kernel per chunk, and every consumer gets
   its own scalar buffer, so the consumers of same-shaped leaves share their
