@@ -9,11 +9,13 @@ sort is slow (hundreds of ms for a 784 x 256 kernel), so
 Algorithm.  The bit patterns of non-negative floats (``|x|``: the sign bit
 cleared), read as integers, are ordered like the values, so the lower middle
 order statistic (0-based rank ``k = (n-1)//2``) is the least bit pattern ``b``
-with ``count(x <= b) >= k + 1``.  A 16-ary search on the bit pattern finds it:
-each pass counts, per array, the entries at or below 15 thresholds that split
-the current bracket of patterns into 16 near-equal parts (one variadic reduce
-per array; nothing stored), and keeps the part that holds rank ``k``: 8 passes
-for float32 (31 bits), 16 for float64.  The last pass counts every pattern of
+with ``count(x <= b) >= k + 1``.  A (T+1)-ary search on the bit pattern finds
+it: each pass counts, per array, the entries at or below T thresholds that
+split the current bracket of patterns into T + 1 near-equal parts (one
+variadic reduce per array; nothing stored), and keeps the part that holds
+rank ``k``.  On XLA:CPU, where a pass's compares cost more than its read,
+T = 5: 12 passes for float32 (31 bits), 25 for float64; elsewhere T = 15:
+8 and 16 passes (``_thresholds``).  The last pass counts every pattern of
 its bracket, so the upper middle value (rank ``n//2``) follows from the same
 counts, or else is the least entry above the bracket (a min in the same
 reduce).  Nonzero medians (``nonzero=True``) count the zeros in the same
@@ -34,7 +36,7 @@ medians come out as separate scalars (:func:`_unstack`), not as entries of one
 vector, which keeps the compile time flat in the number of arrays.
 
 Sharding.  Under ``shard_map`` with ``axis_name`` the counts of all arrays are
-``psum``-ed as one (arrays x 15, or 16 with the zeros) block per pass, and the
+``psum``-ed as one (arrays x T, or T + 1 with the zeros) block per pass, and the
 final minima ``pmin``-ed once, so every median is that of the whole array and
 no device gathers one.
 
@@ -149,8 +151,20 @@ def _medians_jvp(axis_name, nonzero, primals, tangents):
   return out, tuple(out_t)
 
 
-# Thresholds per counting pass: 16 sub-intervals, 4 bits of the bit pattern.
-_T = 15
+# Thresholds per counting pass (the bracket is split into T + 1 parts).  A
+# pass costs about a + b T per entry; on XLA:CPU the compares dominate (b is
+# a fifth of a: 6 parts, 12 passes for float32, beat 16 parts, 8 passes,
+# by 1.9x on ResNet-50; benchmarks/README_optimizer_step.md, "MCLR, third
+# round").  On GPU/TPU a pass is bound by reading the array, so fewer passes
+# with more thresholds each are kept there (not measured).
+_T_CPU = 5
+_T_ACCELERATOR = 15
+
+
+def _thresholds() -> int:
+  return _T_CPU if jax.default_backend() == "cpu" else _T_ACCELERATOR
+
+
 # Arrays with fewer entries (per device) are copied into one buffer of rows
 # of `_ROW` entries, so that their passes are one reduction (compile time);
 # larger ones are counted in place (no parameter-sized copy).
@@ -265,6 +279,14 @@ def _mean_of_two(a, b):
   return jnp.where(ib < (1 << (mant + 1)), linear, scaled)
 
 
+def _passes(bits: int, parts: int) -> int:
+  """Passes that narrow a bracket of ``2**bits`` patterns to one, ``parts`` parts each."""
+  width, passes = 1 << bits, 0
+  while width > 1:
+    width, passes = -(-width // parts), passes + 1
+  return passes
+
+
 def _reduce(operands, inits, ops, axes):
   """One variadic reduce: ``ops[i]`` (add or min) folds ``operands[i]``."""
   return jax.lax.reduce(
@@ -283,7 +305,7 @@ def _magnitude_bits(x):
 
 
 def _select(dt, arrays, axis_name, nonzero=False):
-  """Lower and upper middle values of same-dtype arrays: 16-ary search.
+  """Lower and upper middle values of same-dtype arrays: (T+1)-ary search.
 
   See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
   the lower and upper middle values in ``dt`` and the number of entries the
@@ -293,7 +315,9 @@ def _select(dt, arrays, axis_name, nonzero=False):
   """
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
-  passes = -(-(8 * dt.itemsize - 1) // 4)  # 4 bits per pass: 8 (float32), 16
+  T = _thresholds()
+  n_parts = T + 1
+  passes = _passes(8 * dt.itemsize - 1, n_parts)
   big = [i for i, a in enumerate(arrays) if a.size >= _SMALL]
   small = [i for i, a in enumerate(arrays) if a.size < _SMALL]
   order = big + small  # the row order of every stacked per-array vector
@@ -325,13 +349,13 @@ def _select(dt, arrays, axis_name, nonzero=False):
     n = jax.lax.psum(n, axis_name)
   # With `nonzero`, every pass also counts the zeros (one more output of its
   # reduce; a separate count would store its compare as a temporary).
-  cols = _T + 1 if nonzero else _T
+  cols = T + 1 if nonzero else T
   # Zeros with the sharding types (under shard_map) of the local data and of
   # the all-reduced counts: the loop carry keeps its types across passes.
   local0 = sum(_magnitude_bits(x.reshape(-1)[0]) for x in raw[:1]) + (buf[0, 0] if small else 0)
   local0 = local0 * 0
   reduced0 = local0 if axis_name is None else jax.lax.psum(local0, axis_name)
-  j16 = jnp.arange(1, _T + 1, dtype=int_t)
+  js = jnp.arange(1, n_parts, dtype=int_t)
 
   def count(t, hi, flip):
     """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,).
@@ -343,8 +367,8 @@ def _select(dt, arrays, axis_name, nonzero=False):
     for k, x in enumerate(raw):
       b = _magnitude_bits(jnp.where(flip[k], jnp.zeros((), x.dtype), x))
       out = _reduce(
-        [(b <= t[k, j]).astype(int_t) for j in range(_T)]
-        + [(b == 0).astype(int_t)] * (cols - _T)
+        [(b <= t[k, j]).astype(int_t) for j in range(T)]
+        + [(b == 0).astype(int_t)] * (cols - T)
         + [jnp.where(b > hi[k], b, top)],
         [int_t(0)] * cols + [int_t(top)],
         [jax.lax.add] * cols + [jax.lax.min],
@@ -355,8 +379,8 @@ def _select(dt, arrays, axis_name, nonzero=False):
     if small:
       t_row, hi_row = t[nb:][row_of], hi[nb:][row_of]
       out = _reduce(
-        [(buf <= t_row[:, j : j + 1]).astype(int_t) for j in range(_T)]
-        + [(buf == 0).astype(int_t)] * (cols - _T)
+        [(buf <= t_row[:, j : j + 1]).astype(int_t) for j in range(T)]
+        + [(buf == 0).astype(int_t)] * (cols - T)
         + [jnp.where(buf > hi_row[:, None], buf, top)],
         [int_t(0)] * cols + [int_t(top)],
         [jax.lax.add] * cols + [jax.lax.min],
@@ -377,12 +401,16 @@ def _select(dt, arrays, axis_name, nonzero=False):
 
   def body(_, carry):
     lo, hi, c_hi = carry[:3]
-    # T thresholds split [lo, hi] into 16 near-equal parts:
-    # t_j = lo - 1 + floor(j (hi - lo + 1) / 16), without overflow.
+    # T thresholds split [lo, hi] into T + 1 near-equal parts:
+    # t_j = lo - 1 + floor(j (hi - lo + 1) / (T + 1)), without overflow.
     d = hi - lo
-    t = (lo - 1)[:, None] + (d // 16)[:, None] * j16 + ((d % 16 + 1)[:, None] * j16) // 16
+    t = (
+      (lo - 1)[:, None]
+      + (d // n_parts)[:, None] * js
+      + ((d % n_parts + 1)[:, None] * js) // n_parts
+    )
     c, m = count(t, hi, lo < 0)
-    c, z = c[:, :_T], (c[:, _T] if nonzero else jnp.zeros_like(lo))
+    c, z = c[:, :T], (c[:, T] if nonzero else jnp.zeros_like(lo))
     enough = c >= need(z)[:, None]
     new_hi = jnp.min(jnp.where(enough, t, hi[:, None]), axis=1)
     new_c_hi = jnp.min(jnp.where(enough, c, c_hi[:, None]), axis=1)
@@ -395,8 +423,8 @@ def _select(dt, arrays, axis_name, nonzero=False):
     jnp.zeros(num, int_t),
     jnp.full(num, top, int_t),
     n,
-    jnp.zeros((num, _T), int_t),
-    jnp.zeros((num, _T), int_t),
+    jnp.zeros((num, T), int_t),
+    jnp.zeros((num, T), int_t),
     jnp.zeros(num, int_t),
     n,
     jnp.zeros(num, int_t),

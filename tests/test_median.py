@@ -155,6 +155,29 @@ def test_float32_and_float64_side_by_side():
     assert float(m64) == np.median(a64)
 
 
+@pytest.mark.parametrize("thresholds", [1, 2, 5, 15])
+def test_every_thresholds_per_pass_gives_the_same_exact_medians(thresholds, path, monkeypatch):
+  """The search is exact whatever the thresholds per pass (CPU uses 5, GPU/TPU 15)."""
+  monkeypatch.setattr(_median, "_T_CPU", thresholds)
+  assert _median._thresholds() == thresholds  # CI runs on CPU
+  rng = np.random.default_rng(11)
+  arrays = [
+    np.abs(rng.normal(size=(13, 11))).astype(np.float32),
+    rng.choice(SPECIAL, size=64),
+    np.where(rng.random(50) < 0.6, 0.0, rng.normal(size=50)).astype(np.float32),
+    np.full((3, 3), 1e-45, np.float32),
+  ]
+  for a, m in zip(arrays, medians(arrays)):
+    assert_bits_equal(m, np_median_f32(np.abs(a)))
+  for a, m in zip(arrays, medians(arrays, nonzero=True)):
+    assert_bits_equal(m, np_nonzero_median_f32(a))
+  with jax.enable_x64(True):
+    a64 = np.array([5e-324, 1e-310, 1e308, np.inf, 2.0, 2.0, 0.0, 7.5])
+    assert np.float64(medians([jnp.asarray(a64)])[0]).view(np.uint64) == np.median(a64).view(
+      np.uint64
+    )
+
+
 def test_large_arrays_and_mixed_paths():
   """Default threshold: large arrays counted in place, small ones buffered."""
   rng = np.random.default_rng(4)

@@ -1,0 +1,178 @@
+"""What an exact median costs on this backend: counting passes and compaction.
+
+``legw.mclr``'s medians (``legw/_median.py``) are a (T+1)-ary search on bit
+patterns: each pass is one variadic reduce per array with T counting outputs.
+This measures, on the arrays of the ResNet-50 tree counted in place (w and g
+of every leaf with at least 65,536 entries, 50.5 M entries):
+
+* ``pass_ms``: one counting pass (T thresholds, the zero count and the min
+  above the bracket, as the search does), for each T;
+* ``medians_ms``: ``medians_of_magnitudes(w + g, nonzero=True)`` over the
+  whole tree (as ``legw.mclr`` calls it) with ``_median._T_CPU`` set to T;
+* with ``--primitives``, the XLA primitives a candidate-extraction step would
+  need on the largest kernel (3x3x512x512) cut into rows of 16: a reduce of
+  per-row flags, ``jnp.cumsum``, ``lax.associative_scan``, ``jnp.nonzero``
+  and ``lax.top_k`` over the flags.
+
+CPU time of this process (all threads), median over ``--reps`` interleaved
+rounds; a sum over the same arrays is timed alongside as the unit.  Usage::
+
+    python -m benchmarks.median_cost                 # ~3 minutes on 2 CPU cores
+    python -m benchmarks.median_cost --primitives
+
+Writes ``benchmarks/results/median_cost.json`` (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import optimizer_step as ob
+from legw import _median
+
+
+def in_place_arrays(shapes):
+  params, grads = ob.make_trees(shapes)
+  arrays = list(params.values()) + list(grads.values())
+  return arrays, [a for a in arrays if a.size >= _median._SMALL]
+
+
+def counting_pass(thresholds: int):
+  """One pass of the search over each array: T counts, the zeros, a min."""
+  t = jnp.arange(1, thresholds + 2, dtype=jnp.int32) * (2**31 // (thresholds + 2))
+
+  def run(arrays):
+    outs = []
+    for x in arrays:
+      b = _median._magnitude_bits(x)
+      outs.append(
+        _median._reduce(
+          [(b <= t[j]).astype(jnp.int32) for j in range(thresholds)]
+          + [(b == 0).astype(jnp.int32), jnp.where(b > t[-1], b, 2**31 - 1)],
+          [jnp.int32(0)] * (thresholds + 1) + [jnp.int32(2**31 - 1)],
+          [jax.lax.add] * (thresholds + 1) + [jax.lax.min],
+          tuple(range(b.ndim)),
+        )
+      )
+    return outs
+
+  return jax.jit(run)
+
+
+def medians_with(thresholds: int, arrays):
+  """``medians_of_magnitudes(arrays, nonzero=True)`` compiled with T thresholds per pass."""
+  saved, _median._T_CPU = _median._T_CPU, thresholds
+  try:
+    fn = jax.jit(lambda a: _median.medians_of_magnitudes(a, None, nonzero=True))
+    return fn.lower(arrays).compile()
+  finally:
+    _median._T_CPU = saved
+
+
+def primitive_fns(rows: int = 16):
+  def flags(x):
+    b = _median._magnitude_bits(x).reshape(-1, rows)
+    lo = jnp.median(b[:64])  # any narrow bracket: ~0.1-1% of the rows flagged
+    return jnp.any((b > lo) & (b <= lo + 4000), axis=1)
+
+  return {
+    "row flags (reduce)": jax.jit(flags),
+    "cumsum": jax.jit(lambda f: jnp.cumsum(f.astype(jnp.int32))),
+    "associative_scan": jax.jit(lambda f: jax.lax.associative_scan(jnp.add, f.astype(jnp.int32))),
+    "nonzero(size=n/16)": jax.jit(lambda f: jnp.nonzero(f, size=f.size // 16)[0]),
+    "top_k(k=n/16)": jax.jit(
+      lambda f: jax.lax.top_k(jnp.where(f, f.size - jnp.arange(f.size), 0), f.size // 16)[1]
+    ),
+  }
+
+
+def cpu_ms(fn, arg, reps):
+  jax.block_until_ready(fn(arg))
+  times = []
+  for _ in range(reps):
+    t0 = time.process_time()
+    jax.block_until_ready(fn(arg))
+    times.append(time.process_time() - t0)
+  return times
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--thresholds", default="1,3,5,7,11,15", help="comma-separated T values")
+  parser.add_argument("--reps", type=int, default=7)
+  parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the T values")
+  parser.add_argument("--primitives", action="store_true")
+  parser.add_argument("--quick", action="store_true", help="a small tree (tests)")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+  ts = [int(v) for v in args.thresholds.split(",")]
+  shapes = {"a": (256, 256), "b": (320, 257), "c": (17,)} if args.quick else ob.resnet50_shapes()
+  arrays, big = in_place_arrays(shapes)
+  fns = {("sum", 0): jax.jit(lambda a: [jnp.sum(x) for x in a])}
+  for t in ts:
+    fns[("pass_ms", t)] = counting_pass(t)
+    fns[("medians_ms", t)] = medians_with(t, arrays)
+  times: dict = {k: [] for k in fns}
+  for _ in range(args.rounds):
+    for key, fn in fns.items():
+      times[key] += cpu_ms(fn, arrays if key[0] == "medians_ms" else big, args.reps)
+  ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+  result = {
+    "command": "python -m benchmarks.median_cost" + (" --primitives" if args.primitives else ""),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "cpu_count": os.cpu_count(),
+    "load_average": os.getloadavg(),
+    "in_place_entries": int(sum(a.size for a in big)),
+    "all_entries": int(sum(a.size for a in arrays)),
+    "sum_ms": ms[("sum", 0)],
+    "by_thresholds": {
+      t: {
+        "passes_float32": _median._passes(31, t + 1),
+        "pass_ms": ms[("pass_ms", t)],
+        "search_ms_est": ms[("pass_ms", t)] * _median._passes(31, t + 1),
+        "medians_ms": ms[("medians_ms", t)],
+      }
+      for t in ts
+    },
+  }
+  print(f"sum over the in-place arrays: {result['sum_ms']:.1f} ms (CPU time)")
+  print("| T | passes | one pass (ms) | passes x pass (ms) | medians, whole tree (ms) |")
+  print("|---:|---:|---:|---:|---:|")
+  for t, r in result["by_thresholds"].items():
+    print(
+      f"| {t} | {r['passes_float32']} | {r['pass_ms']:.1f} | {r['search_ms_est']:.0f} "
+      f"| {r['medians_ms']:.0f} |"
+    )
+  if args.primitives:
+    largest = max(big, key=lambda a: a.size)
+    prims = primitive_fns()
+    flags = prims["row flags (reduce)"](largest)
+    result["primitives_ms"] = {
+      name: 1e3 * float(np.median(cpu_ms(fn, largest if "reduce" in name else flags, args.reps)))
+      for name, fn in prims.items()
+    }
+    result["primitives_entries"] = int(largest.size)
+    result["primitives_flagged_fraction"] = float(jnp.mean(flags))
+    result["primitives_sum_ms"] = 1e3 * float(
+      np.median(cpu_ms(jax.jit(jnp.sum), largest, args.reps))
+    )
+    for name, v in result["primitives_ms"].items():
+      print(f"{name} on {largest.size:,} entries ({largest.size // 16:,} rows): {v:.2f} ms")
+    print(f"sum of the same array: {result['primitives_sum_ms']:.2f} ms")
+  out = args.out or os.path.join(os.path.dirname(__file__), "results", "median_cost.json")
+  with open(out, "w") as f:
+    json.dump(result, f, indent=1)
+  print(f"wrote {out}")
+  return result
+
+
+if __name__ == "__main__":
+  main()
