@@ -151,12 +151,13 @@ def _medians_jvp(axis_name, nonzero, primals, tangents):
   return out, tuple(out_t)
 
 
-# Thresholds per counting pass (the bracket is split into T + 1 parts).  A
-# pass costs about a + b T per entry; on XLA:CPU the compares dominate (b is
-# a fifth of a: 6 parts, 12 passes for float32, beat 16 parts, 8 passes,
-# by 1.9x on ResNet-50; benchmarks/README_optimizer_step.md, "MCLR, third
-# round").  On GPU/TPU a pass is bound by reading the array, so fewer passes
-# with more thresholds each are kept there (not measured).
+# Thresholds per counting pass (the bracket is split into T + 1 parts).  On
+# XLA:CPU a pass over ResNet-50's in-place arrays cost about 8 ms + 1.2 ms
+# per threshold, so 12 passes of 5 beat 8 passes of 15: the medians took 125
+# ms against 233 ms (`python -m benchmarks.median_cost`; table in
+# benchmarks/README_optimizer_step.md, "MCLR, third round").  On GPU/TPU a
+# pass should be bound by reading the array, so 15 (fewer passes) is kept
+# there; not measured.
 _T_CPU = 5
 _T_ACCELERATOR = 15
 
