@@ -163,7 +163,7 @@ def scale_by_median_curvature(
     computed without sorting (``legw/_median.py``: selection on the bit
     patterns, which are ordered like the values of non-negative floats).
     Updates come back in the update dtype.
-  * Cost: the selection reads ``w`` and ``g`` of every layer 12 times on CPU
+  * Cost: the selection reads float32 ``w`` and ``g`` of each layer 12 times on CPU
     (8 times on GPU/TPU); a ResNet-50 step measured 6.6-7.5x a momentum-SGD
     step on a 2-core CPU (benchmarks/README_optimizer_step.md).
   * Differentiable: ``jax.grad`` through the update follows ``jnp.median``'s
