@@ -166,12 +166,16 @@ TASKS: dict[str, Task] = {
         notes=_MNIST_LSTM_NOTES,
       ),
       # Base LR: both rules on results/mnist_lstm-fashion_mnist-tuning.json
-      # (2 seeds) pick 0.1; adam and lamb are untuned placeholders until
-      # their grids run (the sweep refuses them under the rules until then).
+      # (2 seeds) pick momentum 0.1 and adam 0.002 (its grid 2.5e-4..4e-3 ran
+      # after the legw/linear/none sweep, before any adam large-batch run);
+      # lamb is an untuned placeholder (the sweep refuses it under the rules).
       "fashion_mnist": Baseline(
         base_batch_size=128,
         learning_rates={"momentum": 0.1, "adam": 0.002, "lamb": 0.005},
-        rule_learning_rates={"argmax": {"momentum": 0.1}, "one_se": {"momentum": 0.1}},
+        rule_learning_rates={
+          "argmax": {"momentum": 0.1, "adam": 0.002},
+          "one_se": {"momentum": 0.1, "adam": 0.002},
+        },
         base_warmup_epochs=1 / 32,
         num_epochs=25,
         decay="constant",
