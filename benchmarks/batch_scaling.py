@@ -637,16 +637,30 @@ def series(row: dict, rows: list[dict]) -> str:
   return f"{row['method']} [{row.get('lr_rule', 'baseline')}]"
 
 
+def blew_up(row: dict) -> bool:
+  """A finite run whose last epoch's mean training loss is above its first epoch's.
+
+  Such a run learned nothing (linear scaling at 64x: first epoch 11-17, last
+  87-169, chance accuracy); ``diverged`` flags only a non-finite loss.
+  """
+  losses = row.get("train_loss_per_epoch") or []
+  return not row["diverged"] and len(losses) > 1 and losses[-1] > losses[0]
+
+
 def summarize(rows: list[dict]) -> dict[tuple[str, int], dict]:
   """Mean, std (ddof 1; 0 for one seed), min, max of the headline metric.
 
-  Keyed by (:func:`series`, batch size), over seeds.
+  Keyed by (:func:`series`, batch size), over seeds; ``diverged`` and
+  ``blew_up`` count the seeds that did (see :func:`blew_up`).
   """
   out: dict[tuple[str, int], dict] = {}
   for r in rows:
-    cell = out.setdefault((series(r, rows), r["batch_size"]), {"values": [], "diverged": 0})
+    cell = out.setdefault(
+      (series(r, rows), r["batch_size"]), {"values": [], "diverged": 0, "blew_up": 0}
+    )
     cell["values"].append(_metric(r))
     cell["diverged"] += bool(r["diverged"])
+    cell["blew_up"] += blew_up(r)
   for cell in out.values():
     v = np.asarray(cell["values"], float)
     cell.update(
@@ -669,7 +683,8 @@ def format_table(rows: list[dict]) -> str:
 
   Cells are test accuracy in % (perplexity for a perplexity task): the mean
   over seeds, ``± std (n=seeds)`` when there are several; ``*`` marks a cell
-  with a run that diverged (non-finite training loss).
+  with a run that diverged (non-finite training loss), ``†`` one with a run
+  that blew up (:func:`blew_up`).
   """
   if not rows:
     return "(no runs)"
@@ -691,7 +706,7 @@ def format_table(rows: list[dict]) -> str:
       val = _number(unit * c["mean"])
       if c["n"] > 1:
         val += f" ± {_number(unit * c['std'])} (n={c['n']})"
-      cells.append(val + ("*" if c["diverged"] else ""))
+      cells.append(val + ("*" if c["diverged"] else "") + ("†" if c["blew_up"] else ""))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -773,13 +788,14 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
           textcoords="offset points",
           xytext=(-80, -12 - 10 * i),
         )
-      elif stats[(m, b)]["diverged"]:
+      elif stats[(m, b)]["diverged"] or stats[(m, b)]["blew_up"]:
         ax.annotate(
-          "diverged",
+          "diverged" if stats[(m, b)]["diverged"] else "blew up",
           (b, stats[(m, b)]["mean"] * scale),
           fontsize=7,
           textcoords="offset points",
-          xytext=(4, 4),
+          xytext=(-6, 6),
+          ha="right",
         )
   ax.set_xscale("log", base=2)
   if perplexity:
@@ -1158,7 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
       f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
       f"({rows[0]['num_epochs']:g} epochs, {rows[0]['decay']} LR after warmup, tuned at "
-      f"batch {rows[0]['base_batch_size']}; * = diverged)\n"
+      f"batch {rows[0]['base_batch_size']}; * = diverged, † = blew up)\n"
     )
     print(format_table(rows))
     print()

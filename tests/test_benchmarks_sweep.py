@@ -163,6 +163,24 @@ def test_format_table_marks_divergence():
   assert "| 256 | 32 | 88.0 | 10.0* |" in table
 
 
+def test_format_table_marks_a_finite_blow_up():
+  def row(method, acc, losses):
+    return dict(
+      method=method,
+      batch_size=256,
+      base_batch_size=8,
+      test_accuracy=acc,
+      diverged=False,
+      train_loss_per_epoch=losses,
+    )
+
+  rows = [row("legw", 0.88, [2.1, 1.4, 2.4, 0.4]), row("linear", 0.1, [11.4, 68.3, 98.0])]
+  assert [bs.blew_up(r) for r in rows] == [False, True]  # a bump in the middle is not a blow-up
+  assert "| 256 | 32 | 88.0 | 10.0† |" in bs.format_table(rows)
+  nan = dict(rows[1], diverged=True, train_loss_per_epoch=[11.4, float("nan")])
+  assert not bs.blew_up(nan) and "10.0* |" in bs.format_table([rows[0], nan])
+
+
 def test_format_table_writes_blown_up_perplexity_compactly():
   rows = [
     dict(
