@@ -40,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
+# The committed reference results (tracked by git), and where a run writes by
+# default (ignored by git): running a command never rewrites a tracked file.
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEFAULT_OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 
 QUICK = dict(
   dataset="mnist5k",
@@ -375,6 +378,7 @@ def train_one(run: dict, config: SweepConfig, data=None, on_epoch=None) -> dict:
       task.make_model(), make_optimizer(opt, **run["optimizer_kwargs"]), scan_epoch=task.scan_epoch
     )
   lrs = schedule_values(_recipe_schedule(run), run["total_steps"])
+  cpu0 = time.process_time()
   res = train_run(
     _TRAINERS[tkey],
     x_dev,
@@ -386,7 +390,13 @@ def train_one(run: dict, config: SweepConfig, data=None, on_epoch=None) -> dict:
     seed=run["seed"],
     on_epoch=on_epoch,
   )
-  return dict(dataclasses.asdict(res), **_environment(), test_size=n_eval, metric=task.metric)
+  return dict(
+    dataclasses.asdict(res),
+    **_environment(),
+    cpu_seconds=time.process_time() - cpu0,  # this process, all its threads
+    test_size=n_eval,
+    metric=task.metric,
+  )
 
 
 def _train_in_worker(run: dict, config: SweepConfig) -> tuple[str, dict]:
@@ -513,11 +523,12 @@ def execute(
     )
   distinct = {r["run_key"]: r for r in runs}
   todo = [r for k, r in distinct.items() if k not in done]
-  planned_ids = {_row_id(r) for r in runs}
-  kept = [r for r in previous if _row_id(r) not in planned_ids]
+  previous_ids = {_row_id(r) for r in previous}
 
   def all_rows():
-    return kept + _rows_for(runs, done)
+    # The file's rows as they are, in their order, then this plan's new rows:
+    # rerunning a finished sweep rewrites the file byte for byte.
+    return previous + [r for r in _rows_for(runs, done) if _row_id(r) not in previous_ids]
 
   if results_path and len(todo) < len(distinct):
     print(

@@ -17,7 +17,9 @@ method     peak learning rate       warmup (epochs)
 ``lamb``   LAMB's base LR * sqrt(k) base warmup * k  (LAMB with LEGW's rules)
 =========  =======================  ==============================================
 
-with k = batch_size / base_batch_size. To add a task, add an entry to
+with k = batch_size / base_batch_size; and ``nesterov`` (Nesterov momentum),
+which has no rule: it is tuned at the batch it runs at (issue 27,
+:mod:`benchmarks.large_batch_tuning`). To add a task, add an entry to
 :data:`TASKS` (see ``docs`` of :class:`Task`); the sweep CLI picks it up.
 """
 
@@ -49,6 +51,9 @@ METHODS: dict[str, Method] = {
   "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
   "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
   "lamb": Method("sqrt", "linear", "LAMB with LEGW's rules (You et al. 2020 scale LAMB so)"),
+  # Issue 27: tuned at the large batch itself (benchmarks/large_batch_tuning.py),
+  # so the "base" batch is the large one and no rule is applied.
+  "nesterov": Method("none", "none", "Nesterov momentum tuned at the batch it runs at"),
 }
 
 
@@ -146,6 +151,7 @@ TASKS: dict[str, Task] = {
       "none": "momentum",
       "adam": "adam",
       "lamb": "lamb",
+      "nesterov": "nesterov",
     },
     baselines={
       # The paper's schedule (§5.1.1): constant LR after the gradual

@@ -28,7 +28,7 @@ import optax
 
 import legw
 
-OPTIMIZERS = ("momentum", "lars", "adam", "lamb")
+OPTIMIZERS = ("momentum", "nesterov", "lars", "adam", "lamb")
 
 
 def make_optimizer(
@@ -39,6 +39,7 @@ def make_optimizer(
   Args:
     name: ``"momentum"`` (``optax.sgd`` with momentum, TensorFlow's
       ``MomentumOptimizer`` form; weight decay, if any, on kernels only),
+      ``"nesterov"`` (the same with Nesterov momentum, ``nesterov=True``),
       ``"lars"`` (:func:`legw.lars`), ``"adam"`` (``optax.adam``) or
       ``"lamb"`` (:func:`legw.lamb`: biases and norms excluded from the trust
       ratio and the decay).
@@ -50,10 +51,10 @@ def make_optimizer(
     ``optax.inject_hyperparams`` of the optimizer: set
     ``state.hyperparams["learning_rate"]`` before each update.
   """
-  if name == "momentum":
+  if name in ("momentum", "nesterov"):
 
     def build(learning_rate):
-      sgd = optax.sgd(learning_rate, momentum=momentum)
+      sgd = optax.sgd(learning_rate, momentum=momentum, nesterov=name == "nesterov")
       if not weight_decay:
         return sgd
       return optax.chain(
