@@ -2,7 +2,8 @@
 
 Trains a task at a ladder of batch sizes with every scaling method, all derived
 from one baseline tuned at the smallest batch (``benchmarks/tasks.py``), and
-writes ``benchmarks/results/<task>-<dataset>.{json,csv,png}``: test accuracy
+writes ``benchmarks/runs/<task>-<dataset>.{json,csv,png}`` (untracked; the
+committed reference is ``benchmarks/results/``): test accuracy
 vs batch size per method, the shape of the LEGW paper's Figure 5.
 
     python -m benchmarks.batch_scaling                 # mnist5k, the full sweep
@@ -40,10 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import RUNS_DIR
+
 # The committed reference results (tracked by git), and where a run writes by
 # default (ignored by git): running a command never rewrites a tracked file.
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-DEFAULT_OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
+DEFAULT_OUT_DIR = RUNS_DIR
 
 QUICK = dict(
   dataset="mnist5k",
@@ -262,6 +265,76 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
           run["run_key"] = run_key(run)
           runs.append(run)
   return runs
+
+
+def headline_configs(config: SweepConfig) -> list[SweepConfig]:
+  """What the default command runs: ``config``, then the baseline's ``headline_extras``.
+
+  (:attr:`benchmarks.tasks.Baseline.headline_extras`: e.g. more seeds at the
+  base and the largest batch, so the plain command yields every cell of the
+  README's headline table.)
+  """
+  _, base = resolve(config)
+  return [config] + [dataclasses.replace(config, **dict(o)) for o in base.headline_extras]
+
+
+def compare_with_reference(rows: list[dict], reference: list[dict]) -> dict:
+  """Cell by cell: this run's rows against the committed reference rows.
+
+  Rows are matched by their full configuration (``run_key``, method and
+  base-LR rule). Returns dict(compared, identical, max_abs_diff (in metric
+  units: accuracy as a fraction, or perplexity), not_in_reference (count of
+  rows with no reference twin), diffs (one dict per compared row that
+  differs: method, batch_size, seed, ours, reference)).
+  """
+  ref = {_row_id(r): r for r in reference}
+  diffs, compared, identical, worst = [], 0, 0, 0.0
+  for r in rows:
+    twin = ref.get(_row_id(r))
+    if twin is None:
+      continue
+    compared += 1
+    ours, theirs = _metric(r), _metric(twin)
+    if ours == theirs:
+      identical += 1
+      continue
+    worst = max(worst, abs(ours - theirs))
+    diffs.append(
+      dict(
+        method=r["method"], batch_size=r["batch_size"], seed=r["seed"], ours=ours, reference=theirs
+      )
+    )
+  return dict(
+    compared=compared,
+    identical=identical,
+    max_abs_diff=worst,
+    not_in_reference=len(rows) - compared,
+    diffs=diffs,
+  )
+
+
+def format_comparison(cmp: dict, reference_path: str) -> str:
+  """One line of agreement, then one line per differing cell."""
+  if not cmp["compared"]:
+    return f"reference {reference_path}: no run of this sweep is in it."
+  pct = lambda x: f"{100 * x:.2f}"
+  head = (
+    f"reference {reference_path}: {cmp['compared']} runs compared, {cmp['identical']} "
+    f"identical to the committed results"
+  )
+  if cmp["diffs"]:
+    head += f"; {len(cmp['diffs'])} differ (max |difference| {pct(cmp['max_abs_diff'])} points)"
+  else:
+    head += " (all agree exactly)"
+  if cmp["not_in_reference"]:
+    head += f"; {cmp['not_in_reference']} rows have no reference"
+  lines = [head]
+  for d in cmp["diffs"]:
+    lines.append(
+      f"  {d['method']} batch {d['batch_size']} seed {d['seed']}: {pct(d['ours'])} here, "
+      f"{pct(d['reference'])} in the reference"
+    )
+  return "\n".join(lines)
 
 
 def _recipe_schedule(run: dict):
@@ -833,7 +906,7 @@ def plot(rows: list[dict], path: str, title: str | None = None) -> None:
 
 
 def write_results(
-  rows: list[dict], out_dir: str = RESULTS_DIR, stem: str | None = None, make_plot: bool = True
+  rows: list[dict], out_dir: str = DEFAULT_OUT_DIR, stem: str | None = None, make_plot: bool = True
 ) -> dict[str, str]:
   """Writes ``<stem>.json`` (the list of runs), ``<stem>.csv`` and ``<stem>.png``.
 
@@ -1018,7 +1091,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument(
     "--methods",
     nargs="+",
-    default=list(SweepConfig.methods),
+    default=None,
     choices=sorted(METHODS),
     help=f"default: {' '.join(SweepConfig.methods)}",
   )
@@ -1027,8 +1100,9 @@ def build_parser() -> argparse.ArgumentParser:
     "--seeds",
     type=int,
     nargs="+",
-    default=[0],
-    help="one run per seed (initialisation and data order); default: 0",
+    default=None,
+    help="one run per seed (initialisation and data order); default: 0, plus the "
+    "baseline's headline seeds when no --seeds, --batch-sizes or --methods is given",
   )
   p.add_argument(
     "--rules",
@@ -1084,7 +1158,12 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="FILE.json",
     help="re-render the table, CSV and plot of a results file (no training)",
   )
-  p.add_argument("--out-dir", default=RESULTS_DIR)
+  p.add_argument(
+    "--out-dir",
+    default=DEFAULT_OUT_DIR,
+    help="where results go (default: benchmarks/runs/, ignored by git; the committed "
+    "reference is benchmarks/results/)",
+  )
   p.add_argument(
     "--stem",
     default=None,
@@ -1103,10 +1182,10 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
   cfg = SweepConfig(
     task=args.task,
     dataset=args.dataset,
-    methods=tuple(args.methods),
+    methods=tuple(args.methods or SweepConfig.methods),
     batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None,
     num_epochs=args.epochs,
-    seeds=tuple(args.seeds),
+    seeds=tuple(args.seeds or (0,)),
     base_batch_size=args.base_batch_size,
     base_warmup_epochs=args.base_warmup_epochs,
     learning_rates=lrs or None,
@@ -1175,12 +1254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_tuning(rows))
   else:
     stem = args.stem or f"{config.task}-{config.dataset}"
-    rows = run_sweep(
-      config,
-      progress=not args.no_progress,
-      results_path=os.path.join(args.out_dir, stem + ".json"),
-      jobs=args.jobs,
-    )
+    shaped = args.quick or args.seeds or args.batch_sizes or args.methods
+    for cfg in [config] if shaped else headline_configs(config):
+      rows = run_sweep(
+        cfg,
+        progress=not args.no_progress,
+        results_path=os.path.join(args.out_dir, stem + ".json"),
+        jobs=args.jobs,
+      )
     paths = write_results(rows, args.out_dir, stem)
     print(
       f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
@@ -1190,6 +1271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows))
     print()
     print(format_runs(rows))
+    reference = os.path.join(RESULTS_DIR, stem + ".json")
+    if os.path.abspath(reference) != os.path.abspath(paths["json"]) and os.path.exists(reference):
+      print()
+      print(format_comparison(compare_with_reference(rows, load_rows(reference)), reference))
   sps = [r["samples_per_second"] for r in rows]
   print(
     f"\nwall time {time.perf_counter() - t0:.0f} s (this invocation, --jobs {args.jobs}) on "

@@ -21,7 +21,7 @@ rounds; a sum over the same arrays is timed alongside as the unit.  Usage::
     python -m benchmarks.median_cost                 # ~3 minutes on 2 CPU cores
     python -m benchmarks.median_cost --primitives
 
-Writes ``benchmarks/results/median_cost.json`` (``--out``).
+Writes ``benchmarks/runs/median_cost.json`` (``--out``; the reference is in results/).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import RUNS_DIR
 from benchmarks import optimizer_step as ob
 from legw import _median
 
@@ -176,7 +177,8 @@ def main(argv=None):
     for name, v in result["primitives_ms"].items():
       print(f"{name} on {largest.size:,} entries ({largest.size // 16:,} rows): {v:.2f} ms")
     print(f"sum of the same array: {result['primitives_sum_ms']:.2f} ms")
-  out = args.out or os.path.join(os.path.dirname(__file__), "results", "median_cost.json")
+  out = args.out or os.path.join(RUNS_DIR, "median_cost.json")
+  os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as f:
     json.dump(result, f, indent=1)
   print(f"wrote {out}")

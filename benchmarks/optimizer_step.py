@@ -42,7 +42,7 @@ the compile time is what matters; it prints each one's step and compile time
 (jit trace + lower + XLA compile) as multiples of SGD's, measured in the same
 run.
 
-Writes ``benchmarks/results/optimizer_step[-quick].json`` (``--out``) and
+Writes ``benchmarks/runs/optimizer_step[-quick].json`` (``--out``) and
 prints a markdown table.  Timed numbers never go into tests; this is the
 evidence for the speed claims in the README.
 """
@@ -67,6 +67,7 @@ if __package__ in (None, ""):  # `python benchmarks/optimizer_step.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import legw  # noqa: E402
+from benchmarks import RUNS_DIR  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
 
@@ -645,9 +646,7 @@ def main(argv=None):
     + ("-ablations" if args.ablations else "")
     + ("-family" if args.family else "")
   )
-  out = args.out or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "results", f"optimizer_step{suffix}.json"
-  )
+  out = args.out or os.path.join(RUNS_DIR, f"optimizer_step{suffix}.json")
 
   load_before = os.getloadavg()
   t0 = time.perf_counter()

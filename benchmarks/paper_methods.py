@@ -19,7 +19,7 @@ with momentum 0.9:
     python -m benchmarks.paper_methods discard
     python -m benchmarks.paper_methods batch-schedule --epochs 12
 
-Writes ``benchmarks/results/paper_methods-<experiment>.json``.
+Writes ``benchmarks/runs/paper_methods-<experiment>.json`` (``--out-dir``).
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import numpy as np
 import optax
 
 import legw
+from benchmarks import RUNS_DIR
 from benchmarks.data import load_dataset
 from benchmarks.models import MnistLSTM
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # A recipe for the MNIST LSTM on mnist5k (the sweep's first, untuned mnist_lstm
 # baseline; benchmarks/tasks.py now tunes its own): batch 16, LR 0.05, gradual
 # warmup 0.25 epochs, poly decay (power 2).
@@ -173,13 +173,17 @@ def batch_schedule_experiment(
   }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m benchmarks.paper_methods", description=__doc__)
   p.add_argument("experiment", choices=("discard", "batch-schedule"))
   p.add_argument("--epochs", type=int, default=12, help="batch-schedule: epochs")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out-dir", default=RESULTS_DIR)
-  args = p.parse_args(argv)
+  p.add_argument("--out-dir", default=RUNS_DIR, help="default: benchmarks/runs/ (untracked)")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
   t0, c0 = time.perf_counter(), time.process_time()
   if args.experiment == "discard":
     out = discard_experiment(seed=args.seed)

@@ -237,6 +237,79 @@ def test_quick_sweep_end_to_end(tmp_path, capsys):
   png = (tmp_path / "mnist_lstm-mnist5k.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n"
   print(f"quick sweep: {elapsed:.1f} s")
+  # Rerunning the finished sweep trains nothing and rewrites the JSON byte for byte.
+  before = (tmp_path / "mnist_lstm-mnist5k.json").read_bytes()
+  assert bs.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+  assert "training 0" in capsys.readouterr().out
+  assert (tmp_path / "mnist_lstm-mnist5k.json").read_bytes() == before
+
+
+def test_commands_write_outside_the_tracked_tree_by_default():
+  import os
+  import subprocess
+
+  from benchmarks import RUNS_DIR, paper_methods
+  from benchmarks import large_batch_tuning as lbt
+  from benchmarks.curvature import common as curvature_common
+  from benchmarks.guides import common as guides_common
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  assert bs.build_parser().parse_args([]).out_dir == RUNS_DIR == bs.DEFAULT_OUT_DIR
+  assert lbt.build_parser().parse_args([]).out_dir == RUNS_DIR
+  assert paper_methods.build_parser().parse_args(["discard"]).out_dir == RUNS_DIR
+  for d in (curvature_common.OUT_DIR, guides_common.OUT_DIR):
+    assert d.startswith(RUNS_DIR + os.sep)
+  probe = os.path.join(os.path.relpath(RUNS_DIR, root), "x.json")
+  ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=root)
+  assert ignored.returncode == 0, "benchmarks/runs/ must be ignored by git"
+
+
+def _readme_headline_cells():
+  """(method, batch) -> n of the README's headline table (n = 1 where not written)."""
+  import os
+  import re
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+  table = text.split("| batch | k | legw | linear | none | adam |", 1)[1].split("\n\n", 1)[0]
+  cells = {}
+  for line in table.strip().splitlines()[1:]:
+    parts = [c.strip() for c in line.strip("|").split("|")]
+    for method, cell in zip(("legw", "linear", "none", "adam"), parts[2:]):
+      m = re.search(r"\(n=(\d+)\)", cell)
+      cells[(method, int(parts[0]))] = int(m.group(1)) if m else 1
+  return cells
+
+
+def test_default_command_plans_every_cell_of_the_readme_headline_table():
+  args = bs.build_parser().parse_args([])
+  config = bs.config_from_args(args)
+  seeds: dict[tuple, set] = {}
+  for cfg in bs.headline_configs(config):
+    for r in bs.plan_runs(cfg, train_size=4096):
+      seeds.setdefault((r["method"], r["batch_size"]), set()).add(r["seed"])
+  cells = _readme_headline_cells()
+  assert len(cells) == 16
+  for cell, n in cells.items():
+    assert len(seeds.get(cell, ())) == n, cell
+
+
+def test_compare_with_reference_reports_each_differing_cell():
+  rows = [
+    dict(run_key="a", method="legw", lr_rule="r", batch_size=8, seed=0, test_accuracy=0.9),
+    dict(run_key="b", method="legw", lr_rule="r", batch_size=512, seed=0, test_accuracy=0.8),
+    dict(run_key="c", method="none", lr_rule="r", batch_size=512, seed=0, test_accuracy=0.7),
+  ]
+  same = bs.compare_with_reference(rows, [dict(r) for r in rows[:2]])
+  assert (same["compared"], same["identical"], same["diffs"]) == (2, 2, [])
+  assert same["not_in_reference"] == 1
+  assert "all agree exactly" in bs.format_comparison(same, "ref.json")
+  ref = [dict(rows[0]), dict(rows[1], test_accuracy=0.75)]
+  cmp = bs.compare_with_reference(rows, ref)
+  assert cmp["identical"] == 1 and cmp["max_abs_diff"] == pytest.approx(0.05)
+  text = bs.format_comparison(cmp, "ref.json")
+  assert "1 differ (max |difference| 5.00 points)" in text
+  assert "legw batch 512 seed 0: 80.00 here, 75.00 in the reference" in text
 
 
 def _row(opt, lr, seed, acc, test_size=512):

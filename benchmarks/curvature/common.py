@@ -20,12 +20,14 @@ import numpy as np
 import optax
 
 import legw
+from benchmarks import RUNS_DIR
 from benchmarks.data import load_dataset
 from benchmarks.models import MnistLSTM, SmallResNet
 
 MODELS = ("lstm", "resnet", "mlp")
 OPTIMIZERS = ("sgd", "lars", "mclr", "percent_delta", "cblr")
-RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")  # the committed reference
+OUT_DIR = os.path.join(RUNS_DIR, "curvature")  # where a run writes (untracked)
 
 
 class MLP(nn.Module):

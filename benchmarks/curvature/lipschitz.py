@@ -285,7 +285,7 @@ def main(argv=None) -> dict:
   p.add_argument("--lr-scaling", default=CONFIG["lr_scaling"], choices=("sqrt", "linear", "none"))
   p.add_argument("--seeds", type=int, nargs="+", default=CONFIG["seeds"])
   p.add_argument("--tag", default=None, help="results file suffix (default: the model name)")
-  p.add_argument("--out", default=common.RESULTS_DIR)
+  p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
   p.add_argument("--replot", metavar="JSON", help="redraw the figure from a results file")
   args = p.parse_args(argv)
   if args.replot:

@@ -222,7 +222,7 @@ def main(argv=None) -> list[dict]:
   p.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
   p.add_argument("--seed", type=int, default=CONFIG["seed"])
   p.add_argument("--model", default=CONFIG["model"], choices=("mlp", "resnet"))
-  p.add_argument("--out", default=common.RESULTS_DIR)
+  p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
   args = p.parse_args(argv)
   config = dict(
     CONFIG,

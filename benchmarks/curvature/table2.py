@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
   p.add_argument("--batch-size", type=int, default=CONFIG["batch_size"])
   p.add_argument("--seed", type=int, default=CONFIG["seed"])
   p.add_argument("--dataset", default=CONFIG["dataset"])
-  p.add_argument("--out", default=common.RESULTS_DIR)
+  p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
   args = p.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   tables, summaries = {}, {}

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import RUNS_DIR
 from benchmarks.data import load_dataset
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # committed
+OUT_DIR = os.path.join(RUNS_DIR, "guides")  # where a run writes (untracked)
 
 
 def mnist5k(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -101,10 +103,15 @@ def train_mlp(
   }
 
 
-def write_results(name: str, results: dict[str, Any], command: str) -> str:
-  """Writes ``results/<name>.json`` with the command and the machine; returns its path."""
-  os.makedirs(RESULTS_DIR, exist_ok=True)
-  path = os.path.join(RESULTS_DIR, f"{name}.json")
+def write_results(name: str, results: dict[str, Any], command: str, out_dir: str = "") -> str:
+  """Writes ``<out_dir>/<name>.json`` with the command and the machine; returns its path.
+
+  ``out_dir`` defaults to the untracked ``benchmarks/runs/guides/``; the
+  committed reference is :data:`RESULTS_DIR`.
+  """
+  out_dir = out_dir or OUT_DIR
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, f"{name}.json")
   record = {
     "command": command,
     "date": time.strftime("%Y-%m-%d"),
