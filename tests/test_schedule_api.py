@@ -362,6 +362,33 @@ def test_warmup_rounding_to_zero_steps_warns():
     legw.discard_small_loss_schedule(0.0, num_epochs=0.0, steps_per_epoch=10)
 
 
+_LONG = dict(base_batch_size=256, base_learning_rate=0.1, base_warmup_epochs=3.0, num_epochs=20)
+
+
+@pytest.mark.parametrize(
+  "entry", ["Recipe.schedule", "Recipe.at", "ScaledRecipe.schedule", "Recipe.table", "Recipe", "fn"]
+)
+def test_a_warning_is_issued_once_at_the_callers_line(entry):
+  """One call, one warning, and it names the user's file (this one), not legw's."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    scaled = legw.Recipe(**_LONG).at(1024, steps_per_epoch=10)
+  calls = {
+    "Recipe.schedule": lambda: legw.Recipe(**_LONG).schedule(1024, steps_per_epoch=10),
+    "Recipe.at": lambda: legw.Recipe(**_LONG).at(1024, steps_per_epoch=10),
+    "ScaledRecipe.schedule": scaled.schedule,
+    "Recipe.table": lambda: legw.Recipe(**_LONG).table([1024], dataset_size=10240),
+    "Recipe": lambda: legw.Recipe(**{**_LONG, "base_warmup_epochs": 12.0}),  # at construction
+    "fn": lambda: legw.legw_schedule(**_LONG, batch_size=1024, steps_per_epoch=10),
+  }
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    calls[entry]()
+  assert [str(w.message).count("more than half") for w in caught] == [1], caught
+  assert caught[0].category is UserWarning
+  assert caught[0].filename == __file__, caught[0].filename
+
+
 # ---------------------------------------------------------------------------
 # 7. Public docstrings: formula, units, raises, source, and a running example.
 
