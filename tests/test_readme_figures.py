@@ -1,0 +1,23 @@
+"""The READMEs' figures match the committed results files (benchmarks.readme_figures)."""
+
+import dataclasses
+
+from benchmarks import readme_figures as rf
+
+
+def test_every_readme_figure_matches_its_results_file():
+  assert rf.check() == []
+
+
+def test_a_figure_that_differs_from_its_results_file_is_reported():
+  claim = next(c for c in rf.CLAIMS if c.what == "headline table, mnist5k")
+  # The same table rendered one seed short: the README no longer matches.
+  fewer = dataclasses.replace(
+    claim, render=lambda rows: claim.render([r for r in rows if r["seed"] != 2])
+  )
+  problems = rf.check([claim, fewer])
+  assert len(problems) == 1 and "headline table, mnist5k" in problems[0]
+
+
+def test_line_wrapping_and_bold_do_not_matter():
+  assert rf._normalize("a **95.2 ± 0.6**\n  at 64×") == rf._normalize("a 95.2 ± 0.6 at 64×")
