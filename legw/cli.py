@@ -20,6 +20,7 @@ import numpy as np
 
 from legw import __version__
 from legw.recipe import Recipe
+from legw.scaling import scale_warmup_epochs
 from legw.schedules import DECAYS
 
 PLOT_EXTRA = "pip install 'legw[plot]'"
@@ -146,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     type=_number,
     nargs="*",
     default=[30, 60, 80],
-    help="multistep boundaries in epochs (Figure 2.1)",
+    help="multistep boundaries in epochs (Figure 2.1); each must lie after the longest warmup "
+    "of the ladder (LEGW scales the warmup epochs with the batch: base warmup x k) and "
+    "before --num-epochs",
   )
   r.add_argument(
     "--decay-rate",
@@ -267,6 +270,38 @@ def _check_plot_path(path: str) -> str | None:
   return None
 
 
+def _check_boundaries(recipe: Recipe, batch_sizes: Sequence[int]) -> str | None:
+  """Why the multistep ``recipe`` cannot run at every batch size of the ladder, or None.
+
+  LEGW scales the warmup epochs by k, so a boundary that suits the base batch
+  (the paper's 30/60/80 epochs) can fall inside the warmup of a large batch.
+  """
+  if recipe.decay != "multistep":
+    return None
+  bounds = " ".join(f"{b:g}" for b in recipe.boundary_epochs)
+  for b in sorted(batch_sizes, reverse=True):
+    warmup = scale_warmup_epochs(
+      recipe.base_warmup_epochs, recipe.base_batch_size, b, recipe.warmup_scaling
+    )
+    early = [e for e in recipe.boundary_epochs if not warmup < e]
+    if early and warmup < recipe.num_epochs:
+      k = b / recipe.base_batch_size
+      return (
+        f"--decay multistep: at batch size {b} the warmup is {warmup:g} epochs "
+        f"({recipe.base_warmup_epochs:g} x k={k:g}), past the boundary {early[0]:g} of "
+        f"--boundary-epochs {bounds}. Choose each boundary after the longest warmup of the "
+        f"ladder ({warmup:g} epochs, at batch {b}) and before --num-epochs "
+        f"{recipe.num_epochs:g}, or leave out the batch sizes whose warmup passes them"
+      )
+  return None
+
+
+def _error(prog: str, message: str) -> int:
+  """Prints ``message`` as the parser's errors are printed (one line); returns status 2."""
+  print(f"{prog}: error: {message.rstrip('.')}; see '{prog} --help'", file=sys.stderr)
+  return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs ``legw`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
   args = build_parser().parse_args(argv)
@@ -274,26 +309,33 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.plot:
     problem = _check_plot_path(args.plot)
     if problem:
-      print(f"{prog}: error: {problem}", file=sys.stderr)
-      return 2
+      return _error(prog, problem)
   try:
+    # Everything is checked, and every table made, before anything is printed.
     recipes = [recipe_from_args(args, d) for d in args.decay]
     for recipe in recipes:
-      log2_lr = math.log2(recipe.base_learning_rate) if recipe.base_learning_rate > 0 else -math.inf
-      print(
-        f"# LEGW ladder: decay={recipe.decay}, base batch {recipe.base_batch_size}, "
-        f"base LR {recipe.base_learning_rate:.6g} (2^{log2_lr:.2f}), "
-        f"base warmup {recipe.base_warmup_epochs:g} epochs, {recipe.num_epochs:g} epochs, "
-        f"{args.dataset_size} examples/epoch"
-      )
-      print(recipe.table(args.batch_sizes, dataset_size=args.dataset_size))
-      print()
-    if args.plot:
+      problem = _check_boundaries(recipe, args.batch_sizes)
+      if problem:
+        return _error(prog, problem)
+    tables = [recipe.table(args.batch_sizes, dataset_size=args.dataset_size) for recipe in recipes]
+  except ValueError as e:
+    return _error(prog, str(e))
+  for recipe, table in zip(recipes, tables):
+    log2_lr = math.log2(recipe.base_learning_rate) if recipe.base_learning_rate > 0 else -math.inf
+    print(
+      f"# LEGW ladder: decay={recipe.decay}, base batch {recipe.base_batch_size}, "
+      f"base LR {recipe.base_learning_rate:.6g} (2^{log2_lr:.2f}), "
+      f"base warmup {recipe.base_warmup_epochs:g} epochs, {recipe.num_epochs:g} epochs, "
+      f"{args.dataset_size} examples/epoch"
+    )
+    print(table)
+    print()
+  if args.plot:
+    try:
       plot_ladder(recipes, args.batch_sizes, args.dataset_size, args.plot)
-      print(f"wrote {args.plot}")
-  except (ValueError, OSError) as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    return 2
+    except (ValueError, OSError) as e:
+      return _error(prog, str(e))
+    print(f"wrote {args.plot}")
   return 0
 
 

@@ -54,6 +54,7 @@ def test_every_option_shows_its_default(capsys):
     (["--num-epochs", "nan"], "invalid number 'nan'"),
     (["--batch-sizes", "1024", "0"], "argument --batch-sizes: invalid size '0'"),
     (["--base-learning-rate", "-1"], "base_learning_rate must be in [0, inf)"),
+    (["--num-epochs", "0.2"], "warmup of 0.3125 epochs"),  # checked by legw, not argparse
   ],
 )
 def test_bad_number_is_one_clean_line(capsys, argv, expected):
@@ -61,6 +62,8 @@ def test_bad_number_is_one_clean_line(capsys, argv, expected):
   assert status == 2 and not out
   line = _one_line(err)
   assert line.startswith("legw recipe: error: ") and expected in line
+  assert line.endswith("; see 'legw recipe --help'"), line  # as argparse's own errors
+  assert ".;" not in line
 
 
 def test_missing_output_folder_is_one_clean_line(capsys, tmp_path):
@@ -68,7 +71,8 @@ def test_missing_output_folder_is_one_clean_line(capsys, tmp_path):
   status, out, err = _run(capsys, "recipe", "--plot", str(missing))
   assert status == 2 and not out
   assert _one_line(err) == (
-    f"legw recipe: error: --plot {missing}: the folder {missing.parent} does not exist"
+    f"legw recipe: error: --plot {missing}: the folder {missing.parent} does not exist; "
+    "see 'legw recipe --help'"
   )
   assert not missing.parent.exists()
 
@@ -88,7 +92,8 @@ def test_plot_without_matplotlib_names_the_extra(capsys, tmp_path, monkeypatch):
   status, out, err = _run(capsys, "recipe", "--plot", str(out_file))
   assert status == 2 and not out
   assert _one_line(err) == (
-    "legw recipe: error: --plot needs matplotlib, which is not installed: pip install 'legw[plot]'"
+    "legw recipe: error: --plot needs matplotlib, which is not installed: "
+    "pip install 'legw[plot]'; see 'legw recipe --help'"
   )
   assert not out_file.exists()
 
@@ -131,3 +136,30 @@ def test_poly_origin_reaches_the_poly_recipe_only(capsys):
     "32768",
   )
   assert status == 0, err
+
+
+@pytest.mark.parametrize("plot", [False, True])
+def test_multistep_boundaries_inside_a_scaled_warmup_fail_before_printing(capsys, tmp_path, plot):
+  """LEGW's warmup at batch 131072 is 0.3125 x 128 = 40 epochs, past the default boundary 30."""
+  fig = tmp_path / "fig.png"
+  argv = ["recipe", "--decay", "poly", "multistep", "--batch-sizes", "1024", "131072"]
+  status, out, err = _run(capsys, *argv, *(["--plot", str(fig)] if plot else []))
+  assert status == 2 and not out  # no table printed before the error
+  line = _one_line(err)
+  assert line.startswith("legw recipe: error: --decay multistep: at batch size 131072 ")
+  assert "the warmup is 40 epochs" in line and "--boundary-epochs 30 60 80" in line
+  assert "Choose each boundary after the longest warmup" in line
+  assert line.endswith("; see 'legw recipe --help'")
+  assert not fig.exists()
+  # Boundaries after the longest warmup work, and the help says how to choose them.
+  status, out, err = _run(capsys, *argv, "--boundary-epochs", "50", "70", "85")
+  assert status == 0 and not err and out.count("# LEGW ladder") == 2
+  status, out, _ = _run(capsys, "recipe", "--help")
+  assert "after the longest warmup" in " ".join(out.split())
+
+
+def test_multistep_boundary_past_the_run_names_it(capsys):
+  status, out, err = _run(capsys, "recipe", "--decay", "multistep", "--boundary-epochs", "95")
+  assert status == 2 and not out
+  line = _one_line(err)
+  assert "boundary_epochs must lie strictly between" in line and "got 95" in line
