@@ -41,7 +41,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks import batch_scaling as bs
+from benchmarks import report, sweep, tuning
 
 TASK, DATASET = "mnist_lstm", "fashion_mnist"
 BATCH_SIZE = 8192
@@ -107,7 +107,7 @@ def _config(method: str, learning_rate: float, warmup_epochs: float, seeds, spli
   from benchmarks.tasks import get_task
 
   optimizer = get_task(TASK).optimizer_for(method)
-  return bs.SweepConfig(
+  return sweep.SweepConfig(
     task=TASK,
     dataset=DATASET,
     methods=(method,),
@@ -118,7 +118,7 @@ def _config(method: str, learning_rate: float, warmup_epochs: float, seeds, spli
     learning_rates={optimizer: learning_rate},
     seeds=tuple(seeds),
     data_dir=data_dir,
-    validation_fraction=bs.VALIDATION_FRACTION if split == "validation" else None,
+    validation_fraction=tuning.VALIDATION_FRACTION if split == "validation" else None,
   )
 
 
@@ -136,7 +136,7 @@ def plan_trials(train_size: int, data_dir: str | None = None) -> list[dict]:
         "validation",
         data_dir,
       )
-      for run in bs.plan_runs(cfg, train_size):
+      for run in sweep.plan_runs(cfg, train_size):
         runs.append(dict(run, trial=point["trial"]))
     per_space.append(runs)
   return [run for group in zip(*per_space) for run in group]
@@ -149,10 +149,10 @@ def select_trial(rows: list[dict]) -> dict[str, dict]:
   within one binomial standard error of it, ``sqrt(p (1 - p) / n_val)`` of
   the best accuracy p on n_val validation images, are taken as tied with it
   (one seed each: no seed spread to use, as in the one-standard-error rule of
-  :func:`benchmarks.batch_scaling.select_learning_rates`), and of those the one
+  :func:`benchmarks.tuning.select_learning_rates`), and of those the one
   with the **smallest peak LR** is picked: the most conservative step, the
   least likely to blow up on a seed it was not tried with (a ``†`` run,
-  :func:`benchmarks.batch_scaling.blew_up`, is never picked). A diverged or
+  :func:`benchmarks.report.blew_up`, is never picked). A diverged or
   blown-up trial counts with the accuracy it reached.
 
   Returns:
@@ -167,7 +167,7 @@ def select_trial(rows: list[dict]) -> dict[str, dict]:
     best = max(trials, key=lambda r: (r["test_accuracy"], -r["peak_learning_rate"]))
     p, n_val = best["test_accuracy"], best["test_size"]
     se = math.sqrt(p * (1 - p) / n_val)
-    tied = [r for r in trials if r["test_accuracy"] >= p - se and not bs.blew_up(r)]
+    tied = [r for r in trials if r["test_accuracy"] >= p - se and not report.blew_up(r)]
     pick = min(tied or [best], key=lambda r: (r["peak_learning_rate"], -r["test_accuracy"]))
     out[opt] = dict(
       pick=_trial_summary(pick),
@@ -197,13 +197,13 @@ def plan_finals(selection: dict[str, dict], train_size: int, data_dir=None) -> l
     cfg = _config(
       p["method"], p["learning_rate"], p["warmup_epochs"], FINAL_SEEDS, "test", data_dir
     )
-    runs += [dict(run, trial=p["trial"]) for run in bs.plan_runs(cfg, train_size)]
+    runs += [dict(run, trial=p["trial"]) for run in sweep.plan_runs(cfg, train_size)]
   return runs
 
 
-def scaling_config(data_dir: str | None = None) -> bs.SweepConfig:
+def scaling_config(data_dir: str | None = None) -> sweep.SweepConfig:
   """LEGW and no scaling at 8192 from the batch-128 baseline (the main sweep's file)."""
-  return bs.SweepConfig(
+  return sweep.SweepConfig(
     task=TASK,
     dataset=DATASET,
     methods=SCALING_METHODS,
@@ -231,12 +231,12 @@ def run_phase(
   p = paths(out_dir)
   if phase == "scaling":
     cfg = scaling_config(data_dir)
-    return bs.run_sweep(cfg, progress=progress, results_path=p["scaling"], jobs=jobs)
+    return sweep.run_sweep(cfg, progress=progress, results_path=p["scaling"], jobs=jobs)
   if phase == "trials":
     cfg = _config("nesterov", 1.0, 0.0, (TRIAL_SEED,), "validation", data_dir)
-    data = bs.load_data(cfg)
+    data = sweep.load_data(cfg)
     runs = plan_trials(len(data[0]), data_dir)
-    rows = bs.execute(
+    rows = sweep.execute(
       runs,
       cfg,
       data=data if jobs == 1 else None,
@@ -246,10 +246,10 @@ def run_phase(
       jobs=jobs,
     )
     if len(rows) == len(runs):
-      bs._write_json(p["selection"], select_trial(rows))
+      sweep._write_json(p["selection"], select_trial(rows))
     return rows
   if phase == "finals":
-    trials = bs.load_rows(p["trials"])
+    trials = sweep.load_rows(p["trials"])
     if len(trials) < NUM_TRIALS * len(SPACES):
       raise RuntimeError(
         f"{p['trials']}: {len(trials)} of {NUM_TRIALS * len(SPACES)} trials done; "
@@ -257,9 +257,9 @@ def run_phase(
       )
     selection = select_trial(trials)
     cfg = _config("nesterov", 1.0, 0.0, FINAL_SEEDS, "test", data_dir)
-    data = bs.load_data(cfg)
+    data = sweep.load_data(cfg)
     runs = plan_finals(selection, len(data[0]), data_dir)
-    return bs.execute(
+    return sweep.execute(
       runs,
       cfg,
       data=data if jobs == 1 else None,
@@ -292,9 +292,9 @@ def report_rows(out_dir: str) -> list[dict]:
   accuracies, mean, std (ddof 1), worst seed, n.
   """
   p = paths(out_dir)
-  main_rows = bs.load_rows(p["scaling"])
-  trials = bs.load_rows(p["trials"])
-  finals = bs.load_rows(p["finals"])
+  main_rows = sweep.load_rows(p["scaling"])
+  trials = sweep.load_rows(p["trials"])
+  finals = sweep.load_rows(p["finals"])
   lines = []
 
   def add(label, rows, tuning_runs, tuning_hours, note=""):
@@ -313,7 +313,7 @@ def report_rows(out_dir: str) -> list[dict]:
         std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
         worst=float(acc.min()),
         n=len(acc),
-        blew_up=sum(bs.blew_up(r) for r in rows),
+        blew_up=sum(report.blew_up(r) for r in rows),
         note=note,
       )
     )
@@ -364,7 +364,7 @@ def format_trials(rows: list[dict]) -> str:
     out.append(
       f"| {r['optimizer']} | {r['trial']} | {r['peak_learning_rate']:g} | "
       f"{r['warmup_epochs']:g} | {100 * r['test_accuracy']:.2f}"
-      f"{'†' if bs.blew_up(r) else ''}{'*' if r['diverged'] else ''} | "
+      f"{'†' if report.blew_up(r) else ''}{'*' if r['diverged'] else ''} | "
       f"{r['train_loss']:.3g} | {', '.join(mark)} |"
     )
   return "\n".join(out)
@@ -421,7 +421,7 @@ def write_report(out_dir: str) -> str:
   """Writes ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; returns the Markdown."""
   p = paths(out_dir)
   lines = report_rows(out_dir)
-  trials = bs.load_rows(p["trials"])
+  trials = sweep.load_rows(p["trials"])
   text = format_report(lines) + "\n\n" + format_trials(trials) + "\n"
   with open(p["report"], "w") as f:
     f.write(text)
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
   p.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes)")
   p.add_argument("--data-dir", default=None, help="a directory of Fashion-MNIST IDX files")
-  p.add_argument("--out-dir", default=bs.DEFAULT_OUT_DIR)
+  p.add_argument("--out-dir", default=sweep.DEFAULT_OUT_DIR)
   p.add_argument("--report", action="store_true", help="only write the report of what exists")
   p.add_argument("--no-progress", action="store_true")
   return p

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from benchmarks import lm_data
 from benchmarks.models import LSTM
+from benchmarks.task_spec import Baseline, Task
 
 VOCAB_SIZE = lm_data.MAX_VOCAB
 SEQ_LEN = lm_data.SEQ_LEN
@@ -113,8 +114,6 @@ def make_task():
   Baselines: ``fortunes`` (the offline default, the committed CPU run's
   settings) and ``ptb`` (the paper's schedule, LR untuned here).
   """
-  from benchmarks.tasks import Baseline, Task  # here: tasks.py imports this module
-
   ladder = (20, 40, 80, 160, 320, 640)
   return Task(
     name="lstm_lm",

@@ -25,7 +25,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from benchmarks import batch_scaling as bs
+from benchmarks import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join("benchmarks", "results")
@@ -55,26 +55,26 @@ def _normalize(text: str) -> str:
 
 
 def _cell(rows, method: str, batch: int, n: bool = False, pct: bool = True) -> str:
-  """A table cell's text: mean (± std over seeds), as :func:`bs.format_table` writes it."""
-  c = bs.summarize([r for r in rows if r["method"] == method])[(method, batch)]
+  """A table cell's text: mean (± std over seeds), as :func:`report.format_table` writes it."""
+  c = report.summarize([r for r in rows if r["method"] == method])[(method, batch)]
   unit = 100 if pct else 1
-  text = bs._number(unit * c["mean"])
+  text = report._number(unit * c["mean"])
   if c["n"] > 1:
-    text += f" ± {bs._number(unit * c['std'])}"
+    text += f" ± {report._number(unit * c['std'])}"
     if n:
       text += f" (n={c['n']})"
   return text
 
 
 def _mean(rows, method: str, batch: int) -> float:
-  return bs.summarize([r for r in rows if r["method"] == method])[(method, batch)]["mean"]
+  return report.summarize([r for r in rows if r["method"] == method])[(method, batch)]["mean"]
 
 
 def _table(header: str) -> Callable[[list], str]:
-  """The sweep's Markdown table (:func:`bs.format_table`) under a README's own header."""
+  """The sweep's Markdown table (:func:`report.format_table`) under a README's own header."""
 
   def render(rows):
-    lines = bs.format_table(rows).splitlines()
+    lines = report.format_table(rows).splitlines()
     return "\n".join([header] + lines[1:])
 
   return render

@@ -63,9 +63,13 @@ def test_registry_is_well_formed():
     for base in task.baselines.values():
       assert base.base_batch_size == min(base.batch_sizes)
       assert max(base.batch_sizes) / base.base_batch_size >= 32
-      for opt in set(task.optimizers.values()):
-        assert base.learning_rates[opt] > 0
+      for method, opt in task.optimizers.items():
+        if not tasks.METHODS[method].tuned_per_batch:
+          assert base.learning_rates[opt] > 0
   assert tasks.TASKS["cnn_lars"].optimizer_for("legw") == "lars"
+  # A method tuned per batch has no baseline LR: the sweep must be given one.
+  with pytest.raises(ValueError, match="no base learning rate for optimizer 'nesterov'"):
+    bs.plan_runs(bs.SweepConfig(methods=("nesterov",), batch_sizes=(8,)), 4096)
   with pytest.raises(ValueError, match="unknown task"):
     tasks.get_task("nope")
 
