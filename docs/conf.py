@@ -8,6 +8,12 @@ Build it (warnings are errors, as in CI) from the repository root:
 The notebooks are rendered with the outputs committed in notebooks/ (they are
 not executed here; CI runs them with nbmake). The API page lists every name in
 ``legw.__all__`` (see _ext/legw_api.py).
+
+The site reads offline: MathJax is shipped with it (the ``sphinx-mathjax-offline``
+package copies MathJax into ``_static/mathjax``), remote images become text links
+(_ext/legw_site.py), and the benchmark READMEs are pages of the site
+(docs/benchmarks/). ``python docs/check_site.py build/docs`` checks all three on the
+built HTML (a CI step).
 """
 
 import os
@@ -30,10 +36,12 @@ extensions = [
   "sphinx.ext.autosummary",
   "sphinx.ext.napoleon",
   "sphinx.ext.mathjax",
+  "sphinx-mathjax-offline",  # MathJax 3 in _static/mathjax: math renders with no network
   "sphinx.ext.intersphinx",
   "sphinx.ext.viewcode",
   "myst_nb",
   "legw_api",
+  "legw_site",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -71,5 +79,9 @@ html_theme_options = {
   "repository_url": "https://github.com/legw-dev/legw",  # placeholder, as in pyproject.toml
   "use_repository_button": True,
   "show_toc_level": 2,
+  # pydata-sphinx-theme >= 0.16 puts a search button in a header strip above the
+  # sidebar's own search field unless this is set: one search box, in the sidebar.
+  "navbar_persistent": [],
 }
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["legw.css"]

@@ -104,3 +104,32 @@ def test_guide_measurement_functions_run():
   assert jax.tree.structure(stats) == jax.tree.structure(variables["batch_stats"])
   assert float(jnp.abs(stats["bn0"]["mean"]).max()) > 0  # no longer the initial zeros
   assert lars_from_sgd.schedule(1.0, 8, 10)(8) == pytest.approx(1.0)
+
+
+def _docs_extra():
+  import tomllib
+
+  return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+    "docs"
+  ]
+
+
+def test_the_site_ships_its_math_renderer_and_pins_its_theme():
+  """Math renders offline from a package of the docs extra; the theme pair is pinned."""
+  extra = _docs_extra()
+  assert any(r.startswith("sphinx-mathjax-offline") for r in extra), extra
+  assert "sphinx-mathjax-offline" in (DOCS / "conf.py").read_text()
+  for theme in ("sphinx-book-theme==", "pydata-sphinx-theme=="):
+    assert any(r.startswith(theme) for r in extra), (theme, extra)
+
+
+def test_benchmark_pages_include_the_repository_readmes():
+  """docs/benchmarks/ mirrors the benchmark READMEs, so their links resolve as pages."""
+  index = (DOCS / "index.md").read_text()
+  pages = sorted((DOCS / "benchmarks").rglob("*.md"))
+  assert pages
+  for page in pages:
+    rel = page.relative_to(DOCS)
+    included = re.search(r"```\{include\} (\S+)", page.read_text()).group(1)
+    assert (page.parent / included).resolve() == ROOT / rel, page
+    assert f"<{rel.with_suffix('').as_posix()}>" in index, rel
