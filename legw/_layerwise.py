@@ -325,8 +325,18 @@ def scale_by_layerwise_rate(
   check_args(weight_decay, eps, denominator)
   scheduled = callable(weight_decay) or callable(clip_learning_rate)
 
+  def resolve(params):
+    """The layer axes and the two masks, one per leaf (a bad spec raises)."""
+    axes = resolve_layer_axis(layer_axis, params)
+    default = lambda p: exclude_bias_and_norm(per_layer_shapes(p, axes))
+    tr_mask = resolve_mask(trust_ratio_mask, params, default)
+    return axes, tr_mask, resolve_mask(weight_decay_mask, params, default)
+
   def init_fn(params):
-    del params
+    # Where the parameters are first seen: a bad mask or layer_axis (and a
+    # legw.path_mask pattern that matches nothing) raises here, as
+    # optax.masked calls its mask at init.
+    resolve(params)
     if scheduled:
       return state_cls(count=jnp.zeros([], jnp.int32))
     return optax.EmptyState()
@@ -338,10 +348,7 @@ def scale_by_layerwise_rate(
     at = lambda v: v(state.count) if callable(v) else v
     g_leaves, treedef = jax.tree.flatten(updates)
     w_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
-    axes = resolve_layer_axis(layer_axis, params)
-    default = lambda p: exclude_bias_and_norm(per_layer_shapes(p, axes))
-    tr_mask = resolve_mask(trust_ratio_mask, params, default)
-    wd_mask = resolve_mask(weight_decay_mask, params, default)
+    axes, tr_mask, wd_mask = resolve(params)
     beta = at(weight_decay)
     if _validation.is_concrete_number(beta) and beta == 0:
       wd_mask = [False] * len(wd_mask)  # nothing to add (as optax.add_decayed_weights)
@@ -427,15 +434,67 @@ def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTrans
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def sgd_chain(scaler, learning_rate, momentum, nesterov) -> optax.GradientTransformationExtraArgs:
+def check_state_dtype_of_leaves(name: str, dtype: Any, params: Any) -> None:
+  """At ``init``: a real state dtype cannot hold a complex leaf's state.
+
+  Raises:
+    ValueError: when ``dtype`` is set and a floating leaf of ``params`` is
+      complex (its state would lose the imaginary part), naming the leaf.
+  """
+  if dtype is None:
+    return
+  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if is_trainable(p) and jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
+      raise ValueError(
+        f"{name}={jnp.dtype(dtype).name} is real, and the leaf {jax.tree_util.keystr(path)} "
+        f"is {jnp.result_type(p)}: its state would lose the imaginary part. Leave "
+        f"{name}=None for complex parameters."
+      )
+
+
+def momentum(decay, nesterov, accumulator_dtype=None) -> optax.GradientTransformation:
+  """``optax.trace(decay, nesterov, accumulator_dtype)``, computing in the
+  wider of the state and update dtypes.
+
+  With ``accumulator_dtype=None`` this is ``optax.trace`` itself (bit for
+  bit).  With a state dtype, the stored trace is widened to the update's
+  dtype before the step (``optax.trace`` alone would round ``decay * trace``
+  to a bfloat16 trace's dtype: a Python-float decay is weakly typed), so
+  ``v <- m v + u`` is one float32 computation and only the stored ``v`` is
+  rounded to ``accumulator_dtype``; the updates returned are cast back to
+  the incoming updates' dtype (a float32 accumulator of bfloat16
+  parameters would otherwise hand float32 updates on).
+  """
+  trace = optax.trace(decay=decay, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
+  if accumulator_dtype is None:
+    return trace
+
+  def init_fn(params):
+    check_state_dtype_of_leaves("accumulator_dtype", accumulator_dtype, params)
+    return trace.init(params)
+
+  def update_fn(updates, state, params=None):
+    wide = jax.tree.map(
+      lambda t, u: t.astype(jnp.promote_types(t.dtype, jnp.result_type(u))), state.trace, updates
+    )
+    out, state = trace.update(updates, state._replace(trace=wide), params)
+    return jax.tree.map(lambda o, u: o.astype(jnp.result_type(u)), out, updates), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def sgd_chain(
+  scaler, learning_rate, momentum_decay, nesterov, accumulator_dtype=None
+) -> optax.GradientTransformationExtraArgs:
   """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1):
   ``optax.chain(scaler, optax.scale_by_learning_rate(learning_rate),
-  optax.trace(momentum, nesterov))``, with non-float leaves passed through."""
+  optax.trace(momentum, nesterov, accumulator_dtype))``, with non-float leaves
+  passed through."""
   return pass_untrainable(
     optax.chain(
       scaler,
       optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=nesterov),
+      momentum(momentum_decay, nesterov, accumulator_dtype),
     )
   )
 
@@ -446,11 +505,12 @@ def check_optimizer_args(learning_rate, momentum):
 
 
 def sgd_optimizer(
-  transform, learning_rate, momentum, nesterov, /, **kwargs
+  transform, learning_rate, momentum_decay, nesterov, /, *, accumulator_dtype=None, **kwargs
 ) -> optax.GradientTransformationExtraArgs:
   """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``.
 
   ``kwargs`` may hold a ``learning_rate`` of the transform's own (LARC clip).
   """
-  check_optimizer_args(learning_rate, momentum)
-  return sgd_chain(transform(**kwargs), learning_rate, momentum, nesterov)
+  check_optimizer_args(learning_rate, momentum_decay)
+  _validation.check_state_dtype("accumulator_dtype", accumulator_dtype)
+  return sgd_chain(transform(**kwargs), learning_rate, momentum_decay, nesterov, accumulator_dtype)

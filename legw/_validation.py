@@ -11,6 +11,8 @@ import math
 import numbers
 from typing import Any
 
+import jax.numpy as jnp
+
 
 def is_concrete_number(value: Any) -> bool:
   """True for Python/NumPy real numbers (not bools, not JAX arrays)."""
@@ -97,3 +99,27 @@ def check_learning_rate(learning_rate: Any) -> None:
 def check_weight_decay(weight_decay: Any) -> None:
   """A weight decay is a non-negative number or a callable schedule."""
   _check_scalar_or_schedule("weight_decay", weight_decay)
+
+
+def check_state_dtype(name: str, dtype: Any) -> None:
+  """An optimizer-state dtype (``mu_dtype``, ``accumulator_dtype``): ``None``
+  (the state follows the parameters, as in optax) or a real floating dtype.
+
+  Raises:
+    TypeError: for anything that is not a dtype, or a dtype that is not real
+      floating (integers, bool, complex: a momentum must hold fractions, and
+      a complex state of real parameters would make their updates complex).
+  """
+  if dtype is None:
+    return
+  try:
+    dt = jnp.dtype(dtype)
+  except TypeError as e:
+    raise TypeError(
+      f"{name} must be None or a floating dtype (e.g. jnp.bfloat16, 'float32'); got {dtype!r}."
+    ) from e
+  if not jnp.issubdtype(dt, jnp.floating):
+    raise TypeError(
+      f"{name} must be None or a floating dtype (e.g. jnp.bfloat16, 'float32'); "
+      f"got {dtype!r} ({dt.name})."
+    )

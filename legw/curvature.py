@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._layerwise import sums_statistic
@@ -222,6 +223,7 @@ def mclr(
   trust_ratio_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
@@ -260,6 +262,11 @@ def mclr(
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None: the statistic is taken per slice, and the default masks judge one
       layer's shape (see :func:`legw.scale_by_lars`).
+    accumulator_dtype: the dtype of the momentum in the state
+      (``optax.trace``'s argument), e.g. ``jnp.bfloat16``; ``None``
+      (default): the parameters' dtype.  Only the stored momentum is
+      rounded; the per-layer statistics stay float32 and the update comes
+      back in the gradient's dtype (see :func:`legw.lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -267,15 +274,19 @@ def mclr(
   Raises:
     ValueError: for a negative learning rate, momentum outside [0, 1), or a
       negative weight decay or eps (concrete numbers only, so
-      ``optax.inject_hyperparams`` works); at update time without params.
+      ``optax.inject_hyperparams`` works); at ``init``, for a real
+      ``accumulator_dtype`` with a complex parameter; at update time without
+      params.
     TypeError: for a learning rate or weight decay neither a number nor a
-      schedule (e.g. a :class:`legw.Recipe`).
+      schedule (e.g. a :class:`legw.Recipe`), or an ``accumulator_dtype``
+      that is not a floating dtype.
   """
   return _layerwise.sgd_optimizer(
     scale_by_median_curvature,
     learning_rate,
     momentum,
     nesterov,
+    accumulator_dtype=accumulator_dtype,
     weight_decay=weight_decay,
     eps=eps,
     trust_ratio_mask=trust_ratio_mask,
@@ -403,6 +414,7 @@ def percent_delta(
   trust_ratio_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with PercentDelta per-layer rates (curvature paper eq. 24).
 
@@ -435,15 +447,22 @@ def percent_delta(
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None: the statistic is taken per slice, and the default masks judge one
       layer's shape (see :func:`legw.scale_by_lars`).
+    accumulator_dtype: the dtype of the momentum in the state
+      (``optax.trace``'s argument), e.g. ``jnp.bfloat16``; ``None``
+      (default): the parameters' dtype.  Only the stored momentum is
+      rounded; the per-layer statistics stay float32 and the update comes
+      back in the gradient's dtype (see :func:`legw.lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
 
   Raises:
     ValueError: for momentum outside [0, 1), a negative learning rate, weight
-      decay or eps; at update time without params.
+      decay or eps; at ``init``, for a real ``accumulator_dtype`` with a
+      complex parameter; at update time without params.
     TypeError: for a learning rate or weight decay that is not a number or an
-      ``optax.Schedule`` (e.g. a :class:`legw.Recipe`), or for a
+      ``optax.Schedule`` (e.g. a :class:`legw.Recipe`), an
+      ``accumulator_dtype`` that is not a floating dtype, or for a
       hyperparameter passed by position after ``learning_rate``.
   """
   return _layerwise.sgd_optimizer(
@@ -451,6 +470,7 @@ def percent_delta(
     learning_rate,
     momentum,
     nesterov,
+    accumulator_dtype=accumulator_dtype,
     weight_decay=weight_decay,
     eps=eps,
     trust_ratio_mask=trust_ratio_mask,
@@ -744,6 +764,7 @@ def cblr(
   weight_decay_mask: MaskOrFn = None,
   trust_ratio_mask: MaskOrFn = None,
   axis_name: AxisName = None,
+  accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with curvature-based per-parameter rates (CBLR, curvature paper eq. 9–11).
 
@@ -784,6 +805,11 @@ def cblr(
     weight_decay_mask: which leaves get weight decay.
     trust_ratio_mask: which leaves get :math:`R_i`.
     axis_name: see :func:`scale_by_curvature_radius`.
+    accumulator_dtype: the dtype of the momentum in the state
+      (``optax.trace``'s argument), e.g. ``jnp.bfloat16``; ``None``
+      (default): the parameters' dtype.  Only the stored momentum is
+      rounded; the per-layer statistics stay float32 and the update comes
+      back in the gradient's dtype (see :func:`legw.lars`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params
@@ -795,13 +821,15 @@ def cblr(
       ``update_every`` not integers >= 1; at update time without params or
       ``obj_fn``.
     TypeError: for a learning rate or weight decay neither a number nor a
-      schedule (e.g. a :class:`legw.Recipe`).
+      schedule (e.g. a :class:`legw.Recipe`), or an ``accumulator_dtype``
+      that is not a floating dtype.
   """
   return _layerwise.sgd_optimizer(
     scale_by_curvature_radius,
     learning_rate,
     momentum,
     nesterov,
+    accumulator_dtype=accumulator_dtype,
     weight_decay=weight_decay,
     max_radius=max_radius,
     num_probes=num_probes,

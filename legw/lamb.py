@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._reduce import AxisName, stat_dtype
@@ -70,15 +71,50 @@ def _in_stat_dtype(inner: optax.GradientTransformation) -> optax.GradientTransfo
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _adam(b1, b2, eps, eps_root, mu_dtype) -> optax.GradientTransformation:
+  """``optax.scale_by_adam``: itself for ``mu_dtype=None``.
+
+  With a ``mu_dtype``, ``init`` first refuses complex leaves (see
+  :func:`legw._layerwise.check_state_dtype_of_leaves`), and ``update``
+  widens the stored :math:`m` to the update's dtype before the step
+  (``optax.scale_by_adam`` alone would round ``b1 * m`` to a bfloat16
+  :math:`m`'s dtype), so that only the stored :math:`m` is rounded.
+  """
+  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype)
+  if mu_dtype is None:
+    return adam
+
+  def init_fn(params):
+    _layerwise.check_state_dtype_of_leaves("mu_dtype", mu_dtype, params)
+    return adam.init(params)
+
+  def update_fn(updates, state, params=None):
+    wide = jax.tree.map(
+      lambda m, u: m.astype(jnp.promote_types(m.dtype, jnp.result_type(u))), state.mu, updates
+    )
+    return adam.update(updates, state._replace(mu=wide), params)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _lamb_direction(
-  b1, b2, eps, eps_root, weight_decay, trust_ratio_mask, weight_decay_mask, axis_name, layer_axis
+  b1,
+  b2,
+  eps,
+  eps_root,
+  weight_decay,
+  trust_ratio_mask,
+  weight_decay_mask,
+  axis_name,
+  layer_axis,
+  mu_dtype=None,
 ) -> optax.GradientTransformation:
   """Adam's direction, then the LARS trust ratio (combined form, eta = 1, no eps).
 
   On floating leaves only (the caller wraps it in ``pass_untrainable``).
   """
   return optax.chain(
-    optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root),
+    _adam(b1, b2, eps, eps_root, mu_dtype),
     _layerwise.scale_by_layerwise_rate(
       LARS_STATISTIC,
       name="scale_by_lamb",
@@ -106,6 +142,7 @@ def scale_by_lamb(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  mu_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's Adam direction by its LAMB trust ratio (no learning rate).
 
@@ -136,7 +173,8 @@ def scale_by_lamb(
     ratio to every leaf and decays every leaf unless masked: pass
     ``trust_ratio_mask=True, weight_decay_mask=True`` for its behaviour.
   * Norms *and the Adam moments* in float32 (float64 for float64 leaves)
-    whatever the leaf dtype; norms of :math:`|x|^2` for complex leaves.
+    whatever the leaf dtype (the stored :math:`m` in ``mu_dtype`` if one is
+    given); norms of :math:`|x|^2` for complex leaves.
     ``optax.scale_by_adam`` keeps :math:`v` in the parameter dtype, where
     :math:`(1-\beta_2) g^2` of a float16 gradient underflows below
     :math:`|g| \approx 0.008` and :math:`\hat m/(\sqrt{\hat v}+\epsilon)`
@@ -149,6 +187,21 @@ def scale_by_lamb(
   * ``axis_name``: under ``shard_map`` with every leaf sharded over that mesh
     axis, the norms are ``psum``-ed (one stacked all-reduce), as in
     :func:`legw.scale_by_lars`.
+  * ``mu_dtype`` (``optax.scale_by_adam``'s argument): the stored first
+    moment :math:`m` in that dtype, e.g. ``jnp.bfloat16`` (as big_vision
+    keeps it).  Each step still computes :math:`m`, :math:`r_l` and the
+    norms in float32 and rounds only what it stores; the update comes back
+    in the gradient's dtype.  With :math:`\beta_1 = 0.9` a step moves
+    :math:`m` by 10% of the way to :math:`g`, far above bfloat16's relative
+    rounding (:math:`2^{-9}` to :math:`2^{-8}`).  There is deliberately no
+    ``nu_dtype`` (nor has optax one): with :math:`\beta_2 = 0.999` a step
+    moves :math:`v` by 0.1% of the way to :math:`g^2`, below that rounding,
+    so a bfloat16 :math:`v` rounds back to its old value: it never decays
+    (1,000 steps of :math:`g = 0` leave it at 1.0, where float32 gives
+    0.368) and grows only when :math:`g^2` is several times :math:`v` —
+    the denominator :math:`\sqrt{\hat v}` would freeze.  (float16 resolves
+    0.1% but :math:`(1-\beta_2) g^2` underflows, above.)  :math:`v` stays
+    float32.
 
   Args:
     b1: :math:`\beta_1 \in [0, 1)`, decay of the first moment.  The only
@@ -169,6 +222,10 @@ def scale_by_lamb(
       None: one trust ratio per slice, and the default masks judge one
       layer's shape (see :func:`legw.scale_by_lars`).  The Adam moments are
       elementwise, so only the ratio depends on it.
+    mu_dtype: the dtype of the stored first moment :math:`m` (e.g.
+      ``jnp.bfloat16``); ``None`` (default): float32 (float64 for float64
+      leaves), as above.  The second moment always stays float32 (see
+      above).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -177,12 +234,16 @@ def scale_by_lamb(
   Raises:
     ValueError: at construction, for ``b1`` or ``b2`` outside [0, 1), or a
       negative ``eps``, ``eps_root`` or ``weight_decay`` (concrete numbers
-      only); at update, when ``params`` is not given.
+      only); at ``init``, for a bad mask or ``layer_axis``, or a
+      ``mu_dtype`` with a complex parameter; at update, when ``params`` is
+      not given.
     TypeError: at construction, for a ``weight_decay`` that is neither a
-      number nor a schedule; for a hyperparameter passed by position after
-      ``b1``.
+      number nor a schedule, or a ``mu_dtype`` that is not a floating dtype
+      (e.g. ``jnp.int32``, ``"int8"``, ``bool``); for a hyperparameter
+      passed by position after ``b1``.
   """
   _check_adam_args(b1, b2, eps, eps_root)
+  _validation.check_state_dtype("mu_dtype", mu_dtype)
   return _layerwise.pass_untrainable(
     _in_stat_dtype(
       _lamb_direction(
@@ -195,6 +256,7 @@ def scale_by_lamb(
         weight_decay_mask,
         axis_name,
         layer_axis,
+        mu_dtype,
       )
     )
   )
@@ -212,6 +274,7 @@ def lamb(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  mu_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""LAMB (You et al. 2020, Algorithm 2): Adam with a layer-wise trust ratio.
 
@@ -258,6 +321,10 @@ def lamb(
       (not for ``jax.jit`` with sharded arrays, nor replicated params).
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None; see :func:`scale_by_lamb`.
+    mu_dtype: the dtype of the stored first moment (e.g. ``jnp.bfloat16``,
+      as ``optax.adamw``'s ``mu_dtype``); ``None`` (default): float32.
+      Statistics and the update's arithmetic stay float32; the second
+      moment always stays float32, why in :func:`scale_by_lamb`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -265,11 +332,13 @@ def lamb(
   Raises:
     ValueError: for a negative learning rate, ``b1`` or ``b2`` outside
       [0, 1), or a negative ``eps``, ``eps_root`` or weight decay (concrete
-      numbers only, so ``optax.inject_hyperparams`` works); at update time
-      when params are missing.
+      numbers only, so ``optax.inject_hyperparams`` works); at ``init``, for
+      a bad mask or ``layer_axis``, or a ``mu_dtype`` with a complex
+      parameter; at update time when params are missing.
     TypeError: for a learning rate or weight decay that is neither a number
-      nor a schedule (e.g. a :class:`legw.Recipe`), or a hyperparameter
-      passed by position after ``learning_rate``.
+      nor a schedule (e.g. a :class:`legw.Recipe`), a ``mu_dtype`` that is
+      not a floating dtype, or a hyperparameter passed by position after
+      ``learning_rate``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -282,9 +351,17 @@ def lamb(
     >>> grads = {"w": jnp.full((3, 3), 0.5), "b": jnp.ones(3)}
     >>> updates, state = opt.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
+
+    The first moment in bfloat16 (the second stays float32):
+
+    >>> opt = legw.lamb(1e-3, mu_dtype=jnp.bfloat16)
+    >>> adam_state = opt.init(params)[0][0]
+    >>> adam_state.mu["w"].dtype, adam_state.nu["w"].dtype
+    (dtype(bfloat16), dtype('float32'))
   """
   _validation.check_learning_rate(learning_rate)
   _check_adam_args(b1, b2, eps, eps_root)
+  _validation.check_state_dtype("mu_dtype", mu_dtype)
   return _layerwise.pass_untrainable(
     _in_stat_dtype(
       optax.chain(
@@ -298,6 +375,7 @@ def lamb(
           weight_decay_mask,
           axis_name,
           layer_axis,
+          mu_dtype,
         ),
         optax.scale_by_learning_rate(learning_rate),
       )

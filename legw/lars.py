@@ -15,6 +15,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._layerwise import combined_decay, sums_statistic
@@ -212,6 +213,7 @@ def lars(
   clip: bool = False,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with LARS, as Algorithm 1 of the LARS paper.
 
@@ -267,6 +269,16 @@ def lars(
       (see :func:`scale_by_lars`: not for ``jax.jit`` or replicated params).
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None; see :func:`scale_by_lars`.
+    accumulator_dtype: the dtype of the momentum :math:`v` in the state
+      (``optax.trace``'s argument), e.g. ``jnp.bfloat16`` to halve its
+      memory; ``None`` (default): the parameters' dtype.  Only the stored
+      :math:`v` is rounded: each step adds in the wider of the two dtypes,
+      the norms and trust ratios are float32 (they read :math:`w` and
+      :math:`g`, never :math:`v`), and the update comes back in the
+      gradient's dtype.  Momentum 0.9 keeps a bfloat16 :math:`v` sound:
+      each step moves it by 10% of itself, far above bfloat16's relative
+      rounding (at most :math:`2^{-8}`, 0.4%; see
+      ``docs/guides/optimizer_state_and_masks.md``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -275,11 +287,15 @@ def lars(
     ValueError: for a negative learning rate, momentum outside [0, 1),
       negative weight decay or eps, ``trust_coefficient <= 0``, or an unknown
       denominator (concrete numbers only, so ``optax.inject_hyperparams``
-      works); at update time when params are missing.
+      works); at ``init``, for a bad mask or ``layer_axis``, or a real
+      ``accumulator_dtype`` with a complex parameter; at update time when
+      params are missing.
     TypeError: for a learning rate or weight decay that is neither a number
       nor a schedule (e.g. a :class:`legw.Recipe`: pass
-      ``recipe.schedule(batch_size, dataset_size=...)``), or a hyperparameter
-      passed by position after ``learning_rate``.
+      ``recipe.schedule(batch_size, dataset_size=...)``), an
+      ``accumulator_dtype`` that is not a floating dtype (e.g. ``jnp.int32``,
+      ``"int8"``, ``bool``), or a hyperparameter passed by position after
+      ``learning_rate``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -289,12 +305,21 @@ def lars(
     >>> grads = {"w": jnp.full((3, 3), 0.5), "b": jnp.ones(3)}
     >>> updates, state = opt.update(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
+
+    The momentum in bfloat16, the update in the parameters' float32:
+
+    >>> opt = legw.lars(0.1, accumulator_dtype=jnp.bfloat16)
+    >>> state = opt.init(params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> state[2].trace["w"].dtype, updates["w"].dtype
+    (dtype(bfloat16), dtype('float32'))
   """
   return _layerwise.sgd_optimizer(
     scale_by_lars,
     learning_rate,
     momentum,
     nesterov,
+    accumulator_dtype=accumulator_dtype,
     trust_coefficient=trust_coefficient,
     weight_decay=weight_decay,
     eps=eps,
