@@ -28,6 +28,7 @@ from legw.lars import scale_by_lars as scale_by_lars
 from legw.losses import discard_small_loss as discard_small_loss
 from legw.losses import discard_small_loss_schedule as discard_small_loss_schedule
 from legw.masks import exclude_bias_and_norm as exclude_bias_and_norm
+from legw.masks import path_mask as path_mask
 from legw.recipe import Recipe as Recipe
 from legw.recipe import ScaledRecipe as ScaledRecipe
 from legw.scaling import scale_learning_rate as scale_learning_rate
@@ -57,6 +58,7 @@ __all__ = (
   "legw_schedule",
   "local_lipschitz",
   "mclr",
+  "path_mask",
   "percent_delta",
   "scale_by_curvature_radius",
   "scale_by_lamb",

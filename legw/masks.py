@@ -5,12 +5,14 @@ exclude biases and batch-norm scales/offsets from both the trust ratio and
 weight decay.  A parameter tree does not say which leaf is a bias, but its
 shape does: biases and normalisation parameters are vectors (``ndim <= 1``),
 kernels are matrices or higher.  :func:`exclude_bias_and_norm` encodes that
-rule and is the default mask of every legw optimizer.
+rule and is the default mask of every legw optimizer.  :func:`path_mask`
+builds a mask by name instead: regular expressions over the parameter paths.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -151,3 +153,185 @@ class _AxisLeaf:
 
   def __init__(self, axis):
     self.axis = axis
+
+
+def _key_name(key: Any) -> str:
+  """One key of a ``jax.tree_util`` path as a name: a dict key, an attribute
+  name, or a sequence index."""
+  for attr in ("key", "name", "idx"):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def leaf_path(path: tuple[Any, ...]) -> str:
+  """A ``jax.tree_util`` key path as the "/"-joined names :func:`path_mask` matches.
+
+  A final ``.value`` attribute (the array inside a Flax NNX ``Variable``) is
+  dropped, so that ``nnx.state(model, nnx.Param)`` (what ``nnx.Optimizer``
+  passes to ``init``) and the plain arrays it passes to ``update`` have the
+  same paths.
+  """
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+    path = path[:-1]
+  return "/".join(_key_name(k) for k in path)
+
+
+def _compile(argument: str, patterns: Any) -> tuple[re.Pattern[str], ...]:
+  if patterns is None:
+    return ()
+  if isinstance(patterns, str):
+    patterns = (patterns,)
+  try:
+    patterns = tuple(patterns)
+  except TypeError:
+    raise TypeError(
+      f"{argument} must be a regular expression (a str) or a sequence of them; got {patterns!r}."
+    ) from None
+  out = []
+  for p in patterns:
+    if not isinstance(p, str):
+      raise TypeError(f"{argument} patterns must be str (regular expressions); got {p!r}.")
+    try:
+      out.append(re.compile(p))
+    except re.error as e:
+      raise ValueError(f"{argument} pattern {p!r} is not a valid regular expression: {e}.") from e
+  return tuple(out)
+
+
+class _PathMask:
+  """The callable :func:`path_mask` returns (a class for its ``repr``)."""
+
+  def __init__(self, include, exclude, strict):
+    self.include = _compile("include", include)
+    self.exclude = _compile("exclude", exclude)
+    if not self.include and not self.exclude:
+      raise ValueError(
+        "path_mask needs include= or exclude= (a regular expression or a sequence of them)."
+      )
+    if not isinstance(strict, bool):
+      raise TypeError(f"strict must be a bool; got {strict!r}.")
+    self.strict = strict
+
+  def __repr__(self) -> str:
+    parts = []
+    if self.include:
+      parts.append(f"include={tuple(p.pattern for p in self.include)!r}")
+    if self.exclude:
+      parts.append(f"exclude={tuple(p.pattern for p in self.exclude)!r}")
+    if not self.strict:
+      parts.append("strict=False")
+    return f"legw.path_mask({', '.join(parts)})"
+
+  def __call__(self, params: Any) -> Any:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [leaf_path(path) for path, _ in flat]
+    if self.strict:
+      for argument, patterns in (("include", self.include), ("exclude", self.exclude)):
+        for p in patterns:
+          if not any(p.search(s) for s in paths):
+            shown = ", ".join(repr(s) for s in paths[:6])
+            more = f", ... ({len(paths)} leaves)" if len(paths) > 6 else ""
+            raise ValueError(
+              f"path_mask {argument} pattern {p.pattern!r} matches no parameter path; "
+              f"the paths are {shown or '(none)'}{more}. Pass strict=False to allow it."
+            )
+    mask = [
+      (not self.include or any(p.search(s) for p in self.include))
+      and not any(p.search(s) for p in self.exclude)
+      for s in paths
+    ]
+    return jax.tree_util.tree_unflatten(treedef, mask)
+
+
+def path_mask(
+  *,
+  include: str | Sequence[str] | None = None,
+  exclude: str | Sequence[str] | None = None,
+  strict: bool = True,
+) -> Callable[[Any], Any]:
+  r"""A mask by regular expressions over the parameter paths.
+
+  A leaf's path is its keys in ``jax.tree_util.tree_flatten_with_path``
+  joined by "/": dict keys, attribute names and list indices, e.g.
+  ``Dense_0/kernel`` in a Flax Linen ``params`` dict,
+  ``layers/0/attn/query/kernel`` in a Flax NNX ``nnx.State`` (a final
+  ``.value`` of an NNX ``Variable`` is dropped, so ``init`` and ``update``
+  see the same paths).  A pattern matches a path if ``re.search`` finds it
+  anywhere in it (a plain substring such as ``"bias"`` is a pattern, as in
+  the MLPerf ``skip_list``); anchor with ``^`` and ``$`` for whole paths.
+  Per leaf:
+
+  .. math::
+
+     \mathrm{mask}(s) = \big(\text{no include} \lor \exists p \in
+     \text{include}: p \sim s\big) \land \lnot\,\exists q \in
+     \text{exclude}: q \sim s
+
+  so ``exclude`` alone is "every leaf but these" (the use of TF Addons'
+  ``exclude_from_layer_adaptation``), ``include`` alone "only these".
+
+  It differs from the default shape rule, :func:`legw.exclude_bias_and_norm`
+  (``ndim <= 1`` is excluded), where names and shapes disagree:
+
+  * an embedding table is ``ndim`` 2, so the shape rule gives it the trust
+    ratio and weight decay; ``exclude="embed"`` takes it out;
+  * stacked (scanned) layers: a LayerNorm scale stored as one ``(L, d)``
+    leaf is ``ndim`` 2; the shape rule excludes it only when ``layer_axis``
+    is given (the default masks then judge one layer's shape, ``(d,)``),
+    whereas a name such as ``"scale"`` excludes it either way.  A stack's
+    path has no layer index (``layers/attn/query/kernel``), so a pattern
+    takes or leaves all L layers of the stack together; with ``layer_axis``
+    each of them still gets its own trust ratio.
+
+  Use it for ``trust_ratio_mask`` and ``weight_decay_mask`` of every legw
+  optimizer, or any optax mask (``optax.masked``,
+  ``optax.add_decayed_weights(mask=...)``).
+
+  Args:
+    include: a regular expression (a ``str``) or a sequence of them; a leaf
+      is in the mask only if its path matches one.  Default (``None``):
+      every leaf.
+    exclude: same forms; a leaf whose path matches one is out of the mask.
+    strict: if True (default), every pattern must match at least one path
+      of the params the mask is applied to.
+
+  Returns:
+    A callable of ``params`` returning a pytree of Python bools with the
+    structure of ``params`` (as optax masks take).
+
+  Raises:
+    ValueError: at construction, for a pattern that is not a valid regular
+      expression (naming it), or neither ``include`` nor ``exclude`` given;
+      when applied (legw optimizers apply it at ``init``), with
+      ``strict=True``, for a pattern that matches no path (naming it and
+      listing some paths).
+    TypeError: at construction, for a pattern that is not a ``str``, or a
+      ``strict`` that is not a bool.
+
+  Source: the name-based masks of the field: the ``skip_list`` of name
+  substrings of MLPerf's TensorFlow LARS (``["batch_normalization",
+  "bias"]``), ``exclude_from_weight_decay`` and
+  ``exclude_from_layer_adaptation`` (regular expressions, ``re.search``) of
+  TensorFlow Addons' LAMB, and big_vision's regular expressions over
+  "/"-joined parameter paths.  Named for what it reads (the path, not only a
+  leaf's last key) and after those ``include``/``exclude`` lists.
+
+  Example:
+    >>> import jax.numpy as jnp, legw
+    >>> params = {"embed": {"embedding": jnp.ones((10, 4))},
+    ...           "ln": {"scale": jnp.ones(4), "bias": jnp.zeros(4)},
+    ...           "dense": {"kernel": jnp.ones((4, 4)), "bias": jnp.zeros(4)}}
+    >>> mask = legw.path_mask(exclude=("bias", "ln/", "embed"))
+    >>> mask(params)
+    {'dense': {'bias': False, 'kernel': True}, 'embed': {'embedding': False},
+     'ln': {'bias': False, 'scale': False}}
+    >>> legw.exclude_bias_and_norm(params)["embed"]  # the shape rule keeps it
+    {'embedding': True}
+    >>> opt = legw.lars(0.1, trust_ratio_mask=mask, weight_decay_mask=mask)
+    >>> legw.lars(0.1, trust_ratio_mask=legw.path_mask(exclude="Dense")).init(params)
+    Traceback (most recent call last):
+    ...
+    ValueError: path_mask exclude pattern 'Dense' matches no parameter path; ...
+  """
+  return _PathMask(include, exclude, strict)
