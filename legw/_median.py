@@ -6,21 +6,22 @@ needs two medians per layer and step.  ``jnp.median`` sorts, and XLA's CPU
 sort is slow (hundreds of ms for a 784 x 256 kernel), so
 :func:`medians_of_magnitudes` selects the middle values instead.
 
-Algorithm.  The bit patterns of non-negative floats (``|x|``: the sign bit
+Algorithm. The bit patterns of non-negative floats (``|x|``: the sign bit
 cleared), read as integers, are ordered like the values, so the lower middle
 order statistic (0-based rank ``k = (n-1)//2``) is the least bit pattern ``b``
-with ``count(x <= b) >= k + 1``.  A (T+1)-ary search on the bit pattern finds
+with ``count(x <= b) >= k + 1``. A (T+1)-ary search on the bit pattern finds
 it: each pass counts, per array, the entries at or below T thresholds that
 split the current bracket of patterns into T + 1 near-equal parts (one
-variadic reduce per array; nothing stored), and keeps the part that holds
-rank ``k``.  On XLA:CPU, where a pass's compares cost more than its read,
-T = 5: 12 passes for float32 (31 bits), 25 for float64; elsewhere T = 15:
-8 and 16 passes (``_thresholds``).  The last pass counts every pattern of
-its bracket, so the upper middle value (rank ``n//2``) follows from the same
-counts, or else is the least entry above the bracket (a min in the same
-reduce).  Nonzero medians (``nonzero=True``) count the zeros in the same
-reduce and shift both target ranks past them.  The median is the lower middle
-value for an odd size, else ``(lower + upper) / 2`` rounded as
+variadic reduce per array; nothing stored), and keeps the part that holds rank
+``k``. On XLA:CPU, where a pass's compares cost more than its read, T = 5: 12
+passes for float32 (31 bits), 25 for float64; elsewhere T = 15: 8 and 16
+passes (``_thresholds_by_platform``; the target platform's count is chosen
+when the computation is lowered, not at trace time). The last pass counts
+every pattern of its bracket, so the upper middle value (rank ``n//2``)
+follows from the same counts, or else is the least entry above the bracket (a
+min in the same reduce). Nonzero medians (``nonzero=True``) count the zeros in
+the same reduce and shift both target ranks past them. The median is the lower
+middle value for an odd size, else ``(lower + upper) / 2`` rounded as
 ``numpy.median`` rounds it (:func:`_mean_of_two`, also for subnormals, which
 XLA:CPU's float arithmetic flushes to zero).
 
@@ -157,13 +158,35 @@ def _medians_jvp(axis_name, nonzero, primals, tangents):
 # ms against 233 ms (`python -m benchmarks.median_cost`; table in
 # benchmarks/README_optimizer_step.md, "MCLR, third round").  On GPU/TPU a
 # pass should be bound by reading the array, so 15 (fewer passes) is kept
-# there; not measured.
+# there; not measured.  The choice is the *target's*, made when the
+# computation is lowered (:func:`_select_for_target`), never from
+# ``jax.default_backend()`` at trace time: a TPU executable compiled on a CPU
+# host (AOT, ``jax.export``) gets the TPU variant.
 _T_CPU = 5
 _T_ACCELERATOR = 15
 
 
-def _thresholds() -> int:
-  return _T_CPU if jax.default_backend() == "cpu" else _T_ACCELERATOR
+def _thresholds_by_platform() -> dict[str, int]:
+  """Thresholds per pass for each lowering platform: XLA:CPU, and the rest (GPU, TPU)."""
+  return {"cpu": _T_CPU, "default": _T_ACCELERATOR}
+
+
+def _select_for_target(dt, arrays, axis_name, nonzero=False):
+  """:func:`_select` with the thresholds of the platform the computation is lowered for.
+
+  ``jax.lax.platform_dependent`` traces one branch per threshold count and
+  lowering keeps the target's; both give the same (exact) middle values.
+  """
+  by_platform = _thresholds_by_platform()
+  if by_platform["cpu"] == by_platform["default"]:
+    return _select(dt, arrays, axis_name, nonzero, by_platform["cpu"])
+
+  def branch(thresholds):
+    return lambda *xs: _select(dt, list(xs), axis_name, nonzero, thresholds)
+
+  return jax.lax.platform_dependent(
+    *arrays, cpu=branch(by_platform["cpu"]), default=branch(by_platform["default"])
+  )
 
 
 # Arrays with fewer entries (per device) are copied into one buffer of rows
@@ -193,7 +216,7 @@ def _middle_values(arrays, axis_name, nonzero=False, middle_values=True):
   for i, a in enumerate(arrays):
     groups.setdefault(jnp.dtype(a.dtype), []).append(i)
   for dt, idx in groups.items():
-    lo, hi, count = _select(dt, [arrays[i] for i in idx], axis_name, nonzero)
+    lo, hi, count = _select_for_target(dt, [arrays[i] for i in idx], axis_name, nonzero)
     mid = jnp.where(count % 2 == 1, lo, _mean_of_two(lo, hi))
     if nonzero:  # no nonzero entry: median 0, upper middle value inf
       mid = jnp.where(count == 0, jnp.zeros((), dt), mid)
@@ -305,8 +328,8 @@ def _magnitude_bits(x):
   return jax.lax.bitcast_convert_type(x, int_t) & jnp.iinfo(int_t).max
 
 
-def _select(dt, arrays, axis_name, nonzero=False):
-  """Lower and upper middle values of same-dtype arrays: (T+1)-ary search.
+def _select(dt, arrays, axis_name, nonzero, T):
+  """Lower and upper middle values of same-dtype arrays: (T+1)-ary search, T thresholds a pass.
 
   See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
   the lower and upper middle values in ``dt`` and the number of entries the
@@ -316,7 +339,6 @@ def _select(dt, arrays, axis_name, nonzero=False):
   """
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
-  T = _thresholds()
   n_parts = T + 1
   passes = _passes(8 * dt.itemsize - 1, n_parts)
   big = [i for i, a in enumerate(arrays) if a.size >= _SMALL]

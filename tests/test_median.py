@@ -159,7 +159,7 @@ def test_float32_and_float64_side_by_side():
 def test_every_thresholds_per_pass_gives_the_same_exact_medians(thresholds, path, monkeypatch):
   """The search is exact whatever the thresholds per pass (CPU uses 5, GPU/TPU 15)."""
   monkeypatch.setattr(_median, "_T_CPU", thresholds)
-  assert _median._thresholds() == thresholds  # CI runs on CPU
+  assert _median._thresholds_by_platform()["cpu"] == thresholds  # CI runs on CPU
   rng = np.random.default_rng(11)
   arrays = [
     np.abs(rng.normal(size=(13, 11))).astype(np.float32),
@@ -354,3 +354,33 @@ def test_signed_arrays_give_medians_and_gradients_of_their_magnitudes(nonzero, p
   want = np.zeros(x.shape, np.float32)
   want[keep] = jax.grad(lambda v: jnp.median(jnp.abs(v)))(jnp.asarray(x[keep]))
   np.testing.assert_array_equal(np.asarray(grad), want)
+
+
+def test_thresholds_are_the_target_platforms_chosen_at_lowering():
+  """A TPU (or GPU) lowering gets 15 thresholds a pass, a CPU lowering 5, from any host.
+
+  The choice is made at lowering (``lax.platform_dependent``), so exporting
+  for TPU from this CPU process gives the accelerator variant: each pass
+  compares every counted array with T thresholds (one ``LE`` compare each).
+  """
+  import re
+
+  rng = np.random.default_rng(5)
+  arrays = [
+    jnp.asarray(rng.normal(size=(300, 300)), jnp.float32),  # counted in place
+    jnp.asarray(rng.normal(size=(5, 5)), jnp.float32),  # in the small-array buffer
+  ]
+  f = jax.jit(medians)
+
+  def le_compares(platform):
+    text = jax.export.export(f, platforms=[platform])(arrays).mlir_module()
+    return len(re.findall(r"stablehlo.compare\s+LE", text))
+
+  by_platform = _median._thresholds_by_platform()
+  assert (by_platform["cpu"], by_platform["default"]) == (5, 15)
+  assert le_compares("cpu") == 2 * 5
+  assert le_compares("tpu") == le_compares("cuda") == 2 * 15
+  # The CPU executable keeps only its own branch: no run-time conditional.
+  assert "conditional(" not in f.lower(arrays).compile().as_text()
+  for a, m in zip(arrays, f(arrays)):
+    assert_bits_equal(m, np_median_f32(np.abs(np.asarray(a))))
