@@ -11,14 +11,13 @@ notes that past batch 8000 the effect is not significant.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from legw import _validation
+from legw import _validation, _warnings
 from legw.scaling import as_count
 from legw.schedules import float_dtype
 
@@ -171,12 +170,10 @@ def discard_small_loss_schedule(
   steps_per_epoch = as_count("steps_per_epoch", steps_per_epoch)
   end = int(round(num_epochs * steps_per_epoch))
   if fraction > 0 and end == 0:
-    warnings.warn(
+    _warnings.warn(
       f"discard_small_loss_schedule: num_epochs={num_epochs:g} at "
       f"steps_per_epoch={steps_per_epoch} rounds to 0 steps, so no sample is "
-      "ever discarded; num_epochs is in epochs, steps_per_epoch in optimizer steps.",
-      UserWarning,
-      stacklevel=2,
+      "ever discarded; num_epochs is in epochs, steps_per_epoch in optimizer steps."
     )
 
   def schedule(count):

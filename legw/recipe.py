@@ -9,51 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
-import types
-import warnings
 from collections.abc import Sequence
 
 import optax
 
 from legw.scaling import as_count, scale_learning_rate, scale_warmup_epochs
 from legw.schedules import legw_schedule
-
-_LEGW_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def _caller_stacklevel() -> int:
-  """The ``stacklevel`` that points a warning issued here at the first frame outside legw.
-
-  Frames of legw's own modules, and the ``__init__`` that ``dataclasses``
-  generates (it runs :meth:`Recipe.__post_init__`), are skipped, so a warning
-  names the user's line whichever public method it came through.
-  """
-  frame: types.FrameType | None = sys._getframe(1)  # level 1: the function that warns
-  level = 1
-  while frame is not None:
-    filename = os.path.abspath(frame.f_code.co_filename)
-    generated_init = frame.f_code.co_filename.startswith("<") and frame.f_code.co_name == "__init__"
-    if not (filename.startswith(_LEGW_DIR) or generated_init):
-      return level
-    frame = frame.f_back
-    level += 1
-  return level
-
-
-def _legw_schedule(**kwargs) -> optax.Schedule:
-  """:func:`legw_schedule`, its warnings re-issued at the caller's line outside legw.
-
-  ``legw_schedule`` warns with ``stacklevel=2``, which names the line in this
-  module that called it; a :class:`Recipe` user wants their own line.
-  """
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    schedule = legw_schedule(**kwargs)
-  for w in caught:
-    warnings.warn(w.message, w.category, stacklevel=_caller_stacklevel())
-  return schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +165,7 @@ class Recipe:
   def _schedule(self, batch_size: int, steps_per_epoch: int) -> optax.Schedule:
     """:func:`legw_schedule` with this recipe's fields (it validates them, and warns once)."""
     kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-    return _legw_schedule(batch_size=batch_size, steps_per_epoch=steps_per_epoch, **kwargs)
+    return legw_schedule(batch_size=batch_size, steps_per_epoch=steps_per_epoch, **kwargs)
 
   def steps_per_epoch(self, batch_size: int, dataset_size: int) -> int:
     """``dataset_size // batch_size`` (the last partial batch is dropped).

@@ -12,7 +12,6 @@ with ``steps_per_epoch``; batch sizes are in *examples*.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from legw import _validation
+from legw import _validation, _warnings
 from legw.scaling import LR_RULES, WARMUP_RULES, as_count, scale_learning_rate, scale_warmup_epochs
 
 DECAYS = ("poly", "multistep", "exponential", "cosine", "constant")
@@ -258,22 +257,18 @@ def legw_schedule(
       "or steps_per_epoch."
     )
   if warmup_steps > _LONG_WARMUP_FRACTION * total_steps:
-    warnings.warn(
+    _warnings.warn(
       f"legw_schedule: the warmup is {warmup_steps} of the {total_steps} training "
       f"steps ({warmup_epochs:g} of num_epochs={num_epochs:g} epochs, "
       f"base_warmup_epochs={base_warmup_epochs:g} scaled by k={k:g}), more than half "
       "of training. Check that base_warmup_epochs and num_epochs are in epochs "
-      "(not steps) and that the batch is not scaled past what num_epochs allows.",
-      UserWarning,
-      stacklevel=2,
+      "(not steps) and that the batch is not scaled past what num_epochs allows."
     )
   if warmup_steps == 0 and warmup_epochs > 0:
-    warnings.warn(
+    _warnings.warn(
       f"legw_schedule: a warmup of {warmup_epochs:g} epochs at {steps_per_epoch} "
       "steps per epoch rounds to 0 steps: the schedule starts at the peak "
-      f"{peak:g}. Check steps_per_epoch (steps, not epochs or examples).",
-      UserWarning,
-      stacklevel=2,
+      f"{peak:g}. Check steps_per_epoch (steps, not epochs or examples)."
     )
 
   begin = warmup_steps

@@ -389,6 +389,14 @@ def test_a_warning_is_issued_once_at_the_callers_line(entry):
   assert caught[0].filename == __file__, caught[0].filename
 
 
+def test_discard_schedule_warns_at_the_callers_line():
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    legw.discard_small_loss_schedule(0.5, num_epochs=0.01, steps_per_epoch=10)
+  assert len(caught) == 1 and "rounds to 0 steps" in str(caught[0].message)
+  assert caught[0].filename == __file__, caught[0].filename
+
+
 # ---------------------------------------------------------------------------
 # 7. Public docstrings: formula, units, raises, source, and a running example.
 
