@@ -1,7 +1,8 @@
-"""Test setup: 8 simulated CPU devices for the sharding tests.
+"""Test setup: 8 simulated CPU devices for the sharding tests and chex's pmap variants.
 
 XLA reads this flag once, when the backend starts, so it is set here before
-any test module imports jax.
+any test module imports jax (what ``chex.set_n_cpu_devices(8)`` does, without
+importing jax here).
 """
 
 import os

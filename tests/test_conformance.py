@@ -16,17 +16,21 @@ gradients) is tested in ``test_reliability.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 
 import legw
 
@@ -237,22 +241,55 @@ def train_step(case):
   """The case's jitted training step on ``problem()`` (one per case, shared).
 
   Returns (step_fn, opt, params, loss); ``step_fn(params, state)`` returns the
-  next (params, state). Traces are counted in ``step_fn.traces``.
+  next (params, state). ``step_fn`` may be traced once in the whole session
+  (``chex.assert_max_traces``).
   """
   if case.name not in _TRAIN_STEPS:
     params, loss = problem()
     opt = case.make(schedule(**SCHEDULE))
-    traces = []
 
-    @jax.jit
     def step_fn(params, state):
-      traces.append(None)
       params, state, _ = step(case, opt, params, state, loss)
       return params, state
 
-    step_fn.traces = traces
+    step_fn = jax.jit(max_traces(step_fn, 1, case.name))
     _TRAIN_STEPS[case.name] = (step_fn, opt, params, loss)
   return _TRAIN_STEPS[case.name]
+
+
+def max_traces(fn, n, *key):
+  """``chex.assert_max_traces(fn, n)``, the traces counted apart for each ``key``.
+
+  chex counts a function's traces by its source, name and definition site, for
+  the whole session: a step defined once per case (or per variant) would share
+  one count with the others. The key goes into the name.
+  """
+  fn.__name__ = re.sub(r"\W+", "_", "_".join(map(str, [fn.__name__, *key]))).strip("_")
+  return chex.assert_max_traces(fn, n)
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def xla_compilations():
+  """The functions XLA compiles inside the block: a list of names, as ``"jit(step_fn)"``.
+
+  The compile half of "no recompilation" (``chex.assert_max_traces`` is the
+  trace half): a call whose arguments keep their shapes and dtypes but change
+  their sharding compiles again without a new trace.
+  """
+  names = []
+
+  def listener(event, duration, *, fun_name="", **kwargs):
+    if event == _COMPILE_EVENT:
+      names.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield names
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def jit_update(case, opt, obj_fn):
@@ -270,24 +307,6 @@ def schedule(peak: float, steps: int, warmup: int):
     num_epochs=steps,
     steps_per_epoch=1,
   )
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
-def assert_trees_close(a, b, rtol=1e-6, atol=0.0):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(
-      np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol
-    )
-
-
-def shapes_and_dtypes(tree):
-  return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
 
 
 # ---------------------------------------------------------------------------
@@ -368,13 +387,65 @@ def test_converges(case, name):
 
 @optimizer_param
 def test_no_recompilation_on_second_step(case):
+  """One trace in the session (``chex.assert_max_traces`` in ``train_step``), and
+  no XLA compilation after the first step."""
   step_fn, opt, params, _ = train_step(case)
   state = opt.init(params)
   params, state = step_fn(params, state)
-  traces, compiled = len(step_fn.traces), step_fn._cache_size()
-  for _ in range(2):
-    params, state = step_fn(params, state)
-  assert (len(step_fn.traces), step_fn._cache_size()) == (traces, compiled)
+  with xla_compilations() as compiled:
+    for _ in range(2):
+      params, state = step_fn(params, state)
+  assert compiled == []
+
+
+# ---------------------------------------------------------------------------
+# chex variants: one test body, jitted, un-jitted and pmapped (8 devices).
+# ---------------------------------------------------------------------------
+
+VARIANT_STEPS = 4  # inside SCHEDULE's warmup: the learning rate changes every step
+_EAGER_UPDATES = {}
+
+
+def _eager_updates(case):
+  """The updates of ``VARIANT_STEPS`` un-jitted steps on ``problem()`` (per case, shared)."""
+  if case.name not in _EAGER_UPDATES:
+    params, loss = problem()
+    opt = case.make(schedule(**SCHEDULE))
+    state, out = opt.init(params), []
+    for _ in range(VARIANT_STEPS):
+      params, state, updates = step(case, opt, params, state, loss)
+      out.append(updates)
+    _EAGER_UPDATES[case.name] = out
+  return _EAGER_UPDATES[case.name]
+
+
+class VariantsTest(chex.TestCase):
+  """Every optimizer's training step under ``jax.jit``, un-jitted, and under
+  ``jax.pmap`` on the 8 simulated CPU devices (``tests/conftest.py``): the pmap
+  variant gives every device the whole arguments and returns the first
+  device's outputs."""
+
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
+  @parameterized.named_parameters((c.name, c) for c in OPTIMIZERS)
+  def test_training_step(self, case):
+    """Steps through a LEGW warmup: one trace, finite updates of the
+    parameters' shapes and dtypes, a state whose shapes and dtypes do not
+    change, and the un-jitted steps' numbers."""
+    params, loss = problem()
+    opt = case.make(schedule(**SCHEDULE))
+
+    def train_step(params, state):
+      return step(case, opt, params, state, loss)
+
+    train_step = self.variant(max_traces(train_step, 1, case.name, self.variant.type))
+    state = first = opt.init(params)
+    for expected in _eager_updates(case):
+      new_params, state, updates = train_step(params, state)
+      chex.assert_tree_all_finite(updates)
+      chex.assert_trees_all_equal_shapes_and_dtypes(params, updates, new_params)
+      chex.assert_trees_all_equal_shapes_and_dtypes(state, first)
+      chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-7)
+      params = new_params
 
 
 def _run_steps(case, opt, n=2, seed=0):
@@ -393,7 +464,7 @@ def test_inject_hyperparams_gives_the_same_updates(case):
   plain, _ = _run_steps(case, case.public(**kwargs))
   injected_opt = optax.inject_hyperparams(case.public, static_args=case.static_args)(**kwargs)
   injected, state = _run_steps(case, injected_opt)
-  assert_trees_close(plain, injected, rtol=case.inject_rtol)
+  chex.assert_trees_all_close(plain, injected, rtol=case.inject_rtol)
   numeric = {
     k for k, v in kwargs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
   } - set(case.static_args)
@@ -424,12 +495,12 @@ def test_inject_hyperparams_learning_rate_is_readable_and_settable(case):
   _, _, u_half = step(case, opt, params, state, loss)
   plain = case.public(**case.public_kwargs(0.05))
   _, _, u_plain = step(case, plain, params, plain.init(params), loss)
-  assert_trees_close(u_plain, u_half, rtol=case.inject_rtol)
+  chex.assert_trees_all_close(u_plain, u_half, rtol=case.inject_rtol)
   if not case.kwargs.get("clip"):
-    assert_trees_close(jax.tree.map(lambda u: 0.5 * u, u_full), u_half, rtol=1e-6)
+    chex.assert_trees_all_close(jax.tree.map(lambda u: 0.5 * u, u_full), u_half, rtol=1e-6)
   state.hyperparams["learning_rate"] = jnp.asarray(0.0, jnp.float32)
   _, _, u_zero = step(case, opt, params, state, loss)
-  assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(u_zero))
+  chex.assert_trees_all_equal(u_zero, jax.tree.map(jnp.zeros_like, u_zero))
 
 
 @case_param
@@ -440,7 +511,7 @@ def test_update_accepts_extra_keyword_arguments(case):
   state = tx.init(params)
   expected, _ = tx.update(grads, state, params, **case.extra(loss))
   got, _ = tx.update(grads, state, params, unused_batch_stats=None, step_key=3, **case.extra(loss))
-  assert_trees_equal(expected, got)
+  chex.assert_trees_all_equal(expected, got)
 
 
 @case_param
@@ -475,8 +546,9 @@ def test_map_params_on_state(case):
 
 
 def _check_dtypes(case, params, loss):
-  """Three steps under jit: each update and parameter keeps its leaf's dtype,
-  and the state's shapes and dtypes do not change."""
+  """Three steps under jit: each gradient, update and new parameter has its
+  leaf's shape and dtype, the updates are finite, and the state's shapes and
+  dtypes do not change."""
   opt = case.make(schedule(**SCHEDULE))
 
   @jax.jit
@@ -485,14 +557,12 @@ def _check_dtypes(case, params, loss):
     updates, state = opt.update(grads, state, params, **case.extra(loss))
     return optax.apply_updates(params, updates), state, grads, updates
 
-  state = opt.init(params)
-  first = shapes_and_dtypes(state)
+  state = first = opt.init(params)
   for _ in range(3):
     new_params, state, grads, updates = train_step(params, state)
-    for g, u, p, q in zip(*map(jax.tree.leaves, (grads, updates, params, new_params))):
-      assert jnp.result_type(g) == jnp.result_type(u) == jnp.result_type(q) == p.dtype
-      assert u.shape == p.shape and np.all(np.isfinite(np.asarray(u, np.float64)))
-    assert shapes_and_dtypes(state) == first
+    chex.assert_trees_all_equal_shapes_and_dtypes(params, grads, updates, new_params)
+    chex.assert_tree_all_finite(updates)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, first)
     params = new_params
 
 
@@ -558,7 +628,7 @@ def test_chain(case):
   expected, _ = opt.update(clipped, opt.init(params), params, **case.extra(loss))
   chained = optax.chain(optax.clip_by_global_norm(1.0), case.make(0.1))
   got, _ = chained.update(grads, chained.init(params), params, **case.extra(loss))
-  assert_trees_close(expected, got, rtol=1e-6)
+  chex.assert_trees_all_close(expected, got, rtol=1e-6)
 
 
 @case_param
@@ -576,9 +646,11 @@ def test_masked(case):
   )
   # Masked-in leaves get the optimizer on the sub-tree (every legw rule is per
   # leaf); masked-out leaves pass through.
-  assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
-  assert_trees_equal(got["conv"]["bias"], grads["conv"]["bias"])
-  assert_trees_equal(got["norm"], grads["norm"])
+  chex.assert_trees_all_close(
+    _sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6
+  )
+  chex.assert_trees_all_equal(got["conv"]["bias"], grads["conv"]["bias"])
+  chex.assert_trees_all_equal(got["norm"], grads["norm"])
 
 
 @case_param
@@ -594,7 +666,9 @@ def test_multi_transform(case):
   got, _ = opt.update(
     grads, opt.init(params), params, **case.extra(lambda s: loss(_merge(params, s)))
   )
-  assert_trees_close(_sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6)
+  chex.assert_trees_all_close(
+    _sub(got), _expected_on_sub_tree(case, params, grads, loss), rtol=1e-6
+  )
   np.testing.assert_allclose(got["conv"]["bias"], -0.5 * grads["conv"]["bias"], rtol=1e-6)
   np.testing.assert_allclose(got["norm"]["scale"], -0.5 * grads["norm"]["scale"], rtol=1e-6)
 
@@ -628,11 +702,11 @@ def test_multisteps_accumulates_to_the_large_batch_step(case):
       u, micro_state = acc_update(g, micro_state, p_acc)
       u_big, big_state = acc_update(g_big, big_state, p_acc)
       if i < k - 1:  # zero updates between accumulations
-        assert all(not np.any(np.asarray(a)) for a in jax.tree.leaves(u))
+        chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
     # The accumulated step is the inner optimizer's step on the large batch.
     expected, inner_state = inner.update(g_big, inner_state, p_acc, **case.extra(loss))
-    assert_trees_close(u, expected, rtol=2e-5, atol=1e-7)
-    assert_trees_close(u_big, expected, rtol=2e-5, atol=1e-7)
+    chex.assert_trees_all_close(u, expected, rtol=2e-5, atol=1e-7)
+    chex.assert_trees_all_close(u_big, expected, rtol=2e-5, atol=1e-7)
     p_acc = optax.apply_updates(p_acc, u)
 
 
@@ -814,7 +888,7 @@ def test_orbax_restore_mid_warmup_resumes_bit_identically(case, tmp_path):
   assert jax.tree.structure(resumed[1]) == jax.tree.structure(carry[1])
   for t in range(save_at, total):
     resumed = step_fn(*resumed)
-    assert_trees_equal(resumed, trajectory[t])
+    chex.assert_trees_all_equal(resumed, trajectory[t])
 
 
 # ---------------------------------------------------------------------------
@@ -932,33 +1006,36 @@ def _with_untrainable_leaves():
   return params, full_loss
 
 
-@case_param
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_float0_gradients_and_python_float_leaves(case, jit):
-  """Integer leaves (float0 gradients from jax.grad(allow_int=True)) pass
-  through unchanged; Python-float leaves train like arrays."""
-  params, loss = _with_untrainable_leaves()
-  tx = case.public(**case.public_kwargs(0.1))
-  grads = jax.grad(loss, allow_int=True)(params)
-  assert grads["step"].dtype == jax.dtypes.float0
-  update = lambda g, s, p: tx.update(g, s, p, **case.extra(loss))
-  if jit:
-    update = jax.jit(update)
-  state = tx.init(params)
-  for _ in range(2):
-    updates, state = update(grads, state, params)
-  assert updates["step"].dtype == jax.dtypes.float0
-  assert updates["step"].shape == (3,)
-  assert np.isfinite(float(updates["temperature"])) and float(updates["temperature"]) != 0
-  for k in ("conv", "dense", "norm"):
-    for u in jax.tree.leaves(updates[k]):
-      assert np.all(np.isfinite(np.asarray(u))) and np.any(np.asarray(u) != 0)
-  # Without the integer leaf, the floating leaves get the same updates.
-  float_params = {k: v for k, v in params.items() if k != "step"}
-  float_grads = {k: v for k, v in grads.items() if k != "step"}
-  tx2 = case.public(**case.public_kwargs(0.1))
-  sub_loss = lambda p: loss({**p, "step": params["step"]})
-  s2 = tx2.init(float_params)
-  for _ in range(2):
-    expected, s2 = tx2.update(float_grads, s2, float_params, **case.extra(sub_loss))
-  assert_trees_close({k: updates[k] for k in float_params}, expected, rtol=1e-6)
+class Float0Test(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters((c.name, c) for c in CASES)
+  def test_float0_gradients_and_python_float_leaves(self, case):
+    """Integer leaves (float0 gradients from jax.grad(allow_int=True)) pass
+    through unchanged; Python-float leaves train like arrays.
+
+    No pmap variant: pmap would turn the Python float into a broadcast array.
+    """
+    params, loss = _with_untrainable_leaves()
+    tx = case.public(**case.public_kwargs(0.1))
+    grads = jax.grad(loss, allow_int=True)(params)
+    assert grads["step"].dtype == jax.dtypes.float0
+    update = self.variant(lambda g, s, p: tx.update(g, s, p, **case.extra(loss)))
+    state = tx.init(params)
+    for _ in range(2):
+      updates, state = update(grads, state, params)
+    assert updates["step"].dtype == jax.dtypes.float0
+    assert updates["step"].shape == (3,)
+    assert np.isfinite(float(updates["temperature"])) and float(updates["temperature"]) != 0
+    for k in ("conv", "dense", "norm"):
+      chex.assert_tree_all_finite(updates[k])
+      for u in jax.tree.leaves(updates[k]):
+        assert np.any(np.asarray(u) != 0)
+    # Without the integer leaf, the floating leaves get the same updates.
+    float_params = {k: v for k, v in params.items() if k != "step"}
+    float_grads = {k: v for k, v in grads.items() if k != "step"}
+    tx2 = case.public(**case.public_kwargs(0.1))
+    sub_loss = lambda p: loss({**p, "step": params["step"]})
+    s2 = tx2.init(float_params)
+    for _ in range(2):
+      expected, s2 = tx2.update(float_grads, s2, float_params, **case.extra(sub_loss))
+    chex.assert_trees_all_close({k: updates[k] for k in float_params}, expected, rtol=1e-6)
