@@ -8,6 +8,7 @@ layers, weight-decay schedules, and LARS = optax.lars on complex64.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,8 +80,8 @@ def test_complex64_lars_combined_equals_optax_lars(nesterov):
     }
     u1, s1 = ours.update(g, s1, p1)
     u2, s2 = ref.update(g, s2, p2)
+    chex.assert_trees_all_equal_shapes_and_dtypes(u1, u2, p1)  # complex64 updates
     for k in params:
-      assert u1[k].dtype == jnp.complex64
       np.testing.assert_allclose(
         u1[k],
         u2[k],
@@ -271,8 +272,9 @@ def test_mclr_gradients_are_those_of_the_jnp_median_formula(shape, optimizer):
   ours = lambda g, w: jnp.sum(c * tx.update({"k": g}, state, {"k": w})[0]["k"])
   ref = lambda g, w: jnp.sum(c * scale * _mclr_reference(g, w, beta))
   np.testing.assert_allclose(ours(g, w), ref(g, w), rtol=1e-5)
-  for got, want in zip(jax.grad(ours, (0, 1))(g, w), jax.grad(ref, (0, 1))(g, w)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(
+    jax.grad(ours, (0, 1))(g, w), jax.grad(ref, (0, 1))(g, w), rtol=1e-4, atol=1e-6
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -293,22 +295,24 @@ def test_weight_decay_schedule_is_read_at_the_step_count(member):
   for t in range(3):
     u, state = tx.update({"k": g}, state, {"k": w})
     const = MEMBERS[member](weight_decay=_wd_schedule(t), **ALL)
-    np.testing.assert_allclose(u["k"], _update(const, g, w), rtol=1e-6)
+    chex.assert_trees_all_close(u, {"k": _update(const, g, w)}, rtol=1e-6)
   assert int(state.count) == 3
 
 
-def test_lars_weight_decay_schedule_equals_optax_lars():
-  rng = np.random.default_rng(3)
-  params = {"a": _layer(18, (4, 3)), "b": _layer(19, (5,))}
-  hp = dict(learning_rate=0.1, weight_decay=_wd_schedule, trust_coefficient=0.05)
-  ours, ref = legw.lars(denominator="combined", **ALL, **hp), optax.lars(**hp)
-  s1, s2 = ours.init(params), ref.init(params)
-  for _ in range(4):
-    g = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
-    u1, s1 = jax.jit(ours.update)(g, s1, params)
-    u2, s2 = ref.update(g, s2, params)
-    for k in params:
-      np.testing.assert_allclose(u1[k], u2[k], rtol=1e-6)
+class WeightDecayScheduleTest(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_lars_weight_decay_schedule_equals_optax_lars(self):
+    rng = np.random.default_rng(3)
+    params = {"a": _layer(18, (4, 3)), "b": _layer(19, (5,))}
+    hp = dict(learning_rate=0.1, weight_decay=_wd_schedule, trust_coefficient=0.05)
+    ours, ref = legw.lars(denominator="combined", **ALL, **hp), optax.lars(**hp)
+    update = self.variant(ours.update)
+    s1, s2 = ours.init(params), ref.init(params)
+    for _ in range(4):
+      g = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+      u1, s1 = update(g, s1, params)
+      u2, s2 = ref.update(g, s2, params)
+      chex.assert_trees_all_close(u1, u2, rtol=1e-6)
 
 
 def test_cblr_weight_decay_schedule():
@@ -318,9 +322,8 @@ def test_cblr_weight_decay_schedule():
   state = tx.init({"k": w})
   for t in range(2):
     u, state = tx.update({"k": g}, state, {"k": w}, obj_fn=_quartic)
-    np.testing.assert_allclose(
-      u["k"], _update(make(_wd_schedule(t)), g, w, obj_fn=_quartic), rtol=1e-6
-    )
+    expected = _update(make(_wd_schedule(t)), g, w, obj_fn=_quartic)
+    chex.assert_trees_all_close(u, {"k": expected}, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------

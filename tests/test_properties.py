@@ -19,6 +19,7 @@ Updates are computed eagerly (no compilation per random shape).
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,10 +75,6 @@ def _obj_fn(params):
   return sum(0.5 * jnp.sum(p.astype(jnp.float32) ** 2) for p in jax.tree.leaves(params))
 
 
-def _spec(tree):
-  return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
-
-
 @pytest.mark.parametrize("case", CASES, ids=str)
 @settings(SETTINGS, max_examples=15)
 @given(tree=trees(), lr=st.floats(0.0, 1.0), momentum=st.floats(0.0, 0.99))
@@ -85,14 +82,12 @@ def test_updates_are_finite_and_keep_dtype_and_state(case, tree, lr, momentum):
   """Two steps of an optimizer, one update of a bare transform."""
   params, grads = tree
   opt = case.public(**case.public_kwargs(lr, **({} if case.transform else {"momentum": momentum})))
-  state = opt.init(params)
-  spec = _spec(state)
+  state = first = opt.init(params)
   for _ in range(1 if case.transform else 2):
     updates, state = opt.update(grads, state, params, **case.extra(_obj_fn))
-    assert _spec(state) == spec
-    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
-      assert u.dtype == p.dtype and u.shape == p.shape
-      assert np.all(np.isfinite(np.asarray(u, np.float32)))
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, first)
+    chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
+    chex.assert_tree_all_finite(updates)
     params = optax.apply_updates(params, updates)
 
 
@@ -189,10 +184,8 @@ def test_excluded_leaves_and_zero_layers_pass_through(tree, eta, beta, eps):
   tx = legw.scale_by_lars(trust_coefficient=eta, weight_decay=beta, eps=eps)
   u, _ = tx.update(grads, tx.init(params), params)
   for k, w in params.items():
-    if w.ndim <= 1:
-      np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(grads[k]))
-    elif _norm(w) == 0:
-      np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(grads[k]))
+    if w.ndim <= 1 or _norm(w) == 0:
+      chex.assert_trees_all_equal(u[k], grads[k])
     elif _norm(grads[k]) == 0:  # u = lambda * (0 + beta * w)
       denom = np.float32(beta) * np.float32(_norm(w)) + np.float32(eps)
       lam = 1.0 if denom == 0 else eta * _norm(w) / float(denom)
@@ -264,7 +257,8 @@ def test_schedule_invariants(spec):
   sched = legw.legw_schedule(**kwargs)
   lr = np.asarray(jax.vmap(sched)(jnp.arange(_T_MAX)), np.float64)
   tol = 1e-5 * peak
-  assert sched(0).dtype == jnp.float32 and np.all(np.isfinite(lr))
+  assert sched(0).dtype == jnp.float32
+  chex.assert_tree_all_finite(lr)
   assert np.all(lr >= 0)  # never negative
   assert np.all(lr <= peak + tol)  # never above the peak
   np.testing.assert_allclose(lr[warmup], peak, rtol=1e-5)  # peak at the end of warmup

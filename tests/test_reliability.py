@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,22 +246,17 @@ def test_apply_if_finite_leaves_params_and_state_untouched(case):
   bad = [(v, w) for v in (jnp.nan, jnp.inf, -jnp.inf) for w in ("one element", "every leaf")]
   for n, (value, where) in enumerate(bad, start=1):
     u, bad_state = update(_poison(good_grads, value, where), bad_state, params)
-    assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(u)), (value, where)
-    np.testing.assert_array_equal(
-      jax.tree.leaves(optax.apply_updates(params, u))[0], jax.tree.leaves(params)[0]
-    )
+    bad_step = f"{value} in {where}"
+    chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u), custom_message=bad_step)
+    chex.assert_trees_all_equal(optax.apply_updates(params, u), params, custom_message=bad_step)
     assert int(bad_state.notfinite_count) == n
-    for a, b in zip(jax.tree.leaves(bad_state.inner_state), jax.tree.leaves(state.inner_state)):
-      np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(bad_state.inner_state, state.inner_state)
 
   # The run goes on as if the bad steps had never happened.
   u_after, after = update(good_grads, bad_state, params)
   u_ref, ref = update(good_grads, state, params)
   assert int(after.notfinite_count) == 0 and int(after.total_notfinite) == len(bad)
-  for a, b in zip(
-    jax.tree.leaves((u_after, after.inner_state)), jax.tree.leaves((u_ref, ref.inner_state))
-  ):
-    np.testing.assert_array_equal(a, b)
+  chex.assert_trees_all_equal((u_after, after.inner_state), (u_ref, ref.inner_state))
 
 
 # ---------------------------------------------------------------------------
@@ -302,9 +298,8 @@ def test_zero_and_tiny_layers_give_finite_updates(case, dtype):
   state = opt.init(params)
   for _ in range(2):
     updates, state = opt.update(grads, state, params, **case.extra(obj_fn))
-    for name, u in updates.items():
-      assert u.dtype == dtype
-      assert np.all(np.isfinite(np.asarray(u, np.float32))), name
+    chex.assert_trees_all_equal_shapes_and_dtypes(updates, params)
+    chex.assert_tree_all_finite(updates)
     params = optax.apply_updates(params, updates)
   # A zero layer still trains (its per-layer rate is not 0).
   assert np.any(np.asarray(updates["zero_w"], np.float32) != 0)
@@ -337,12 +332,12 @@ def test_low_precision_large_layer_matches_float32(case, dtype):
   low, _ = opt.update(grads, opt.init(params), params, **case.extra(obj_fn))
   up = lambda t: jax.tree.map(lambda x: x.astype(jnp.float32), t)
   ref, _ = opt.update(up(grads), opt.init(up(params)), up(params), **case.extra(obj_fn))
+  chex.assert_trees_all_equal_shapes_and_dtypes(low, params)
+  chex.assert_tree_all_finite(low)
   rtol = 4 * float(jnp.finfo(dtype).eps)  # a few roundings to the low precision
-  for name in params:
-    u = np.asarray(low[name], np.float64)
-    assert low[name].dtype == dtype and np.all(np.isfinite(u))
+  for name in params:  # atol: rtol of the leaf's largest entry
     np.testing.assert_allclose(
-      u,
+      np.asarray(low[name], np.float64),
       np.asarray(ref[name], np.float64),
       rtol=rtol,
       atol=rtol * np.max(np.abs(np.asarray(ref[name]))),
