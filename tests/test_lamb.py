@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import inspect
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
+from test_conformance import xla_compilations
 
 import legw
 
@@ -40,44 +43,39 @@ def _adam_state(state):
 
 def _close(a, b):
   """Equal to float32 rounding: rtol 1e-6, atol 1e-6 of the leaf's largest entry."""
-  assert jax.tree.structure(a) == jax.tree.structure(b)
+  chex.assert_trees_all_equal_structs(a, b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6 * max(np.abs(y).max(), 1e-30))
+    chex.assert_trees_all_close(x, y, rtol=1e-6, atol=1e-6 * max(np.abs(y).max(), 1e-30))
 
 
-@pytest.mark.parametrize(
-  "hp",
-  [
-    dict(),
-    dict(weight_decay=0.01),
-    dict(b1=0.8, b2=0.99, eps=1e-4, eps_root=1e-8, weight_decay=0.1),
-    dict(weight_decay=optax.linear_schedule(0.1, 0.0, 4)),
-  ],
-  ids=["defaults", "decay", "all-hyperparameters", "decay-schedule"],
-)
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_all_masked_in_equals_optax_lamb(hp, jit):
-  """trust_ratio_mask=True, weight_decay_mask=True: optax.lamb, state for
-  state and update for update, over 6 steps (float32)."""
-  lr = optax.linear_schedule(1e-3, 1e-2, 3)
-  ours = legw.lamb(lr, trust_ratio_mask=True, weight_decay_mask=True, **hp)
-  ref = optax.lamb(lr, **hp)
-  upd_ours, upd_ref = ours.update, ref.update
-  if jit:
-    upd_ours, upd_ref = jax.jit(upd_ours), jax.jit(upd_ref)
-  params = _tree()
-  s_ours, s_ref = ours.init(params), ref.init(params)
-  _close(_adam_state(s_ours), _adam_state(s_ref))
-  for t in range(6):
-    grads = _grads(params, t)
-    u_ours, s_ours = upd_ours(grads, s_ours, params)
-    u_ref, s_ref = upd_ref(grads, s_ref, params)
-    _close(u_ours, u_ref)
-    a, b = _adam_state(s_ours), _adam_state(s_ref)
-    assert int(a.count) == int(b.count) == t + 1
-    _close((a.mu, a.nu), (b.mu, b.nu))
-    params = optax.apply_updates(params, u_ref)  # the same trajectory for both
+class MaskedInTest(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+    ("defaults", dict()),
+    ("decay", dict(weight_decay=0.01)),
+    ("all-hyperparameters", dict(b1=0.8, b2=0.99, eps=1e-4, eps_root=1e-8, weight_decay=0.1)),
+    ("decay-schedule", dict(weight_decay=optax.linear_schedule(0.1, 0.0, 4))),
+  )
+  def test_all_masked_in_equals_optax_lamb(self, hp):
+    """trust_ratio_mask=True, weight_decay_mask=True: optax.lamb, state for
+    state and update for update, over 6 steps (float32)."""
+    lr = optax.linear_schedule(1e-3, 1e-2, 3)
+    ours = legw.lamb(lr, trust_ratio_mask=True, weight_decay_mask=True, **hp)
+    ref = optax.lamb(lr, **hp)
+    upd_ours, upd_ref = self.variant(ours.update), self.variant(ref.update)
+    params = _tree()
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    _close(_adam_state(s_ours), _adam_state(s_ref))
+    for t in range(6):
+      grads = _grads(params, t)
+      u_ours, s_ours = upd_ours(grads, s_ours, params)
+      u_ref, s_ref = upd_ref(grads, s_ref, params)
+      _close(u_ours, u_ref)
+      a, b = _adam_state(s_ours), _adam_state(s_ref)
+      assert int(a.count) == int(b.count) == t + 1
+      _close((a.mu, a.nu), (b.mu, b.nu))
+      params = optax.apply_updates(params, u_ref)  # the same trajectory for both
 
 
 def test_transform_equals_optax_chain():
@@ -179,6 +177,7 @@ def test_legw_schedule_under_jit():
     return sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(target)))
 
   @jax.jit
+  @chex.assert_max_traces(n=1)  # the step count is an array: the schedule does not retrace
   def step(params, state):
     grads = jax.grad(loss)(params)
     updates, state = opt.update(grads, state, params)
@@ -187,17 +186,20 @@ def test_legw_schedule_under_jit():
   params = _tree(6)
   state = opt.init(params)
   first = float(loss(params))
-  for t in range(16):
-    new, state, updates = step(params, state)
-    np.testing.assert_allclose(
-      np.linalg.norm(updates["dense"]["kernel"]),
-      float(sched(t)) * np.linalg.norm(params["dense"]["kernel"]),
-      rtol=1e-5,
-      atol=1e-12,
-    )
-    params = new
+  rates = [float(sched(t)) for t in range(16)]
+  with xla_compilations() as compiled:
+    for t in range(16):
+      new, state, updates = step(params, state)
+      chex.assert_tree_all_finite(updates)
+      np.testing.assert_allclose(
+        np.linalg.norm(updates["dense"]["kernel"]),
+        rates[t] * np.linalg.norm(params["dense"]["kernel"]),
+        rtol=1e-5,
+        atol=1e-12,
+      )
+      params = new
   assert float(loss(params)) < first
-  assert step._cache_size() == 1
+  assert compiled == ["jit(step)"]  # compiled once
 
 
 def test_hyperparameters_are_keyword_only():

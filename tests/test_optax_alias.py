@@ -14,11 +14,13 @@ run) must pass too, and compile once.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_conformance import max_traces, xla_compilations
 
 import legw
 
@@ -58,35 +60,35 @@ OPTIMIZERS = {
 }
 
 
-def _step_fn(opt, loss):
-  traces = []
+def _step_fn(opt, loss, key):
+  """The jitted step; ``chex.assert_max_traces``: one trace in the session."""
 
-  @jax.jit
   def step(params, state):
-    traces.append(None)
     grads = jax.tree.map(jnp.conj, jax.grad(loss)(params))
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  return step, traces
+  return jax.jit(max_traces(step, 1, *key))
 
 
 EARLY = 20  # steps compared with optax.lars step by step
 
 
-def _run(make, problem, dtype):
-  """(final params, target, traces after 2 steps, cache size, params after EARLY steps)."""
+def _run(name, problem, dtype):
+  """(final params, target, step name, XLA compilations, params after EARLY steps).
+
+  The step may be traced once (``chex.assert_max_traces``): in its first call,
+  not again in the later ones nor inside the ``lax.scan`` of the rest.
+  """
   start, target, loss = PROBLEMS[problem](DTYPES[dtype])
-  opt = make()
+  opt = OPTIMIZERS[name]()
   state = opt.init(start)
   state = optax.tree.map_params(opt, lambda v: v, state)  # a no-op map works
-  step, traces = _step_fn(opt, loss)
+  step = _step_fn(opt, loss, (name, problem, dtype))
   params = start
-  params, state = step(params, state)
-  params, state = step(params, state)
-  after_two = len(traces)
-  for _ in range(EARLY - 2):
-    params, state = step(params, state)
+  with xla_compilations() as compiled:
+    for _ in range(EARLY):
+      params, state = step(params, state)
   early = params
 
   @jax.jit
@@ -97,7 +99,7 @@ def _run(make, problem, dtype):
     return jax.lax.scan(body, (params, state), None, length=STEPS - EARLY)[0]
 
   params, state = rest(params, state)
-  return params, target, after_two, step._cache_size(), early
+  return params, target, step.__name__, compiled, early
 
 
 _RESULTS = {}
@@ -106,7 +108,7 @@ _RESULTS = {}
 def result(name, problem, dtype):
   key = (name, problem, dtype)
   if key not in _RESULTS:
-    _RESULTS[key] = _run(OPTIMIZERS[name], problem, dtype)
+    _RESULTS[key] = _run(name, problem, dtype)
   return _RESULTS[key]
 
 
@@ -126,12 +128,13 @@ def test_optax_lars_passes_its_own_problems(problem, dtype):
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
 @pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n.startswith("legw")])
 def test_legw_lars_passes_where_optax_lars_does(name, problem, dtype):
-  params, target, after_two, cache, early = result(name, problem, dtype)
+  params, target, step_name, compiled, early = result(name, problem, dtype)
   reference, *_, reference_early = result("optax.lars", problem, dtype)
   if _passes(reference, target):
     assert _passes(params, target), (params, target)
   assert params.dtype == DTYPES[dtype]
-  assert after_two == 1 and cache == 1  # no recompilation on the second call
+  chex.assert_tree_all_finite(params)
+  assert compiled == [f"jit({step_name})"]  # compiled once, in the first call
   # Same denominators without weight decay: the same steps as optax.lars (to
   # rounding; over 10,000 Rosenbrock steps rounding differences grow to 4e-3).
-  np.testing.assert_allclose(np.asarray(early), np.asarray(reference_early), rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(early, reference_early, rtol=1e-5, atol=1e-5)
