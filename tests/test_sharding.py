@@ -11,17 +11,21 @@ one device and on 8 simulated CPU devices (tests/conftest.py sets
   ``axis_name`` argument reduces the statistics over the mesh axis.  Without
   it each shard would get its own (wrong) norm: the tests check that this
   difference is large, so that they would notice a missing reduction.
-* ``pmap`` with replicated parameters and ``lax.pmean``-ed gradients.
+* ``pmap`` with replicated parameters and ``lax.pmean``-ed gradients (a
+  ``chex.variants`` pmap on the 8 devices for LARS; ``chex.fake_pmap``, a
+  ``vmap`` with the same axis name, for two others).
 """
 
 import functools
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -288,28 +292,54 @@ def test_shard_map_layerwise_stats_are_whole_layer():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["lars"])
-def test_pmap_replicated_params_with_pmean_gradients(name):
-  n = 8
-  opt = OPTIMIZERS[name]()
-  # Per-device gradients: the mean over devices is GRADS[t].
-  rng = np.random.default_rng(5)
-  per_device = []
-  for g in GRADS:
-    noise = jax.tree.map(lambda x: rng.normal(size=(n,) + x.shape).astype(np.float32), g)
-    noise = jax.tree.map(lambda z: z - z.mean(axis=0, keepdims=True), noise)
-    per_device.append(jax.tree.map(lambda x, z: x[None] + z, g, noise))
+N_DEVICES = 8
 
-  def step(params, state, grads):
-    grads = jax.lax.pmean(grads, "batch")
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
 
-  pstep = jax.pmap(step, axis_name="batch")
-  replicate = lambda tree: jax.tree.map(lambda x: jnp.stack([x] * n), tree)
-  params = replicate(jax.tree.map(jnp.asarray, PARAMS))
-  state = replicate(opt.init(jax.tree.map(jnp.asarray, PARAMS)))
-  out = run(pstep, params, state, per_device)
-  expected = single_device(name)
-  for d in (0, n - 1):
-    assert_close(jax.tree.map(lambda x, d=d: x[d], out), expected)
+def same_on_every_device(out):
+  """The pmap variant's ``reduce_fn``: every device's outputs equal the first
+  device's (replicas stay replicas); returns those."""
+  out = jax.device_get(out)  # NumPy: slicing it runs no JAX op
+  first = jax.tree.map(lambda x: x[0], out)
+  for d in range(1, N_DEVICES):
+    chex.assert_trees_all_equal(jax.tree.map(lambda x, d=d: x[d], out), first)
+  return first
+
+
+def add_zero_mean_noise(grads, axis_name):
+  """Device d's gradients: ``grads + (d - 3.5) * cos(i)`` at flat index i, a
+  different gradient on each of the 8 devices whose mean is ``grads``."""
+  c = jax.lax.axis_index(axis_name) - (N_DEVICES - 1) / 2
+  pattern = lambda g: jnp.cos(jnp.arange(g.size, dtype=g.dtype)).reshape(g.shape)
+  return jax.tree.map(lambda g: g + c * pattern(g), grads)
+
+
+class PmapTest(chex.TestCase):
+  """``jax.pmap`` data parallelism: replicated parameters, per-device gradients
+  averaged with ``lax.pmean``; the result is the single-device one."""
+
+  @chex.variants(with_pmap=True)
+  @parameterized.named_parameters(
+    ("lars", "lars", False),
+    ("lars_combined_fake_pmap", "lars_combined", True),
+    ("percent_delta_fake_pmap", "percent_delta", True),
+  )
+  def test_replicated_params_with_pmean_gradients(self, name, fake):
+    """LARS on the 8 devices; ``fake``: under ``chex.fake_pmap`` (a ``vmap``
+    with the same axis name), where the averaging, not the devices, is the point."""
+    opt = OPTIMIZERS[name]()
+
+    def step(params, state, grads):
+      grads = jax.lax.pmean(add_zero_mean_noise(grads, "batch"), "batch")
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    with chex.fake_pmap(enable_patching=fake, jit_result=True):
+      # chex broadcasts every argument to the devices.
+      pstep = self.variant(
+        step, axis_name="batch", n_devices=N_DEVICES, reduce_fn=same_on_every_device
+      )
+      params = jax.tree.map(jnp.asarray, PARAMS)
+      state = opt.init(params)
+      for grads in GRADS:
+        params, state = pstep(params, state, grads)
+    assert_close(params, single_device(name))
