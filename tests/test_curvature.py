@@ -304,8 +304,8 @@ def test_hutchinson_is_unbiased_on_non_separable_quadratic():
     0.5 * jnp.concatenate([p["x"].ravel(), p["y"]]) @ A @ jnp.concatenate([p["x"].ravel(), p["y"]])
   )
   params = {"x": jnp.ones((2, 2)), "y": jnp.ones(2)}
-  one = curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1))
-  est = curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1), num_probes=4000)
+  one = legw.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1))
+  est = legw.hutchinson_diagonal(obj, params, jax.random.PRNGKey(1), num_probes=4000)
   diag = np.diag(np.asarray(A))
   got = np.concatenate([np.asarray(est["x"]).ravel(), np.asarray(est["y"])])
   np.testing.assert_allclose(got, diag, atol=0.1)
@@ -325,7 +325,7 @@ def test_hutchinson_rejects_bad_arguments(kwargs, match):
   params = {"x": jnp.ones((2, 2)), "y": jnp.ones(2)}
   obj = lambda p: jnp.sum(p["x"] ** 2) + jnp.sum(p["y"] ** 2)
   with pytest.raises(ValueError, match=match):
-    curvature.hutchinson_diagonal(obj, params, jax.random.PRNGKey(0), **kwargs)
+    legw.hutchinson_diagonal(obj, params, jax.random.PRNGKey(0), **kwargs)
 
 
 def test_cblr_update_every_and_key_in_state():

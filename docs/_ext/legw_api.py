@@ -32,6 +32,7 @@ MODULE_ORDER = (
   "legw.lamb",
   "legw.masks",
   "legw.curvature",
+  "legw.cblr",
   "legw.diagnostics",
   "legw.losses",
 )

@@ -1,0 +1,408 @@
+r"""Curvature-based learning rates per parameter (CBLR), with a Hutchinson Hessian diagonal.
+
+Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks
+Based on the Second Order Gradient"
+(papers/curvature-based-lr-second-order-gradient.txt), §4, eq. 9–11.
+
+The curvature radius of the loss along parameter :math:`w_i` (eq. 9) is
+
+.. math::
+
+   R_i = \frac{(1 + g_i^2)^{3/2}}{|\partial^2 L / \partial w_i^2|},
+
+and the curvature-based rule (CBLR, eq. 10–11) steps each parameter by
+:math:`\gamma R_i g_i` (:func:`scale_by_curvature_radius`, :func:`cblr`). The
+Hessian diagonal is estimated by Hutchinson's method from Hessian-vector
+products (:func:`hutchinson_diagonal`), the objective passed to ``update`` as
+``obj_fn`` (as ``optax.contrib.sophia`` takes it). The layer-wise members of
+the family that replace :math:`R_i` by a statistic of a layer (LARS, MCLR,
+PercentDelta) are in :mod:`legw.curvature` and :mod:`legw.lars`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.typing import DTypeLike
+
+from legw import _layerwise, _validation
+from legw._reduce import AxisName, abs_sq, is_trainable, real_dtype, stat_dtype
+from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    hint = ""
+    if isinstance(value, jax.Array):
+      hint = (
+        f" It sets a loop length, so it cannot be an array: with "
+        f"optax.inject_hyperparams pass static_args=({name!r}, ...)."
+      )
+    raise ValueError(f"{name} must be an integer >= 1; got {value!r}.{hint}")
+
+
+# ---------------------------------------------------------------------------
+# CBLR: per-parameter curvature radius with a Hutchinson Hessian diagonal.
+# ---------------------------------------------------------------------------
+
+
+class ScaleByCurvatureRadiusState(NamedTuple):
+  """State of :func:`scale_by_curvature_radius`.
+
+  Attributes:
+    count: number of updates so far (int32).
+    key: PRNG key for the next Rademacher probes.
+    hessian_diag: the latest Hutchinson estimate of the Hessian diagonal,
+      a tree like params in float32 (or wider); 0 on leaves outside the mask.
+  """
+
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
+  key: jax.Array
+  hessian_diag: Any
+
+
+def hutchinson_diagonal(
+  obj_fn: Callable[[Any], jax.Array],
+  params: Any,
+  key: jax.Array,
+  num_probes: int = 1,
+  mask: list[bool] | None = None,
+) -> Any:
+  r"""Hutchinson estimate of the Hessian diagonal of ``obj_fn`` at ``params``.
+
+  .. math::
+
+     \mathrm{diag}(H) \approx \frac{1}{K}\sum_{k=1}^K z_k \odot (H z_k),
+     \qquad z_k \in \{-1, +1\}^P \text{ (Rademacher)},
+
+  with :math:`Hz` computed exactly by forward-over-reverse differentiation,
+  ``jax.jvp(jax.grad(obj_fn), (params,), (z,))``.  The estimate is unbiased;
+  it is exact for any :math:`K` when :math:`H` is diagonal (a separable
+  objective).  Probes are drawn in a ``lax.fori_loop`` (one HVP live at a
+  time).
+
+  Complex leaves: the probes are real (:math:`\pm 1`) and the estimate is the
+  real part of :math:`z \odot Hz`, a real array (the curvature along the real
+  part of each entry).  Leaves that are not floating get no probe (a
+  ``float0`` tangent) and a zero estimate; Python floats are taken as arrays.
+
+  Args:
+    obj_fn: scalar objective of ``params`` alone.
+    params: the pytree to differentiate at.
+    key: PRNG key; probe ``k`` uses ``fold_in(key, k)``.
+    num_probes: :math:`K \ge 1`.
+    mask: optional list of bools, one per leaf of ``params``: leaves with
+      ``False`` get a zero probe and a zero estimate (their block is skipped).
+
+  Returns:
+    A tree like ``params``, real, in float32 (or wider).
+
+  Raises:
+    ValueError: for ``num_probes`` not an integer >= 1, or a ``mask`` whose
+      length is not the number of leaves of ``params``.
+
+  Source: Hutchinson's trace estimator (Hutchinson, 1989) applied to the
+  diagonal (Bekas, Kokiopoulou & Saad, 2007); it supplies the second
+  derivative in the curvature radius of the curvature paper, eq. 9-11 (used
+  by :func:`scale_by_curvature_radius`).
+  """
+  _check_positive_int("num_probes", num_probes)
+  leaves, treedef = jax.tree.flatten(params)
+  if mask is None:
+    mask = [True] * len(leaves)
+  elif len(mask) != len(leaves):
+    raise ValueError(
+      f"mask must have one bool per leaf of params ({len(leaves)}), got {len(mask)}."
+    )
+  leaves = [jnp.asarray(p) if is_trainable(p) else p for p in leaves]
+  params = jax.tree.unflatten(treedef, leaves)
+  probed = [m and is_trainable(p) for p, m in zip(leaves, mask)]
+  out_dt = [real_dtype(p.dtype) if is_trainable(p) else jnp.float32 for p in leaves]
+  hvp_fn = jax.grad(obj_fn, allow_int=True)
+
+  def one_probe(k):
+    keys = jax.random.split(jax.random.fold_in(key, k), len(leaves))
+    z = [
+      jax.random.rademacher(kk, p.shape, real_dtype(p.dtype)).astype(p.dtype)
+      if m
+      else jnp.zeros_like(p)
+      if is_trainable(p)
+      else np.zeros(np.shape(p), jax.dtypes.float0)
+      for kk, p, m in zip(keys, leaves, probed)
+    ]
+    hz = jax.jvp(hvp_fn, (params,), (jax.tree.unflatten(treedef, z),))[1]
+    hz = treedef.flatten_up_to(hz)  # type: ignore[attr-defined]  # missing from jax's stubs
+    # z is real (+-1), so z * Hz's real part is the diagonal (of the real
+    # part's block, for a complex leaf).
+    return [
+      jnp.real(zz.astype(stat_dtype(p.dtype)) * h.astype(stat_dtype(p.dtype))).astype(dt)
+      if m
+      else jnp.zeros(np.shape(p), dt)
+      for zz, h, p, m, dt in zip(z, hz, leaves, probed, out_dt)
+    ]
+
+  if num_probes == 1:
+    est = one_probe(0)
+  else:
+    zero = [jnp.zeros(np.shape(p), dt) for p, dt in zip(leaves, out_dt)]
+    total = jax.lax.fori_loop(
+      0, num_probes, lambda k, acc: [a + e for a, e in zip(acc, one_probe(k))], zero
+    )
+    est = [t / num_probes for t in total]
+  return jax.tree.unflatten(treedef, est)
+
+
+def scale_by_curvature_radius(
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  *,
+  max_radius: float = 100.0,
+  num_probes: int = 1,
+  update_every: int = 1,
+  key: jax.Array | int = 0,
+  trust_ratio_mask: MaskOrFn = None,
+  weight_decay_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Scales each parameter by its loss-curve curvature radius (CBLR; no LR).
+
+  Per parameter :math:`i` (curvature paper eq. 9–11), with
+  :math:`u = g + \beta w` and :math:`\hat h` a Hutchinson estimate of the
+  Hessian diagonal of the objective:
+
+  .. math::
+
+     R_i = \min\!\Big(\frac{(1 + |u_i|^2)^{3/2}}{|\hat h_i + \beta|},\;
+                      R_{\max}\Big)
+     \qquad \text{update}_i = R_i\,u_i
+
+  (:math:`\beta` = ``weight_decay``: the curvature is that of the regularised
+  objective :math:`L + \tfrac{\beta}{2}\|w\|^2`; :math:`R_{\max}` =
+  ``max_radius``).  The global LR :math:`\gamma` of eq. 10 is applied later,
+  e.g. by :func:`legw.cblr`.  On a separable quadratic
+  :math:`\sum_i a_i (w_i - b_i)^2` Hutchinson is exact, :math:`\hat h_i =
+  2a_i`, and the update is :math:`(1 + g_i^2)^{3/2} g_i / (2a_i)`.
+
+  * Clamp: flat or noisy directions (:math:`\hat h_i \to 0`, or a one-probe
+    estimate near 0) would give unbounded steps; :math:`R_i` is capped at
+    ``max_radius`` (default 100, i.e. a per-parameter LR of at most
+    :math:`100\gamma`), and :math:`R_i = R_{\max}` where
+    :math:`\hat h_i + \beta = 0` exactly.  Negative curvature uses
+    :math:`|\hat h_i|`, as eq. 9.
+  * The objective is passed to ``update`` as the keyword ``obj_fn``, a
+    function of ``params`` alone returning a scalar (as
+    ``optax.contrib.sophia``), e.g. ``obj_fn=lambda p: loss(p, batch)``.
+    ``optax.chain`` forwards it (see :func:`legw.cblr`).
+  * Hutchinson (:func:`hutchinson_diagonal`): ``num_probes`` Rademacher probes
+    per estimate, each one Hessian-vector product (``jax.jvp`` of
+    ``jax.grad``, about 2-3 times the cost of a gradient); the estimate
+    is refreshed every ``update_every`` steps (steps 0, k, 2k, ...; a
+    ``lax.cond`` in between reuses ``state.hessian_diag``).  The PRNG key is
+    in the state and split every step.
+  * Leaves outside ``trust_ratio_mask`` (default
+    :func:`legw.exclude_bias_and_norm`) get :math:`R_i = 1` and a zero probe;
+    leaves outside ``weight_decay_mask`` get :math:`\beta = 0`.
+  * ``axis_name``: CBLR is per parameter, so no statistic is reduced.  Under
+    ``shard_map`` with parameters sharded over that axis, the device index is
+    folded into the probe key so that shards of one layer draw independent
+    signs (identical signs on every shard would bias the estimate).
+    ``obj_fn`` must then be the loss whose gradient w.r.t. the local shards is
+    the right one (the usual ``shard_map`` autodiff rules).  With parameters
+    *replicated* (pure data parallelism) do not pass ``axis_name``: make
+    ``obj_fn`` the global loss (``lax.pmean`` of the local loss) so every
+    device computes the same estimate.
+  * Complex leaves: :math:`|u_i|^2` in the radius (real; :math:`u_i^2` would
+    rotate the update, and make :math:`1 + u_i^2 = 0` at :math:`u_i = i`).
+    Leaves that are not floating (integers, ``float0`` gradients) pass
+    through unchanged and get no probe.  ``weight_decay`` may be an
+    ``optax.Schedule`` of the step count.
+  * Differentiable: ``jax.grad`` through the update differentiates the
+    Hutchinson estimate too (a third derivative of ``obj_fn``).
+
+  Args:
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.  The only
+      positional argument.
+    max_radius: :math:`R_{\max} > 0`, the cap on :math:`R_i`.
+    num_probes: Rademacher probes per estimate (integer >= 1).
+    update_every: re-estimate the Hessian diagonal every this many steps
+      (integer >= 1).
+    key: PRNG key (or an integer seed) for the probes.
+    trust_ratio_mask: which leaves get :math:`R_i`.
+    weight_decay_mask: which leaves get weight decay.
+    axis_name: mesh axis name(s) over which parameters are sharded, or None.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
+    state, params, obj_fn=...)`` requires ``params`` and ``obj_fn``.
+
+  Raises:
+    ValueError: at construction, for negative ``weight_decay``,
+      ``max_radius <= 0``, or ``num_probes``/``update_every`` not integers
+      >= 1; at update, when ``params`` or ``obj_fn`` is not given.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule.
+  """
+  _validation.check_weight_decay(weight_decay)
+  _validation.check_range("max_radius", max_radius, low=0.0, low_inclusive=False)
+  _check_positive_int("num_probes", num_probes)
+  _check_positive_int("update_every", update_every)
+
+  def init_fn(params):
+    k = jax.random.PRNGKey(key) if isinstance(key, int | numbers.Integral) else key
+    return ScaleByCurvatureRadiusState(
+      count=jnp.zeros([], jnp.int32),
+      key=k,
+      hessian_diag=jax.tree.map(
+        lambda p: jnp.zeros(
+          np.shape(p), real_dtype(jnp.result_type(p)) if is_trainable(p) else jnp.float32
+        ),
+        params,
+      ),
+    )
+
+  def update_fn(updates, state, params=None, *, obj_fn=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(
+        "scale_by_curvature_radius needs the current parameters: call "
+        "update(updates, state, params, obj_fn=...)."
+      )
+    if obj_fn is None:
+      raise ValueError(
+        "scale_by_curvature_radius needs the objective: call "
+        "update(updates, state, params, obj_fn=lambda p: loss(p, batch))."
+      )
+    g_leaves, treedef = jax.tree.flatten(updates)
+    w_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
+    tr_mask = resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
+    wd_mask = resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
+    beta = weight_decay(state.count) if callable(weight_decay) else weight_decay
+    next_key, probe_key = jax.random.split(state.key)
+    if axis_name is not None:
+      probe_key = jax.random.fold_in(probe_key, jax.lax.axis_index(axis_name))
+
+    def estimate():
+      return hutchinson_diagonal(obj_fn, params, probe_key, num_probes, tr_mask)
+
+    if update_every == 1:
+      h_tree = estimate()
+    else:
+      h_tree = jax.lax.cond(state.count % update_every == 0, estimate, lambda: state.hessian_diag)
+    h_leaves = treedef.flatten_up_to(h_tree)  # type: ignore[attr-defined]  # missing from jax's stubs
+
+    out = []
+    for g, w, h, use_tr, use_wd in zip(g_leaves, w_leaves, h_leaves, tr_mask, wd_mask):
+      if not (is_trainable(g) and is_trainable(w)):
+        out.append(g)  # integer leaves (float0 gradients) pass through
+        continue
+      g, w = jnp.asarray(g), jnp.asarray(w)
+      dt = stat_dtype(g.dtype)
+      u = g.astype(dt) + beta * w.astype(dt) if use_wd else g.astype(dt)
+      if not use_tr:
+        out.append(u.astype(g.dtype))
+        continue
+      curv = jnp.abs(h + beta) if use_wd else jnp.abs(h)
+      # |u|^2, real also for complex u ((1 + u*u) would rotate it).
+      radius = (1.0 + abs_sq(u)) ** 1.5 / jnp.where(curv == 0, 1.0, curv)
+      radius = jnp.where(curv == 0, max_radius, jnp.minimum(radius, max_radius))
+      out.append((radius * u).astype(g.dtype))
+    new_state = ScaleByCurvatureRadiusState(
+      count=optax.safe_increment(state.count), key=next_key, hessian_diag=h_tree
+    )
+    return jax.tree.unflatten(treedef, out), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def cblr(
+  learning_rate: optax.ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: optax.ScalarOrSchedule = 0.0,
+  max_radius: float = 100.0,
+  num_probes: int = 1,
+  update_every: int = 1,
+  key: jax.Array | int = 0,
+  nesterov: bool = False,
+  weight_decay_mask: MaskOrFn = None,
+  trust_ratio_mask: MaskOrFn = None,
+  axis_name: AxisName = None,
+  accumulator_dtype: DTypeLike | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""SGD with curvature-based per-parameter rates (CBLR, curvature paper eq. 9–11).
+
+  .. math::
+
+     v_i \leftarrow m\,v_i + \gamma_t R_i\,(g_i + \beta w_i) \qquad
+     w_i \leftarrow w_i - v_i
+
+  with :math:`R_i` from :func:`scale_by_curvature_radius` (Hutchinson Hessian
+  diagonal, clamped at ``max_radius``).  Implemented as
+  ``optax.chain(scale_by_curvature_radius(...),
+  optax.scale_by_learning_rate(learning_rate), optax.trace(momentum,
+  nesterov))``; ``optax.chain`` forwards the ``obj_fn`` keyword to the first
+  transform::
+
+     opt = legw.cblr(0.1)
+     updates, state = opt.update(grads, state, params,
+                                 obj_fn=lambda p: loss_fn(p, batch))
+
+  Leaves outside ``trust_ratio_mask`` (default: biases and norms) get plain
+  momentum SGD at :math:`\gamma_t`; non-floating leaves pass through.  Each
+  step costs ``num_probes``
+  Hessian-vector products every ``update_every`` steps on top of the
+  gradient.  With ``optax.inject_hyperparams``, the integers that shape the
+  computation must be static: ``optax.inject_hyperparams(legw.cblr,
+  static_args=("num_probes", "update_every", "key"))``.
+
+  Args:
+    learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
+    momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
+      ``learning_rate``).
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
+    max_radius: cap on :math:`R_i` (> 0).
+    num_probes: Rademacher probes per Hessian estimate (integer >= 1).
+    update_every: steps between Hessian estimates (integer >= 1).
+    key: PRNG key or integer seed for the probes.
+    nesterov: Nesterov momentum.
+    weight_decay_mask: which leaves get weight decay.
+    trust_ratio_mask: which leaves get :math:`R_i`.
+    axis_name: see :func:`scale_by_curvature_radius`.
+    accumulator_dtype: the dtype of the momentum in the state
+      (``optax.trace``'s argument), e.g. ``jnp.bfloat16``; ``None``
+      (default): the parameters' dtype.  Only the stored momentum is
+      rounded; the per-layer statistics stay float32 and the update comes
+      back in the gradient's dtype (see :func:`legw.lars`).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` requires params
+    and the keyword ``obj_fn``.
+
+  Raises:
+    ValueError: for a negative learning rate, momentum outside [0, 1),
+      negative weight decay, ``max_radius <= 0``, or ``num_probes`` /
+      ``update_every`` not integers >= 1; at update time without params or
+      ``obj_fn``.
+    TypeError: for a learning rate or weight decay neither a number nor a
+      schedule (e.g. a :class:`legw.Recipe`), or an ``accumulator_dtype``
+      that is not a floating dtype.
+  """
+  return _layerwise.sgd_optimizer(
+    scale_by_curvature_radius,
+    learning_rate,
+    momentum,
+    nesterov,
+    accumulator_dtype=accumulator_dtype,
+    weight_decay=weight_decay,
+    max_radius=max_radius,
+    num_probes=num_probes,
+    update_every=update_every,
+    key=key,
+    trust_ratio_mask=trust_ratio_mask,
+    weight_decay_mask=weight_decay_mask,
+    axis_name=axis_name,
+  )
