@@ -19,5 +19,5 @@ def test_a_figure_that_differs_from_its_results_file_is_reported():
   assert len(problems) == 1 and "headline table, mnist5k" in problems[0]
 
 
-def test_line_wrapping_and_bold_do_not_matter():
-  assert rf._normalize("a **95.2 ± 0.6**\n  at 64×") == rf._normalize("a 95.2 ± 0.6 at 64×")
+def test_line_wrapping_bold_and_case_do_not_matter():
+  assert rf._normalize("A **95.2 ± 0.6**\n  at 64×") == rf._normalize("a 95.2 ± 0.6 at 64×")
