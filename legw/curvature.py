@@ -2,17 +2,11 @@ r"""Curvature-based per-layer learning rates: MCLR and PercentDelta.
 
 Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks
 Based on the Second Order Gradient"
-(papers/curvature-based-lr-second-order-gradient.txt), §4, eq. 9–24.
+(papers/curvature-based-lr-second-order-gradient.txt), §4, eq. 12–24.
 
-The curvature radius of the loss along parameter :math:`w_i` (eq. 9) is
-
-.. math::
-
-   R_i = \frac{(1 + g_i^2)^{3/2}}{|\partial^2 L / \partial w_i^2|},
-
-and the curvature-based rule (CBLR, eq. 10–11) steps each parameter by
-:math:`\gamma R_i g_i` (per parameter, with a Hutchinson Hessian diagonal:
-:mod:`legw.cblr`).
+The curvature-based rule (CBLR, eq. 9–11: :mod:`legw.cblr`) steps each
+parameter by :math:`\gamma R_i g_i`, with :math:`R_i` the curvature radius of
+the loss along :math:`w_i`, from the Hessian diagonal.
 Near a minimum the loss is a parabola :math:`a_i (w_i - b_i)^2 + c_i`
 (eq. 12), which with :math:`b_i \approx 0` and :math:`g_i^2 \ll 1` gives the
 cheap, first-order estimate (eq. 17)
