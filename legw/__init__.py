@@ -18,6 +18,8 @@ from legw.curvature import mclr as mclr
 from legw.curvature import percent_delta as percent_delta
 from legw.curvature import scale_by_median_curvature as scale_by_median_curvature
 from legw.curvature import scale_by_percent_delta as scale_by_percent_delta
+from legw.diagnostics import LayerwiseStatsState as LayerwiseStatsState
+from legw.diagnostics import applied_layerwise_stats as applied_layerwise_stats
 from legw.diagnostics import layerwise_stats as layerwise_stats
 from legw.diagnostics import local_lipschitz as local_lipschitz
 from legw.lamb import lamb as lamb
@@ -40,12 +42,14 @@ __version__ = "0.1.0"
 __all__ = (
   "BatchPhase",
   "BatchSizeSchedule",
+  "LayerwiseStatsState",
   "Recipe",
   "ScaleByCurvatureRadiusState",
   "ScaleByLarsState",
   "ScaleByMedianCurvatureState",
   "ScaleByPercentDeltaState",
   "ScaledRecipe",
+  "applied_layerwise_stats",
   "batch_size_schedule",
   "cblr",
   "discard_small_loss",

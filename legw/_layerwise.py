@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from legw import _validation
+from legw import _validation, diagnostics
 from legw._reduce import AxisName, is_trainable, psum_stacked, real_dtype, stat_dtype
 from legw.masks import (
   LayerAxis,
@@ -204,7 +204,13 @@ def layerwise_leaves(
   axis_name,
   layer_axes=None,
 ):
-  """The family's update on flat lists of leaves.
+  """The family's update on flat lists of leaves, and what it applied.
+
+  Returns ``(updates, applied)``: the updated leaves, and per leaf either
+  ``None`` (not on the trust ratio) or ``(factor, W, G)``, the factor the
+  leaf's update was multiplied by (the rate after the zero fallback and the
+  clip) and the two sizes it came from, scalars (``(L,)`` for a stack), taken
+  from the statistic already computed (no further pass over the leaf).
 
   ``layer_axes`` (one int or None per leaf; None: no leaf is stacked): a
   leaf whose layers are stacked along that axis is handed to ``statistic``
@@ -265,13 +271,16 @@ def layerwise_leaves(
     sizes = _gather_slices(statistic(ws, gs, betas, axis_name), slices)
 
   out = []
+  applied: list[tuple[jax.Array, jax.Array, jax.Array] | None] = []
   for g, u, use_wd, k, ax in zip(g_leaves, decayed, wd_mask, index, layer_axes):
     if u is None:  # not floating: passed through
       out.append(g)
+      applied.append(None)
       continue
     out_dtype = jnp.result_type(g)
     if k is None:
       out.append(u.astype(out_dtype))
+      applied.append(None)
       continue
     size_w, size_g = sizes[k]
     beta = weight_decay if use_wd else 0.0
@@ -285,10 +294,16 @@ def layerwise_leaves(
     )
     if clip_lr is not None:
       rate = _clip_factor(rate, fallback, clip_lr)
+    applied.append((rate, size_w, size_g))
     if ax is not None:  # one rate per layer, along the layer axis
       rate = jnp.reshape(rate, [-1 if d == ax else 1 for d in range(u.ndim)])
     out.append((rate * u).astype(out_dtype))
-  return out
+  return out, applied
+
+
+def _stats_tree(treedef, leaves):
+  """A tree of ``treedef`` from per-leaf values, ``optax.MaskedNode()`` for ``None``."""
+  return jax.tree.unflatten(treedef, [optax.MaskedNode() if v is None else v for v in leaves])
 
 
 def scale_by_layerwise_rate(
@@ -305,6 +320,7 @@ def scale_by_layerwise_rate(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """The family's transform for one ``statistic`` (see the module docstring).
 
@@ -315,14 +331,18 @@ def scale_by_layerwise_rate(
   ``state_cls(count=...)`` is the state when a hyperparameter is a schedule
   (``weight_decay``, or the clip's learning rate); otherwise the state is
   ``optax.EmptyState()``.  ``name`` is the public name, for error messages.
+  With ``keep_stats=True`` the state is a
+  :class:`legw.LayerwiseStatsState` instead (it has the count too).
 
   Raises:
     ValueError: for ``trust_coefficient <= 0``, a negative ``weight_decay``
       or ``eps``, or an unknown ``denominator`` (concrete numbers only).
-    TypeError: for a ``weight_decay`` neither a number nor a schedule.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule, or a
+      ``keep_stats`` that is not a bool.
   """
   _validation.check_range("trust_coefficient", trust_coefficient, low=0.0, low_inclusive=False)
   check_args(weight_decay, eps, denominator)
+  _validation.check_bool("keep_stats", keep_stats)
   scheduled = callable(weight_decay) or callable(clip_learning_rate)
 
   def resolve(params):
@@ -332,11 +352,29 @@ def scale_by_layerwise_rate(
     tr_mask = resolve_mask(trust_ratio_mask, params, default)
     return axes, tr_mask, resolve_mask(weight_decay_mask, params, default)
 
+  def init_stats(params):
+    """Zeros of the dtype and shape each trust-ratio leaf's statistics will have."""
+    w_leaves, treedef = jax.tree.flatten(params)
+    axes, tr_mask, _ = resolve(params)
+    zeros: list[jax.Array | None] = []
+    for w, use_tr, ax in zip(w_leaves, tr_mask, axes):
+      if not (use_tr and is_trainable(w)):
+        zeros.append(None)
+        continue
+      shape = () if ax is None else (jnp.shape(w)[ax],)
+      zeros.append(jnp.zeros(shape, real_dtype(jnp.result_type(w))))
+    tree = _stats_tree(treedef, zeros)
+    return diagnostics.LayerwiseStatsState(
+      count=jnp.zeros([], jnp.int32), trust_ratio=tree, weight_size=tree, grad_size=tree
+    )
+
   def init_fn(params):
     # Where the parameters are first seen: a bad mask or layer_axis (and a
     # legw.path_mask pattern that matches nothing) raises here, as
     # optax.masked calls its mask at init.
     resolve(params)
+    if keep_stats:
+      return init_stats(params)
     if scheduled:
       return state_cls(count=jnp.zeros([], jnp.int32))
     return optax.EmptyState()
@@ -352,7 +390,7 @@ def scale_by_layerwise_rate(
     beta = at(weight_decay)
     if _validation.is_concrete_number(beta) and beta == 0:
       wd_mask = [False] * len(wd_mask)  # nothing to add (as optax.add_decayed_weights)
-    out = layerwise_leaves(
+    out, applied = layerwise_leaves(
       g_leaves,
       w_leaves,
       tr_mask,
@@ -366,7 +404,22 @@ def scale_by_layerwise_rate(
       axis_name=axis_name,
       layer_axes=axes,
     )
-    if scheduled:
+    if keep_stats:
+      # Each value in the dtype init gave it (a traced hyperparameter may
+      # promote the rate), so the state's types never change between steps.
+      like = treedef.flatten_up_to(state.trust_ratio)  # type: ignore[attr-defined]
+      fields = [
+        _stats_tree(
+          treedef,
+          [
+            None if a is None else jnp.asarray(a[i]).astype(z.dtype).reshape(z.shape)
+            for a, z in zip(applied, like)
+          ],
+        )
+        for i in range(3)
+      ]
+      state = diagnostics.LayerwiseStatsState(optax.safe_increment(state.count), *fields)
+    elif scheduled:
       state = state_cls(count=optax.safe_increment(state.count))
     return jax.tree.unflatten(treedef, out), state
 

@@ -12,6 +12,7 @@ import numbers
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_concrete_number(value: Any) -> bool:
@@ -123,3 +124,14 @@ def check_state_dtype(name: str, dtype: Any) -> None:
       f"{name} must be None or a floating dtype (e.g. jnp.bfloat16, 'float32'); "
       f"got {dtype!r} ({dt.name})."
     )
+
+
+def check_bool(name: str, value: Any) -> None:
+  """A flag is a Python (or NumPy) bool, never a string or a number.
+
+  Raises:
+    TypeError: naming the argument, for anything else (``"yes"``, ``1``, an
+      array): a truthy string would silently switch the flag on.
+  """
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__}).")

@@ -96,6 +96,7 @@ def scale_by_median_curvature(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
@@ -168,6 +169,9 @@ def scale_by_median_curvature(
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None: the statistic is taken per slice, and the default masks judge one
       layer's shape (see :func:`legw.scale_by_lars`).
+    keep_stats: keep each layer's applied rate :math:`R_l` and its two sizes
+      in the state (:class:`legw.LayerwiseStatsState`), for logging with
+      :func:`legw.applied_layerwise_stats`; no extra pass.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -177,7 +181,8 @@ def scale_by_median_curvature(
     ValueError: at construction, for negative (or NaN) ``weight_decay`` or
       ``eps``; at update, when ``params`` is not given.
     TypeError: for a ``weight_decay`` that is not a number or an
-      ``optax.Schedule``, or ``eps`` (or a later argument) passed by position.
+      ``optax.Schedule``, a ``keep_stats`` that is not a bool, or ``eps`` (or
+      a later argument) passed by position.
   """
   # The member is its statistic; everything else is the family's core.
   return _layerwise.scale_by_layerwise_rate(
@@ -190,6 +195,7 @@ def scale_by_median_curvature(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )
 
 
@@ -205,6 +211,7 @@ def mclr(
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
   accumulator_dtype: DTypeLike | None = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR), curvature paper §4.2.
 
@@ -248,6 +255,9 @@ def mclr(
       (default): the parameters' dtype.  Only the stored momentum is
       rounded; the per-layer statistics stay float32 and the update comes
       back in the gradient's dtype (see :func:`legw.lars`).
+    keep_stats: keep each layer's applied rate and its two sizes in the
+      state (:class:`legw.LayerwiseStatsState`, first in the chain), for
+      logging with :func:`legw.applied_layerwise_stats`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -259,8 +269,8 @@ def mclr(
       ``accumulator_dtype`` with a complex parameter; at update time without
       params.
     TypeError: for a learning rate or weight decay neither a number nor a
-      schedule (e.g. a :class:`legw.Recipe`), or an ``accumulator_dtype``
-      that is not a floating dtype.
+      schedule (e.g. a :class:`legw.Recipe`), an ``accumulator_dtype``
+      that is not a floating dtype, or a ``keep_stats`` that is not a bool.
   """
   return _layerwise.sgd_optimizer(
     scale_by_median_curvature,
@@ -274,6 +284,7 @@ def mclr(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )
 
 
@@ -318,6 +329,7 @@ def scale_by_percent_delta(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
@@ -362,6 +374,9 @@ def scale_by_percent_delta(
     layer_axis: the stacked-layer axis of each leaf (scanned layers), or
       None: the statistic is taken per slice, and the default masks judge one
       layer's shape (see :func:`legw.scale_by_lars`).
+    keep_stats: keep each layer's applied rate :math:`R_l` and its two sizes
+      in the state (:class:`legw.LayerwiseStatsState`), for logging with
+      :func:`legw.applied_layerwise_stats`; no extra pass.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
@@ -369,7 +384,8 @@ def scale_by_percent_delta(
   Raises:
     ValueError: at construction, for negative ``weight_decay`` or ``eps``; at
       update, when ``params`` is not given.
-    TypeError: for a ``weight_decay`` neither a number nor a schedule.
+    TypeError: for a ``weight_decay`` neither a number nor a schedule, or
+      a ``keep_stats`` that is not a bool.
   """
   return _layerwise.scale_by_layerwise_rate(
     _PERCENT_DELTA_STATISTIC,
@@ -381,6 +397,7 @@ def scale_by_percent_delta(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )
 
 
@@ -396,6 +413,7 @@ def percent_delta(
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
   accumulator_dtype: DTypeLike | None = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with PercentDelta per-layer rates (curvature paper eq. 24).
 
@@ -433,6 +451,9 @@ def percent_delta(
       (default): the parameters' dtype.  Only the stored momentum is
       rounded; the per-layer statistics stay float32 and the update comes
       back in the gradient's dtype (see :func:`legw.lars`).
+    keep_stats: keep each layer's applied rate and its two sizes in the
+      state (:class:`legw.LayerwiseStatsState`, first in the chain), for
+      logging with :func:`legw.applied_layerwise_stats`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -443,8 +464,9 @@ def percent_delta(
       complex parameter; at update time without params.
     TypeError: for a learning rate or weight decay that is not a number or an
       ``optax.Schedule`` (e.g. a :class:`legw.Recipe`), an
-      ``accumulator_dtype`` that is not a floating dtype, or for a
-      hyperparameter passed by position after ``learning_rate``.
+      ``accumulator_dtype`` that is not a floating dtype, a ``keep_stats``
+      that is not a bool, or for a hyperparameter passed by position after
+      ``learning_rate``.
   """
   return _layerwise.sgd_optimizer(
     scale_by_percent_delta,
@@ -458,4 +480,5 @@ def percent_delta(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )

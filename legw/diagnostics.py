@@ -5,6 +5,9 @@ Sources:
     (papers/lars-layer-wise-adaptive-rate-scaling.txt), Table 2: per-layer
     :math:`\|w\|`, :math:`\|\nabla L(w)\|` and their ratio at the first
     iteration.
+  * Gao & Zhong (papers/curvature-based-lr-second-order-gradient.txt), §4,
+    eq. 20–24: the per-layer sizes :math:`(W_l, G_l)` of LARS, MCLR and
+    PercentDelta, which :class:`LayerwiseStatsState` keeps.
   * You et al., "Large-Batch Training for LSTM and Beyond"
     (papers/legw-large-batch-lstm-and-beyond.txt), §4 and Figure 3: the local
     Lipschitz estimate :math:`L(x, g) = |g^T \nabla^2 f(x) g| / \|g\|^2`
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +98,120 @@ def leaf_path(path: tuple) -> str:
   return "/".join(_key_name(k) for k in path)
 
 
+class LayerwiseStatsState(NamedTuple):
+  r"""The state of a layer-wise transform built with ``keep_stats=True``.
+
+  :func:`legw.scale_by_lars`, :func:`legw.scale_by_lamb`,
+  :func:`legw.scale_by_median_curvature`, :func:`legw.scale_by_percent_delta`
+  and their optimizers (:func:`legw.lars`, :func:`legw.lamb`,
+  :func:`legw.mclr`, :func:`legw.percent_delta`) take ``keep_stats``; their
+  state is then this tuple.  After each update it holds, per layer, what that
+  update used: the family's rate :math:`R_l = \eta W_l / (G_l + \beta W_l +
+  \epsilon)` (curvature paper §4, eq. 20–24; LARS Algorithm 1) and its two
+  sizes.  They are the values the step computed anyway (no extra pass over
+  the parameters), in float32 (float64 for float64 leaves).
+
+  Each field is a pytree with the structure of the parameters: a scalar per
+  leaf on the trust ratio (a ``(L,)`` vector for a leaf of ``L`` stacked
+  layers, see ``layer_axis``), and ``optax.MaskedNode()`` for a leaf outside
+  ``trust_ratio_mask`` (its factor is 1) or not floating.  Read a field with
+  ``optax.tree.get(opt_state, "trust_ratio")`` wherever the state sits in a
+  chain, or all of them by layer name with :func:`applied_layerwise_stats`.
+  Zeros until the first update.  Under ``optax.MultiSteps`` they are those of
+  the last applied (accumulated) step; under ``optax.apply_if_finite`` those
+  of the last finite one.
+
+  =============  =====================  ========================================
+  member         ``weight_size`` W_l    ``grad_size`` G_l
+  =============  =====================  ========================================
+  LARS           :math:`\|w_l\|_2`      :math:`\|g_l\|_2`
+                                        (:math:`\|g_l + \beta w_l\|_2` with
+                                        ``denominator="combined"``)
+  LAMB           :math:`\|w_l\|_2`      :math:`\|r_l + \beta w_l\|_2`, of the
+                                        Adam direction :math:`r_l`
+  PercentDelta   :math:`n_l`, entries   :math:`\sum_{w_i \ne 0} |g_i / w_i|`
+                 with :math:`w_i \ne 0`
+  MCLR           median of nonzero |w|  median of nonzero |g| (of
+                                        :math:`g + \beta w` if combined)
+  =============  =====================  ========================================
+
+  Attributes:
+    count: number of updates so far (int32), the step schedules read.
+    trust_ratio: the factor each layer's update was multiplied by: the
+      rate after the zero fallback (1 where :math:`W_l = 0` or the
+      denominator is 0), and, with ``clip=True`` (apex LARC),
+      :math:`\min(R_l/\gamma_t, 1)`.  A layer's rate is then
+      ``learning_rate * trust_ratio`` in every case.
+    weight_size: :math:`W_l` as in the table.
+    grad_size: :math:`G_l` as in the table.
+  """
+
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states
+  trust_ratio: Any
+  weight_size: Any
+  grad_size: Any
+
+
+def _is_stats(x: Any) -> bool:
+  return isinstance(x, LayerwiseStatsState)
+
+
+def applied_layerwise_stats(opt_state: Any) -> dict[str, dict[str, jax.Array]]:
+  r"""What a layer-wise optimizer applied at its last update, by layer name.
+
+  Finds every :class:`LayerwiseStatsState` in ``opt_state`` (inside
+  ``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
+  ``optax.apply_if_finite``, ``optax.multi_transform``, a Flax NNX
+  optimizer's state ...) and returns its values per layer, for logging.
+  Reads the state only: no computation, jit-able.
+
+  Args:
+    opt_state: the state of an optimizer that contains a legw layer-wise
+      transform built with ``keep_stats=True``.
+
+  Returns:
+    A dict from each leaf's path (:func:`leaf_path`, e.g.
+    ``"Dense_0/kernel"``) to ``{"trust_ratio", "weight_size",
+    "grad_size"}`` (see :class:`LayerwiseStatsState`), for the leaves on the
+    trust ratio only; scalars, or ``(L,)`` arrays for stacked leaves.
+
+  Raises:
+    ValueError: when ``opt_state`` holds no such state (the optimizer was
+      built without ``keep_stats=True``, or is not a legw layer-wise one:
+      ``legw.cblr`` and optax's optimizers keep none), or when two of them
+      name the same leaf.
+
+  >>> import jax.numpy as jnp, legw
+  >>> params = {"w": jnp.array([[3.0, 4.0]]), "b": jnp.zeros(2)}
+  >>> opt = legw.lars(0.1, trust_coefficient=1.0, keep_stats=True)
+  >>> state = opt.init(params)
+  >>> grads = {"w": jnp.array([[0.3, 0.4]]), "b": jnp.ones(2)}
+  >>> _, state = opt.update(grads, state, params)
+  >>> {k: float(v) for k, v in legw.applied_layerwise_stats(state)["w"].items()}
+  {'trust_ratio': 10.0, 'weight_size': 5.0, 'grad_size': 0.5}
+  """
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_stats) if _is_stats(s)]
+  if not found:
+    raise ValueError(
+      "opt_state holds no per-layer statistics: build the optimizer with "
+      "keep_stats=True (legw.lars, legw.lamb, legw.mclr, legw.percent_delta and "
+      "their scale_by_* transforms take it; legw.cblr and optax's optimizers keep none)."
+    )
+  out: dict[str, dict[str, jax.Array]] = {}
+  for s in found:
+    ratios = jax.tree_util.tree_flatten_with_path(s.trust_ratio)[0]
+    w_sizes, g_sizes = jax.tree.leaves(s.weight_size), jax.tree.leaves(s.grad_size)
+    for (path, r), w, g in zip(ratios, w_sizes, g_sizes):
+      name = leaf_path(path)
+      if name in out:
+        raise ValueError(
+          f"two legw transforms in opt_state keep statistics for the leaf {name!r}; "
+          "read each with optax.tree.get and a filtering on its position instead."
+        )
+      out[name] = {"trust_ratio": r, "weight_size": w, "grad_size": g}
+  return out
+
+
 def layerwise_stats(
   params: Any, grads: Any, *, axis_name: AxisName = None, layer_axis: LayerAxis = None
 ) -> dict[str, dict[str, jax.Array]]:
@@ -106,14 +223,20 @@ def layerwise_stats(
 
      \texttt{param\_norm} = \|w_l\|_2, \quad
      \texttt{grad\_norm} = \|g_l\|_2, \quad
-     \texttt{trust\_ratio} = \|w_l\|_2 / \|g_l\|_2
+     \texttt{norm\_ratio} = \|w_l\|_2 / \|g_l\|_2
 
   with :math:`\|x\|_2^2 = \sum |x_i|^2` (real also for complex leaves)
-  (LARS paper, Table 2 and eq. 6 with :math:`\eta = 1`).  The ratio is a plain
-  division, for logging: ``inf`` where the gradient is 0 and the weights are
-  not, ``nan`` where both are 0 (no guard, unlike :func:`legw.scale_by_lars`,
-  so that a zero gradient is visible).  Norms are accumulated in float32 (or
-  wider).  Jit-able; all values are scalar arrays.
+  (LARS paper, Table 2).  ``norm_ratio`` is *not* the rate any optimizer
+  applies: ``legw.lars`` multiplies a layer's update by
+  :math:`\eta\|w\|/(\|g\| + \beta\|w\| + \epsilon)` (after its masks,
+  zero fallback and clip), ``legw.lamb`` by :math:`\|w\|/\|r + \beta w\|`
+  of the Adam direction :math:`r`.  To log what was applied, build the
+  optimizer with ``keep_stats=True`` and read
+  :func:`applied_layerwise_stats` (no extra pass: this function reads every
+  parameter and gradient once more).  The ratio is a plain division:
+  ``inf`` where the gradient is 0 and the weights are not, ``nan`` where
+  both are 0 (no guard, so that a zero gradient is visible).  Norms are
+  accumulated in float32 (or wider).  Jit-able; all values are scalar arrays.
 
   Args:
     params: a pytree of arrays (any shapes; float or complex).
@@ -128,7 +251,7 @@ def layerwise_stats(
 
   Returns:
     A dict from each leaf's path (:func:`leaf_path`, e.g.
-    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "trust_ratio"}``
+    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "norm_ratio"}``
     (scalars, or ``(L,)`` arrays for stacked leaves).
 
   Raises:
@@ -139,7 +262,7 @@ def layerwise_stats(
   >>> stats = legw.layerwise_stats({"w": jnp.array([3.0, 4.0])},
   ...                              {"w": jnp.array([0.3, 0.4])})
   >>> {k: round(float(v), 4) for k, v in stats["w"].items()}
-  {'param_norm': 5.0, 'grad_norm': 0.5, 'trust_ratio': 10.0}
+  {'param_norm': 5.0, 'grad_norm': 0.5, 'norm_ratio': 10.0}
   """
   path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   try:
@@ -162,7 +285,7 @@ def layerwise_stats(
     out[leaf_path(path)] = {
       "param_norm": w_norm,
       "grad_norm": g_norm,
-      "trust_ratio": w_norm / g_norm,
+      "norm_ratio": w_norm / g_norm,
     }
   return out
 

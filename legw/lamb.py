@@ -108,6 +108,7 @@ def _lamb_direction(
   axis_name,
   layer_axis,
   mu_dtype=None,
+  keep_stats=False,
 ) -> optax.GradientTransformation:
   """Adam's direction, then the LARS trust ratio (combined form, eta = 1, no eps).
 
@@ -127,6 +128,7 @@ def _lamb_direction(
       weight_decay_mask=weight_decay_mask,
       axis_name=axis_name,
       layer_axis=layer_axis,
+      keep_stats=keep_stats,
     ),
   )
 
@@ -143,6 +145,7 @@ def scale_by_lamb(
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
   mu_dtype: DTypeLike | None = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's Adam direction by its LAMB trust ratio (no learning rate).
 
@@ -226,6 +229,11 @@ def scale_by_lamb(
       ``jnp.bfloat16``); ``None`` (default): float32 (float64 for float64
       leaves), as above.  The second moment always stays float32 (see
       above).
+    keep_stats: keep each layer's applied trust ratio
+      :math:`\|w_l\|/\|r_l + \beta w_l\|`, :math:`\|w_l\|` and
+      :math:`\|r_l + \beta w_l\|` in the state (a
+      :class:`legw.LayerwiseStatsState` beside Adam's), for logging with
+      :func:`legw.applied_layerwise_stats`; no extra pass.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -239,8 +247,8 @@ def scale_by_lamb(
       not given.
     TypeError: at construction, for a ``weight_decay`` that is neither a
       number nor a schedule, or a ``mu_dtype`` that is not a floating dtype
-      (e.g. ``jnp.int32``, ``"int8"``, ``bool``); for a hyperparameter
-      passed by position after ``b1``.
+      (e.g. ``jnp.int32``, ``"int8"``, ``bool``), or a ``keep_stats`` that
+      is not a bool; for a hyperparameter passed by position after ``b1``.
   """
   _check_adam_args(b1, b2, eps, eps_root)
   _validation.check_state_dtype("mu_dtype", mu_dtype)
@@ -257,6 +265,7 @@ def scale_by_lamb(
         axis_name,
         layer_axis,
         mu_dtype,
+        keep_stats,
       )
     )
   )
@@ -275,6 +284,7 @@ def lamb(
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
   mu_dtype: DTypeLike | None = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""LAMB (You et al. 2020, Algorithm 2): Adam with a layer-wise trust ratio.
 
@@ -325,6 +335,9 @@ def lamb(
       as ``optax.adamw``'s ``mu_dtype``); ``None`` (default): float32.
       Statistics and the update's arithmetic stay float32; the second
       moment always stays float32, why in :func:`scale_by_lamb`.
+    keep_stats: keep each layer's applied trust ratio and the two norms it
+      came from in the state (:class:`legw.LayerwiseStatsState`), for
+      logging with :func:`legw.applied_layerwise_stats`; no extra pass.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -337,8 +350,8 @@ def lamb(
       parameter; at update time when params are missing.
     TypeError: for a learning rate or weight decay that is neither a number
       nor a schedule (e.g. a :class:`legw.Recipe`), a ``mu_dtype`` that is
-      not a floating dtype, or a hyperparameter passed by position after
-      ``learning_rate``.
+      not a floating dtype, a ``keep_stats`` that is not a bool, or a
+      hyperparameter passed by position after ``learning_rate``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -376,6 +389,7 @@ def lamb(
           axis_name,
           layer_axis,
           mu_dtype,
+          keep_stats,
         ),
         optax.scale_by_learning_rate(learning_rate),
       )

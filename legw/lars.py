@@ -62,6 +62,7 @@ def scale_by_lars(
   weight_decay_mask: MaskOrFn = None,
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its LARS trust ratio (no LR, no momentum).
 
@@ -163,6 +164,12 @@ def scale_by_lars(
       own slice: the update of running ``scale_by_lars`` on each slice
       separately.  The default masks then judge one layer's shape: a stacked
       ``(L, d)`` bias or norm scale is excluded, a ``(L, d, d)`` kernel is not.
+    keep_stats: keep, in the state, each layer's applied trust ratio
+      (after the zero fallback and the clip), :math:`\|w_l\|` and
+      :math:`\|g_l\|` (or :math:`\|g_l + \beta w_l\|`, combined), for
+      logging: the state is then a :class:`legw.LayerwiseStatsState`
+      (read it with :func:`legw.applied_layerwise_stats`).  The values are
+      those the step computes anyway: no extra pass over the parameters.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
@@ -174,7 +181,8 @@ def scale_by_lars(
       ``clip=True`` without ``learning_rate``; at update, when ``params`` is
       not given or a ``layer_axis`` is out of range for its leaf.
     TypeError: at construction, for a ``weight_decay`` or ``learning_rate``
-      that is neither a number nor a schedule.
+      that is neither a number nor a schedule, or a ``keep_stats`` that is
+      not a bool.
   """
   if learning_rate is not None:
     _validation.check_learning_rate(learning_rate)
@@ -196,6 +204,7 @@ def scale_by_lars(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )
 
 
@@ -214,6 +223,7 @@ def lars(
   axis_name: AxisName = None,
   layer_axis: LayerAxis = None,
   accumulator_dtype: DTypeLike | None = None,
+  keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with LARS, as Algorithm 1 of the LARS paper.
 
@@ -279,6 +289,10 @@ def lars(
       each step moves it by 10% of itself, far above bfloat16's relative
       rounding (at most :math:`2^{-8}`, 0.4%; see
       ``docs/guides/optimizer_state_and_masks.md``).
+    keep_stats: keep each layer's applied trust ratio and the two norms it
+      came from in the state (:class:`legw.LayerwiseStatsState`, first in
+      the chain), for logging with :func:`legw.applied_layerwise_stats`;
+      see :func:`scale_by_lars`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires params.
@@ -294,8 +308,8 @@ def lars(
       nor a schedule (e.g. a :class:`legw.Recipe`: pass
       ``recipe.schedule(batch_size, dataset_size=...)``), an
       ``accumulator_dtype`` that is not a floating dtype (e.g. ``jnp.int32``,
-      ``"int8"``, ``bool``), or a hyperparameter passed by position after
-      ``learning_rate``.
+      ``"int8"``, ``bool``), a ``keep_stats`` that is not a bool, or a
+      hyperparameter passed by position after ``learning_rate``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -330,4 +344,5 @@ def lars(
     weight_decay_mask=weight_decay_mask,
     axis_name=axis_name,
     layer_axis=layer_axis,
+    keep_stats=keep_stats,
   )

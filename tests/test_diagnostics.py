@@ -38,10 +38,10 @@ def test_layerwise_stats_matches_numpy_with_paths():
   for name, (w, g) in pairs.items():
     wn = np.linalg.norm(np.asarray(w, np.float64))
     gn = np.linalg.norm(np.asarray(g, np.float64))
-    assert set(stats[name]) == {"param_norm", "grad_norm", "trust_ratio"}
+    assert set(stats[name]) == {"param_norm", "grad_norm", "norm_ratio"}
     np.testing.assert_allclose(stats[name]["param_norm"], wn, rtol=1e-6)
     np.testing.assert_allclose(stats[name]["grad_norm"], gn, rtol=1e-6)
-    np.testing.assert_allclose(stats[name]["trust_ratio"], wn / gn, rtol=1e-6)
+    np.testing.assert_allclose(stats[name]["norm_ratio"], wn / gn, rtol=1e-6)
 
 
 def test_layerwise_stats_jit_and_zero_gradient_and_float16():
@@ -52,7 +52,7 @@ def test_layerwise_stats_jit_and_zero_gradient_and_float16():
     for key in eager[name]:
       np.testing.assert_allclose(jitted[name][key], eager[name][key], rtol=1e-6)
   z = legw.layerwise_stats({"w": jnp.ones((2, 2))}, {"w": jnp.zeros((2, 2))})
-  assert np.isinf(z["w"]["trust_ratio"])
+  assert np.isinf(z["w"]["norm_ratio"])
   # float16 leaves whose sum of squares overflows float16 still give the norm.
   big = legw.layerwise_stats(
     {"w": jnp.full((100, 100), 300.0, jnp.float16)}, {"w": jnp.ones((100, 100), jnp.float16)}
@@ -69,7 +69,7 @@ def test_layerwise_stats_paths_for_flax_linen_and_nnx():
   state = nnx.state(model, nnx.Param)
   stats = legw.layerwise_stats(state, state)
   assert set(stats) == {"layers/0/kernel", "layers/0/bias", "layers/1/kernel", "layers/1/bias"}
-  np.testing.assert_allclose(stats["layers/1/kernel"]["trust_ratio"], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(stats["layers/1/kernel"]["norm_ratio"], 1.0, rtol=1e-6)
   assert leaf_path((jax.tree_util.DictKey("a"), jax.tree_util.SequenceKey(2))) == "a/2"
 
 
@@ -186,7 +186,7 @@ def test_layerwise_stats_complex64_is_the_norm_of_abs_squared():
     for k in shapes:
       wn = np.linalg.norm(params[k].astype(np.complex128))
       gn = np.linalg.norm(grads[k].astype(np.complex128))
-      for key, want in (("param_norm", wn), ("grad_norm", gn), ("trust_ratio", wn / gn)):
+      for key, want in (("param_norm", wn), ("grad_norm", gn), ("norm_ratio", wn / gn)):
         got = stats[k][key]
         assert got.dtype == jnp.float32, (k, key, got.dtype)
         np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -239,7 +239,7 @@ def test_layerwise_stats_of_stacked_layers_are_per_slice():
   assert stacked["k"]["param_norm"].shape == (3,) and stacked["b"]["param_norm"].shape == ()
   for i in range(3):
     one = legw.layerwise_stats({"k": params["k"][i]}, {"k": grads["k"][i]})["k"]
-    for name in ("param_norm", "grad_norm", "trust_ratio"):
+    for name in ("param_norm", "grad_norm", "norm_ratio"):
       np.testing.assert_allclose(stacked["k"][name][i], one[name], rtol=1e-6)
   # A stack on the last axis, given as an int for every leaf: "b" is 1-D, axis 0.
   last = legw.layerwise_stats(

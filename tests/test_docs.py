@@ -69,6 +69,8 @@ def test_guides_mention_the_names_the_readme_never_did():
     "discard_small_loss",
     "discard_small_loss_schedule",
     "layerwise_stats",
+    "applied_layerwise_stats",
+    "LayerwiseStatsState",
     "local_lipschitz",
     "hutchinson_diagonal",
     "scale_learning_rate",
@@ -78,7 +80,7 @@ def test_guides_mention_the_names_the_readme_never_did():
 
 
 def test_guide_measurements_have_results():
-  for name in ("lars_from_sgd", "multisteps", "batchnorm"):
+  for name in ("lars_from_sgd", "multisteps", "batchnorm", "trust_ratios"):
     assert (ROOT / "benchmarks" / "guides" / f"{name}.py").is_file()
     assert (ROOT / "benchmarks" / "guides" / "results" / f"{name}.json").is_file()
 
@@ -133,3 +135,23 @@ def test_benchmark_pages_include_the_repository_readmes():
     included = re.search(r"```\{include\} (\S+)", page.read_text()).group(1)
     assert (page.parent / included).resolve() == ROOT / rel, page
     assert f"<{rel.with_suffix('').as_posix()}>" in index, rel
+
+
+def test_trust_ratio_log_of_the_guide_runs(tmp_path):
+  """The logging guide's run on one epoch: a row per applied update, MultiSteps equal
+  to the direct batch, and its plot."""
+  pytest.importorskip("flax")
+  pytest.importorskip("matplotlib")
+  from benchmarks.guides import trust_ratios
+
+  direct = trust_ratios.train(1024, num_epochs=1)
+  multi = trust_ratios.train(1024, micro_steps=4, num_epochs=1)
+  assert len(direct["rows"]) == len(multi["rows"]) == 4  # 4,096 examples / 1024
+  kernels = [k for k in direct["rows"][0] if k.startswith("trust_ratio ")]
+  assert kernels == [f"trust_ratio layers/{i}/kernel" for i in range(3)]
+  for a, b in zip(direct["rows"], multi["rows"]):
+    assert a["learning_rate"] == b["learning_rate"]
+    for k in kernels:
+      assert a[k] > 0 and abs(a[k] - b[k]) <= 1e-5 * a[k]
+  trust_ratios.plot({"runs": {"batch 1024": direct}}, str(tmp_path / "plot.png"))
+  assert (tmp_path / "plot.png").stat().st_size > 0

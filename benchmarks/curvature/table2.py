@@ -71,7 +71,7 @@ def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> li
         "kernel": len(shape) > 1,
         "param_norm": float(s["param_norm"]),
         "grad_norm": float(s["grad_norm"]),
-        "lars_ratio": float(s["trust_ratio"]),
+        "lars_ratio": float(s["norm_ratio"]),
         "mclr_rate": float(m),
         "percent_delta_rate": float(pd),
       }

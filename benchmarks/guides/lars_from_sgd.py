@@ -68,7 +68,7 @@ def sgd_relative_step(data) -> dict[str, float]:
   grads = jax.grad(common.loss_fn)(params, x_train[:BATCH_SIZE], y_train[:BATCH_SIZE])
   stats = legw.layerwise_stats(params, grads)
   return {
-    path: SGD_LEARNING_RATE * float(1.0 / s["trust_ratio"])
+    path: SGD_LEARNING_RATE * float(1.0 / s["norm_ratio"])
     for path, s in stats.items()
     if path.endswith("kernel")
   }
