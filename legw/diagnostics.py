@@ -121,19 +121,18 @@ class LayerwiseStatsState(NamedTuple):
   the last applied (accumulated) step; under ``optax.apply_if_finite`` those
   of the last finite one.
 
-  =============  =====================  ========================================
-  member         ``weight_size`` W_l    ``grad_size`` G_l
-  =============  =====================  ========================================
-  LARS           :math:`\|w_l\|_2`      :math:`\|g_l\|_2`
-                                        (:math:`\|g_l + \beta w_l\|_2` with
-                                        ``denominator="combined"``)
-  LAMB           :math:`\|w_l\|_2`      :math:`\|r_l + \beta w_l\|_2`, of the
-                                        Adam direction :math:`r_l`
-  PercentDelta   :math:`n_l`, entries   :math:`\sum_{w_i \ne 0} |g_i / w_i|`
+  =============  ===========================  ====================================
+  member         ``weight_size`` :math:`W_l`  ``grad_size`` :math:`G_l`
+  =============  ===========================  ====================================
+  LARS           :math:`\|w_l\|_2`            :math:`\|g_l\|_2` (combined form:
+                                              :math:`\|g_l + \beta w_l\|_2`)
+  LAMB           :math:`\|w_l\|_2`            :math:`\|r_l + \beta w_l\|_2`, of the
+                                              Adam direction :math:`r_l`
+  PercentDelta   :math:`n_l`, the entries     :math:`\sum_{w_i \ne 0} |g_i / w_i|`
                  with :math:`w_i \ne 0`
-  MCLR           median of nonzero |w|  median of nonzero |g| (of
-                                        :math:`g + \beta w` if combined)
-  =============  =====================  ========================================
+  MCLR           median of the nonzero        median of the nonzero :math:`|g_i|`
+                 :math:`|w_i|`                (of :math:`g + \beta w`, combined)
+  =============  ===========================  ====================================
 
   Attributes:
     count: number of updates so far (int32), the step schedules read.
