@@ -1,6 +1,7 @@
 """The READMEs' figures match the committed results files (benchmarks.readme_figures)."""
 
 import dataclasses
+import os
 
 from benchmarks import readme_figures as rf
 
@@ -21,3 +22,18 @@ def test_a_figure_that_differs_from_its_results_file_is_reported():
 
 def test_line_wrapping_bold_and_case_do_not_matter():
   assert rf._normalize("A **95.2 ± 0.6**\n  at 64×") == rf._normalize("a 95.2 ± 0.6 at 64×")
+
+
+def test_every_benchmark_readme_is_checked():
+  assert {c.doc for c in rf.CLAIMS} == {
+    "README.md",
+    os.path.join("benchmarks", "README.md"),
+    os.path.join("benchmarks", "README_optimizer_step.md"),
+    os.path.join("benchmarks", "curvature", "README.md"),
+  }
+
+
+def test_numbers_are_written_as_the_readmes_write_them():
+  assert rf._sci(1.5179484247481347e175) == "1.5e175"
+  assert rf._sci(606094.2) == "6.1e5"
+  assert [rf._loss(x) for x in (0.0171, 0.17358, 20.276)] == ["0.0171", "0.174", "20.3"]
