@@ -113,3 +113,93 @@ class SmallResNet(nn.Module):
       x = ResidualBlock(w, strides=1 if i == 0 else 2, name=f"block{i}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, name="classifier")(x)
+
+
+class Bottleneck(nn.Module):
+  """ResNet v1.5 bottleneck: 1x1, 3x3 (strided), 1x1 (4x wide), and a projection
+  shortcut where the shape changes."""
+
+  width: int
+  strides: int = 1
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = lambda f, k, s, name: nn.Conv(
+      f, (k, k), (s, s), use_bias=False, dtype=self.dtype, name=name
+    )
+    norm = lambda name, **kw: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, dtype=self.dtype, name=name, **kw
+    )
+    y = nn.relu(norm("bn1")(conv(self.width, 1, 1, "conv1")(x)))
+    y = nn.relu(norm("bn2")(conv(self.width, 3, self.strides, "conv2")(y)))
+    y = norm("bn3", scale_init=nn.initializers.zeros)(conv(4 * self.width, 1, 1, "conv3")(y))
+    if x.shape[-1] != 4 * self.width or self.strides != 1:
+      x = norm("proj_bn")(conv(4 * self.width, 1, self.strides, "proj")(x))
+    return nn.relu(x + y)
+
+
+class ResNet50(nn.Module):
+  """ResNet-50 v1.5 for 224x224 RGB images (25.6 M parameters), computing in ``dtype``
+  (bfloat16 on TPU) with float32 parameters. For compile-only cost estimates
+  (``benchmarks/tpu_cost.py``); not trained here."""
+
+  num_classes: int = 1000
+  dtype: jnp.dtype = jnp.bfloat16
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.Conv(64, (7, 7), (2, 2), use_bias=False, dtype=self.dtype, name="stem")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name="stem_bn")(
+      x
+    )
+    x = nn.max_pool(nn.relu(x), (3, 3), (2, 2), padding="SAME")
+    for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512))):
+      for b in range(blocks):
+        strides = 2 if stage > 0 and b == 0 else 1
+        x = Bottleneck(width, strides, self.dtype, name=f"stage{stage}_block{b}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+
+
+class EncoderLayer(nn.Module):
+  """A post-norm transformer encoder layer (BERT): attention, then a GELU MLP."""
+
+  hidden: int
+  heads: int
+  mlp: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = nn.MultiHeadDotProductAttention(self.heads, dtype=self.dtype, name="attention")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="ln1")(x + y)
+    y = nn.Dense(self.mlp, dtype=self.dtype, name="mlp_in")(x)
+    y = nn.Dense(self.hidden, dtype=self.dtype, name="mlp_out")(nn.gelu(y))
+    return nn.LayerNorm(dtype=self.dtype, name="ln2")(x + y)
+
+
+class EncoderLM(nn.Module):
+  """A BERT-shaped masked-LM body (default BERT-base: 12 layers, hidden 768, 12 heads,
+  MLP 3072, vocabulary 30,522, 110 M parameters; BERT-Large: 24, 1024, 16, 4096),
+  computing in ``dtype`` with float32 parameters; the output layer shares the token
+  embedding. For compile-only cost estimates (``benchmarks/tpu_cost.py``)."""
+
+  layers: int = 12
+  hidden: int = 768
+  heads: int = 12
+  mlp: int = 3072
+  vocab: int = 30522
+  max_len: int = 512
+  dtype: jnp.dtype = jnp.bfloat16
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    embed = nn.Embed(self.vocab, self.hidden, name="token_embed")
+    x = embed(tokens) + nn.Embed(self.max_len, self.hidden, name="position_embed")(
+      jnp.arange(tokens.shape[1])
+    )
+    x = nn.LayerNorm(dtype=self.dtype, name="embed_ln")(x).astype(self.dtype)
+    for i in range(self.layers):
+      x = EncoderLayer(self.hidden, self.heads, self.mlp, self.dtype, name=f"layer{i}")(x)
+    return embed.attend(x.astype(jnp.float32))

@@ -105,12 +105,19 @@ def sums_statistic(
   Stacked leaves (``layer_axes``): ``partials`` is ``jax.vmap``-ed over the
   layer axis, so a stack of L layers is one reduction over the other axes
   giving L sums (not L sliced reductions), and ``finish`` is elementwise.
+  It is then called as ``partials(w, g, beta, stacked=True)``: XLA's SPMD
+  partitioner all-gathers the operands of a variadic reduce whose result
+  keeps an axis (the L sums) when they are sharded along a reduced axis
+  (FSDP of a stack), where plain sums are reduced in place and all-reduced
+  (tests/test_tpu_compile.py::test_stacked_layers_fsdp), so a member that
+  fuses its sums into one variadic reduce must not for a stack.
   """
 
   def per_leaf(w, g, b, ax):
     if ax is None:
       return tuple(partials(w, g, b))
-    return tuple(jax.vmap(lambda w1, g1: tuple(partials(w1, g1, b)), in_axes=(ax, ax))(w, g))
+    per_layer = lambda w1, g1: tuple(partials(w1, g1, b, stacked=True))
+    return tuple(jax.vmap(per_layer, in_axes=(ax, ax))(w, g))
 
   def statistic(ws, gs, betas, axis_name, layer_axes=None):
     if layer_axes is None:
@@ -144,15 +151,19 @@ def _psum_concat(values: list[jax.Array], axis_name: AxisName) -> list[jax.Array
 
 
 def combined_decay(g: jax.Array, w: jax.Array, beta: Any, anchor: jax.Array) -> jax.Array:
-  """g + beta*w for a reduction to read, recomputed inside it (never stored).
+  """g + beta*w for an XLA:CPU reduction to read, recomputed inside it (never stored).
 
   Written as g - (-beta)*w (equal: rounding is sign-symmetric) with -beta a
   per-leaf value XLA cannot fold: ``anchor`` is a statistic of the leaf that
   is never negative (e.g. ||w||^2; NaN keeps -beta).  A constant -beta would
   be broadcast once per leaf shape, shared by the reductions of all leaves of
   that shape, and stored by XLA:CPU as a parameter-sized temporary that each
-  of them reads (24 MB on ResNet-50: benchmarks/step_cost.py;
-  tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
+  of them reads (tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
+
+  For XLA:CPU only (``legw.lars._lars_partials`` calls it in its CPU branch):
+  elsewhere the anchor makes this reduction wait for ``anchor``'s, under FSDP
+  for its all-reduce, so that a step issues two all-reduces instead of one
+  (tests/test_tpu_compile.py counts them in the TPU executable).
   """
   dt = real_dtype(g.dtype)
   neg_beta = jnp.where(anchor < 0, jnp.zeros((), dt), -jnp.asarray(beta, dt))

@@ -304,13 +304,21 @@ class ScaleByPercentDeltaState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-def _percent_delta_partials(w, g, beta):
+def _percent_delta_partials(w, g, beta, stacked=False):
   """sum over w != 0 of |g/w|, and the count of w != 0: one pass, nothing
-  stored (a variadic reduce, see legw._reduce.fused_sums)."""
+  stored (a variadic reduce, see legw._reduce.fused_sums).  One layer of a
+  stack (``stacked``) on a platform other than CPU: two sums, which XLA's
+  partitioner all-reduces where it would all-gather a sharded stack's
+  variadic reduce (:func:`legw._layerwise.sums_statistic`)."""
   x = g if beta is None else g + beta * w
   nonzero = w != 0
   rel = jnp.abs(x) / jnp.where(nonzero, jnp.abs(w), 1)
-  return fused_sums([jnp.where(nonzero, rel, 0), nonzero.astype(real_dtype(w.dtype))])
+  arrays = [jnp.where(nonzero, rel, 0), nonzero.astype(real_dtype(w.dtype))]
+  if not stacked:
+    return fused_sums(arrays)
+  return jax.lax.platform_dependent(
+    *arrays, cpu=lambda *a: fused_sums(a), default=lambda *a: tuple(jnp.sum(x) for x in a)
+  )
 
 
 def _percent_delta_sizes(l1, n):

@@ -10,6 +10,7 @@ Sources:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -19,7 +20,7 @@ from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._layerwise import combined_decay, sums_statistic
-from legw._reduce import AxisName, sum_of_squares
+from legw._reduce import AxisName, abs_sq, fused_sums, real_dtype, stat_dtype, sum_of_squares
 from legw.masks import LayerAxis, MaskOrFn
 
 
@@ -36,10 +37,46 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-def _lars_partials(w, g, beta):
-  """||w||^2 and ||g||^2 (or ||g + beta*w||^2), each one pass, of |x|^2."""
-  w_sq = sum_of_squares(w)
-  return w_sq, sum_of_squares(g if beta is None else combined_decay(g, w, beta, w_sq))
+def _lars_partials(w, g, beta, *, fuse: bool = True, stacked: bool = False):
+  """||w||^2 and ||g||^2 (or ||g + beta*w||^2), of |x|^2, in float32 or wider.
+
+  Chosen for the target platform at lowering (``jax.lax.platform_dependent``):
+
+  * XLA:CPU: two reductions, one pass each, ``g + beta*w`` through
+    :func:`legw._layerwise.combined_decay`.  XLA:CPU has no multi-output
+    fusion; two independent reductions run concurrently with other leaves'
+    work (``benchmarks/README_optimizer_step.md``).
+  * Other platforms, ``fuse=True`` (LARS): one variadic reduce that reads w
+    and g together (``legw._reduce.fused_sums``): one pass for both sums.
+  * Other platforms, ``fuse=False`` (LAMB, whose g is the Adam direction
+    computed in the same step): two reductions; XLA then fuses the second
+    one into the fusion that computes the direction, which a variadic
+    reduce prevents.  Also for one layer of a stack (``stacked=True``): a
+    sharded stack's variadic reduce would be all-gathered
+    (:func:`legw._layerwise.sums_statistic`).
+
+  Both choices follow XLA's TPU cost model on the ResNet-50 optimizer step
+  (``python -m benchmarks.tpu_cost``; before and after in
+  ``benchmarks/README_optimizer_step.md``).
+  """
+
+  def cpu(w, g):
+    w_sq = sum_of_squares(w)
+    return w_sq, sum_of_squares(g if beta is None else combined_decay(g, w, beta, w_sq))
+
+  def decayed(w, g):
+    return g if beta is None else g + jnp.asarray(beta, real_dtype(g.dtype)) * w
+
+  def separate(w, g):
+    return sum_of_squares(w), sum_of_squares(decayed(w, g))
+
+  def fused(w, g):
+    w, g = w.astype(stat_dtype(w.dtype)), g.astype(stat_dtype(g.dtype))
+    return tuple(fused_sums([abs_sq(w), abs_sq(decayed(w, g))]))
+
+  return jax.lax.platform_dependent(
+    w, g, cpu=cpu, default=fused if fuse and not stacked else separate
+  )
 
 
 def _lars_sizes(w_sq, g_sq):
@@ -48,6 +85,8 @@ def _lars_sizes(w_sq, g_sq):
 
 # LARS is the L2-norm member of the family (curvature paper eq. 23).
 LARS_STATISTIC = sums_statistic(_lars_partials, _lars_sizes)
+# LAMB's: the same sums, never one variadic reduce (see _lars_partials).
+LAMB_STATISTIC = sums_statistic(functools.partial(_lars_partials, fuse=False), _lars_sizes)
 
 
 def scale_by_lars(

@@ -1,0 +1,416 @@
+"""XLA's TPU cost model for legw's optimizers beside optax's: estimated cycles and HBM.
+
+Every figure here is XLA's *estimate* for a TPU, from compiling on this CPU for
+compile-only TPU devices (``benchmarks/tpu.py``; the ``tpu`` extra), not a measurement on
+a TPU. "Estimated cycles" is the sum of the ``estimated_cycles`` the TPU compiler writes
+on each op of the optimized module (:func:`benchmarks.tpu.estimated_cycles`); it is
+deterministic for one libtpu version, so ratios to ``optax.sgd(momentum=0.9)`` in the same
+run are the yardstick. HBM per chip is ``memory_analysis()``.
+
+Parts (``--parts``):
+
+* ``step``: the optimizer step alone (``update`` + ``apply_updates``, parameters and state
+  donated) on the ResNet-50 and the transformer-like trees of
+  ``benchmarks/optimizer_step.py``, on one v5e chip and FSDP over 4 and 8 chips;
+* ``ablations``: designs legw rejected, beside momentum SGD (ResNet-50 tree, one chip
+  and FSDP 4): ``legw.lars`` with two reductions per kernel, ``legw.lamb`` with one
+  variadic reduce;
+* ``train``: a full training step on one v5e chip: a Flax ResNet-50 on 128 ImageNet-shaped
+  bfloat16 images, and a BERT-base-shaped masked LM on 32 sequences of 512 tokens;
+* ``pod``: pod scale: the ResNet-50 ``legw.lars`` + LEGW step at global batch 32,768 on a
+  v5e-256 (16x16) slice, data parallel, and ``legw.lamb`` on a BERT-Large-shaped model
+  at global batch 65,536 sequences of 128 tokens on the same slice.
+
+::
+
+    python -m benchmarks.tpu_cost --parts step     # ~10 CPU-minutes
+    python -m benchmarks.tpu_cost --parts train    # ~1-3 CPU-minutes per compile
+    python -m benchmarks.tpu_cost --parts pod
+
+Results go to ``benchmarks/runs/tpu_cost.json`` (``--out`` to change), one entry per
+compile, written as it finishes; a rerun skips the entries already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+import legw
+from benchmarks import RUNS_DIR, models, tpu
+from benchmarks import optimizer_step as ob
+
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
+BASELINE = "optax.sgd(momentum)"
+
+# The optimizers, at the hyperparameters of benchmarks/optimizer_step.py.
+OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
+  BASELINE: lambda lr: optax.sgd(lr, momentum=MOMENTUM),
+  "optax.adamw": lambda lr: optax.adamw(lr, weight_decay=WEIGHT_DECAY),
+  "optax.lars": lambda lr: optax.lars(lr, weight_decay=WEIGHT_DECAY, momentum=MOMENTUM),
+  "optax.lamb": lambda lr: optax.lamb(lr, weight_decay=WEIGHT_DECAY),
+  "legw.lars": lambda lr: legw.lars(lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+  "legw.lamb": lambda lr: legw.lamb(lr, weight_decay=WEIGHT_DECAY),
+  "legw.mclr": lambda lr: legw.mclr(lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY),
+  "legw.percent_delta": lambda lr: legw.percent_delta(
+    lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+  ),
+}
+
+
+def _layerwise_variant(statistic, adam: bool) -> optax.GradientTransformation:
+  """legw.lars (``adam=False``) or legw.lamb (``adam=True``) with another statistic: the
+  designs the ``--ablations`` part compares with the ones legw ships."""
+  from legw import _layerwise
+  from legw.lars import ScaleByLarsState
+
+  scaler = _layerwise.scale_by_layerwise_rate(
+    statistic,
+    name="ablation",
+    state_cls=ScaleByLarsState,
+    trust_coefficient=1.0 if adam else 0.001,
+    weight_decay=WEIGHT_DECAY,
+    denominator="combined" if adam else "paper",
+  )
+  if adam:
+    return optax.chain(optax.scale_by_adam(eps=1e-6), scaler, optax.scale_by_learning_rate(LR))
+  return optax.chain(scaler, optax.scale_by_learning_rate(LR), optax.trace(MOMENTUM))
+
+
+def _statistic(fuse: bool):
+  import functools
+
+  from legw import _layerwise, lars
+
+  return _layerwise.sums_statistic(
+    functools.partial(lars._lars_partials, fuse=fuse), lars._lars_sizes
+  )
+
+
+# Rejected designs, in the same runs (``--ablations``; ResNet-50, one chip and FSDP 4):
+# legw.lars with two reductions per kernel (what legw.lamb does on TPU), legw.lamb with
+# one variadic reduce (what legw.lars does).
+ABLATIONS: dict[str, Callable[[], optax.GradientTransformation]] = {
+  "ablation: legw.lars, two reductions": lambda: _layerwise_variant(_statistic(False), False),
+  "ablation: legw.lamb, one variadic reduce": lambda: _layerwise_variant(_statistic(True), True),
+}
+
+# (label, slice, chips): one chip is one device of a 2x2 slice.
+STEP_MESHES = [("1 chip", "v5e:2x2", 1), ("FSDP 4", "v5e:2x2", 4), ("FSDP 8", "v5e:2x4", 8)]
+STEP_TREES = {"resnet50": ob.resnet50_shapes, "transformer": ob.transformer_shapes}
+
+
+def _record(compiled, seconds: float) -> dict[str, Any]:
+  return {
+    "estimated_cycles": tpu.estimated_cycles(compiled),
+    "all_reduces": tpu.count_ops(compiled, "all-reduce"),
+    **tpu.memory(compiled),
+    "compile_s": round(seconds, 1),
+  }
+
+
+def optimizer_step_entry(tree: str, mesh_label: str, optimizer: str) -> dict[str, Any]:
+  """One compile of part ``step``."""
+  _, topology, chips = next(m for m in STEP_MESHES if m[0] == mesh_label)
+  shapes = STEP_TREES[tree]()
+  params = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
+  mesh = tpu.mesh(topology, (chips,), ("fsdp",))
+  spec = tpu.fsdp_spec("fsdp", chips) if chips > 1 else (lambda x: P())
+  opt = ABLATIONS[optimizer]() if optimizer in ABLATIONS else OPTIMIZERS[optimizer](LR)
+  t0 = time.perf_counter()
+  compiled = tpu.compile_optimizer_step(opt, params, spec, mesh)
+  return _record(compiled, time.perf_counter() - t0)
+
+
+# -- full training steps ------------------------------------------------------------------
+
+
+def resnet50_train_step(opt: optax.GradientTransformation, num_classes: int = 1000):
+  """``(params, batch_stats, opt_state, images, labels) -> (...)``: forward in bfloat16,
+  softmax cross-entropy, gradients, the optimizer, ``apply_updates``."""
+  model = models.ResNet50(num_classes=num_classes)
+
+  def step(params, batch_stats, opt_state, images, labels):
+    def loss_fn(p):
+      logits, new = model.apply(
+        {"params": p, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
+      )
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, new["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+  return model, step
+
+
+def encoder_lm_train_step(opt: optax.GradientTransformation, **shape):
+  """``(params, opt_state, tokens) -> (...)``: the masked-LM loss of predicting every
+  token (a cost stand-in for BERT's 15% masking: the same matmuls), the optimizer."""
+  model = models.EncoderLM(**shape)
+
+  def step(params, opt_state, tokens):
+    def loss_fn(p):
+      logits = model.apply({"params": p}, tokens)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, tokens).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return model, step
+
+
+def _compile_resnet(opt, mesh, per_chip_batch: int) -> tuple[Any, float]:
+  chips = mesh.devices.size
+  model, step = resnet50_train_step(opt)
+  images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.bfloat16)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
+  rep = lambda x: P()
+  params = tpu.abstract(variables["params"], mesh, rep)
+  stats = tpu.abstract(variables["batch_stats"], mesh, rep)
+  state = tpu.abstract(jax.eval_shape(opt.init, params), mesh, rep)
+  batch = chips * per_chip_batch
+  data = P(mesh.axis_names)
+  x = tpu.abstract(jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.bfloat16), mesh, lambda _: data)
+  y = tpu.abstract(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh, lambda _: data)
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(params, stats, state, x, y).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def _compile_lm(opt, mesh, per_chip_batch: int, seq: int, **shape) -> tuple[Any, float]:
+  chips = mesh.devices.size
+  model, step = encoder_lm_train_step(opt, **shape)
+  tokens = jax.ShapeDtypeStruct((1, seq), jnp.int32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))
+  rep = lambda x: P()
+  params = tpu.abstract(variables["params"], mesh, rep)
+  state = tpu.abstract(jax.eval_shape(opt.init, params), mesh, rep)
+  batch = chips * per_chip_batch
+  data = P(mesh.axis_names)
+  x = tpu.abstract(jax.ShapeDtypeStruct((batch, seq), jnp.int32), mesh, lambda _: data)
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x).compile()
+  return compiled, time.perf_counter() - t0
+
+
+BERT_BASE = {"layers": 12, "hidden": 768, "heads": 12, "mlp": 3072}
+BERT_LARGE = {"layers": 24, "hidden": 1024, "heads": 16, "mlp": 4096}
+
+
+def train_step_entry(model: str, optimizer: str) -> dict[str, Any]:
+  """One compile of part ``train`` (one v5e chip)."""
+  mesh = tpu.mesh("v5e:2x2", (1,), ("data",))
+  opt = OPTIMIZERS[optimizer](LR)
+  if model == "resnet50":
+    compiled, secs = _compile_resnet(opt, mesh, per_chip_batch=128)
+  else:
+    compiled, secs = _compile_lm(opt, mesh, per_chip_batch=32, seq=512, **BERT_BASE)
+  return _record(compiled, secs)
+
+
+# -- pod scale ------------------------------------------------------------------------------
+
+POD = "v5e:16x16"  # 256 chips
+STEPS_PER_EPOCH_32K = 1_281_167 // 32_768
+
+
+def pod_entry(model: str) -> dict[str, Any]:
+  """ResNet-50 + legw.lars + LEGW at global batch 32,768, or BERT-Large + legw.lamb at
+  65,536, on a v5e-256 slice, data parallel (parameters replicated, the batch split)."""
+  mesh = tpu.mesh(POD, (256,), ("data",))
+  if model == "resnet50":
+    # LEGW carried from MLPerf v0.7's smallest bracket (batch 4,096: peak LR 10, 5
+    # warmup epochs, momentum 0.9, decay 2e-4; docs/guides/mlperf_resnet50.md) to
+    # 32,768 (k = 8): peak 10 x sqrt(8), 40 warmup epochs of 64.  The values do not
+    # change the compiled step; they make it the step a user would run.
+    schedule = legw.legw_schedule(
+      base_learning_rate=10.0,
+      base_batch_size=4096,
+      batch_size=32_768,
+      base_warmup_epochs=5,
+      num_epochs=64,
+      steps_per_epoch=STEPS_PER_EPOCH_32K,
+    )
+    opt = legw.lars(schedule, momentum=0.9, weight_decay=2e-4)
+    compiled, secs = _compile_resnet(opt, mesh, per_chip_batch=128)
+    per_chip = 128
+  else:
+    opt = legw.lamb(1e-3, weight_decay=0.01)
+    compiled, secs = _compile_lm(opt, mesh, per_chip_batch=256, seq=128, **BERT_LARGE)
+    per_chip = 256
+  record = _record(compiled, secs)
+  record["per_chip_batch"] = per_chip
+  return record
+
+
+# -- driver ---------------------------------------------------------------------------------
+
+
+def planned(
+  parts: list[str], optimizers: list[str] | None = None, meshes: list[str] | None = None
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+  """``(key, compile)`` for every entry of ``parts``, in order; ``optimizers`` and
+  ``meshes`` (labels of :data:`STEP_MESHES`) keep only those (default: all)."""
+  names = [n for n in OPTIMIZERS if not optimizers or n in optimizers]
+  plan = []
+  if "step" in parts:
+    for tree in STEP_TREES:
+      for label, _, _ in STEP_MESHES:
+        if meshes and label not in meshes:
+          continue
+        for name in names:
+          plan.append(
+            (
+              f"step|{tree}|{label}|{name}",
+              lambda t=tree, m=label, o=name: optimizer_step_entry(t, m, o),
+            )
+          )
+  if "ablations" in parts:
+    for label in ("1 chip", "FSDP 4"):
+      for name in [BASELINE, *ABLATIONS]:
+        plan.append(
+          (
+            f"ablations|resnet50|{label}|{name}",
+            lambda m=label, o=name: optimizer_step_entry("resnet50", m, o),
+          )
+        )
+  if "train" in parts:
+    for model in ("resnet50", "bert-base"):
+      for name in names:
+        plan.append(
+          (f"train|{model}|1 chip|{name}", lambda m=model, o=name: train_step_entry(m, o))
+        )
+  if "pod" in parts:
+    plan.append(("pod|resnet50|v5e-256|legw.lars", lambda: pod_entry("resnet50")))
+    plan.append(("pod|bert-large|v5e-256|legw.lamb", lambda: pod_entry("bert-large")))
+  return plan
+
+
+def load(path: str) -> dict[str, Any]:
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  return {}
+
+
+def save(path: str, results: dict[str, Any]) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1, sort_keys=True)
+    f.write("\n")
+  os.replace(tmp, path)
+
+
+def libtpu_version() -> str:
+  from importlib import metadata
+
+  try:
+    return metadata.version("libtpu")
+  except metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def run(
+  parts: list[str], out: str, optimizers: list[str] | None = None, meshes: list[str] | None = None
+) -> dict[str, Any]:
+  results = load(out)
+  results.update(
+    {
+      "what": "XLA's TPU cost model (estimated cycles) and memory_analysis(), compiled on "
+      "a CPU for compile-only TPU devices: estimates, not measurements on a TPU",
+      "jax": jax.__version__,
+      "libtpu": libtpu_version(),
+    }
+  )
+  entries = results.setdefault("entries", {})
+  todo = [(k, f) for k, f in planned(parts, optimizers, meshes) if k not in entries]
+  for key, compile_entry in tqdm(todo, desc="TPU compiles", unit="compile"):
+    entries[key] = compile_entry()
+    save(out, results)
+  return results
+
+
+def table(results: dict[str, Any], part: str = "step") -> str:
+  """Markdown: estimated cycles as multiples of momentum SGD's in the same group, and the
+  temporaries; a group is (tree or model, mesh)."""
+  groups: dict[tuple[str, str], dict[str, Any]] = {}
+  for key, e in results["entries"].items():
+    p, tree, mesh, name = key.split("|")
+    if p == part:
+      groups.setdefault((tree, mesh), {})[name] = e
+  cols = list(groups)
+  head = " | ".join(f"{t}, {m}" for t, m in cols)
+  lines = [f"| optimizer | {head} |", "|---|" + "---:|" * len(cols)]
+  names = [n for n in [*OPTIMIZERS, *ABLATIONS] if any(n in g for g in groups.values())]
+  for name in names:
+    cells = []
+    for c in cols:
+      e, base = groups[c].get(name), groups[c].get(BASELINE)
+      if e is None or base is None:
+        cells.append("")
+        continue
+      ratio = e["estimated_cycles"] / base["estimated_cycles"]
+      cells.append(f"{ratio:.3f}× ({e['temp_bytes'] / 2**20:.1f} MiB)")
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def compare(before: dict[str, Any], after: dict[str, Any], names: list[str]) -> str:
+  """Markdown: per optimizer and (tree, mesh) of part ``step``, estimated cycles as
+  multiples of momentum SGD's and the all-reduces, before -> after."""
+  rows = []
+  for name in names:
+    for key, e in sorted(after["entries"].items()):
+      part, tree, mesh, opt = key.split("|")
+      old = before["entries"].get(key)
+      if part != "step" or opt != name or old is None:
+        continue
+      sgd = f"{part}|{tree}|{mesh}|{BASELINE}"
+      ratio = lambda r, k=key, b=sgd: (
+        r["entries"][k]["estimated_cycles"] / r["entries"][b]["estimated_cycles"]
+      )
+      rows.append(
+        f"| {name} | {tree}, {mesh} | {ratio(before):.3f}× → {ratio(after):.3f}× | "
+        f"{old['all_reduces']} → {e['all_reduces']} |"
+      )
+  head = "| optimizer | tree, mesh | estimated cycles × SGD | all-reduces |\n|---|---|---:|---:|"
+  return "\n".join([head, *rows])
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument(
+    "--parts", nargs="+", default=["step"], choices=["step", "ablations", "train", "pod"]
+  )
+  p.add_argument("--out", default=os.path.join(RUNS_DIR, "tpu_cost.json"))
+  p.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), help="default: all")
+  p.add_argument("--meshes", nargs="+", choices=[m[0] for m in STEP_MESHES], help="default: all")
+  args = p.parse_args(argv)
+  why = tpu.libtpu_error()
+  if why:
+    raise SystemExit(f"{why}\nInstall XLA's TPU compiler: pip install -e '.[tpu]'")
+  results = run(args.parts, args.out, args.optimizers, args.meshes)
+  for part in args.parts:
+    print(f"\n## {part}: estimated cycles x {BASELINE} (HBM temporaries per chip)\n")
+    print(table(results, part))
+  print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+  np.set_printoptions(precision=3)
+  main()

@@ -1,0 +1,54 @@
+"""benchmarks/tpu_cost.py without compiling: its plan, resume and table."""
+
+from benchmarks import tpu_cost
+
+
+def test_plan_covers_every_optimizer_tree_and_mesh_once():
+  keys = [k for k, _ in tpu_cost.planned(["step"])]
+  assert len(keys) == len(set(keys)) == 2 * 3 * len(tpu_cost.OPTIMIZERS)
+  assert "step|resnet50|FSDP 8|legw.lars" in keys
+  some = [k for k, _ in tpu_cost.planned(["step", "pod"], ["legw.lamb"], ["FSDP 4"])]
+  assert some == [
+    "step|resnet50|FSDP 4|legw.lamb",
+    "step|transformer|FSDP 4|legw.lamb",
+    "pod|resnet50|v5e-256|legw.lars",
+    "pod|bert-large|v5e-256|legw.lamb",
+  ]
+
+
+def test_table_is_ratios_to_sgd_within_each_group(tmp_path):
+  entry = lambda cycles, temp: {"estimated_cycles": cycles, "temp_bytes": temp}
+  results = {
+    "entries": {
+      "step|resnet50|1 chip|optax.sgd(momentum)": entry(1000, 0),
+      "step|resnet50|1 chip|legw.lars": entry(1500, 2**20),
+      "step|resnet50|FSDP 4|optax.sgd(momentum)": entry(400, 0),
+      "step|resnet50|FSDP 4|legw.lars": entry(500, 0),
+      "train|resnet50|1 chip|legw.lars": entry(1, 0),
+    }
+  }
+  lines = tpu_cost.table(results, "step").splitlines()
+  assert lines[0] == "| optimizer | resnet50, 1 chip | resnet50, FSDP 4 |"
+  assert "| legw.lars | 1.500× (1.0 MiB) | 1.250× (0.0 MiB) |" in lines
+  path = str(tmp_path / "r.json")
+  tpu_cost.save(path, results)
+  assert tpu_cost.load(path) == results
+
+
+def test_compare_gives_ratios_and_all_reduces_before_and_after():
+  entry = lambda cycles, ar: {"estimated_cycles": cycles, "all_reduces": ar}
+  before = {
+    "entries": {
+      "step|resnet50|FSDP 4|optax.sgd(momentum)": entry(100, 0),
+      "step|resnet50|FSDP 4|legw.lamb": entry(300, 2),
+    }
+  }
+  after = {
+    "entries": {
+      "step|resnet50|FSDP 4|optax.sgd(momentum)": entry(100, 0),
+      "step|resnet50|FSDP 4|legw.lamb": entry(250, 1),
+      "step|transformer|FSDP 4|legw.lamb": entry(1, 1),  # no "before": left out
+    }
+  }
+  lines = tpu_cost.compare(before, after, ["legw.lamb"]).splitlines()
+  assert lines[2:] == ["| legw.lamb | resnet50, FSDP 4 | 3.000× → 2.500× | 2 → 1 |"]
