@@ -12,9 +12,8 @@ Parts (``--parts``):
 * ``step``: the optimizer step alone (``update`` + ``apply_updates``, parameters and state
   donated) on the ResNet-50 and the transformer-like trees of
   ``benchmarks/optimizer_step.py``, on one v5e chip and FSDP over 4 and 8 chips;
-* ``ablations``: designs legw rejected, beside momentum SGD (ResNet-50 tree, one chip
-  and FSDP 4): ``legw.lars`` with two reductions per kernel, ``legw.lamb`` with one
-  variadic reduce;
+* ``ablations``: a design legw rejected, beside momentum SGD (ResNet-50 tree, one chip
+  and FSDP 4): ``legw.lars`` and ``legw.lamb`` with one variadic reduce of both sums;
 * ``train``: a full training step on one v5e chip: a Flax ResNet-50 on 128 ImageNet-shaped
   bfloat16 images, and a BERT-base-shaped masked LM on 32 sequences of 512 tokens;
 * ``pod``: pod scale: the ResNet-50 ``legw.lars`` + LEGW step at global batch 32,768 on a
@@ -23,9 +22,12 @@ Parts (``--parts``):
 
 ::
 
-    python -m benchmarks.tpu_cost --parts step     # ~10 CPU-minutes
-    python -m benchmarks.tpu_cost --parts train    # ~1-3 CPU-minutes per compile
+    python -m benchmarks.tpu_cost --parts step ablations
+    python -m benchmarks.tpu_cost --parts train --models resnet50 --optimizers legw.lars
     python -m benchmarks.tpu_cost --parts pod
+
+Each entry records its compile time (``compile_s``): seconds for an optimizer step,
+minutes for a full training step.
 
 Results go to ``benchmarks/runs/tpu_cost.json`` (``--out`` to change), one entry per
 compile, written as it finishes; a rerun skips the entries already there.
@@ -91,18 +93,16 @@ def _layerwise_variant(statistic, adam: bool) -> optax.GradientTransformation:
 def _statistic(fuse: bool):
   import functools
 
-  from legw import _layerwise, lars
+  from legw import _layerwise
+  from legw.lars import _lars_partials, _lars_sizes
 
-  return _layerwise.sums_statistic(
-    functools.partial(lars._lars_partials, fuse=fuse), lars._lars_sizes
-  )
+  return _layerwise.sums_statistic(functools.partial(_lars_partials, fuse=fuse), _lars_sizes)
 
 
-# Rejected designs, in the same runs (``--ablations``; ResNet-50, one chip and FSDP 4):
-# legw.lars with two reductions per kernel (what legw.lamb does on TPU), legw.lamb with
-# one variadic reduce (what legw.lars does).
+# A rejected design, in the same runs (``--parts ablations``; ResNet-50, one chip and
+# FSDP 4): ||w||^2 and ||g||^2 as one variadic reduce instead of two reductions.
 ABLATIONS: dict[str, Callable[[], optax.GradientTransformation]] = {
-  "ablation: legw.lars, two reductions": lambda: _layerwise_variant(_statistic(False), False),
+  "ablation: legw.lars, one variadic reduce": lambda: _layerwise_variant(_statistic(True), False),
   "ablation: legw.lamb, one variadic reduce": lambda: _layerwise_variant(_statistic(True), True),
 }
 
@@ -112,6 +112,8 @@ STEP_TREES = {"resnet50": ob.resnet50_shapes, "transformer": ob.transformer_shap
 
 
 def _record(compiled, seconds: float) -> dict[str, Any]:
+  # cost_analysis()'s "optimal_seconds" is not recorded: it came out negative for a
+  # ResNet-50 training step (libtpu 0.0.42.1), so it is no time estimate to quote.
   return {
     "estimated_cycles": tpu.estimated_cycles(compiled),
     "all_reduces": tpu.count_ops(compiled, "all-reduce"),
@@ -177,7 +179,7 @@ def _compile_resnet(opt, mesh, per_chip_batch: int) -> tuple[Any, float]:
   chips = mesh.devices.size
   model, step = resnet50_train_step(opt)
   images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.bfloat16)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
   rep = lambda x: P()
   params = tpu.abstract(variables["params"], mesh, rep)
   stats = tpu.abstract(variables["batch_stats"], mesh, rep)
@@ -195,7 +197,7 @@ def _compile_lm(opt, mesh, per_chip_batch: int, seq: int, **shape) -> tuple[Any,
   chips = mesh.devices.size
   model, step = encoder_lm_train_step(opt, **shape)
   tokens = jax.ShapeDtypeStruct((1, seq), jnp.int32)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens))
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), tokens)
   rep = lambda x: P()
   params = tpu.abstract(variables["params"], mesh, rep)
   state = tpu.abstract(jax.eval_shape(opt.init, params), mesh, rep)
@@ -214,7 +216,7 @@ BERT_LARGE = {"layers": 24, "hidden": 1024, "heads": 16, "mlp": 4096}
 def train_step_entry(model: str, optimizer: str) -> dict[str, Any]:
   """One compile of part ``train`` (one v5e chip)."""
   mesh = tpu.mesh("v5e:2x2", (1,), ("data",))
-  opt = OPTIMIZERS[optimizer](LR)
+  opt = ABLATIONS[optimizer]() if optimizer in ABLATIONS else OPTIMIZERS[optimizer](LR)
   if model == "resnet50":
     compiled, secs = _compile_resnet(opt, mesh, per_chip_batch=128)
   else:
@@ -261,11 +263,18 @@ def pod_entry(model: str) -> dict[str, Any]:
 
 
 def planned(
-  parts: list[str], optimizers: list[str] | None = None, meshes: list[str] | None = None
+  parts: list[str],
+  optimizers: list[str] | None = None,
+  meshes: list[str] | None = None,
+  models: list[str] | None = None,
 ) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
-  """``(key, compile)`` for every entry of ``parts``, in order; ``optimizers`` and
-  ``meshes`` (labels of :data:`STEP_MESHES`) keep only those (default: all)."""
-  names = [n for n in OPTIMIZERS if not optimizers or n in optimizers]
+  """``(key, compile)`` for every entry of ``parts``, in order; ``optimizers``,
+  ``meshes`` (labels of :data:`STEP_MESHES`) and ``models`` (of parts ``train`` and
+  ``pod``) keep only those (default: all)."""
+  keep = lambda n: not optimizers or n in optimizers
+  names = [n for n in OPTIMIZERS if keep(n)]
+  # Part train also compiles an ablation, when asked for by name.
+  train_names = names + [n for n in ABLATIONS if optimizers and n in optimizers]
   plan = []
   if "step" in parts:
     for tree in STEP_TREES:
@@ -281,7 +290,7 @@ def planned(
           )
   if "ablations" in parts:
     for label in ("1 chip", "FSDP 4"):
-      for name in [BASELINE, *ABLATIONS]:
+      for name in [n for n in [BASELINE, *ABLATIONS] if keep(n)]:
         plan.append(
           (
             f"ablations|resnet50|{label}|{name}",
@@ -289,14 +298,16 @@ def planned(
           )
         )
   if "train" in parts:
-    for model in ("resnet50", "bert-base"):
-      for name in names:
+    for model in [m for m in ("resnet50", "bert-base") if not models or m in models]:
+      for name in train_names:
         plan.append(
           (f"train|{model}|1 chip|{name}", lambda m=model, o=name: train_step_entry(m, o))
         )
   if "pod" in parts:
-    plan.append(("pod|resnet50|v5e-256|legw.lars", lambda: pod_entry("resnet50")))
-    plan.append(("pod|bert-large|v5e-256|legw.lamb", lambda: pod_entry("bert-large")))
+    if not models or "resnet50" in models:
+      plan.append(("pod|resnet50|v5e-256|legw.lars", lambda: pod_entry("resnet50")))
+    if not models or "bert-large" in models:
+      plan.append(("pod|bert-large|v5e-256|legw.lamb", lambda: pod_entry("bert-large")))
   return plan
 
 
@@ -326,7 +337,11 @@ def libtpu_version() -> str:
 
 
 def run(
-  parts: list[str], out: str, optimizers: list[str] | None = None, meshes: list[str] | None = None
+  parts: list[str],
+  out: str,
+  optimizers: list[str] | None = None,
+  meshes: list[str] | None = None,
+  models: list[str] | None = None,
 ) -> dict[str, Any]:
   results = load(out)
   results.update(
@@ -338,7 +353,7 @@ def run(
     }
   )
   entries = results.setdefault("entries", {})
-  todo = [(k, f) for k, f in planned(parts, optimizers, meshes) if k not in entries]
+  todo = [(k, f) for k, f in planned(parts, optimizers, meshes, models) if k not in entries]
   for key, compile_entry in tqdm(todo, desc="TPU compiles", unit="compile"):
     entries[key] = compile_entry()
     save(out, results)
@@ -370,6 +385,33 @@ def table(results: dict[str, Any], part: str = "step") -> str:
   return "\n".join(lines)
 
 
+def train_table(results: dict[str, Any]) -> str:
+  """Markdown for parts ``train`` and ``pod``: per compiled step, the estimated cycles
+  (millions), as multiples of momentum SGD's and AdamW's for the same model and mesh
+  where those were compiled, and HBM per chip (arguments and temporaries, GiB)."""
+  lines = [
+    "| step | optimizer | estimated cycles (M) | × SGD | × AdamW | arguments (GiB) | "
+    "temporaries (GiB) |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
+  entries = results["entries"]
+  for key, e in entries.items():
+    part, model, mesh, name = key.split("|")
+    if part not in ("train", "pod"):
+      continue
+    ratio = lambda base, k=key, p=part, m=model, h=mesh: (
+      f"{entries[k]['estimated_cycles'] / entries[f'{p}|{m}|{h}|{base}']['estimated_cycles']:.4f}"
+      if f"{p}|{m}|{h}|{base}" in entries
+      else ""
+    )
+    lines.append(
+      f"| {part}: {model}, {mesh} | {name} | {e['estimated_cycles'] / 1e6:.2f} | "
+      f"{ratio(BASELINE)} | {ratio('optax.adamw')} | {e['argument_bytes'] / 2**30:.2f} | "
+      f"{e['temp_bytes'] / 2**30:.2f} |"
+    )
+  return "\n".join(lines)
+
+
 def compare(before: dict[str, Any], after: dict[str, Any], names: list[str]) -> str:
   """Markdown: per optimizer and (tree, mesh) of part ``step``, estimated cycles as
   multiples of momentum SGD's and the all-reduces, before -> after."""
@@ -398,13 +440,21 @@ def main(argv=None) -> None:
     "--parts", nargs="+", default=["step"], choices=["step", "ablations", "train", "pod"]
   )
   p.add_argument("--out", default=os.path.join(RUNS_DIR, "tpu_cost.json"))
-  p.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), help="default: all")
+  p.add_argument(
+    "--optimizers",
+    nargs="+",
+    choices=[*OPTIMIZERS, *ABLATIONS],
+    help="default: all but the ablations",
+  )
   p.add_argument("--meshes", nargs="+", choices=[m[0] for m in STEP_MESHES], help="default: all")
+  p.add_argument(
+    "--models", nargs="+", choices=["resnet50", "bert-base", "bert-large"], help="default: all"
+  )
   args = p.parse_args(argv)
   why = tpu.libtpu_error()
   if why:
     raise SystemExit(f"{why}\nInstall XLA's TPU compiler: pip install -e '.[tpu]'")
-  results = run(args.parts, args.out, args.optimizers, args.meshes)
+  results = run(args.parts, args.out, args.optimizers, args.meshes, args.models)
   for part in args.parts:
     print(f"\n## {part}: estimated cycles x {BASELINE} (HBM temporaries per chip)\n")
     print(table(results, part))

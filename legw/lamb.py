@@ -31,7 +31,7 @@ from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._reduce import AxisName, stat_dtype
-from legw.lars import LAMB_STATISTIC, ScaleByLarsState
+from legw.lars import LARS_STATISTIC, ScaleByLarsState
 from legw.masks import LayerAxis, MaskOrFn
 
 
@@ -117,7 +117,7 @@ def _lamb_direction(
   return optax.chain(
     _adam(b1, b2, eps, eps_root, mu_dtype),
     _layerwise.scale_by_layerwise_rate(
-      LAMB_STATISTIC,
+      LARS_STATISTIC,
       name="scale_by_lamb",
       state_cls=ScaleByLarsState,
       trust_coefficient=1.0,

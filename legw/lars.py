@@ -10,7 +10,6 @@ Sources:
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -37,27 +36,29 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-def _lars_partials(w, g, beta, *, fuse: bool = True, stacked: bool = False):
+def _lars_partials(w, g, beta, *, fuse: bool = False, stacked: bool = False):
   """||w||^2 and ||g||^2 (or ||g + beta*w||^2), of |x|^2, in float32 or wider.
 
-  Chosen for the target platform at lowering (``jax.lax.platform_dependent``):
+  Two reductions, chosen for the target platform at lowering
+  (``jax.lax.platform_dependent``):
 
-  * XLA:CPU: two reductions, one pass each, ``g + beta*w`` through
-    :func:`legw._layerwise.combined_decay`.  XLA:CPU has no multi-output
-    fusion; two independent reductions run concurrently with other leaves'
-    work (``benchmarks/README_optimizer_step.md``).
-  * Other platforms, ``fuse=True`` (LARS): one variadic reduce that reads w
-    and g together (``legw._reduce.fused_sums``): one pass for both sums.
-  * Other platforms, ``fuse=False`` (LAMB, whose g is the Adam direction
-    computed in the same step): two reductions; XLA then fuses the second
-    one into the fusion that computes the direction, which a variadic
-    reduce prevents.  Also for one layer of a stack (``stacked=True``): a
-    sharded stack's variadic reduce would be all-gathered
-    (:func:`legw._layerwise.sums_statistic`).
+  * XLA:CPU: ``g + beta*w`` through :func:`legw._layerwise.combined_decay`
+    (its anchor keeps XLA:CPU from storing a broadcast constant).  XLA:CPU
+    has no multi-output fusion; two independent reductions run concurrently
+    with other leaves' work (``benchmarks/README_optimizer_step.md``).
+  * Other platforms: plain ``g + beta*w``: the anchor would make the second
+    reduction wait for the first one's all-reduce under FSDP (two
+    all-reduces per step instead of one).  Two reductions, not one variadic
+    reduce of both: for LAMB, XLA fuses the reduction of its Adam direction
+    into the fusion that computes it, which a variadic reduce that also
+    reads ``w`` prevents; for LARS the variadic reduce is dearer under FSDP.
 
-  Both choices follow XLA's TPU cost model on the ResNet-50 optimizer step
-  (``python -m benchmarks.tpu_cost``; before and after in
-  ``benchmarks/README_optimizer_step.md``).
+  ``fuse=True`` (not used by legw; ``benchmarks/tpu_cost.py``'s ablation)
+  gives the variadic reduce off CPU: XLA's TPU cost model puts it below two
+  reductions on one chip, above them under FSDP, and far above them for
+  LAMB (``benchmarks/README_optimizer_step.md``, "On TPU").  Never for one layer of a stack
+  (``stacked=True``): a sharded stack's variadic reduce is all-gathered
+  (:func:`legw._layerwise.sums_statistic`).
   """
 
   def cpu(w, g):
@@ -83,10 +84,8 @@ def _lars_sizes(w_sq, g_sq):
   return jnp.sqrt(w_sq), jnp.sqrt(g_sq)
 
 
-# LARS is the L2-norm member of the family (curvature paper eq. 23).
+# LARS is the L2-norm member of the family (curvature paper eq. 23); LAMB uses it too.
 LARS_STATISTIC = sums_statistic(_lars_partials, _lars_sizes)
-# LAMB's: the same sums, never one variadic reduce (see _lars_partials).
-LAMB_STATISTIC = sums_statistic(functools.partial(_lars_partials, fuse=False), _lars_sizes)
 
 
 def scale_by_lars(

@@ -52,3 +52,24 @@ def test_compare_gives_ratios_and_all_reduces_before_and_after():
   }
   lines = tpu_cost.compare(before, after, ["legw.lamb"]).splitlines()
   assert lines[2:] == ["| legw.lamb | resnet50, FSDP 4 | 3.000× → 2.500× | 2 → 1 |"]
+
+
+def test_train_table_ratios_where_the_baselines_exist():
+  entry = lambda cycles: {
+    "estimated_cycles": cycles * 1e6,
+    "argument_bytes": 2**30,
+    "temp_bytes": 2**31,
+  }
+  results = {
+    "entries": {
+      "train|resnet50|1 chip|optax.sgd(momentum)": entry(100),
+      "train|resnet50|1 chip|legw.lars": entry(101),
+      "train|bert-base|1 chip|optax.adamw": entry(200),
+      "train|bert-base|1 chip|legw.lamb": entry(202),
+      "step|resnet50|1 chip|legw.lars": entry(1),
+    }
+  }
+  lines = tpu_cost.train_table(results).splitlines()
+  assert len(lines) == 6
+  assert "| train: resnet50, 1 chip | legw.lars | 101.00 | 1.0100 |  | 1.00 | 2.00 |" in lines
+  assert "| train: bert-base, 1 chip | legw.lamb | 202.00 |  | 1.0100 | 1.00 | 2.00 |" in lines

@@ -247,13 +247,12 @@ def test_stacked_layers_fsdp(name):
     assert tpu.count_ops(compiled, "all-reduce") == 1
 
 
-@pytest.mark.parametrize("name,per_kernel", [("lars", 1), ("lamb", 2), ("percent_delta", 1)])
+@pytest.mark.parametrize("name,per_kernel", [("lars", 2), ("lamb", 2), ("percent_delta", 1)])
 def test_trust_ratio_reductions_are_fused_and_counted(name, per_kernel):
-  """One chip: each kernel is reduced exactly ``per_kernel`` times (LARS: one variadic
-  reduce of ||w||^2 and ||g||^2; LAMB: ||w||^2, and ||r + beta w||^2 fused with the
-  Adam direction; PercentDelta: one variadic reduce of its sum and count), every
-  reduction inside a fusion (no squared array is stored), and biases, off the trust
-  ratio, are never reduced."""
+  """One chip: each kernel is reduced exactly ``per_kernel`` times (LARS and LAMB:
+  ||w||^2, and ||g||^2 or ||r + beta w||^2; PercentDelta: one variadic reduce of its
+  sum and count), every reduction inside a fusion (no squared array is stored), and
+  biases, off the trust ratio, are never reduced."""
   mesh = tpu.mesh(tpu.TOPOLOGIES["v5e"], (1,), ("d",))
   compiled = _compile(name, _params(), mesh, lambda x: P())
   for k, shape in SHAPES.items():
