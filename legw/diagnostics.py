@@ -143,6 +143,16 @@ class LayerwiseStatsState(NamedTuple):
       ``learning_rate * trust_ratio`` in every case.
     weight_size: :math:`W_l` as in the table.
     grad_size: :math:`G_l` as in the table.
+
+  >>> import jax.numpy as jnp, legw
+  >>> params = {"w": jnp.array([[3.0, 4.0]]), "b": jnp.zeros(2)}
+  >>> tx = legw.scale_by_lars(1.0, keep_stats=True)
+  >>> grads = {"w": jnp.array([[0.3, 0.4]]), "b": jnp.ones(2)}
+  >>> _, state = tx.update(grads, tx.init(params), params)
+  >>> float(state.trust_ratio["w"]), float(state.weight_size["w"]), float(state.grad_size["w"])
+  (10.0, 5.0, 0.5)
+  >>> state.trust_ratio["b"]  # a bias: off the trust ratio by default
+  MaskedNode()
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states
