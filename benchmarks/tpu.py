@@ -38,7 +38,7 @@ os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 # The slices the tests and the benchmark compile for: chips per slice.
-TOPOLOGIES = {"v5e": "v5e:2x2", "v4": "v4:2x2x1", "v6e": "v6e:2x2", "v5e-8": "v5e:2x4"}
+TOPOLOGIES = {"v5e": "v5e:2x2", "v4": "v4:2x2x1", "v6e": "v6e:2x2"}
 
 
 @functools.cache
@@ -97,24 +97,30 @@ def fsdp_spec(axis: str, size: int) -> Callable[[Any], PartitionSpec]:
   return spec
 
 
-def optimizer_step(opt: optax.GradientTransformation) -> Callable:
-  """``(params, state, grads) -> (params, state)``: update and ``apply_updates``."""
+def optimizer_step(opt: optax.GradientTransformation, **extra_args: Any) -> Callable:
+  """``(params, state, grads) -> (params, state)``: update (given ``extra_args``, e.g.
+  ``obj_fn``) and ``apply_updates``."""
 
   def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
+    updates, state = opt.update(grads, state, params, **extra_args)
     return optax.apply_updates(params, updates), state
 
   return step
 
 
 def compile_optimizer_step(
-  opt: optax.GradientTransformation, params: Any, spec_of: Callable, mesh_: Mesh
+  opt: optax.GradientTransformation,
+  params: Any,
+  spec_of: Callable,
+  mesh_: Mesh,
+  **extra_args: Any,
 ) -> jax.stages.Compiled:
   """The TPU executable of one optimizer step on ``params`` (arrays or shapes), placed
   by ``spec_of``, parameters and state donated (updated in place, as in training)."""
   p = abstract(params, mesh_, spec_of)
   state = abstract(jax.eval_shape(opt.init, p), mesh_, spec_of)
-  return jax.jit(optimizer_step(opt), donate_argnums=(0, 1)).lower(p, state, p).compile()
+  step = optimizer_step(opt, **extra_args)
+  return jax.jit(step, donate_argnums=(0, 1)).lower(p, state, p).compile()
 
 
 _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')

@@ -44,7 +44,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
@@ -90,20 +89,30 @@ def _layerwise_variant(statistic, adam: bool) -> optax.GradientTransformation:
   return optax.chain(scaler, optax.scale_by_learning_rate(LR), optax.trace(MOMENTUM))
 
 
-def _statistic(fuse: bool):
-  import functools
-
+def _fused_lars_statistic():
+  """LARS's statistic with ||w||^2 and ||g + beta*w||^2 as one variadic reduce
+  (``legw._reduce.fused_sums``) instead of legw's two reductions."""
   from legw import _layerwise
-  from legw.lars import _lars_partials, _lars_sizes
+  from legw._reduce import abs_sq, fused_sums, real_dtype, stat_dtype
+  from legw.lars import _lars_sizes
 
-  return _layerwise.sums_statistic(functools.partial(_lars_partials, fuse=fuse), _lars_sizes)
+  def partials(w, g, beta, stacked=False):
+    w, g = w.astype(stat_dtype(w.dtype)), g.astype(stat_dtype(g.dtype))
+    x = g if beta is None else g + jnp.asarray(beta, real_dtype(g.dtype)) * w
+    return tuple(fused_sums([abs_sq(w), abs_sq(x)]))
+
+  return _layerwise.sums_statistic(partials, _lars_sizes)
 
 
 # A rejected design, in the same runs (``--parts ablations``; ResNet-50, one chip and
 # FSDP 4): ||w||^2 and ||g||^2 as one variadic reduce instead of two reductions.
 ABLATIONS: dict[str, Callable[[], optax.GradientTransformation]] = {
-  "ablation: legw.lars, one variadic reduce": lambda: _layerwise_variant(_statistic(True), False),
-  "ablation: legw.lamb, one variadic reduce": lambda: _layerwise_variant(_statistic(True), True),
+  "ablation: legw.lars, one variadic reduce": lambda: _layerwise_variant(
+    _fused_lars_statistic(), False
+  ),
+  "ablation: legw.lamb, one variadic reduce": lambda: _layerwise_variant(
+    _fused_lars_statistic(), True
+  ),
 }
 
 # (label, slice, chips): one chip is one device of a 2x2 slice.
@@ -344,12 +353,15 @@ def run(
   models: list[str] | None = None,
 ) -> dict[str, Any]:
   results = load(out)
+  versions = {"jax": jax.__version__, "libtpu": libtpu_version()}
+  old = {k: results[k] for k in versions if k in results}
+  if old and old != versions:  # one file, one cost model: never mix versions' estimates
+    raise SystemExit(f"{out} was measured with {old}, this is {versions}: pass a new --out")
   results.update(
     {
       "what": "XLA's TPU cost model (estimated cycles) and memory_analysis(), compiled on "
       "a CPU for compile-only TPU devices: estimates, not measurements on a TPU",
-      "jax": jax.__version__,
-      "libtpu": libtpu_version(),
+      **versions,
     }
   )
   entries = results.setdefault("entries", {})
@@ -456,11 +468,13 @@ def main(argv=None) -> None:
     raise SystemExit(f"{why}\nInstall XLA's TPU compiler: pip install -e '.[tpu]'")
   results = run(args.parts, args.out, args.optimizers, args.meshes, args.models)
   for part in args.parts:
-    print(f"\n## {part}: estimated cycles x {BASELINE} (HBM temporaries per chip)\n")
-    print(table(results, part))
+    if part in ("train", "pod"):
+      print(f"\n## {part}\n\n{train_table(results)}")
+    else:
+      print(f"\n## {part}: estimated cycles x {BASELINE} (HBM temporaries per chip)\n")
+      print(table(results, part))
   print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":
-  np.set_printoptions(precision=3)
   main()

@@ -19,7 +19,7 @@ from jax.typing import DTypeLike
 
 from legw import _layerwise, _validation
 from legw._layerwise import combined_decay, sums_statistic
-from legw._reduce import AxisName, abs_sq, fused_sums, real_dtype, stat_dtype, sum_of_squares
+from legw._reduce import AxisName, real_dtype, sum_of_squares
 from legw.masks import LayerAxis, MaskOrFn
 
 
@@ -36,48 +36,38 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-def _lars_partials(w, g, beta, *, fuse: bool = False, stacked: bool = False):
+def _lars_partials(w, g, beta, stacked=False):
   """||w||^2 and ||g||^2 (or ||g + beta*w||^2), of |x|^2, in float32 or wider.
 
-  Two reductions, chosen for the target platform at lowering
+  Two reductions (also for one layer of a stack, ``stacked``), with ``g +
+  beta*w`` chosen for the target platform at lowering
   (``jax.lax.platform_dependent``):
 
-  * XLA:CPU: ``g + beta*w`` through :func:`legw._layerwise.combined_decay`
-    (its anchor keeps XLA:CPU from storing a broadcast constant).  XLA:CPU
-    has no multi-output fusion; two independent reductions run concurrently
-    with other leaves' work (``benchmarks/README_optimizer_step.md``).
+  * XLA:CPU: through :func:`legw._layerwise.combined_decay`, whose anchor
+    keeps XLA:CPU from storing a broadcast constant.  XLA:CPU has no
+    multi-output fusion; two independent reductions run concurrently with
+    other leaves' work (``benchmarks/README_optimizer_step.md``).
   * Other platforms: plain ``g + beta*w``: the anchor would make the second
     reduction wait for the first one's all-reduce under FSDP (two
-    all-reduces per step instead of one).  Two reductions, not one variadic
-    reduce of both: for LAMB, XLA fuses the reduction of its Adam direction
-    into the fusion that computes it, which a variadic reduce that also
-    reads ``w`` prevents; for LARS the variadic reduce is dearer under FSDP.
+    all-reduces per step instead of one).
 
-  ``fuse=True`` (not used by legw; ``benchmarks/tpu_cost.py``'s ablation)
-  gives the variadic reduce off CPU: XLA's TPU cost model puts it below two
-  reductions on one chip, above them under FSDP, and far above them for
-  LAMB (``benchmarks/README_optimizer_step.md``, "On TPU").  Never for one layer of a stack
-  (``stacked=True``): a sharded stack's variadic reduce is all-gathered
-  (:func:`legw._layerwise.sums_statistic`).
+  Not one variadic reduce of both sums: XLA's TPU cost model puts that below
+  two reductions on one chip, above them under FSDP, and far above them for
+  LAMB, whose Adam direction's reduction XLA otherwise fuses into the fusion
+  that computes it (``python -m benchmarks.tpu_cost --parts ablations``;
+  ``benchmarks/README_optimizer_step.md``, "On TPU").
   """
+  del stacked  # two plain sums partition well for a sharded stack too
 
   def cpu(w, g):
     w_sq = sum_of_squares(w)
     return w_sq, sum_of_squares(g if beta is None else combined_decay(g, w, beta, w_sq))
 
-  def decayed(w, g):
-    return g if beta is None else g + jnp.asarray(beta, real_dtype(g.dtype)) * w
+  def other(w, g):
+    x = g if beta is None else g + jnp.asarray(beta, real_dtype(g.dtype)) * w
+    return sum_of_squares(w), sum_of_squares(x)
 
-  def separate(w, g):
-    return sum_of_squares(w), sum_of_squares(decayed(w, g))
-
-  def fused(w, g):
-    w, g = w.astype(stat_dtype(w.dtype)), g.astype(stat_dtype(g.dtype))
-    return tuple(fused_sums([abs_sq(w), abs_sq(decayed(w, g))]))
-
-  return jax.lax.platform_dependent(
-    w, g, cpu=cpu, default=fused if fuse and not stacked else separate
-  )
+  return jax.lax.platform_dependent(w, g, cpu=cpu, default=other)
 
 
 def _lars_sizes(w_sq, g_sq):

@@ -1,5 +1,7 @@
 """benchmarks/tpu_cost.py without compiling: its plan, resume and table."""
 
+import pytest
+
 from benchmarks import tpu_cost
 
 
@@ -73,3 +75,11 @@ def test_train_table_ratios_where_the_baselines_exist():
   assert len(lines) == 6
   assert "| train: resnet50, 1 chip | legw.lars | 101.00 | 1.0100 |  | 1.00 | 2.00 |" in lines
   assert "| train: bert-base, 1 chip | legw.lamb | 202.00 |  | 1.0100 | 1.00 | 2.00 |" in lines
+
+
+def test_resume_refuses_a_file_of_another_jax_or_libtpu(tmp_path):
+  path = str(tmp_path / "r.json")
+  tpu_cost.save(path, {"jax": "0.0.1", "libtpu": "0.0.1", "entries": {"k": {}}})
+  with pytest.raises(SystemExit, match="pass a new --out"):
+    tpu_cost.run([], path)
+  assert tpu_cost.load(path)["entries"] == {"k": {}}  # left as it was

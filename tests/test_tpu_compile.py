@@ -20,7 +20,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -66,7 +65,6 @@ OPTIMIZERS = {
   "scale_by_median_curvature": (lambda: legw.scale_by_median_curvature(WD), False, False),
   "scale_by_curvature_radius": (lambda: legw.scale_by_curvature_radius(WD), True, False),
 }
-SUMS = [name for name, (_, _, sums) in OPTIMIZERS.items() if sums]
 LAYERWISE = ["lars", "lamb", "percent_delta", "mclr"]
 
 # Four kernels (one of them 3x3 conv-shaped) and their biases.
@@ -87,23 +85,10 @@ def _params(dtype=jnp.float32, shapes=SHAPES):
   return {k: jax.ShapeDtypeStruct(s, dtype) for k, s in shapes.items()}
 
 
-def _step(name):
-  factory, needs_obj, _ = OPTIMIZERS[name]
-  opt = factory()
-
-  def step(params, state, grads):
-    extra = {"obj_fn": _loss} if needs_obj else {}
-    updates, state = opt.update(grads, state, params, **extra)
-    return optax.apply_updates(params, updates), state
-
-  return opt, step
-
-
 def _compile(name, params, mesh, spec_of, cost=True):
-  opt, step = _step(name)
-  p = tpu.abstract(params, mesh, spec_of)
-  state = tpu.abstract(jax.eval_shape(opt.init, p), mesh, spec_of)
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(p, state, p).compile()
+  factory, needs_obj, _ = OPTIMIZERS[name]
+  extra = {"obj_fn": _loss} if needs_obj else {}
+  compiled = tpu.compile_optimizer_step(factory(), params, spec_of, mesh, **extra)
   assert mesh.devices.flat[0].platform == "tpu"
   if cost:
     assert tpu.estimated_cycles(compiled) > 0  # XLA's TPU cost model annotated it
@@ -204,12 +189,8 @@ def test_shard_map_with_axis_name(name):
     lambda x: P("fsdp") if x.ndim else P(), jax.eval_shape(opt.init, params)
   )
 
-  def step(p, s, g):
-    updates, s = opt.update(g, s, p)
-    return optax.apply_updates(p, updates), s
-
   sharded = jax.shard_map(
-    step,
+    tpu.optimizer_step(opt),
     mesh=mesh,
     in_specs=(spec, state_spec, spec),
     out_specs=(spec, state_spec),
@@ -239,9 +220,7 @@ def test_stacked_layers_fsdp(name):
   }[name]()
   params = _params(shapes={"stack/kernel": (8, 256, 256), "stack/bias": (8, 256)})
   spec = lambda x: P(None, "fsdp") if x.ndim > 1 else P()
-  p = tpu.abstract(params, mesh, spec)
-  state = tpu.abstract(jax.eval_shape(opt.init, p), mesh, spec)
-  compiled = jax.jit(tpu.optimizer_step(opt), donate_argnums=(0, 1)).lower(p, state, p).compile()
+  compiled = tpu.compile_optimizer_step(opt, params, spec, mesh)
   assert tpu.count_ops(compiled, "all-gather") == 0
   if name != "mclr":
     assert tpu.count_ops(compiled, "all-reduce") == 1
