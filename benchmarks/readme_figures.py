@@ -478,6 +478,7 @@ def _runs_table(first: str, rows, columns) -> Callable[[object], str]:
 
   A last row states issue 13's targets (a step within 4x SGD's, a compile within 5x).
   """
+  rows = list(rows)  # a zip would be spent by the first render (--show renders twice)
 
   def render(_):
     lines = [
@@ -2032,18 +2033,99 @@ def _tpu_train_text(d) -> str:
     f"{cyc('optax.lars') / sgd:.4f}x SGD; `legw.lars` with one variadic reduce (the "
     f"ablation) {cyc('ablation: legw.lars, one variadic reduce') / sgd:.4f}x."
   )
-  pod = e.get("pod|resnet50|v5e-256|legw.lars")
-  if pod:
-    text += (
-      f" At pod scale the ResNet-50 `legw.lars` + LEGW step at global batch 32,768 "
-      f"compiles for v5e-256 and needs {pod['argument_bytes'] / 2**30:.2f} GiB of "
-      f"arguments and {pod['temp_bytes'] / 2**30:.2f} GiB of temporaries per chip (a v5e "
-      f"chip has 16 GiB of HBM); XLA estimates {pod['estimated_cycles'] / 1e6:.1f} M "
-      f"cycles per step per chip, {pod['estimated_cycles'] / cyc('legw.lars'):.3f}x the "
-      f"one-chip `legw.lars` step on the same 128 images per chip (that step plus the "
-      f"gradients' all-reduce over 256 chips, in the cost model's sum)."
-    )
   return text
+
+
+def _tpu_step_time(e: dict) -> tuple[float, float]:
+  """Milliseconds per step and examples/s per chip at the v5e clock (estimates)."""
+  from benchmarks import tpu
+
+  seconds = e["estimated_cycles"] / tpu.V5E_CLOCK_HZ
+  return seconds * 1e3, e["per_chip_batch"] / seconds
+
+
+def _tpu_pod_text(d) -> str:
+  e = d["entries"]
+  res, bert = e["pod|resnet50|v5e-256|legw.lars"], e["pod|bert-large|v5e-256|legw.lamb"]
+  one = e["train|resnet50|1 chip|legw.lars"]["estimated_cycles"]
+  gib = lambda x, k: f"{x[k] / 2**30:.2f} GiB"
+  (res_ms, res_rate), (bert_ms, bert_rate) = _tpu_step_time(res), _tpu_step_time(bert)
+  return (
+    f"At pod scale the ResNet-50 `legw.lars` + LEGW step at global batch 32,768 compiles "
+    f"for v5e-256 and needs {gib(res, 'argument_bytes')} of arguments and "
+    f"{gib(res, 'temp_bytes')} of temporaries per chip (a v5e chip has 16 GiB of HBM); "
+    f"XLA estimates {res['estimated_cycles'] / 1e6:.1f} M cycles per step per chip, "
+    f"{res['estimated_cycles'] / one:.3f}x the one-chip `legw.lars` step on the same 128 "
+    f"images per chip (that step plus the gradients' {res['all_reduces']} all-reduces over "
+    f"256 chips, in the cost model's sum): {res_ms:.0f} ms per step at 1.50 GHz, "
+    f"{res_rate:,.0f} images/s per chip, {256 * res_rate / 1e3:,.0f} k images/s for the "
+    f"slice. BERT-Large with `legw.lamb` at global batch 65,536 sequences of 128 tokens "
+    f"(256 per chip) compiles for the same slice and needs {gib(bert, 'argument_bytes')} of "
+    f"arguments and {gib(bert, 'temp_bytes')} of temporaries per chip: it fits, with "
+    f"{16 - (bert['argument_bytes'] + bert['temp_bytes']) / 2**30:.2f} GiB to spare; XLA "
+    f"estimates {bert['estimated_cycles'] / 1e6:.0f} M cycles per step, {bert_ms:.0f} ms, "
+    f"{bert_rate:,.0f} sequences/s per chip."
+  )
+
+
+def _tpu_overhead_text(d) -> str:
+  from benchmarks import tpu_cost
+
+  e = d["entries"]
+  entry = lambda name, model="resnet50": e[f"train|{model}|1 chip|{name}"]
+  part = lambda name, origin, model="resnet50": entry(name, model)["cycles_by_origin"][origin]
+  m = lambda x: f"{x / 1e6:.2f} M"
+  span = lambda origin, model: (
+    f"{m(min(part(n, origin, model) for n in tpu_cost.OPTIMIZERS))}–"
+    f"{m(max(part(n, origin, model) for n in tpu_cost.OPTIMIZERS))}"
+  )
+  sgd, lars = entry("optax.sgd(momentum)"), entry("legw.lars")
+  sgd_step = _load(TPU_COST)["entries"]["step|resnet50|1 chip|optax.sgd(momentum)"]
+  added = part("legw.lars", "optimizer") - part("optax.sgd(momentum)", "optimizer")
+  floor = sgd_step["estimated_cycles"] / sgd["estimated_cycles"]
+  return (
+    f"Momentum SGD's and AdamW's updates cost next to nothing in a training step: XLA "
+    f"fuses each into the backward op that computes the gradient (their optimizer ops: "
+    f"{m(part('optax.sgd(momentum)', 'optimizer'))} and {m(part('optax.adamw', 'optimizer'))} "
+    f"cycles of {m(sgd['estimated_cycles'])} and {m(entry('optax.adamw')['estimated_cycles'])}; "
+    f"`tests/test_tpu_compile.py::test_cycles_by_origin_splits_a_training_step` checks it "
+    f"on a small convolutional step). A trust ratio cannot be fused that way: a layer's "
+    f"update needs the whole layer's norm first, so the gradient is written out and read "
+    f"again by an update pass over g, v and w, and ||w||^2 is one more read of w. "
+    f"`legw.lars`'s optimizer ops come to {m(part('legw.lars', 'optimizer'))} cycles, "
+    f"{m(added)} more than SGD's, most of its "
+    f"{m(lars['estimated_cycles'] - sgd['estimated_cycles'])} over SGD's step. The update "
+    f"pass alone is about momentum SGD's optimizer step run on its own, where nothing fuses "
+    f"it ({m(sgd_step['estimated_cycles'])} cycles, `results/tpu_cost.json`): "
+    f"{100 * floor:.2f}% of SGD's training step. So, in this cost model, the issue's "
+    f"1.005x target for `legw.lars` is below what an optimizer that scales each layer by a "
+    f"norm of the same step's gradient can reach inside optax's contract; DESIGN.md's "
+    f"+0.3% for `legw.lars` in a training step does not reproduce. The forward and "
+    f"backward parts move too from one optimizer to the next, with the layouts and fusions "
+    f"XLA picks around the optimizer's ops: on ResNet-50 the backward ops take "
+    f"{span('backward', 'resnet50')} cycles across the optimizers of the table; on the "
+    f"BERT-base-shaped LM {span('backward', 'bert-base')} (momentum SGD's "
+    f"{m(part('optax.sgd(momentum)', 'backward', 'bert-base'))}, AdamW's "
+    f"{m(part('optax.adamw', 'backward', 'bert-base'))}), more than any optimizer's own ops "
+    f"({span('optimizer', 'bert-base')}). There the whole-step ratios say as much about "
+    f"those choices as about the optimizer, and the optimizer-ops column is the one to "
+    f"compare: `legw.lamb` {m(part('legw.lamb', 'optimizer', 'bert-base'))} against "
+    f"`optax.lamb`'s {m(part('optax.lamb', 'optimizer', 'bert-base'))}, `legw.lars` "
+    f"{m(part('legw.lars', 'optimizer', 'bert-base'))} against `optax.lars`'s "
+    f"{m(part('optax.lars', 'optimizer', 'bert-base'))}."
+  )
+
+
+def _tpu_readme_train(d) -> str:
+  e = d["entries"]
+  cycles = lambda name: e[f"train|resnet50|1 chip|{name}"]["estimated_cycles"]
+  over = lambda name, base="optax.sgd(momentum)": 100 * (cycles(name) / cycles(base) - 1)
+  return (
+    f"In a full ResNet-50 training step on one v5e chip, `legw.lars` costs "
+    f"{over('legw.lars'):.1f}% over momentum SGD and `optax.lars` {over('optax.lars'):.1f}%; "
+    f"`legw.lamb` {over('legw.lamb', 'optax.adamw'):.1f}% over AdamW and `optax.lamb` "
+    f"{over('optax.lamb', 'optax.adamw'):.1f}%"
+  )
 
 
 def _tpu_train_table(d) -> str:
@@ -2062,7 +2144,10 @@ TPU_CLAIMS: list[Claim] = [
   Claim(STEP_DOC, TPU_COST, _tpu_all_reduces, "TPU: all-reduces under FSDP"),
   Claim(README, TPU_COST, _tpu_readme_all_reduces, "TPU: README all-reduces"),
   Claim(STEP_DOC, TPU_TRAIN, _tpu_train_table, "TPU: full training steps and pod scale"),
-  Claim(STEP_DOC, TPU_TRAIN, _tpu_train_text, "TPU: training-step targets and pod scale"),
+  Claim(STEP_DOC, TPU_TRAIN, _tpu_train_text, "TPU: training-step targets"),
+  Claim(STEP_DOC, TPU_TRAIN, _tpu_pod_text, "TPU: pod scale"),
+  Claim(README, TPU_TRAIN, _tpu_readme_train, "TPU: README training step"),
+  Claim(STEP_DOC, TPU_TRAIN, _tpu_overhead_text, "TPU: where the training-step overhead goes"),
 ]
 CLAIMS += TPU_CLAIMS
 

@@ -145,6 +145,52 @@ def estimated_cycles(compiled: jax.stages.Compiled) -> int:
   return sum(cycles)
 
 
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+ORIGINS = ("forward", "backward", "optimizer", "unattributed")
+
+
+def origin(op_name: str) -> str:
+  """Which part of a training step a compiled op came from, by the ``op_name`` JAX wrote
+  in its metadata: ``backward`` under ``transpose(jvp(...))``, ``forward`` (and the
+  loss) under ``jvp(...)``, ``optimizer`` for the rest of the step (the update and
+  ``apply_updates``), ``unattributed`` without an ``op_name`` (ops XLA created, e.g.
+  the packed masks of a max-pool's backward)."""
+  if not op_name:
+    return "unattributed"
+  if "transpose(jvp(" in op_name:
+    return "backward"
+  return "forward" if "jvp(" in op_name else "optimizer"
+
+
+def cycles_by_origin(compiled: jax.stages.Compiled) -> dict[str, int]:
+  """:func:`estimated_cycles` split by :func:`origin` of each op; the parts sum to it.
+
+  A fusion takes the ``op_name`` of its root, so an update XLA fuses into the backward
+  convolution that computes the gradient (momentum SGD's, on TPU) counts as backward:
+  what is left under ``optimizer`` is the passes over the parameters the step adds.
+  """
+  parts = dict.fromkeys(ORIGINS, 0)
+  for line in compiled.as_text().splitlines():
+    cycles = _CYCLES.findall(line)
+    if cycles:
+      name = _OP_NAME.search(line)
+      parts[origin(name[1] if name else "")] += sum(int(c) for c in cycles)
+  if any(c >= _UNKNOWN for c in parts.values()):
+    raise ValueError("XLA's TPU cost model has no estimate for some op of this module")
+  return parts
+
+
+# Cycles to seconds on a v5e chip. A v5e TensorCore has 4 MXUs of 128x128 (Google Cloud's
+# TPU v5e documentation) and a peak of 197 TFLOP/s in bfloat16, the figure XLA's own
+# roofline (``cost_analysis()["optimal_seconds"]``) uses for a large bfloat16 matmul:
+# 197e12 / (4 * 128 * 128 * 2 flops per cycle) = 1.50 GHz.
+# tests/test_tpu_compile.py checks that the cost model does at most that many flops per
+# cycle (and nearly that many) on a large matmul, the assumption this conversion rests on.
+V5E_MXU_FLOPS_PER_CYCLE = 4 * 128 * 128 * 2
+V5E_PEAK_FLOPS = 197e12
+V5E_CLOCK_HZ = V5E_PEAK_FLOPS / V5E_MXU_FLOPS_PER_CYCLE
+
+
 def count_ops(compiled: jax.stages.Compiled, op: str) -> int:
   """How many ``op`` instructions (e.g. ``"all-reduce"``) the compiled HLO has;
   an async pair (``all-reduce-start``/``-done``) counts once."""

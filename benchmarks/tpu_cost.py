@@ -125,6 +125,7 @@ def _record(compiled, seconds: float) -> dict[str, Any]:
   # ResNet-50 training step (libtpu 0.0.42.1), so it is no time estimate to quote.
   return {
     "estimated_cycles": tpu.estimated_cycles(compiled),
+    "cycles_by_origin": tpu.cycles_by_origin(compiled),
     "all_reduces": tpu.count_ops(compiled, "all-reduce"),
     **tpu.memory(compiled),
     "compile_s": round(seconds, 1),
@@ -226,11 +227,12 @@ def train_step_entry(model: str, optimizer: str) -> dict[str, Any]:
   """One compile of part ``train`` (one v5e chip)."""
   mesh = tpu.mesh("v5e:2x2", (1,), ("data",))
   opt = ABLATIONS[optimizer]() if optimizer in ABLATIONS else OPTIMIZERS[optimizer](LR)
+  per_chip = 128 if model == "resnet50" else 32
   if model == "resnet50":
-    compiled, secs = _compile_resnet(opt, mesh, per_chip_batch=128)
+    compiled, secs = _compile_resnet(opt, mesh, per_chip_batch=per_chip)
   else:
-    compiled, secs = _compile_lm(opt, mesh, per_chip_batch=32, seq=512, **BERT_BASE)
-  return _record(compiled, secs)
+    compiled, secs = _compile_lm(opt, mesh, per_chip_batch=per_chip, seq=512, **BERT_BASE)
+  return {**_record(compiled, secs), "per_chip_batch": per_chip}
 
 
 # -- pod scale ------------------------------------------------------------------------------
@@ -263,9 +265,7 @@ def pod_entry(model: str) -> dict[str, Any]:
     opt = legw.lamb(1e-3, weight_decay=0.01)
     compiled, secs = _compile_lm(opt, mesh, per_chip_batch=256, seq=128, **BERT_LARGE)
     per_chip = 256
-  record = _record(compiled, secs)
-  record["per_chip_batch"] = per_chip
-  return record
+  return {**_record(compiled, secs), "per_chip_batch": per_chip}
 
 
 # -- driver ---------------------------------------------------------------------------------
@@ -400,11 +400,14 @@ def table(results: dict[str, Any], part: str = "step") -> str:
 def train_table(results: dict[str, Any]) -> str:
   """Markdown for parts ``train`` and ``pod``: per compiled step, the estimated cycles
   (millions), as multiples of momentum SGD's and AdamW's for the same model and mesh
-  where those were compiled, and HBM per chip (arguments and temporaries, GiB)."""
+  where those were compiled, the cycles of ops whose origin is the optimizer
+  (:func:`benchmarks.tpu.cycles_by_origin`), the step time and examples/s per chip those
+  cycles make at :data:`benchmarks.tpu.V5E_CLOCK_HZ`, and HBM per chip (arguments and
+  temporaries, GiB)."""
   lines = [
-    "| step | optimizer | estimated cycles (M) | × SGD | × AdamW | arguments (GiB) | "
-    "temporaries (GiB) |",
-    "|---|---|---:|---:|---:|---:|---:|",
+    "| step | optimizer | estimated cycles (M) | × SGD | × AdamW | optimizer ops (M) | "
+    "ms per step | examples/s per chip | arguments (GiB) | temporaries (GiB) |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   entries = results["entries"]
   for key, e in entries.items():
@@ -416,9 +419,12 @@ def train_table(results: dict[str, Any]) -> str:
       if f"{p}|{m}|{h}|{base}" in entries
       else ""
     )
+    seconds = e["estimated_cycles"] / tpu.V5E_CLOCK_HZ
     lines.append(
       f"| {part}: {model}, {mesh} | {name} | {e['estimated_cycles'] / 1e6:.2f} | "
-      f"{ratio(BASELINE)} | {ratio('optax.adamw')} | {e['argument_bytes'] / 2**30:.2f} | "
+      f"{ratio(BASELINE)} | {ratio('optax.adamw')} | "
+      f"{e['cycles_by_origin']['optimizer'] / 1e6:.2f} | {seconds * 1e3:.1f} | "
+      f"{e['per_chip_batch'] / seconds:,.0f} | {e['argument_bytes'] / 2**30:.2f} | "
       f"{e['temp_bytes'] / 2**30:.2f} |"
     )
   return "\n".join(lines)

@@ -57,24 +57,30 @@ def test_compare_gives_ratios_and_all_reduces_before_and_after():
 
 
 def test_train_table_ratios_where_the_baselines_exist():
-  entry = lambda cycles: {
+  entry = lambda cycles, batch: {
     "estimated_cycles": cycles * 1e6,
+    "cycles_by_origin": {"forward": 0, "backward": 0, "optimizer": 3e6, "unattributed": 0},
+    "per_chip_batch": batch,
     "argument_bytes": 2**30,
     "temp_bytes": 2**31,
   }
   results = {
     "entries": {
-      "train|resnet50|1 chip|optax.sgd(momentum)": entry(100),
-      "train|resnet50|1 chip|legw.lars": entry(101),
-      "train|bert-base|1 chip|optax.adamw": entry(200),
-      "train|bert-base|1 chip|legw.lamb": entry(202),
-      "step|resnet50|1 chip|legw.lars": entry(1),
+      "train|resnet50|1 chip|optax.sgd(momentum)": entry(100, 128),
+      "train|resnet50|1 chip|legw.lars": entry(101, 128),
+      "train|bert-base|1 chip|optax.adamw": entry(200, 32),
+      "train|bert-base|1 chip|legw.lamb": entry(202, 32),
+      "step|resnet50|1 chip|legw.lars": entry(1, 0),
     }
   }
   lines = tpu_cost.train_table(results).splitlines()
   assert len(lines) == 6
-  assert "| train: resnet50, 1 chip | legw.lars | 101.00 | 1.0100 |  | 1.00 | 2.00 |" in lines
-  assert "| train: bert-base, 1 chip | legw.lamb | 202.00 |  | 1.0100 | 1.00 | 2.00 |" in lines
+  # 101 M cycles at 197 TFLOP/s / (4 * 128 * 128 * 2 flops per cycle) = 1.503 GHz:
+  # 67.2 ms, 128 images in it 1,905 per second.
+  row = "| train: resnet50, 1 chip | legw.lars | 101.00 | 1.0100 |  | 3.00 | 67.2 | 1,905 |"
+  assert row + " 1.00 | 2.00 |" in lines
+  row = "| train: bert-base, 1 chip | legw.lamb | 202.00 |  | 1.0100 | 3.00 | 134.4 | 238 |"
+  assert row + " 1.00 | 2.00 |" in lines
 
 
 def test_resume_refuses_a_file_of_another_jax_or_libtpu(tmp_path):

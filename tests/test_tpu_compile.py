@@ -311,3 +311,84 @@ def test_quickstart_notebook_train_step_compiles_for_one_v5e_chip():
   compiled = jax.jit(pure, donate_argnums=0).lower(*args).compile()
   assert tpu.estimated_cycles(compiled) > 0
   assert tpu.memory(compiled)["temp_bytes"] < 16 * 2**30  # fits a v5e chip's HBM
+
+
+def _conv_train_step(opt):
+  """A one-convolution classifier's training step (gradients, ``opt``, apply), compiled
+  for one v5e chip on 64 bfloat16 images."""
+  import optax
+
+  kernel, head = (3, 3, 32, 128), (128, 10)
+
+  def step(params, state, x, y):
+    def loss_fn(p):
+      h = jax.lax.conv_general_dilated(
+        x, p["conv"].astype(x.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
+      logits = jax.nn.relu(h).mean((1, 2)) @ p["head"].astype(x.dtype)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    g = jax.grad(loss_fn)(params)
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state
+
+  mesh = tpu.mesh(tpu.TOPOLOGIES["v5e"], (1,), ("d",))
+  params = _params(shapes={"conv": kernel, "head": head})
+  args = (
+    params,
+    jax.eval_shape(opt.init, params),
+    jax.ShapeDtypeStruct((64, 16, 16, 32), jnp.bfloat16),
+    jax.ShapeDtypeStruct((64,), jnp.int32),
+  )
+  args = tpu.abstract(args, mesh, lambda x: P())
+  return jax.jit(step, donate_argnums=(0, 1)).lower(*args).compile()
+
+
+def test_cycles_by_origin_splits_a_training_step():
+  """The split the cost benchmark reports for training steps: the parts sum to the
+  module's estimated cycles; momentum SGD's update fuses into the backward convolution
+  that computes the gradient (next to nothing left under "optimizer"), LARS's cannot (it
+  needs ||g|| first), so its update and ||w||^2 are passes of their own."""
+  import optax
+
+  parts = {}
+  for name, opt in {
+    "sgd": optax.sgd(0.1, momentum=0.9),
+    "lars": legw.lars(0.1, momentum=0.9, weight_decay=WD),
+  }.items():
+    compiled = _conv_train_step(opt)
+    parts[name] = tpu.cycles_by_origin(compiled)
+    assert sum(parts[name].values()) == tpu.estimated_cycles(compiled)
+    assert parts[name]["forward"] > 0 and parts[name]["backward"] > 0
+  sgd, lars = parts["sgd"], parts["lars"]
+  assert sgd["optimizer"] < 0.02 * sum(sgd.values())
+  assert lars["optimizer"] > 2 * sgd["optimizer"]
+
+
+@pytest.mark.parametrize(
+  "op_name,expected",
+  [
+    ("jit(step)/transpose(jvp(CNN))/Conv_1/conv_general_dilated", "backward"),
+    ("jit(step)/jvp(CNN)/Conv_0/conv_general_dilated", "forward"),
+    ("jit(step)/cond/branch_0_fun/reduce_sum", "optimizer"),
+    ("", "unattributed"),
+  ],
+)
+def test_origin_of_an_op_name(op_name, expected):
+  assert tpu.origin(op_name) == expected
+
+
+def test_v5e_clock_rests_on_the_cost_models_mxu_rate():
+  """``tpu.V5E_CLOCK_HZ`` (cycles to seconds) assumes the cost model runs a v5e chip's
+  MXUs at 4 x 128 x 128 multiply-adds per cycle and XLA's roofline at 197 TFLOP/s: on a
+  large bfloat16 matmul the estimate does at most, and nearly, that many flops per
+  cycle, and ``optimal_seconds`` is its flops at the peak."""
+  mesh = tpu.mesh(tpu.TOPOLOGIES["v5e"], (1,), ("d",))
+  for n, efficiency in [(4096, 0.9), (8192, 0.8)]:
+    a = tpu.abstract(jax.ShapeDtypeStruct((n, n), jnp.bfloat16), mesh, lambda x: P())
+    compiled = jax.jit(jnp.matmul).lower(a, a).compile()
+    flops_per_cycle = 2 * n**3 / tpu.estimated_cycles(compiled)
+    assert efficiency * tpu.V5E_MXU_FLOPS_PER_CYCLE < flops_per_cycle
+    assert flops_per_cycle <= tpu.V5E_MXU_FLOPS_PER_CYCLE
+  cost = compiled.cost_analysis()
+  assert cost["optimal_seconds"] == pytest.approx(2 * n**3 / tpu.V5E_PEAK_FLOPS, rel=1e-3)
