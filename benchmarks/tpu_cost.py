@@ -27,7 +27,10 @@ Parts (``--parts``):
     python -m benchmarks.tpu_cost --parts pod
 
 Each entry records its compile time (``compile_s``): seconds for an optimizer step,
-minutes for a full training step.
+minutes for a full training step; and its cycles split by where the ops came from
+(``cycles_by_origin``: forward, backward, optimizer; :func:`benchmarks.tpu.cycles_by_origin`).
+The training-step table converts cycles to milliseconds and examples/s per chip at
+:data:`benchmarks.tpu.V5E_CLOCK_HZ`: estimates too.
 
 Results go to ``benchmarks/runs/tpu_cost.json`` (``--out`` to change), one entry per
 compile, written as it finishes; a rerun skips the entries already there.
