@@ -2044,6 +2044,12 @@ def _tpu_step_time(e: dict) -> tuple[float, float]:
   return seconds * 1e3, e["per_chip_batch"] / seconds
 
 
+def _v5e_ghz() -> str:
+  from benchmarks import tpu
+
+  return f"{tpu.V5E_CLOCK_HZ / 1e9:.2f}"
+
+
 def _tpu_pod_text(d) -> str:
   e = d["entries"]
   res, bert = e["pod|resnet50|v5e-256|legw.lars"], e["pod|bert-large|v5e-256|legw.lamb"]
@@ -2057,7 +2063,7 @@ def _tpu_pod_text(d) -> str:
     f"XLA estimates {res['estimated_cycles'] / 1e6:.1f} M cycles per step per chip, "
     f"{res['estimated_cycles'] / one:.3f}x the one-chip `legw.lars` step on the same 128 "
     f"images per chip (that step plus the gradients' {res['all_reduces']} all-reduces over "
-    f"256 chips, in the cost model's sum): {res_ms:.0f} ms per step at 1.50 GHz, "
+    f"256 chips, in the cost model's sum): {res_ms:.0f} ms per step at {_v5e_ghz()} GHz, "
     f"{res_rate:,.0f} images/s per chip, {256 * res_rate / 1e3:,.0f} k images/s for the "
     f"slice. BERT-Large with `legw.lamb` at global batch 65,536 sequences of 128 tokens "
     f"(256 per chip) compiles for the same slice and needs {gib(bert, 'argument_bytes')} of "
