@@ -152,14 +152,39 @@ def _fashion_worst(rows) -> str:
   return f"{_cell(rows, 'legw', 8192)}% at 64× (worst seed {100 * worst:.1f}%)"
 
 
-def _issue27_row(method: str, label: str) -> Callable[[list], str]:
-  """A row of the issue-27 table in benchmarks/README.md: mean ± std, worst seed, n."""
+TUNED = os.path.join(RESULTS, "mnist_lstm-fashion_mnist-tuned8192.json")
+TUNED_TRIALS = os.path.join(RESULTS, "mnist_lstm-fashion_mnist-tuned8192-trials.json")
+TUNED_PICKS = os.path.join(RESULTS, "mnist_lstm-fashion_mnist-tuned8192-selection.json")
+GUIDE = os.path.join("docs", "guides", "reproducing.md")
 
-  def render(rows):
-    acc = [r["test_accuracy"] for r in rows if r["method"] == method and r["batch_size"] == 8192]
-    return f"| {label} | 0 | {_cell(rows, method, 8192)} | {100 * min(acc):.1f} | {len(acc)} |"
 
-  return render
+@functools.cache
+def _issue27_lines() -> tuple[dict, ...]:
+  """Issue 27's table rows (:func:`benchmarks.large_batch_tuning.report_rows`)."""
+  from benchmarks import large_batch_tuning as lbt
+
+  return tuple(lbt.report_rows(os.path.join(ROOT, RESULTS)))
+
+
+def _issue27_table(_) -> str:
+  """Issue 27's whole table, as ``python -m benchmarks.large_batch_tuning --report`` writes it."""
+  from benchmarks import large_batch_tuning as lbt
+
+  return lbt.format_report(list(_issue27_lines()))
+
+
+def _issue27(label: str) -> dict:
+  (line,) = [ln for ln in _issue27_lines() if ln["label"].startswith(label)]
+  return line
+
+
+def _issue27_acc(label: str) -> str:
+  """A row's test accuracy: mean ± std % (n seeds, worst x%)."""
+  ln = _issue27(label)
+  return (
+    f"{100 * ln['mean']:.1f} ± {100 * ln['std']:.1f}% ({ln['n']} seeds, worst "
+    f"{100 * ln['worst']:.1f}%)"
+  )
 
 
 def _fashion_loss(rows) -> str:
@@ -249,8 +274,7 @@ CLAIMS: list[Claim] = [
     "LARS Table 2 on a small ResNet: spread of ||w||/||g|| over kernels",
   ),
   Claim(BENCH, MNIST5K, _table(PLAIN_HEADER), "mnist5k table"),
-  Claim(BENCH, FASHION, _issue27_row("legw", "LEGW at 8192 (by rule)"), "issue 27: LEGW row"),
-  Claim(BENCH, FASHION, _issue27_row("none", "no scaling at 8192"), "issue 27: no-scaling row"),
+  Claim(BENCH, TUNED_TRIALS, _issue27_table, "issue 27: the table"),
   Claim(
     BENCH,
     FASHION,
