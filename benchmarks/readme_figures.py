@@ -187,6 +187,102 @@ def _issue27_acc(label: str) -> str:
   )
 
 
+def _issue27_trials(rows) -> str:
+  """Every trial at 8192, with the best and the picked one marked."""
+  from benchmarks import large_batch_tuning as lbt
+
+  return lbt.format_trials(rows)
+
+
+def _issue27_pick(optimizer: str) -> Callable[[dict], str]:
+  """What the selection rule saw and chose for one optimizer (the selection JSON)."""
+
+  def trial(t: dict) -> str:
+    return (
+      f"trial {t['trial']} (peak LR {t['learning_rate']:g}, warmup {t['warmup_epochs']:g} "
+      f"epochs, {100 * t['validation_accuracy']:.2f}% on validation)"
+    )
+
+  def render(selection: dict) -> str:
+    s = selection[optimizer]
+    tied = ", ".join(str(t) for t in s["tied"])
+    return (
+      f"{optimizer}: the best was {trial(s['best'])}; within one standard error "
+      f"({100 * s['standard_error']:.2f} points) of it: trial(s) {tied}; picked: "
+      f"{trial(s['pick'])}"
+    )
+
+  return render
+
+
+def _issue27_run_time(trials) -> str:
+  """The CPU time of the runs at 8192 of the trials and finals phases."""
+  rows = trials + _load(TUNED)
+  cpu = [r["cpu_seconds"] for r in rows]
+  return (
+    f"the {len(rows)} runs of the trials and finals took {min(cpu):,.0f}–{max(cpu):,.0f} "
+    f"CPU-seconds each ({_machine(rows)})"
+  )
+
+
+def _issue27_above_legw(trials) -> str:
+  """The Nesterov trials whose peak LR is above LEGW's at 8192: LR, warmup, validation %."""
+  legw_lr = _only(_load(FASHION), "legw", 8192, "peak_learning_rate")
+  above = sorted(
+    (r for r in trials if r["optimizer"] == "nesterov" and r["peak_learning_rate"] > legw_lr),
+    key=lambda r: r["peak_learning_rate"],
+  )
+  items = "; ".join(
+    f"{r['peak_learning_rate']:g} with {r['warmup_epochs']:g} warmup epochs: "
+    f"{100 * r['test_accuracy']:.1f}%{'†' if report.blew_up(r) else ''}"
+    for r in above
+  )
+  return f"the {len(above)} Nesterov trials with a peak LR above LEGW's {legw_lr:g} ({items})"
+
+
+def _issue27_gain(_) -> str:
+  """What tuning at 8192 bought against LEGW's rule, and the gap LEGW leaves."""
+  base, legw = _issue27("momentum, batch 128"), _issue27("LEGW at 8192")
+  parts = []
+  for opt in ("nesterov", "adam"):
+    ln = _issue27(f"{opt} tuned")
+    parts.append(
+      f"{opt} {_issue27_acc(ln['label'])}, {100 * (ln['mean'] - legw['mean']):+.1f} points "
+      f"against LEGW's mean after {ln['tuning_runs']} trials ({ln['tuning_cpu_hours']:.1f} "
+      "CPU-hours)"
+    )
+  return (
+    f"Tuned at 8192: {'; '.join(parts)}. LEGW by rule: {_issue27_acc('LEGW at 8192')}, "
+    f"{100 * (base['mean'] - legw['mean']):.1f} points below the base batch "
+    f"({_issue27_acc('momentum, batch 128')})"
+  )
+
+
+def _issue27_seeds(rows) -> str:
+  """LEGW's seeds at 8192: the three run for issue 27 after the first three."""
+  runs = _runs(rows, "legw", 8192)
+  return f"seeds 3–5 ({_accs(runs[3:])}%) were run after the first three ({_accs(runs[:3])}%)"
+
+
+def _issue27_legw_point(rows) -> str:
+  """LEGW's peak LR and warmup at 8192 (the sweep's runs)."""
+  lr = _only(rows, "legw", 8192, "peak_learning_rate")
+  return f"peak LR {lr:g} after {_only(rows, 'legw', 8192, 'warmup_epochs'):g} warmup epochs"
+
+
+def _issue27_adam_trials(trials) -> str:
+  """The spread of Adam's trials and its best LR against the LR picked at batch 128."""
+  adam = [r for r in trials if r["optimizer"] == "adam"]
+  acc = [100 * r["test_accuracy"] for r in adam]
+  best = max(adam, key=lambda r: r["test_accuracy"])["peak_learning_rate"]
+  base = _only(_load(FASHION), "adam", 128, "peak_learning_rate")
+  return (
+    f"all {len(adam)} ended between {min(acc):.1f} and {max(acc):.1f}% on validation, and "
+    f"its best peak LR, {best:g}, is {best / base:.1f} times the LR picked for it at batch "
+    f"128 ({base:g})"
+  )
+
+
 def _fashion_loss(rows) -> str:
   return f"LEGW loses {100 * (_mean(rows, 'legw', 128) - _mean(rows, 'legw', 8192)):.1f} points"
 
@@ -274,7 +370,15 @@ CLAIMS: list[Claim] = [
     "LARS Table 2 on a small ResNet: spread of ||w||/||g|| over kernels",
   ),
   Claim(BENCH, MNIST5K, _table(PLAIN_HEADER), "mnist5k table"),
-  Claim(BENCH, TUNED_TRIALS, _issue27_table, "issue 27: the table"),
+  Claim(BENCH, TUNED, _issue27_table, "issue 27: the table"),
+  Claim(BENCH, TUNED_TRIALS, _issue27_run_time, "issue 27: time of a run"),
+  Claim(BENCH, TUNED_PICKS, _issue27_pick("nesterov"), "issue 27: Nesterov's pick"),
+  Claim(BENCH, TUNED_PICKS, _issue27_pick("adam"), "issue 27: Adam's pick"),
+  Claim(BENCH, TUNED_TRIALS, _issue27_trials, "issue 27: every trial"),
+  Claim(BENCH, FASHION, _issue27_seeds, "issue 27: LEGW's later seeds"),
+  Claim(BENCH, TUNED_TRIALS, _issue27_above_legw, "issue 27: Nesterov above LEGW's LR"),
+  Claim(BENCH, FASHION, _issue27_legw_point, "issue 27: LEGW's point at 8192"),
+  Claim(BENCH, TUNED_TRIALS, _issue27_adam_trials, "issue 27: Adam's trials"),
   Claim(
     BENCH,
     FASHION,
