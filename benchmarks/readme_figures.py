@@ -12,7 +12,8 @@ results file, or a results file changed without the README, fails.
     python -m benchmarks.readme_figures --show   # print every claim and its source
 
 The READMEs checked: README.md, benchmarks/README.md,
-benchmarks/README_optimizer_step.md and benchmarks/curvature/README.md.  Each
+benchmarks/README_optimizer_step.md, benchmarks/curvature/README.md and the
+reproducing guide, docs/guides/reproducing.md.  Each
 table's claims include the command and machine its results file records
 (``command``, ``cpu``, ``cpu_count``, ``jax`` of a benchmark JSON; ``platform``,
 ``cpu_count``, ``jax_version`` of a sweep's runs) where the file has them.  A
@@ -379,6 +380,10 @@ CLAIMS: list[Claim] = [
   Claim(BENCH, TUNED_TRIALS, _issue27_above_legw, "issue 27: Nesterov above LEGW's LR"),
   Claim(BENCH, FASHION, _issue27_legw_point, "issue 27: LEGW's point at 8192"),
   Claim(BENCH, TUNED_TRIALS, _issue27_adam_trials, "issue 27: Adam's trials"),
+  Claim(BENCH, TUNED, _issue27_gain, "issue 27: the verdict's figures"),
+  Claim(README, TUNED, _issue27_gain, "issue 27: tuned at 8192"),
+  Claim(GUIDE, TUNED, _issue27_table, "issue 27: the table"),
+  Claim(GUIDE, TUNED, _issue27_gain, "issue 27: the verdict's figures"),
   Claim(
     BENCH,
     FASHION,
