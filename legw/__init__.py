@@ -5,6 +5,11 @@ scaling) schedules and curvature-based per-layer learning rates, as pure
 functional ``optax.GradientTransformation``s.
 """
 
+from legw._adascale import ScaleByAdaScaleState as ScaleByAdaScaleState
+from legw._adascale import adascale as adascale
+from legw._adascale import scale_by_adascale as scale_by_adascale
+from legw._noise_scale import GradientNoiseScaleState as GradientNoiseScaleState
+from legw._noise_scale import gradient_noise_scale as gradient_noise_scale
 from legw.batch_schedule import BatchPhase as BatchPhase
 from legw.batch_schedule import BatchSizeSchedule as BatchSizeSchedule
 from legw.batch_schedule import batch_size_schedule as batch_size_schedule
@@ -34,6 +39,7 @@ from legw.masks import path_mask as path_mask
 from legw.recipe import Recipe as Recipe
 from legw.recipe import ScaledRecipe as ScaledRecipe
 from legw.scaling import scale_learning_rate as scale_learning_rate
+from legw.scaling import scale_num_epochs as scale_num_epochs
 from legw.scaling import scale_warmup_epochs as scale_warmup_epochs
 from legw.schedules import legw_schedule as legw_schedule
 
@@ -42,19 +48,23 @@ __version__ = "0.1.0"
 __all__ = (
   "BatchPhase",
   "BatchSizeSchedule",
+  "GradientNoiseScaleState",
   "LayerwiseStatsState",
   "Recipe",
+  "ScaleByAdaScaleState",
   "ScaleByCurvatureRadiusState",
   "ScaleByLarsState",
   "ScaleByMedianCurvatureState",
   "ScaleByPercentDeltaState",
   "ScaledRecipe",
+  "adascale",
   "applied_layerwise_stats",
   "batch_size_schedule",
   "cblr",
   "discard_small_loss",
   "discard_small_loss_schedule",
   "exclude_bias_and_norm",
+  "gradient_noise_scale",
   "hutchinson_diagonal",
   "lamb",
   "lars",
@@ -64,11 +74,13 @@ __all__ = (
   "mclr",
   "path_mask",
   "percent_delta",
+  "scale_by_adascale",
   "scale_by_curvature_radius",
   "scale_by_lamb",
   "scale_by_lars",
   "scale_by_median_curvature",
   "scale_by_percent_delta",
   "scale_learning_rate",
+  "scale_num_epochs",
   "scale_warmup_epochs",
 )

@@ -20,7 +20,7 @@ import numpy as np
 
 from legw import __version__
 from legw.recipe import Recipe
-from legw.scaling import scale_warmup_epochs
+from legw.scaling import scale_num_epochs, scale_warmup_epochs
 from legw.schedules import DECAYS
 
 PLOT_EXTRA = "pip install 'legw[plot]'"
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="EPOCHS",
     type=_number,
     default=90,
-    help="training length in epochs (the same at every batch size)",
+    help="training length in epochs (the same at every batch size, or at the base batch with "
+    "--noise-scale)",
   )
   r.add_argument(
     "--dataset-size",
@@ -177,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     help="gradual (linear from 0) or constant warmup",
   )
   r.add_argument(
+    "--noise-scale",
+    metavar="B",
+    type=_number,
+    help="measured gradient noise scale B_noise (examples; e.g. the median B_simple over the "
+    "second half of the base run): --num-epochs becomes the base batch's and each batch B "
+    "trains (1 + B/B_noise)/(1 + base/B_noise) times as long (McCandlish et al. 2018); "
+    "adds an epochs column",
+  )
+  r.add_argument(
     "--plot",
     metavar="FILE.png",
     help=f"draw the schedules as the paper's Figure 2 (needs matplotlib: {PLOT_EXTRA})",
@@ -200,6 +210,7 @@ def recipe_from_args(args: argparse.Namespace, decay: str) -> Recipe:
     lr_scaling=args.lr_scaling,
     warmup_scaling=args.warmup_scaling,
     warmup=args.warmup,
+    noise_scale=args.noise_scale,
   )
 
 
@@ -283,12 +294,16 @@ def _check_boundaries(recipe: Recipe, batch_sizes: Sequence[int]) -> str | None:
     warmup = scale_warmup_epochs(
       recipe.base_warmup_epochs, recipe.base_batch_size, b, recipe.warmup_scaling
     )
-    early = [e for e in recipe.boundary_epochs if not warmup < e]
-    if early and warmup < recipe.num_epochs:
+    stretch, stretched = 1.0, ""
+    if recipe.noise_scale is not None:  # the boundaries stretch with the epoch budget
+      stretch = scale_num_epochs(1.0, recipe.base_batch_size, b, noise_scale=recipe.noise_scale)
+      stretched = f" (x{stretch:.4g} by --noise-scale at this batch)"
+    early = [e for e in recipe.boundary_epochs if not warmup < e * stretch]
+    if early and warmup < recipe.num_epochs * stretch:
       k = b / recipe.base_batch_size
       return (
         f"--decay multistep: at batch size {b} the warmup is {warmup:g} epochs "
-        f"({recipe.base_warmup_epochs:g} x k={k:g}), past the boundary {early[0]:g} of "
+        f"({recipe.base_warmup_epochs:g} x k={k:g}), past the boundary {early[0]:g}{stretched} of "
         f"--boundary-epochs {bounds}. Choose each boundary after the longest warmup of the "
         f"ladder ({warmup:g} epochs, at batch {b}) and before --num-epochs "
         f"{recipe.num_epochs:g}, or leave out the batch sizes whose warmup passes them"
@@ -322,10 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _error(prog, str(e))
   for recipe, table in zip(recipes, tables):
     log2_lr = math.log2(recipe.base_learning_rate) if recipe.base_learning_rate > 0 else -math.inf
+    epochs = f"{recipe.num_epochs:g} epochs"
+    if recipe.noise_scale is not None:
+      epochs += f" at the base batch (noise scale {recipe.noise_scale:g})"
     print(
       f"# LEGW ladder: decay={recipe.decay}, base batch {recipe.base_batch_size}, "
       f"base LR {recipe.base_learning_rate:.6g} (2^{log2_lr:.2f}), "
-      f"base warmup {recipe.base_warmup_epochs:g} epochs, {recipe.num_epochs:g} epochs, "
+      f"base warmup {recipe.base_warmup_epochs:g} epochs, {epochs}, "
       f"{args.dataset_size} examples/epoch"
     )
     print(table)

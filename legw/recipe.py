@@ -2,7 +2,10 @@
 
 Source: LEGW paper (papers/legw-large-batch-lstm-and-beyond.txt) §3.3
 "Minimal Tuning Effort": tune a baseline once; scaling the batch by k scales
-the LR by sqrt(k) and the warmup epochs by k, in either direction.
+the LR by sqrt(k) and the warmup epochs by k, in either direction. With a
+measured gradient noise scale, the epochs follow the batch too (McCandlish,
+Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
+arXiv:1812.06162, §2).
 """
 
 from __future__ import annotations
@@ -10,10 +13,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import optax
 
-from legw.scaling import as_count, scale_learning_rate, scale_warmup_epochs
+from legw.scaling import (
+  as_count,
+  as_positive_real,
+  scale_learning_rate,
+  scale_num_epochs,
+  scale_warmup_epochs,
+)
 from legw.schedules import legw_schedule
 
 
@@ -35,7 +45,9 @@ class ScaledRecipe:
     total_steps: optimizer steps in ``num_epochs``,
       ``round(num_epochs * steps_per_epoch)``: the schedule's domain is
       ``[0, total_steps)``.
-    num_epochs: training length in epochs.
+    num_epochs: training length in epochs (the recipe's ``num_epochs``, or
+      with a ``noise_scale`` the budget at ``batch_size``:
+      :func:`legw.scale_num_epochs`).
     recipe: the :class:`Recipe` it came from (None when built by hand).
 
   Example (LEGW paper Table 1 at batch 32K):
@@ -109,10 +121,21 @@ class Recipe:
     base_batch_size: batch size the recipe was tuned at (examples).
     base_learning_rate: tuned peak LR at that batch.
     base_warmup_epochs: tuned warmup length (epochs).
-    num_epochs: training length (epochs; the same at every batch size).
+    num_epochs: training length (epochs) at ``base_batch_size``; the same at
+      every batch size unless ``noise_scale`` is set.
     decay, power, end_value, boundary_epochs, decay_rate, decay_epochs,
     decay_begin_epochs, staircase, lr_scaling, warmup_scaling, warmup,
     warmup_value, poly_origin: as in :func:`legw.legw_schedule`.
+    noise_scale: None (the default), or a measured gradient noise scale
+      :math:`B_{noise}` (examples, > 0): then training at batch B lasts
+      :func:`legw.scale_num_epochs` epochs,
+      ``num_epochs * (1 + B/B_noise) / (1 + base_batch_size/B_noise)``, and
+      the decay stretches with it (``boundary_epochs``, ``decay_epochs`` and
+      ``decay_begin_epochs`` are scaled by the same factor; the warmup is
+      not). Recommended (a fixed rule): the median of the :math:`B_{simple}`
+      logged over the second half of the base run; it assumes
+      :math:`B_{noise}` constant over training and a well-tuned LR at each
+      batch.
 
   Raises:
     ValueError, TypeError: at construction, as :func:`legw.legw_schedule`
@@ -156,15 +179,41 @@ class Recipe:
   warmup: str = "gradual"
   warmup_value: float | None = None
   poly_origin: str = "warmup_end"
+  noise_scale: float | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "boundary_epochs", tuple(self.boundary_epochs))
+    if self.noise_scale is not None:
+      object.__setattr__(self, "noise_scale", as_positive_real("noise_scale", self.noise_scale))
     # Validate everything once, at the base batch size.
     self._schedule(self.base_batch_size, steps_per_epoch=1_000_000)
+
+  def _epoch_fields(self, batch_size: int) -> dict[str, Any]:
+    """The epoch-valued fields at ``batch_size``: stretched by the noise-scale budget, if any."""
+    fields = {
+      "num_epochs": self.num_epochs,
+      "boundary_epochs": self.boundary_epochs,
+      "decay_epochs": self.decay_epochs,
+      "decay_begin_epochs": self.decay_begin_epochs,
+    }
+    if self.noise_scale is None:
+      return fields
+    r = scale_num_epochs(1.0, self.base_batch_size, batch_size, noise_scale=self.noise_scale)
+    begin = self.decay_begin_epochs
+    return {
+      "num_epochs": scale_num_epochs(
+        self.num_epochs, self.base_batch_size, batch_size, noise_scale=self.noise_scale
+      ),
+      "boundary_epochs": tuple(b * r for b in self.boundary_epochs),
+      "decay_epochs": self.decay_epochs * r,
+      "decay_begin_epochs": None if begin is None else begin * r,
+    }
 
   def _schedule(self, batch_size: int, steps_per_epoch: int) -> optax.Schedule:
     """:func:`legw_schedule` with this recipe's fields (it validates them, and warns once)."""
     kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    del kwargs["noise_scale"]
+    kwargs.update(self._epoch_fields(batch_size))
     return legw_schedule(batch_size=batch_size, steps_per_epoch=steps_per_epoch, **kwargs)
 
   def steps_per_epoch(self, batch_size: int, dataset_size: int) -> int:
@@ -239,6 +288,7 @@ class Recipe:
     warmup_epochs = scale_warmup_epochs(
       self.base_warmup_epochs, self.base_batch_size, batch_size, self.warmup_scaling
     )
+    num_epochs = self._epoch_fields(batch_size)["num_epochs"]
     return ScaledRecipe(
       batch_size=batch_size,
       peak_learning_rate=scale_learning_rate(
@@ -247,8 +297,8 @@ class Recipe:
       warmup_epochs=warmup_epochs,
       warmup_steps=int(round(warmup_epochs * spe)),
       steps_per_epoch=spe,
-      total_steps=int(round(self.num_epochs * spe)),
-      num_epochs=self.num_epochs,
+      total_steps=int(round(num_epochs * spe)),
+      num_epochs=num_epochs,
       recipe=self,
     )
 
@@ -293,13 +343,16 @@ class Recipe:
 
     LEGW works in both directions (§3.3): ``Recipe(32768, ...).rebase(1024)``
     is the 1K recipe the 32K one implies (LR divided by :math:`\sqrt{k}`,
-    warmup epochs by k).
+    warmup epochs by k). With a ``noise_scale`` (kept), ``num_epochs`` and the
+    decay's epochs become their budget at the new base, so the epochs at every
+    batch size stay the same.
 
     Args:
       batch_size: the new base batch size, in examples (an integer count).
 
     Returns:
-      A :class:`Recipe` whose schedules equal this one's at every batch size.
+      A :class:`Recipe` whose schedules equal this one's at every batch size
+      (up to floating-point rounding).
 
     Raises:
       ValueError, TypeError: as :class:`Recipe` for the new baseline.
@@ -314,6 +367,7 @@ class Recipe:
     batch_size = as_count("batch_size", batch_size)
     return dataclasses.replace(
       self,
+      **self._epoch_fields(batch_size),
       base_batch_size=batch_size,
       base_learning_rate=scale_learning_rate(
         self.base_learning_rate, self.base_batch_size, batch_size, self.lr_scaling
@@ -357,7 +411,8 @@ class Recipe:
     """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper).
 
     Columns: batch size (examples), k, peak LR and its log2, warmup (epochs
-    and steps), steps per epoch, total steps.
+    and steps), steps per epoch, (with a ``noise_scale``: the epochs at that
+    batch,) total steps.
 
     Args:
       batch_sizes: target batch sizes, in examples.
@@ -385,6 +440,7 @@ class Recipe:
       "warmup ep",
       "warmup steps",
       "steps/epoch",
+      *(() if self.noise_scale is None else ("epochs",)),
       "total steps",
     )
     rows = []
@@ -399,6 +455,7 @@ class Recipe:
           f"{s.warmup_epochs:g}",
           f"{s.warmup_steps}",
           f"{s.steps_per_epoch}",
+          *(() if self.noise_scale is None else (f"{s.num_epochs:.2f}",)),
           f"{s.total_steps}",
         )
       )

@@ -3,6 +3,9 @@
 Source: You et al., "Large-Batch Training for LSTM and Beyond"
 (papers/legw-large-batch-lstm-and-beyond.txt), §2.3 (Sqrt and Linear Scaling
 rules), §3 (LEGW: warmup epochs grow linearly with the batch) and Table 1.
+The epochs a batch needs from a measured gradient noise scale: McCandlish,
+Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
+arXiv:1812.06162, §2.
 """
 
 from __future__ import annotations
@@ -175,3 +178,72 @@ def scale_warmup_epochs(
   _validation.check_choice("rule", rule, WARMUP_RULES)
   k = _check_batch_sizes(base_batch_size, batch_size)
   return float(base_warmup_epochs) * (k if rule == "linear" else 1.0)
+
+
+def as_positive_real(name: str, value: Any) -> float:
+  """A finite real number > 0 (epochs, a noise scale) as a Python float, checked.
+
+  Raises:
+    TypeError: naming ``name``, for a bool, a string, None, or an array that
+      is not a concrete real scalar.
+    ValueError: naming ``name``, for a value <= 0, infinite or NaN.
+
+  >>> from legw.scaling import as_positive_real
+  >>> as_positive_real("noise_scale", 2500)
+  2500.0
+  """
+  dtype = getattr(value, "dtype", None)
+  real_array = (
+    dtype is not None
+    and getattr(value, "ndim", 1) == 0
+    and not isinstance(value, jax.core.Tracer)
+    and (
+      jax.numpy.issubdtype(dtype, jax.numpy.integer)
+      or jax.numpy.issubdtype(dtype, jax.numpy.floating)
+    )
+  )
+  if not (_validation.is_concrete_number(value) or real_array):
+    raise TypeError(f"{name} must be a real number in (0, inf); got {value!r}.")
+  _validation.check_range(name, float(value), low=0.0, low_inclusive=False)
+  return float(value)
+
+
+def scale_num_epochs(
+  base_num_epochs: float, base_batch_size: int, batch_size: int, *, noise_scale: float
+) -> float:
+  r"""Training epochs at ``batch_size`` from a run of ``base_num_epochs`` at ``base_batch_size``.
+
+  With :math:`B_n` = ``noise_scale``, training at batch B needs :math:`E_{min}(1 + B/B_n)`
+  examples (McCandlish et al.), hence :math:`e(B) = e_0 (1 + B/B_n) / (1 + B_0/B_n)`, in both
+  directions. Assumes :math:`B_n` constant over training (it grows as the loss falls: one
+  summary is an approximation), a base run trained to the same target, and a well-tuned LR
+  at each batch (the rule is about the data, not a LR rule). Recommended summary (a fixed
+  rule): the median of :math:`B_{simple} = tr(\Sigma)/|G|^2` logged over the second half of
+  the base run (late training holds most steps; the median ignores single-step spikes).
+
+  Args:
+    base_num_epochs: epochs of the base run, > 0.
+    base_batch_size: its batch size, in examples, an integer count > 0.
+    batch_size: the target batch size, in examples, an integer count > 0.
+    noise_scale: the gradient noise scale :math:`B_n`, in examples, > 0.
+
+  Returns:
+    The epochs at ``batch_size`` (a float; times its steps per epoch: steps).
+
+  Raises:
+    ValueError, TypeError: naming the argument, for a value out of range or not a number.
+
+  Example (B_noise = 2,500, 25 epochs at batch 128, 64x larger batch):
+
+  >>> import legw
+  >>> round(legw.scale_num_epochs(25, 128, 8192, noise_scale=2500), 4)
+  101.7123
+
+  References:
+    McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training",
+    2018, arXiv:1812.06162, §2, eq. 2.11-2.12.
+  """
+  epochs = as_positive_real("base_num_epochs", base_num_epochs)
+  base, batch = as_count("base_batch_size", base_batch_size), as_count("batch_size", batch_size)
+  noise = as_positive_real("noise_scale", noise_scale)
+  return epochs * ((1.0 + batch / noise) / (1.0 + base / noise))  # exactly epochs at B = B0

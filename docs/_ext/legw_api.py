@@ -28,6 +28,8 @@ MODULE_ORDER = (
   "legw.schedules",
   "legw.recipe",
   "legw.batch_schedule",
+  "legw._noise_scale",
+  "legw._adascale",
   "legw.lars",
   "legw.lamb",
   "legw.masks",
