@@ -18,13 +18,21 @@ Parts (``--parts``):
   bfloat16 images, and a BERT-base-shaped masked LM on 32 sequences of 512 tokens;
 * ``pod``: pod scale: the ResNet-50 ``legw.lars`` + LEGW step at global batch 32,768 on a
   v5e-256 (16x16) slice, data parallel, and ``legw.lamb`` on a BERT-Large-shaped model
-  at global batch 65,536 sequences of 128 tokens on the same slice.
+  at global batch 65,536 sequences of 128 tokens on the same slice;
+* ``adascale``: the price of the gradient noise scale in a training step: the ResNet-50
+  on 4 v5e chips, data parallel (128 images per chip), its gradients stacked on a leading
+  axis of K = 4 samples sharded over the chips (``jax.vmap`` of ``jax.grad`` over the
+  batch reshaped to (K, 128, ...)); ``legw.adascale`` (momentum SGD, and LARS with
+  ``trust_coefficient``) and ``legw.gradient_noise_scale`` before ``optax.sgd``, each
+  beside its baseline on the same stacked gradients, without the statistic (their mean,
+  then ``optax.sgd(momentum)`` or ``legw.lars``).
 
 ::
 
     python -m benchmarks.tpu_cost --parts step ablations
     python -m benchmarks.tpu_cost --parts train --models resnet50 --optimizers legw.lars
     python -m benchmarks.tpu_cost --parts pod
+    python -m benchmarks.tpu_cost --parts adascale --out benchmarks/results/tpu_cost-adascale.json
 
 Each entry records its compile time (``compile_s``): seconds for an optimizer step,
 minutes for a full training step; and its cycles split by where the ops came from
@@ -271,6 +279,139 @@ def pod_entry(model: str) -> dict[str, Any]:
   return {**_record(compiled, secs), "per_chip_batch": per_chip}
 
 
+# -- the gradient noise scale (AdaScale) in a data-parallel step ------------------------------
+
+ADASCALE_K, ADASCALE_PER_CHIP = 4, 128
+ADASCALE_MESH = "DP 4, K 4"
+ADASCALE_BASE = ADASCALE_PER_CHIP  # B0: one sample's batch; S = K
+_mean = lambda grads: jax.tree.map(lambda g: g.mean(0), grads)
+
+# name -> (optimizer on the stacked gradients, the baseline it is compared with). The
+# baselines take the mean of the K samples first: the same data-parallel step without
+# the statistic.
+ADASCALE_OPTIMIZERS: dict[str, tuple[Callable[[], optax.GradientTransformation], str | None]] = {
+  f"mean + {BASELINE}": (lambda: optax.chain(_stacked_mean(), OPTIMIZERS[BASELINE](LR)), None),
+  "legw.adascale": (
+    lambda: legw.adascale(
+      LR,
+      base_batch_size=ADASCALE_BASE,
+      batch_size=ADASCALE_K * ADASCALE_PER_CHIP,
+      momentum=MOMENTUM,
+    ),
+    f"mean + {BASELINE}",
+  ),
+  "mean + legw.lars": (lambda: optax.chain(_stacked_mean(), OPTIMIZERS["legw.lars"](LR)), None),
+  "legw.adascale(trust_coefficient=0.001)": (
+    lambda: legw.adascale(
+      LR,
+      base_batch_size=ADASCALE_BASE,
+      batch_size=ADASCALE_K * ADASCALE_PER_CHIP,
+      momentum=MOMENTUM,
+      weight_decay=WEIGHT_DECAY,
+      trust_coefficient=0.001,
+    ),
+    "mean + legw.lars",
+  ),
+  f"legw.gradient_noise_scale + {BASELINE}": (
+    lambda: optax.chain(
+      legw.gradient_noise_scale(ADASCALE_K * ADASCALE_PER_CHIP), OPTIMIZERS[BASELINE](LR)
+    ),
+    f"mean + {BASELINE}",
+  ),
+}
+
+
+def _stacked_mean() -> optax.GradientTransformation:
+  """The mean of the K stacked gradient samples (the baselines' first transform)."""
+  return optax.stateless(lambda updates, params: _mean(updates))
+
+
+def resnet50_stacked_train_step(opt: optax.GradientTransformation, mesh, k: int):
+  """As :func:`resnet50_train_step`, the gradients stacked on a leading axis of ``k``
+  samples: the batch reshaped to ``(k, batch // k, ...)`` with ``k`` over the data axis,
+  ``jax.vmap`` of the gradient over it (each sample's BatchNorm statistics its own, as
+  per-replica BatchNorm; their mean is kept); ``opt`` gets the ``(k, *param.shape)``
+  gradients, sharded over the data axis."""
+  from jax.sharding import NamedSharding
+
+  model = models.ResNet50(num_classes=1000)
+  stacked = NamedSharding(mesh, P(mesh.axis_names))
+
+  def step(params, batch_stats, opt_state, images, labels):
+    x = jax.lax.with_sharding_constraint(images.reshape(k, -1, *images.shape[1:]), stacked)
+    y = jax.lax.with_sharding_constraint(labels.reshape(k, -1), stacked)
+
+    def loss_fn(p, x, y):
+      logits, new = model.apply(
+        {"params": p, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+      )
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, new["batch_stats"]
+
+    grad_fn = jax.vmap(jax.value_and_grad(loss_fn, has_aux=True), in_axes=(None, 0, 0))
+    (loss, new_stats), grads = grad_fn(params, x, y)
+    grads = jax.lax.with_sharding_constraint(grads, stacked)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), _mean(new_stats), opt_state, loss.mean()
+
+  return model, step
+
+
+def adascale_entry(optimizer: str) -> dict[str, Any]:
+  """One compile of part ``adascale``: 4 v5e chips, parameters replicated."""
+  chips, k = 4, ADASCALE_K
+  mesh = tpu.mesh("v5e:2x2", (chips,), ("data",))
+  opt = ADASCALE_OPTIMIZERS[optimizer][0]()
+  model, step = resnet50_stacked_train_step(opt, mesh, k)
+  images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.bfloat16)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+  rep = lambda x: P()
+  params = tpu.abstract(variables["params"], mesh, rep)
+  stats = tpu.abstract(variables["batch_stats"], mesh, rep)
+  state = tpu.abstract(jax.eval_shape(opt.init, params), mesh, rep)
+  batch = chips * ADASCALE_PER_CHIP
+  data = P("data")
+  x = tpu.abstract(jax.ShapeDtypeStruct((batch, 224, 224, 3), jnp.bfloat16), mesh, lambda _: data)
+  y = tpu.abstract(jax.ShapeDtypeStruct((batch,), jnp.int32), mesh, lambda _: data)
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0, 1, 2)).lower(params, stats, state, x, y).compile()
+  secs = time.perf_counter() - t0
+  return {**_record(compiled, secs), "per_chip_batch": ADASCALE_PER_CHIP, "samples": k}
+
+
+def adascale_overhead(results: dict[str, Any]) -> dict[str, float]:
+  """Per optimizer of part ``adascale`` with a baseline: its estimated cycles over the
+  baseline's, minus 1 (the statistic's share of the step: 0.004 is +0.4%)."""
+  entries = results["entries"]
+  out = {}
+  for name, (_, base) in ADASCALE_OPTIMIZERS.items():
+    key, bkey = (f"adascale|resnet50|{ADASCALE_MESH}|{n}" for n in (name, base))
+    if base is not None and key in entries and bkey in entries:
+      out[name] = entries[key]["estimated_cycles"] / entries[bkey]["estimated_cycles"] - 1
+  return out
+
+
+def adascale_table(results: dict[str, Any]) -> str:
+  """Markdown for part ``adascale``: estimated cycles (millions), the cycles of ops whose
+  origin is the optimizer, the all-reduces, and the overhead over the baseline."""
+  over = adascale_overhead(results)
+  lines = [
+    "| optimizer (ResNet-50, 4 v5e chips, K = 4) | estimated cycles (M) | optimizer ops (M) "
+    "| all-reduces | over its baseline |",
+    "|---|---:|---:|---:|---:|",
+  ]
+  for name, (_, base) in ADASCALE_OPTIMIZERS.items():
+    e = results["entries"].get(f"adascale|resnet50|{ADASCALE_MESH}|{name}")
+    if e is None:
+      continue
+    cell = f"{over[name]:+.2%} (vs {base})" if name in over else "baseline"
+    lines.append(
+      f"| {name} | {e['estimated_cycles'] / 1e6:.2f} | "
+      f"{e['cycles_by_origin']['optimizer'] / 1e6:.2f} | {e['all_reduces']} | {cell} |"
+    )
+  return "\n".join(lines)
+
+
 # -- driver ---------------------------------------------------------------------------------
 
 
@@ -320,6 +461,9 @@ def planned(
       plan.append(("pod|resnet50|v5e-256|legw.lars", lambda: pod_entry("resnet50")))
     if not models or "bert-large" in models:
       plan.append(("pod|bert-large|v5e-256|legw.lamb", lambda: pod_entry("bert-large")))
+  if "adascale" in parts:
+    for name in [n for n in ADASCALE_OPTIMIZERS if not optimizers or n in optimizers]:
+      plan.append((f"adascale|resnet50|{ADASCALE_MESH}|{name}", lambda o=name: adascale_entry(o)))
   return plan
 
 
@@ -458,13 +602,16 @@ def compare(before: dict[str, Any], after: dict[str, Any], names: list[str]) -> 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument(
-    "--parts", nargs="+", default=["step"], choices=["step", "ablations", "train", "pod"]
+    "--parts",
+    nargs="+",
+    default=["step"],
+    choices=["step", "ablations", "train", "pod", "adascale"],
   )
   p.add_argument("--out", default=os.path.join(RUNS_DIR, "tpu_cost.json"))
   p.add_argument(
     "--optimizers",
     nargs="+",
-    choices=[*OPTIMIZERS, *ABLATIONS],
+    choices=[*OPTIMIZERS, *ABLATIONS, *ADASCALE_OPTIMIZERS],
     help="default: all but the ablations",
   )
   p.add_argument("--meshes", nargs="+", choices=[m[0] for m in STEP_MESHES], help="default: all")
@@ -479,6 +626,8 @@ def main(argv=None) -> None:
   for part in args.parts:
     if part in ("train", "pod"):
       print(f"\n## {part}\n\n{train_table(results)}")
+    elif part == "adascale":
+      print(f"\n## {part}\n\n{adascale_table(results)}")
     else:
       print(f"\n## {part}: estimated cycles x {BASELINE} (HBM temporaries per chip)\n")
       print(table(results, part))

@@ -95,7 +95,10 @@ def scale_by_adascale(
 
   where :math:`\eta` is the *base run's* schedule of its step count. The run is done
   when ``optax.tree.get(state, "progress")`` reaches the base run's steps. Adam-like
-  inner transforms raise (AdaScale is derived for SGD).
+  inner transforms raise (AdaScale is derived for SGD). A step with a non-finite
+  sample (on any device) is skipped: zero updates, the state kept, ``skipped_steps``
+  counts it; every device decides alike (``optax.apply_if_finite`` around local
+  gradients would not: its check is per device).
 
   Args:
     base_batch_size: :math:`B_0`, the batch (examples) the recipe was tuned at.

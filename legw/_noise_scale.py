@@ -227,8 +227,10 @@ def gradient_noise_scale(
   each estimate smoothed by a debiased moving average (the ratio of the averages,
   not the average of ratios). Negative averages (early, or where the noise hides
   the gradient) are clamped at 0 when read; a step whose estimates are not finite
-  is left out of the averages. The state (:class:`legw.GradientNoiseScaleState`)
-  is readable with ``optax.tree.get(state, "noise_scale")`` through any wrapper.
+  is left out of the averages (guard the parameters with ``optax.apply_if_finite``
+  chained *after* this transform: it sees the mean, the same on every device). The
+  state (:class:`legw.GradientNoiseScaleState`) is readable with
+  ``optax.tree.get(state, "noise_scale")`` through any wrapper.
 
   Args:
     batch_size: B, the examples in one step, over all K samples.
