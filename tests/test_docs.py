@@ -80,7 +80,7 @@ def test_guides_mention_the_names_the_readme_never_did():
 
 
 def test_guide_measurements_have_results():
-  for name in ("lars_from_sgd", "multisteps", "batchnorm", "trust_ratios"):
+  for name in ("lars_from_sgd", "multisteps", "batchnorm", "trust_ratios", "noise_scale"):
     assert (ROOT / "benchmarks" / "guides" / f"{name}.py").is_file()
     assert (ROOT / "benchmarks" / "guides" / "results" / f"{name}.json").is_file()
 
@@ -155,3 +155,70 @@ def test_trust_ratio_log_of_the_guide_runs(tmp_path):
       assert a[k] > 0 and abs(a[k] - b[k]) <= 1e-5 * a[k]
   trust_ratios.plot({"runs": {"batch 1024": direct}}, str(tmp_path / "plot.png"))
   assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_noise_scale_measurement_of_the_guide_runs(tmp_path):
+  """The batch-size guide's measurement on tiny random data: the K vmapped gradients
+  give the plain run's step, the records, the fixed summary rule, the files."""
+  pytest.importorskip("flax")
+  pytest.importorskip("matplotlib")
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  import legw
+  from benchmarks.guides import common, noise_scale
+  from benchmarks.train import Trainer, init_key, make_optimizer
+
+  config = noise_scale.baseline()
+  assert (config["batch_size"], config["learning_rate"], config["num_epochs"]) == (128, 0.1, 25)
+  assert config["optimizer"] == "momentum" and config["decay"] == "constant"
+
+  # One step: the mean of K = 8 microbatch gradients is the batch gradient.
+  model = noise_scale.get_task(noise_scale.TASK).make_model()
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((16, 28, 28), dtype=np.float32))
+  y = jnp.asarray(rng.integers(0, 10, 16), jnp.int32)
+  plain = Trainer(model, make_optimizer("momentum"))
+  measured = noise_scale.NoiseScaleTrainer(model, make_optimizer("momentum"), 16, 8)
+  s0, s1 = plain.init(init_key(0), x[:1]), measured.init(init_key(0), x[:1])
+  for _ in range(2):
+    s0, loss0 = plain._step(s0, x, y, 0.1)
+    s1, (loss1, (b_simple, grad_sq, trace_cov)) = measured._step(s1, x, y, 0.1)
+  for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  assert float(loss0) == pytest.approx(float(loss1), rel=1e-5)
+  assert float(trace_cov) > 0 and float(b_simple) >= 0
+
+  # A tiny run: 512 examples at batch 16 (32 steps an epoch, warmup 1), 2 epochs, a
+  # record per 8 steps.
+  config.update(batch_size=16, log_every=8)
+  data = (
+    rng.random((512, 28, 28), dtype=np.float32),
+    rng.integers(0, 10, 512).astype(np.int32),
+    rng.random((40, 28, 28), dtype=np.float32),
+    rng.integers(0, 10, 40).astype(np.int32),
+  )
+  out = noise_scale.train(config, data, num_epochs=2, progress=False)
+  assert [r["step"] for r in out["records"]] == list(range(8, 65, 8))
+  assert [e["epoch"] for e in out["epochs"]] == [1, 2]
+  assert all(0 <= e["test_accuracy"] <= 1 for e in out["epochs"])
+  last = out["records"][-1]
+  assert last["noise_scale"] == pytest.approx(last["trace_cov"] / last["grad_sq"], rel=1e-5)
+
+  # The summary rule: the median over the records past half the steps.
+  records = [dict(step=s, noise_scale=float(s)) for s in range(10, 110, 10)]  # 10 .. 100
+  summary = noise_scale.summarize(records, 100, config | {"batch_size": 128})
+  assert summary["b_noise"] == 80.0 and summary["records_in_rule"] == 5  # 60 .. 100
+  assert summary["epochs"]["8192"] == legw.scale_num_epochs(25, 128, 8192, noise_scale=80.0)
+
+  results = {
+    "config": config,
+    "records": out["records"],
+    "epochs": out["epochs"],
+    "summary": noise_scale.summarize(out["records"], out["steps"], config),
+  }
+  path = common.write_results("noise_scale", results, "test", str(tmp_path))
+  noise_scale.plot(results, str(tmp_path / "noise_scale.png"))
+  assert path == str(tmp_path / "noise_scale.json")
+  assert (tmp_path / "noise_scale.png").stat().st_size > 0

@@ -112,7 +112,8 @@ class NoiseScaleTrainer(Trainer):
       x, y = batch
       return self.loss_fn(self.model.apply({"params": p}, x, train=True), y).mean()
 
-    batches = jax.tree.map(lambda a: a.reshape(self.k, a.shape[0] // self.k, *a.shape[1:]), (xb, yb))
+    k = self.k
+    batches = jax.tree.map(lambda a: a.reshape(k, a.shape[0] // k, *a.shape[1:]), (xb, yb))
     losses, grads = jax.vmap(jax.value_and_grad(loss_of), in_axes=(None, 0))(params, batches)
     hyper = dict(inner.hyperparams)
     hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
