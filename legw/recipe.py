@@ -403,11 +403,23 @@ class Recipe:
     ...                                                    dataset_size=1_281_167)]
     [(1024, 391), (8192, 390)]
     """
+    batch_sizes = list(batch_sizes)
+    if steps_per_epoch is not None and len(set(batch_sizes)) > 1:
+      raise ValueError(
+        "steps_per_epoch holds for one batch size only (it shrinks as the batch grows): "
+        f"pass dataset_size= for the ladder {batch_sizes}."
+      )
     return [
       self.at(b, dataset_size=dataset_size, steps_per_epoch=steps_per_epoch) for b in batch_sizes
     ]
 
-  def table(self, batch_sizes: Sequence[int], *, dataset_size: int) -> str:
+  def table(
+    self,
+    batch_sizes: Sequence[int],
+    *,
+    dataset_size: int | None = None,
+    steps_per_epoch: int | None = None,
+  ) -> str:
     """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper).
 
     Columns: batch size (examples), k, peak LR and its log2, warmup (epochs
@@ -416,7 +428,7 @@ class Recipe:
 
     Args:
       batch_sizes: target batch sizes, in examples.
-      dataset_size: training examples per epoch.
+      dataset_size, steps_per_epoch: as :meth:`ladder` (exactly one).
 
     Returns:
       The table as a string (one line per batch size).
@@ -444,7 +456,7 @@ class Recipe:
       "total steps",
     )
     rows = []
-    for s in self.ladder(batch_sizes, dataset_size=dataset_size):
+    for s in self.ladder(batch_sizes, dataset_size=dataset_size, steps_per_epoch=steps_per_epoch):
       lr = s.peak_learning_rate
       rows.append(
         (

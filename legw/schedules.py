@@ -244,7 +244,8 @@ def legw_schedule(
       f"base_warmup_epochs={base_warmup_epochs} scaled by {warmup_scaling!r} "
       f"(k={k:g}) gives a warmup of {warmup_epochs:g} epochs, not shorter than "
       f"num_epochs={num_epochs}; use num_epochs > {warmup_epochs:g} or a "
-      f"base_warmup_epochs < {base_warmup_epochs * num_epochs / warmup_epochs:g}."
+      f"base_warmup_epochs < {base_warmup_epochs * num_epochs / warmup_epochs:g} "
+      "(both are in epochs, not steps: was a step count passed as epochs?)."
     )
   if end_value > peak and decay in ("poly", "cosine"):
     raise ValueError(f"end_value must be <= the peak learning rate {peak:g}; got {end_value}.")
@@ -254,7 +255,8 @@ def legw_schedule(
     raise ValueError(
       f"warmup of {warmup_epochs:g} epochs rounds to {warmup_steps} steps, "
       f"not fewer than the {total_steps} training steps; increase num_epochs "
-      "or steps_per_epoch."
+      "or steps_per_epoch (warmup and training lengths are in epochs, not steps: "
+      "was a step count passed as epochs?)."
     )
   if warmup_steps > _LONG_WARMUP_FRACTION * total_steps:
     _warnings.warn(

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import legw
 from legw import cli
 from legw.recipe import Recipe
-from legw.scaling import scale_num_epochs
+
+scale_num_epochs = legw.scale_num_epochs
 
 BASE = dict(base_batch_size=128, base_learning_rate=0.1, base_warmup_epochs=0.125, num_epochs=25)
 
@@ -201,3 +203,27 @@ def test_cli_bad_noise_scale_is_one_clean_line(capsys):
   assert err.strip() == (
     "legw recipe: error: noise_scale must be in (0, inf); got 0.0; see 'legw recipe --help'"
   )
+
+
+def test_table_takes_steps_per_epoch_for_one_batch_size():
+  r = Recipe(base_batch_size=128, base_learning_rate=0.1, base_warmup_epochs=1, num_epochs=10)
+  with pytest.warns(UserWarning, match="more than half of training"):
+    table = r.table([1024], steps_per_epoch=50)
+  assert table.splitlines()[-1].split() == [
+    "1024",
+    "8",
+    "0.282843",
+    "-1.82",
+    "8",
+    "400",
+    "50",
+    "500",
+  ]
+  with pytest.raises(ValueError, match="one batch size"):
+    r.table([128, 1024], steps_per_epoch=50)
+
+
+def test_warmup_longer_than_training_error_says_epochs_not_steps():
+  r = Recipe(base_batch_size=128, base_learning_rate=0.1, base_warmup_epochs=1, num_epochs=10)
+  with pytest.raises(ValueError, match="epochs, not steps"):
+    r.at(2048, steps_per_epoch=50)
