@@ -93,7 +93,12 @@ def scale_by_adascale(
      r_t = \frac{\sigma^2 + \mu^2}{\sigma^2/S + \mu^2} \in [1, S],\qquad
      u_t = \eta(\tau_t)\, r_t\, \mathrm{inner}(g_B),\qquad \tau_{t+1} = \tau_t + r_t,
 
-  where :math:`\eta` is the *base run's* schedule of its step count. The run is done
+  where :math:`\eta` is the *base run's* schedule of its step count. Departure from
+  Algorithm 1, which folds step t's estimates into the averages before taking
+  :math:`r_t`: here :math:`r_t` is of the averages through step t - 1 (step 0: r = 1),
+  and step t's estimates enter them after, so that the update waits for no extra pass
+  over the mean gradient; with the averages' decay near 1 the two gains differ little,
+  and :math:`r_t` does not correlate with step t's own gradient. The run is done
   when ``optax.tree.get(state, "progress")`` reaches the base run's steps. Adam-like
   inner transforms raise (AdaScale is derived for SGD). A step with a non-finite
   sample (on any device) is skipped: zero updates, the state kept, ``skipped_steps``
@@ -175,9 +180,12 @@ def _scale_by_adascale(base, batch_size, learning_rate, inner, decay, axis_name,
       updates, params, batch_size=batch_size, axis_name=axis_name,
       name="scale_by_adascale", dtype=dtype,
     )  # fmt: skip
-    noise = _noise_scale.update_state(state.noise, big_sq, small_sq, batch_size, k, decay)
+    # The gain of step t is of the estimates through step t - 1 (see the docstring):
+    # the update then waits for no reduction over the mean gradient.
     scale = jnp.asarray(batch_size, dtype) / jnp.asarray(base, dtype)
-    gain = adascale_gain(noise.grad_sq, noise.trace_cov, jnp.asarray(base, dtype), scale)
+    prev = state.noise
+    gain = adascale_gain(prev.grad_sq, prev.trace_cov, jnp.asarray(base, dtype), scale)
+    noise = _noise_scale.update_state(prev, big_sq, small_sq, batch_size, k, decay)
     lr = learning_rate(state.progress) if callable(learning_rate) else learning_rate
     step = jnp.asarray(lr, dtype) * gain
     if step_inside:
@@ -186,10 +194,11 @@ def _scale_by_adascale(base, batch_size, learning_rate, inner, decay, axis_name,
     direction, inner_state = inner.update(mean, state.inner_state, params, **extra_args)
     if not step_inside:
       direction = jax.tree.map(lambda u: (u * step).astype(u.dtype), direction)
-    # A non-finite step (decided from the estimates of the whole step, all samples
-    # and devices: every device agrees) is skipped: zero updates, the state kept.
-    # Selects, not lax.cond, so that XLA fuses them into the update.
-    finite = noise.count > state.noise.count
+    # A non-finite step is skipped: zero updates, the state kept. Decided from the
+    # mean of the samples' squared norms (all samples, all devices: every device
+    # agrees; finite iff every sample is, and then |g_B|^2 is too). Selects, not
+    # lax.cond, so that XLA fuses them into the update.
+    finite = jnp.isfinite(small_sq)
     keep = lambda new, old: jnp.where(finite, new, old)
     out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), direction)
     return out, ScaleByAdaScaleState(

@@ -89,6 +89,8 @@ def test_negative_estimates_are_clamped_and_averaged_raw():
   assert float(state.noise_scale) == np.inf
   ada = legw.scale_by_adascale(4, 16, learning_rate=1.0)
   _, s = ada.update({"w": g}, ada.init({"w": jnp.zeros(2)}))
+  assert float(s.gain) == 1.0  # step 0: no estimate yet
+  _, s = ada.update({"w": g}, s)
   assert float(s.gain) == 4.0  # all noise: the whole scale
 
 
@@ -112,13 +114,23 @@ def test_gain_stays_in_one_to_s(seed, scale, k, offset):
 
 
 def test_gain_formula():
-  """r = (s2 + mu2)/(s2/S + mu2), s2 = trace_cov / B0, from the smoothed estimates."""
-  g = np.random.default_rng(5).normal(size=(8, 10)) + 0.5
-  opt = legw.scale_by_adascale(16, 128, learning_rate=0.1, decay=0.0)
-  _, state = opt.update({"w": jnp.asarray(g, jnp.float32)}, opt.init({"w": jnp.zeros(10)}))
-  s2, mu2 = float(state.noise.trace_cov) / 16, float(state.noise.grad_sq)
-  np.testing.assert_allclose(float(state.gain), (s2 + mu2) / (s2 / 8 + mu2), rtol=1e-5)
-  np.testing.assert_allclose(float(state.progress), float(state.gain))
+  """r_t = (s2 + mu2)/(s2/S + mu2), s2 = trace_cov / B0, from the smoothed estimates
+  through step t - 1; the learning rate is the base schedule's at the progress."""
+  rng = np.random.default_rng(5)
+  samples = [{"w": jnp.asarray(rng.normal(size=(8, 10)) + 0.5, jnp.float32)} for _ in range(3)]
+  lr = lambda tau: 0.1 + 0.01 * tau
+  opt = legw.scale_by_adascale(16, 128, learning_rate=lr, decay=0.5)
+  state = opt.init({"w": jnp.zeros(10)})
+  progress = 0.0
+  for t, g in enumerate(samples):
+    s2, mu2 = float(state.noise.trace_cov) / 16, float(state.noise.grad_sq)
+    expected = 1.0 if t == 0 else (s2 + mu2) / (s2 / 8 + mu2)
+    u, state = opt.update(g, state)
+    np.testing.assert_allclose(float(state.gain), expected, rtol=1e-5)
+    np.testing.assert_allclose(u["w"], lr(progress) * expected * g["w"].mean(0), rtol=1e-5)
+    progress += expected
+    np.testing.assert_allclose(float(state.progress), progress, rtol=1e-6)
+  assert expected > 1.5
 
 
 def _trees():
