@@ -2070,6 +2070,7 @@ CLAIMS += CURV_CLAIMS
 TPU_COST = os.path.join(RESULTS, "tpu_cost.json")
 TPU_BEFORE = os.path.join(RESULTS, "tpu_cost-before.json")
 TPU_TRAIN = os.path.join(RESULTS, "tpu_cost-train.json")
+TPU_ADASCALE = os.path.join(RESULTS, "tpu_cost-adascale.json")
 
 
 def _tpu_table(part: str) -> Callable[[object], str]:
@@ -2267,6 +2268,26 @@ def _tpu_readme_train(d) -> str:
   )
 
 
+def _tpu_adascale_table(d) -> str:
+  from benchmarks import tpu_cost
+
+  return tpu_cost.adascale_table(d)
+
+
+def _tpu_adascale_versions(d) -> str:
+  return f"(jax {d['jax']}, libtpu {d['libtpu']})"
+
+
+def _tpu_readme_adascale(d) -> str:
+  from benchmarks import tpu_cost
+
+  over = tpu_cost.adascale_overhead(d)
+  return (
+    f"costs {over['legw.adascale']:+.2%} of the step for `legw.adascale` (over momentum SGD on "
+    f"the mean gradient) and {over['legw.adascale(trust_coefficient=0.001)']:+.2%} with LARS"
+  )
+
+
 def _tpu_train_table(d) -> str:
   from benchmarks import tpu_cost
 
@@ -2287,6 +2308,9 @@ TPU_CLAIMS: list[Claim] = [
   Claim(STEP_DOC, TPU_TRAIN, _tpu_pod_text, "TPU: pod scale"),
   Claim(README, TPU_TRAIN, _tpu_readme_train, "TPU: README training step"),
   Claim(STEP_DOC, TPU_TRAIN, _tpu_overhead_text, "TPU: where the training-step overhead goes"),
+  Claim(STEP_DOC, TPU_ADASCALE, _tpu_adascale_table, "TPU: the noise-scale statistic"),
+  Claim(STEP_DOC, TPU_ADASCALE, _tpu_adascale_versions, "TPU: noise-scale versions"),
+  Claim(README, TPU_ADASCALE, _tpu_readme_adascale, "TPU: README noise-scale cost"),
 ]
 CLAIMS += TPU_CLAIMS
 

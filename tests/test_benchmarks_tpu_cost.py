@@ -89,3 +89,45 @@ def test_resume_refuses_a_file_of_another_jax_or_libtpu(tmp_path):
   with pytest.raises(SystemExit, match="pass a new --out"):
     tpu_cost.run([], path)
   assert tpu_cost.load(path)["entries"] == {"k": {}}  # left as it was
+
+
+def test_adascale_part_pairs_each_optimizer_with_its_baseline():
+  keys = [k for k, _ in tpu_cost.planned(["adascale"])]
+  assert keys == [f"adascale|resnet50|DP 4, K 4|{name}" for name in tpu_cost.ADASCALE_OPTIMIZERS]
+  entry = lambda cycles: {
+    "estimated_cycles": cycles,
+    "cycles_by_origin": {"optimizer": 0},
+    "all_reduces": 1,
+  }
+  names = list(tpu_cost.ADASCALE_OPTIMIZERS)
+  results = {
+    "entries": {
+      f"adascale|resnet50|DP 4, K 4|{n}": entry(c) for n, c in zip(names, [100, 101, 200, 201])
+    }
+  }
+  over = tpu_cost.adascale_overhead(results)
+  assert over == pytest.approx(
+    {"legw.adascale": 0.01, "legw.adascale(trust_coefficient=0.001)": 0.005}
+  )
+  assert "| legw.adascale | 0.00 | 0.00 | 1 | +1.00% (vs mean + optax.sgd(momentum)) |" in (
+    tpu_cost.adascale_table(results).splitlines()
+  )
+
+
+@pytest.mark.parametrize(
+  "name",
+  [n for n, (_, base) in tpu_cost.ADASCALE_OPTIMIZERS.items() if base],
+)
+def test_committed_adascale_statistic_costs_at_most_one_percent_of_the_step(name):
+  """benchmarks/results/tpu_cost-adascale.json (XLA's TPU cost model, ResNet-50, 4 v5e
+  chips, K = 4): the optimizer with the noise-scale statistic is within 1% of the same
+  step without it (the mean of the samples, then the same optimizer), with no more
+  all-reduces (the statistic's scalar rides in the gradients' all-reduce)."""
+  import os
+
+  path = os.path.join(os.path.dirname(tpu_cost.__file__), "results", "tpu_cost-adascale.json")
+  results = tpu_cost.load(path)
+  base = tpu_cost.ADASCALE_OPTIMIZERS[name][1]
+  e, b = (results["entries"][f"adascale|resnet50|DP 4, K 4|{n}"] for n in (name, base))
+  assert e["all_reduces"] <= b["all_reduces"]
+  assert tpu_cost.adascale_overhead(results)[name] <= 0.01

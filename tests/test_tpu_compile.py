@@ -392,3 +392,111 @@ def test_v5e_clock_rests_on_the_cost_models_mxu_rate():
     assert flops_per_cycle <= tpu.V5E_MXU_FLOPS_PER_CYCLE
   cost = compiled.cost_analysis()
   assert cost["optimal_seconds"] == pytest.approx(2 * n**3 / tpu.V5E_PEAK_FLOPS, rel=1e-3)
+
+
+# -- the gradient noise scale on stacked per-replica gradients (legw.adascale) -----------
+
+K_SAMPLES, MLP_WIDTH = 4, 256
+
+
+def _stacked_dp_compile(opt, params_spec, stacked_grads=True):
+  """A small MLP's data-parallel training step on 4 v5e chips: the batch (sharded over
+  "data") reshaped to (K, b, ...), ``jax.vmap(jax.grad(loss), in_axes=(None, 0))`` gives
+  the K = 4 per-replica gradients stacked on a leading axis (sharded over "data" when
+  ``stacked_grads``), then ``opt`` and ``apply_updates``."""
+  import optax
+  from jax.sharding import NamedSharding
+
+  mesh = tpu.mesh(tpu.TOPOLOGIES["v5e"], (4,), ("data",))
+  stacked = NamedSharding(mesh, P("data"))
+  shapes = {
+    "dense0/kernel": (MLP_WIDTH, 512),
+    "dense0/bias": (512,),
+    "dense1/kernel": (512, MLP_WIDTH),
+    "dense1/bias": (MLP_WIDTH,),
+    "head/kernel": (MLP_WIDTH, 128),
+    "head/bias": (128,),
+  }
+
+  def loss(p, x, y):
+    h = jax.nn.relu(x @ p["dense0/kernel"] + p["dense0/bias"])
+    h = jax.nn.relu(h @ p["dense1/kernel"] + p["dense1/bias"])
+    logits = h @ p["head/kernel"] + p["head/bias"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  def step(params, state, x, y):
+    x = jax.lax.with_sharding_constraint(x.reshape(K_SAMPLES, -1, x.shape[-1]), stacked)
+    y = jax.lax.with_sharding_constraint(y.reshape(K_SAMPLES, -1), stacked)
+    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)
+    if stacked_grads:
+      grads = jax.lax.with_sharding_constraint(grads, stacked)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = tpu.abstract(_params(shapes=shapes), mesh, params_spec)
+  state = tpu.abstract(jax.eval_shape(opt.init, params), mesh, params_spec)
+  data = lambda x: P("data")
+  x = tpu.abstract(jax.ShapeDtypeStruct((4 * 64, MLP_WIDTH), jnp.float32), mesh, data)
+  y = tpu.abstract(jax.ShapeDtypeStruct((4 * 64,), jnp.int32), mesh, data)
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x, y).compile()
+  assert tpu.estimated_cycles(compiled) > 0
+  return compiled
+
+
+def _stacked_optimizers():
+  import optax
+
+  mean = optax.stateless(lambda g, p: jax.tree.map(lambda x: x.mean(0), g))
+  batch = K_SAMPLES * 64
+  sgd = lambda: optax.chain(mean, optax.sgd(0.1, 0.9))
+  lars = lambda: optax.chain(mean, legw.lars(0.1, momentum=0.9, weight_decay=WD))
+  return {
+    # name: (with the statistic, the same step without it)
+    "adascale": (
+      lambda: legw.adascale(0.1, base_batch_size=64, batch_size=batch, momentum=0.9),
+      sgd,
+    ),
+    "adascale-lars": (
+      lambda: legw.adascale(
+        0.1,
+        base_batch_size=64,
+        batch_size=batch,
+        momentum=0.9,
+        weight_decay=WD,
+        trust_coefficient=0.001,
+      ),
+      lars,
+    ),
+    "gradient_noise_scale-sgd": (
+      lambda: optax.chain(legw.gradient_noise_scale(batch), optax.sgd(0.1, 0.9)),
+      sgd,
+    ),
+  }
+
+
+@pytest.mark.parametrize("name", ["adascale", "adascale-lars", "gradient_noise_scale-sgd"])
+def test_noise_scale_on_stacked_gradients_data_parallel_v5e(name):
+  """4 v5e chips, parameters replicated, the K = 4 per-replica gradients stacked and
+  sharded over "data": the statistic (the samples' squared norms, a K-vector) adds at
+  most one all-reduce to the same step without it (the mean, then the same optimizer),
+  and no other collective."""
+  with_stat, without = _stacked_optimizers()[name]
+  compiled = _stacked_dp_compile(with_stat(), lambda x: P())
+  base = _stacked_dp_compile(without(), lambda x: P())
+  counts = {
+    op: (tpu.count_ops(compiled, op), tpu.count_ops(base, op))
+    for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+  }
+  assert counts["all-reduce"][1] >= 1  # the mean over the chips
+  assert counts["all-reduce"][0] <= counts["all-reduce"][1] + 1, counts
+  for op, (n, n_base) in counts.items():
+    if op != "all-reduce":
+      assert n == n_base, counts
+
+
+@pytest.mark.parametrize("name", ["adascale", "adascale-lars", "gradient_noise_scale-sgd"])
+def test_noise_scale_on_stacked_gradients_fsdp_v5e(name):
+  """The same step with the parameters (and the optimizer state) sharded over "data"
+  (FSDP): it compiles; the stacked gradients are left to XLA's placement."""
+  with_stat, _ = _stacked_optimizers()[name]
+  _stacked_dp_compile(with_stat(), tpu.fsdp_spec("data", 4), stacked_grads=False)
