@@ -85,7 +85,7 @@ def _layerwise_variant(statistic, adam: bool) -> optax.GradientTransformation:
   """legw.lars (``adam=False``) or legw.lamb (``adam=True``) with another statistic: the
   designs the ``--ablations`` part compares with the ones legw ships."""
   from legw import _layerwise
-  from legw.lars import ScaleByLarsState
+  from legw._lars import ScaleByLarsState
 
   scaler = _layerwise.scale_by_layerwise_rate(
     statistic,
@@ -104,8 +104,8 @@ def _fused_lars_statistic():
   """LARS's statistic with ||w||^2 and ||g + beta*w||^2 as one variadic reduce
   (``legw._reduce.fused_sums``) instead of legw's two reductions."""
   from legw import _layerwise
+  from legw._lars import _lars_sizes
   from legw._reduce import abs_sq, fused_sums, real_dtype, stat_dtype
-  from legw.lars import _lars_sizes
 
   def partials(w, g, beta, stacked=False):
     w, g = w.astype(stat_dtype(w.dtype)), g.astype(stat_dtype(g.dtype))

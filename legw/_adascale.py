@@ -18,10 +18,11 @@ import optax
 from jax.typing import DTypeLike
 
 from legw import _noise_scale, _validation
-from legw._layerwise import check_optimizer_args
+from legw._lars import scale_by_lars
+from legw._masks import MaskOrFn, exclude_bias_and_norm
 from legw._reduce import AxisName
-from legw.lars import scale_by_lars
-from legw.masks import MaskOrFn, exclude_bias_and_norm
+from legw._sgd import check_optimizer_args
+from legw._sgd import momentum as momentum_trace
 
 
 class ScaleByAdaScaleState(NamedTuple):
@@ -251,7 +252,7 @@ def adascale(
     weight_decay_mask, trust_ratio_mask: as in :func:`legw.lars`
       (default :func:`legw.exclude_bias_and_norm`).
     decay, axis_name: as in :func:`legw.gradient_noise_scale`.
-    accumulator_dtype: dtype of the momentum (``optax.trace``'s argument).
+    accumulator_dtype: dtype of the stored momentum, as in :func:`legw.lars`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -278,7 +279,7 @@ def adascale(
   check_optimizer_args(learning_rate, momentum)
   _validation.check_range("weight_decay", weight_decay, low=0.0)
   _validation.check_state_dtype("accumulator_dtype", accumulator_dtype)
-  trace = optax.trace(momentum, nesterov, accumulator_dtype)
+  trace = momentum_trace(momentum, nesterov, accumulator_dtype)
   if trust_coefficient is None:
     mask = exclude_bias_and_norm if weight_decay_mask is None else weight_decay_mask
     no_decay = _validation.is_concrete_number(weight_decay) and weight_decay == 0

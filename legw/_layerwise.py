@@ -1,6 +1,7 @@
 r"""One core for the layer-wise family: LARS, MCLR, PercentDelta and LAMB.
 
-Source: Gao & Zhong (papers/curvature-based-lr-second-order-gradient.txt), §4,
+Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+the Second Order Gradient", 2020, arXiv:2012.08795, §4,
 eq. 17–24: LARS (eq. 23), MCLR (eq. 20–22) and PercentDelta (eq. 24) are one
 method, a per-layer rate :math:`\gamma R_l`, that differs only in a per-layer
 statistic.  Every member is written here as a pair of layer sizes
@@ -48,7 +49,7 @@ Written once, here, for every member:
 
 A member is a :class:`Statistic`: a function of the masked leaves that returns
 :math:`(W_l, G_l)` per leaf (a leaf is one layer: a whole unstacked leaf, or
-one slice of a stacked one).  LAMB (``legw/lamb.py``) is the LARS statistic
+one slice of a stacked one).  LAMB (``legw/_lamb.py``) is the LARS statistic
 in the combined form on the Adam direction: the statistic is the only
 per-member code.
 """
@@ -62,9 +63,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from legw import _validation, diagnostics
-from legw._reduce import AxisName, is_trainable, psum_stacked, real_dtype, stat_dtype
-from legw.masks import (
+from legw import _diagnostics, _validation
+from legw._masks import (
   LayerAxis,
   MaskOrFn,
   exclude_bias_and_norm,
@@ -72,6 +72,7 @@ from legw.masks import (
   resolve_layer_axis,
   resolve_mask,
 )
+from legw._reduce import AxisName, is_trainable, psum_stacked, real_dtype, stat_dtype
 
 # (ws, gs, betas, axis_name) -> [(W_l, G_l)], one pair per leaf.  ws and gs are
 # the trust-ratio leaves in their compute dtype (stat_dtype); betas[i] is None
@@ -160,7 +161,7 @@ def combined_decay(g: jax.Array, w: jax.Array, beta: Any, anchor: jax.Array) -> 
   that shape, and stored by XLA:CPU as a parameter-sized temporary that each
   of them reads (tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
 
-  For XLA:CPU only (``legw.lars._lars_partials`` calls it in its CPU branch):
+  For XLA:CPU only (``legw._lars._lars_partials`` calls it in its CPU branch):
   elsewhere the anchor makes this reduction wait for ``anchor``'s, under FSDP
   for its all-reduce, so that a step issues two all-reduces instead of one
   (tests/test_tpu_compile.py counts them in the TPU executable).
@@ -335,7 +336,7 @@ def scale_by_layerwise_rate(
 ) -> optax.GradientTransformationExtraArgs:
   """The family's transform for one ``statistic`` (see the module docstring).
 
-  ``layer_axis`` (see :func:`legw.masks.resolve_layer_axis`): the statistic
+  ``layer_axis`` (see :func:`legw._masks.resolve_layer_axis`): the statistic
   is taken per slice along each stacked leaf's layer axis, and the default
   masks judge one layer's shape (a stacked ``(L, d)`` bias is a bias).
 
@@ -375,7 +376,7 @@ def scale_by_layerwise_rate(
       shape = () if ax is None else (jnp.shape(w)[ax],)
       zeros.append(jnp.zeros(shape, real_dtype(jnp.result_type(w))))
     tree = _stats_tree(treedef, zeros)
-    return diagnostics.LayerwiseStatsState(
+    return _diagnostics.LayerwiseStatsState(
       count=jnp.zeros([], jnp.int32), trust_ratio=tree, weight_size=tree, grad_size=tree
     )
 
@@ -429,152 +430,9 @@ def scale_by_layerwise_rate(
         )
         for i in range(3)
       ]
-      state = diagnostics.LayerwiseStatsState(optax.safe_increment(state.count), *fields)
+      state = _diagnostics.LayerwiseStatsState(optax.safe_increment(state.count), *fields)
     elif scheduled:
       state = state_cls(count=optax.safe_increment(state.count))
     return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-# ---------------------------------------------------------------------------
-# The optimizers: transform + learning rate + momentum, non-float leaves around.
-# ---------------------------------------------------------------------------
-
-
-def _split(tree, trainable):
-  """``tree`` with its non-trainable leaves replaced by ``optax.MaskedNode``."""
-  leaves, treedef = jax.tree.flatten(tree)
-  return jax.tree.unflatten(
-    treedef, [x if t else optax.MaskedNode() for x, t in zip(leaves, trainable)]
-  )
-
-
-def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-  """``inner`` on the floating leaves; other leaves pass through unchanged.
-
-  Integer parameters (and the ``float0`` gradients ``jax.grad(...,
-  allow_int=True)`` gives them) would crash ``optax.trace`` and
-  ``optax.scale_by_learning_rate``.  Where every leaf is floating, this is
-  ``inner`` itself (same state, same computation).  Otherwise ``inner`` sees
-  those leaves as ``optax.MaskedNode`` (as inside ``optax.masked``), and an
-  ``obj_fn`` extra argument is called on the full tree.
-  """
-  inner = optax.with_extra_args_support(inner)
-
-  def mask_of(params):
-    return [is_trainable(x) for x in jax.tree.leaves(params)]
-
-  def init_fn(params):
-    trainable = mask_of(params)
-    return inner.init(params if all(trainable) else _split(params, trainable))
-
-  def update_fn(updates, state, params=None, **extra_args):
-    u_leaves, treedef = jax.tree.flatten(updates)
-    trainable = [is_trainable(u) for u in u_leaves]
-    if params is not None:
-      p_leaves = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
-      trainable = [t and is_trainable(p) for t, p in zip(trainable, p_leaves)]
-    if all(trainable):
-      return inner.update(updates, state, params, **extra_args)
-    obj_fn = extra_args.get("obj_fn")
-    if obj_fn is not None and params is not None:
-      full = treedef.flatten_up_to(params)  # type: ignore[attr-defined]  # missing from jax's stubs
-
-      def sub_obj_fn(sub):
-        sub = treedef.flatten_up_to(sub)  # type: ignore[attr-defined]  # missing from jax's stubs
-        return obj_fn(
-          jax.tree.unflatten(treedef, [s if t else f for s, f, t in zip(sub, full, trainable)])
-        )
-
-      extra_args = {**extra_args, "obj_fn": sub_obj_fn}
-    sub_params = None if params is None else _split(params, trainable)
-    sub_updates, state = inner.update(_split(updates, trainable), state, sub_params, **extra_args)
-    sub_leaves = treedef.flatten_up_to(sub_updates)  # type: ignore[attr-defined]  # missing from jax's stubs
-    return jax.tree.unflatten(
-      treedef, [s if t else u for s, u, t in zip(sub_leaves, u_leaves, trainable)]
-    ), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def check_state_dtype_of_leaves(name: str, dtype: Any, params: Any) -> None:
-  """At ``init``: a real state dtype cannot hold a complex leaf's state.
-
-  Raises:
-    ValueError: when ``dtype`` is set and a floating leaf of ``params`` is
-      complex (its state would lose the imaginary part), naming the leaf.
-  """
-  if dtype is None:
-    return
-  for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if is_trainable(p) and jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
-      raise ValueError(
-        f"{name}={jnp.dtype(dtype).name} is real, and the leaf {jax.tree_util.keystr(path)} "
-        f"is {jnp.result_type(p)}: its state would lose the imaginary part. Leave "
-        f"{name}=None for complex parameters."
-      )
-
-
-def momentum(decay, nesterov, accumulator_dtype=None) -> optax.GradientTransformation:
-  """``optax.trace(decay, nesterov, accumulator_dtype)``, computing in the
-  wider of the state and update dtypes.
-
-  With ``accumulator_dtype=None`` this is ``optax.trace`` itself (bit for
-  bit).  With a state dtype, the stored trace is widened to the update's
-  dtype before the step (``optax.trace`` alone would round ``decay * trace``
-  to a bfloat16 trace's dtype: a Python-float decay is weakly typed), so
-  ``v <- m v + u`` is one float32 computation and only the stored ``v`` is
-  rounded to ``accumulator_dtype``; the updates returned are cast back to
-  the incoming updates' dtype (a float32 accumulator of bfloat16
-  parameters would otherwise hand float32 updates on).
-  """
-  trace = optax.trace(decay=decay, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
-  if accumulator_dtype is None:
-    return trace
-
-  def init_fn(params):
-    check_state_dtype_of_leaves("accumulator_dtype", accumulator_dtype, params)
-    return trace.init(params)
-
-  def update_fn(updates, state, params=None):
-    wide = jax.tree.map(
-      lambda t, u: t.astype(jnp.promote_types(t.dtype, jnp.result_type(u))), state.trace, updates
-    )
-    out, state = trace.update(updates, state._replace(trace=wide), params)
-    return jax.tree.map(lambda o, u: o.astype(jnp.result_type(u)), out, updates), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def sgd_chain(
-  scaler, learning_rate, momentum_decay, nesterov, accumulator_dtype=None
-) -> optax.GradientTransformationExtraArgs:
-  """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1):
-  ``optax.chain(scaler, optax.scale_by_learning_rate(learning_rate),
-  optax.trace(momentum, nesterov, accumulator_dtype))``, with non-float leaves
-  passed through."""
-  return pass_untrainable(
-    optax.chain(
-      scaler,
-      optax.scale_by_learning_rate(learning_rate),
-      momentum(momentum_decay, nesterov, accumulator_dtype),
-    )
-  )
-
-
-def check_optimizer_args(learning_rate, momentum):
-  _validation.check_learning_rate(learning_rate)
-  _validation.check_range("momentum", momentum, low=0.0, high=1.0, high_inclusive=False)
-
-
-def sgd_optimizer(
-  transform, learning_rate, momentum_decay, nesterov, /, *, accumulator_dtype=None, **kwargs
-) -> optax.GradientTransformationExtraArgs:
-  """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``.
-
-  ``kwargs`` may hold a ``learning_rate`` of the transform's own (LARC clip).
-  """
-  check_optimizer_args(learning_rate, momentum_decay)
-  _validation.check_state_dtype("accumulator_dtype", accumulator_dtype)
-  return sgd_chain(transform(**kwargs), learning_rate, momentum_decay, nesterov, accumulator_dtype)

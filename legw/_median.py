@@ -1,9 +1,9 @@
 """Exact medians of magnitudes without sorting (MCLR's statistic).
 
-MCLR (curvature paper, papers/curvature-based-lr-second-order-gradient.txt,
-§4, eq. 20–22) scales each layer by a ratio of medians of magnitudes, so it
+MCLR (Gao & Zhong, 2020, arXiv:2012.08795, §4, eq. 20–22) scales each layer by a ratio
+of medians of magnitudes, so it
 needs two medians per layer and step.  ``jnp.median`` sorts, and XLA's CPU
-sort is slow (hundreds of ms for a 784 x 256 kernel), so
+sort is slow, so
 :func:`medians_of_magnitudes` selects the middle values instead.
 
 Algorithm. The bit patterns of non-negative floats (``|x|``: the sign bit
@@ -42,9 +42,10 @@ final minima ``pmin``-ed once, so every median is that of the whole array and
 no device gathers one.
 
 The results are exact: equal to ``numpy.median``, bit for bit (NaN entries
-give an unspecified result).  Measured cost, before and after, in
-benchmarks/README_optimizer_step.md (MCLR section).
+give an unspecified result).
 """
+
+# Measured cost, before and after: benchmarks/README_optimizer_step.md (MCLR sections).
 
 from __future__ import annotations
 
@@ -242,8 +243,7 @@ def _unstack(v: jax.Array) -> list[jax.Array]:
 
   Compile time, not correctness: XLA:CPU compiles one kernel per distinct
   fusion, and ``v[i]`` puts the constant ``i`` into the kernel of each
-  consumer, so N per-array rates read from one vector cost N kernels
-  (benchmarks/README_optimizer_step.md, "MCLR, second round").  Here
+  consumer, so N per-array rates read from one vector cost N kernels.  Here
   each chunk of 64 entries is one variadic reduce whose ``j``-th output sums
   ``where(iota == j, v, 0)``: one kernel per chunk, and every consumer gets
   its own scalar buffer, so the consumers of same-shaped leaves share their

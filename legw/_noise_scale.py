@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from legw import _validation
+from legw._masks import leaf_path
 from legw._reduce import AxisName, abs_sq, real_dtype, stat_dtype
-from legw.masks import leaf_path
-from legw.scaling import as_count
+from legw._scaling import as_count
 
 
 class GradientNoiseScaleState(NamedTuple):

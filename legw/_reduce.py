@@ -95,9 +95,10 @@ def fused_reduce(arrays: Sequence[jax.Array], op=jax.lax.add, init=0) -> tuple[j
   as parameter-sized temporaries and read back.  A variadic reduce of two or
   more arrays is emitted by XLA itself with every elementwise producer fused
   into one loop.  A single array is passed twice (the same pass, no
-  temporary).  Before and after on the ResNet-50 tree: ``python -m
-  benchmarks.step_cost`` (``benchmarks/README_optimizer_step.md``).
+  temporary).
   """
+  # Before and after on the ResNet-50 tree: `python -m benchmarks.step_cost`
+  # (benchmarks/README_optimizer_step.md).
   arrays = tuple(arrays)
   single = len(arrays) == 1
   if single:

@@ -19,9 +19,9 @@ from typing import NoReturn
 import numpy as np
 
 from legw import __version__
-from legw.recipe import Recipe
-from legw.scaling import scale_num_epochs, scale_warmup_epochs
-from legw.schedules import DECAYS
+from legw._recipe import Recipe
+from legw._scaling import scale_num_epochs, scale_warmup_epochs
+from legw._schedules import DECAYS
 
 PLOT_EXTRA = "pip install 'legw[plot]'"
 

@@ -122,6 +122,7 @@ def test_lamb_keeps_its_ratio_of_the_adam_direction():
     np.testing.assert_allclose(kept[path]["trust_ratio"], np.linalg.norm(w) / want_g, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "make",
   [

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from benchmarks import median_cost
 
 
+@pytest.mark.slow
 def test_median_cost_times_every_threshold_count_and_the_primitives(tmp_path):
   out = tmp_path / "m.json"
   r = median_cost.main(

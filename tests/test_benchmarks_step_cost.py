@@ -1,8 +1,11 @@
 """benchmarks.step_cost: the before/after tool of README_optimizer_step.md."""
 
+import pytest
+
 from benchmarks import step_cost
 
 
+@pytest.mark.slow
 def test_step_cost_reports_temporaries_and_ratio(capsys):
   out = step_cost.main(["percent_delta", "--reps", "1"])
   assert "percent_delta on ResNet-50: temporaries" in capsys.readouterr().out

@@ -206,6 +206,7 @@ def test_format_table_writes_blown_up_perplexity_compactly():
   assert "| 640 | 32 | 951.6 | 1.5e+175 |" in table, table
 
 
+@pytest.mark.slow
 def test_quick_sweep_end_to_end(tmp_path, capsys):
   t0 = time.perf_counter()
   assert bs.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
@@ -425,6 +426,7 @@ def test_results_file_of_another_sweep_is_refused(tmp_path):
     bs.execute(runs, cfg, results_path=str(path), progress=False)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   """A sweep killed after its first finished run loses nothing already written.
 

@@ -374,6 +374,7 @@ def test_optax_lars_converges(name):
   assert 0 <= gap + 1e-6 and gap < PROBLEMS[name][3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PROBLEMS)
 @optimizer_param
 def test_converges(case, name):
@@ -392,6 +393,7 @@ def test_converges(case, name):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_no_recompilation_on_second_step(case):
   """One trace in the session (``chex.assert_max_traces`` in ``train_step``), and
@@ -426,6 +428,7 @@ def _eager_updates(case):
   return _EAGER_UPDATES[case.name]
 
 
+@pytest.mark.slow
 class VariantsTest(chex.TestCase):
   """Every optimizer's training step under ``jax.jit``, un-jitted, and under
   ``jax.pmap`` on the 8 simulated CPU devices (``tests/conftest.py``): the pmap
@@ -465,6 +468,7 @@ def _run_steps(case, opt, n=2, seed=0):
   return out, state
 
 
+@pytest.mark.slow
 @case_param
 def test_inject_hyperparams_gives_the_same_updates(case):
   kwargs = case.public_kwargs(0.1)
@@ -478,6 +482,7 @@ def test_inject_hyperparams_gives_the_same_updates(case):
   assert numeric <= set(state.hyperparams)
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_inject_hyperparams_learning_rate_is_readable_and_settable(case):
   params, loss = problem()
@@ -573,6 +578,7 @@ def _check_dtypes(case, params, loss):
     params = new_params
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_keeps_dtypes(case):
   """float16, bfloat16 and float32 layers, side by side in one tree."""
@@ -586,6 +592,7 @@ def test_keeps_dtypes(case):
   )
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_keeps_float64_under_x64(case):
   with jax.enable_x64(True):
@@ -692,6 +699,7 @@ def _regression(seed=0, n=16):
   return params, loss, x, y
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_multisteps_accumulates_to_the_large_batch_step(case):
   k = 4
@@ -743,6 +751,7 @@ def _check_first_step_of_vectors(case, lr, grads, before, after, mask):
       assert not np.allclose(p1 - p0, e, rtol=1e-2)
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_flax_nnx_optimizer(case):
   from flax import nnx
@@ -796,6 +805,7 @@ def test_flax_nnx_optimizer(case):
   assert float(loss) < 0.5 * float(first_loss)
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_flax_linen_train_state(case):
   import flax.linen as nn
@@ -869,6 +879,7 @@ def test_flax_linen_train_state(case):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @optimizer_param
 def test_orbax_restore_mid_warmup_resumes_bit_identically(case, tmp_path):
   import orbax.checkpoint as ocp
@@ -943,6 +954,7 @@ def test_step_stores_no_parameter_sized_temporary(make):
   assert _step_temp_bytes(opt, (256, 128)) < 256 * 128 * 4 // 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-4])
 def test_mclr_step_stores_no_parameter_sized_temporary(weight_decay):
   """MCLR's medians read large kernels in place in every counting pass.
@@ -1013,6 +1025,7 @@ def _with_untrainable_leaves():
   return params, full_loss
 
 
+@pytest.mark.slow
 class Float0Test(chex.TestCase):
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters((c.name, c) for c in CASES)

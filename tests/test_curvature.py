@@ -1,4 +1,4 @@
-"""Tests of legw.curvature: MCLR, PercentDelta, CBLR (curvature paper §4)."""
+"""Tests of legw._curvature: MCLR, PercentDelta, CBLR (curvature paper §4)."""
 
 import functools
 
@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import legw
-from legw import curvature
+from legw import _curvature
 
 # ---------------------------------------------------------------------------
 # NumPy references (float64).
@@ -71,8 +71,8 @@ def allclose_tree(a, b, rtol=2e-5, atol=1e-7):
 
 
 SCALERS = {
-  "mclr": (curvature.scale_by_median_curvature, np_mclr_rate),
-  "percent_delta": (curvature.scale_by_percent_delta, np_percent_delta_rate),
+  "mclr": (_curvature.scale_by_median_curvature, np_mclr_rate),
+  "percent_delta": (_curvature.scale_by_percent_delta, np_percent_delta_rate),
 }
 
 
@@ -81,6 +81,7 @@ SCALERS = {
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCALERS))
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("beta,eps", [(0.0, 0.0), (1e-2, 0.0), (5e-4, 1e-3)])
@@ -119,6 +120,7 @@ def test_mclr_medians_are_of_magnitudes_and_even_sizes_average():
   np.testing.assert_allclose(u["w"], (2.5 / 0.25) * g, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_mclr_guards_zero_weights_and_zero_gradients():
   params = {
     "zero_w": jnp.zeros((4, 4)),
@@ -190,6 +192,7 @@ def _rates(tx, grads, params, beta):
   return {k: float(jnp.mean(u[k] / (grads[k] + beta * params[k]))) for k in params}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("beta", [0.0, 0.01])
 def test_family_statistics(beta):
   params, grads = random_tree(11)
@@ -248,6 +251,7 @@ def _quadratic_problem(seed=0):
   return a, b, w
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_probes", [1, 3])
 def test_cblr_exact_on_separable_quadratic(num_probes):
   a, b, w = _quadratic_problem()
@@ -404,6 +408,7 @@ def test_missing_params_raise(factory):
     tx.update(g, tx.init(g))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [legw.mclr, legw.percent_delta])
 def test_optimizer_jit_matches_eager_and_inject_hyperparams(factory):
   params, grads = random_tree(4)
@@ -513,6 +518,7 @@ def _sharded_tree(seed):
   return params, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", [legw.scale_by_median_curvature, legw.scale_by_percent_delta])
 def test_shard_map_statistics_are_of_the_whole_layer(factory):
   mesh = _mesh()
@@ -535,6 +541,7 @@ def test_shard_map_statistics_are_of_the_whole_layer(factory):
   assert not np.allclose(np.asarray(local["k1"]), np.asarray(single["k1"]), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_shard_map_cblr_matches_single_device():
   mesh = _mesh()
   rng = np.random.default_rng(3)
@@ -565,7 +572,7 @@ def test_exact_medians_without_sorting_match_numpy():
     np.array([1e-40, 2e-40, 3.0e38, np.inf]),  # subnormals and inf
     np.array([2.5]),
   ]
-  got = jax.jit(lambda a: curvature._medians_of_magnitudes(a, None))(
+  got = jax.jit(lambda a: _curvature._medians_of_magnitudes(a, None))(
     [jnp.asarray(a, jnp.float32) for a in arrays]
   )
   for a, m in zip(arrays, got):
@@ -575,7 +582,7 @@ def test_exact_medians_without_sorting_match_numpy():
 def test_exact_medians_float64():
   with jax.enable_x64(True):
     a = np.abs(np.random.default_rng(1).normal(size=(10, 7)))
-    m = jax.jit(lambda v: curvature._medians_of_magnitudes(v, None))([jnp.asarray(a)])[0]
+    m = jax.jit(lambda v: _curvature._medians_of_magnitudes(v, None))([jnp.asarray(a)])[0]
     assert m.dtype == jnp.float64
     assert float(m) == np.median(a)
 

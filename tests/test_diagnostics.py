@@ -1,4 +1,4 @@
-"""Tests of legw.diagnostics: per-layer statistics and local Lipschitz estimate."""
+"""Tests of legw._diagnostics: per-layer statistics and local Lipschitz estimate."""
 
 import flax.linen as nn
 import jax
@@ -10,7 +10,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 import legw
-from legw.diagnostics import leaf_path
+from legw._masks import leaf_path
 
 
 def _tree(seed=0):

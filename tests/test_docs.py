@@ -85,6 +85,7 @@ def test_guide_measurements_have_results():
     assert (ROOT / "benchmarks" / "guides" / "results" / f"{name}.json").is_file()
 
 
+@pytest.mark.slow
 def test_guide_measurement_functions_run():
   """The code the guides show from benchmarks/guides/, on tiny inputs."""
   pytest.importorskip("flax")
@@ -137,6 +138,7 @@ def test_benchmark_pages_include_the_repository_readmes():
     assert f"<{rel.with_suffix('').as_posix()}>" in index, rel
 
 
+@pytest.mark.slow
 def test_trust_ratio_log_of_the_guide_runs(tmp_path):
   """The logging guide's run on one epoch: a row per applied update, MultiSteps equal
   to the direct batch, and its plot."""
@@ -157,6 +159,7 @@ def test_trust_ratio_log_of_the_guide_runs(tmp_path):
   assert (tmp_path / "plot.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_noise_scale_measurement_of_the_guide_runs(tmp_path):
   """The batch-size guide's measurement on tiny random data: the K vmapped gradients
   give the plain run's step, the records, the fixed summary rule, the files."""

@@ -54,6 +54,7 @@ def test_sum_of_squares_is_of_the_modulus():
   np.testing.assert_allclose(s, 1 + 2 + 4, rtol=1e-7)  # x*x would sum to 4 + 2j
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_complex64_lars_combined_equals_optax_lars(nesterov):
   rng = np.random.default_rng(0)
@@ -187,6 +188,7 @@ def _embedding_rate(nonzero):
   return float(rate[0])
 
 
+@pytest.mark.slow
 def test_mclr_rate_is_continuous_in_the_number_of_nonzero_gradient_entries():
   """An embedding-like layer: rows the batch did not touch have zero gradient.
   The literal median of all |g| is 0 from 8 zeros on, and the rate jumped
@@ -233,6 +235,7 @@ GRAD_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GRAD_CASES))
 def test_gradients_through_the_update_match_finite_differences(name):
   """jax.grad (and jvp) of the update w.r.t. gradients and parameters."""
@@ -255,6 +258,7 @@ def _mclr_reference(g, w, beta):
   return mw / (mg + beta * mw) * (g + beta * w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(5, 3), (4, 4)], ids=["odd", "even"])
 @pytest.mark.parametrize("optimizer", [False, True])
 def test_mclr_gradients_are_those_of_the_jnp_median_formula(shape, optimizer):
@@ -286,6 +290,7 @@ def _wd_schedule(t):
   return 1e-2 * (1.0 + t)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", sorted(MEMBERS))
 def test_weight_decay_schedule_is_read_at_the_step_count(member):
   w, g = _layer(16), _layer(17, scale=0.1)

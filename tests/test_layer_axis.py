@@ -138,6 +138,7 @@ def test_bad_layer_axis(layer_axis, error):
     opt.update(grads, opt.init(params), params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "make",
   [

@@ -145,6 +145,7 @@ def test_model_has_the_papers_shapes():
   assert out.shape == (2, 20, 10_000)
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_a_repeating_text():
   # A cycle of 7 words: perplexity must fall well below the vocabulary size.
   ids = np.arange(400, dtype=np.int32) % 7

@@ -86,6 +86,7 @@ def arrays_f32(draw):
   return a.astype(np.float32).reshape(shape)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(arrays_f32(), min_size=1, max_size=4), st.sampled_from(list(PATHS)))
 def test_medians_equal_numpy_bit_for_bit(arrays, path):
@@ -99,6 +100,7 @@ def test_medians_equal_numpy_bit_for_bit(arrays, path):
     assert_bits_equal(m, np_median_f32(a))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(arrays_f32(), min_size=1, max_size=4), st.sampled_from(list(PATHS)))
 def test_nonzero_medians_equal_numpy_on_the_nonzero_entries(arrays, path):
@@ -155,6 +157,7 @@ def test_float32_and_float64_side_by_side():
     assert float(m64) == np.median(a64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("thresholds", [1, 2, 5, 15])
 def test_every_thresholds_per_pass_gives_the_same_exact_medians(thresholds, path, monkeypatch):
   """The search is exact whatever the thresholds per pass (CPU uses 5, GPU/TPU 15)."""
@@ -284,6 +287,7 @@ def test_shard_map_jvp_is_of_the_whole_array():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(7,), (8,), (5, 6), (9, 3), (1,)])
 def test_gradient_equals_jnp_median_gradient(shape, path):
   rng = np.random.default_rng(sum(shape))
@@ -316,6 +320,7 @@ def test_nonzero_median_gradient_is_jnp_median_of_the_nonzero_entries(values, pa
   np.testing.assert_array_equal(np.asarray(got), want)
 
 
+@pytest.mark.slow
 def test_gradient_with_ties_is_the_mean_over_tied_entries():
   # Odd size: the middle value 2.0 is held by three entries.
   x = jnp.asarray([2.0, 1.0, 2.0, 5.0, 2.0], jnp.float32)
@@ -329,6 +334,7 @@ def test_gradient_with_ties_is_the_mean_over_tied_entries():
   assert float(jnp.sum(g)) == pytest.approx(float(jnp.sum(jax.grad(jnp.median)(x))))
 
 
+@pytest.mark.slow
 def test_gradient_of_low_precision_input_and_second_order():
   x = jnp.asarray([0.5, 2.0, 1.0], jnp.bfloat16)
   g = jax.grad(lambda v: medians_of_magnitudes([v])[0])(x)

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_device(tmp_path):
   out = tmp_path / "multihost.json"
   t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 
 import legw
 from legw import cli
-from legw.recipe import Recipe
+from legw._recipe import Recipe
 
 scale_num_epochs = legw.scale_num_epochs
 

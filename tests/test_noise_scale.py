@@ -210,6 +210,7 @@ def _quadratic_run(opt, k, b, steps, seed, stop=None):
   return np.array(losses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_noisy_quadratic_adascale_beats_linear_scaling(seed):
   """S = 16: AdaScale reaches the base run's final loss in fewer than T/2 steps;
@@ -494,3 +495,16 @@ def test_bad_input_raises_clearly():
     opt.init({"w": jnp.zeros(3), "steps": jnp.zeros((), jnp.int32)})
   with pytest.raises(ValueError, match="AdamScale"):
     legw.scale_by_adascale(8, 32, learning_rate=0.1, inner=optax.scale_by_adam()).init(params)
+
+
+def test_bfloat16_momentum_at_scale_one_is_legw_lars_bit_for_bit():
+  params, samples = _trees()
+  kw = dict(trust_coefficient=0.01, accumulator_dtype=jnp.bfloat16)
+  a = legw.adascale(0.1, base_batch_size=8, batch_size=8, **kw)
+  b = legw.lars(0.1, **kw)
+  sa, sb = a.init(params), b.init(params)
+  for t in range(3):
+    g = samples(t)
+    ua, sa = a.update(g, sa, params)
+    ub, sb = b.update(jax.tree.map(lambda x: jnp.mean(x, 0), g), sb, params)
+    chex.assert_trees_all_equal(ua, ub)

@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import legw
-from legw.masks import leaf_path
+from legw._masks import leaf_path
 
 flax = pytest.importorskip("flax")
 from flax import linen as nn  # noqa: E402
@@ -176,6 +176,7 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_linen_params_dict(name):
   tokens = jnp.arange(6) % 16

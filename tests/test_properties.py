@@ -75,6 +75,7 @@ def _obj_fn(params):
   return sum(0.5 * jnp.sum(p.astype(jnp.float32) ** 2) for p in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=str)
 @settings(SETTINGS, max_examples=15)
 @given(tree=trees(), lr=st.floats(0.0, 1.0), momentum=st.floats(0.0, 0.99))
@@ -214,7 +215,7 @@ def schedules(draw):
   num_epochs = draw(st.integers(1, 30))
   steps_per_epoch = draw(st.integers(1, 20))
   frac = draw(st.floats(0.0, 0.9))
-  decay = draw(st.sampled_from(legw.schedules.DECAYS))
+  decay = draw(st.sampled_from(legw._schedules.DECAYS))
   kwargs = dict(
     base_learning_rate=draw(st.floats(1e-4, 10.0)),
     base_batch_size=base_batch,

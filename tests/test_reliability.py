@@ -287,6 +287,7 @@ def _degenerate_layers(dtype):
   return params, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "dtype", [jnp.float16, jnp.bfloat16, jnp.float32], ids=lambda d: d.__name__
 )

@@ -18,7 +18,7 @@ import optax
 import pytest
 
 import legw
-from legw import batch_schedule, diagnostics, losses, recipe, scaling, schedules
+from legw import _batch_schedule, _diagnostics, _losses, _recipe, _scaling, _schedules
 
 IMAGENET = 1_281_167
 TABLE_1 = dict(
@@ -117,7 +117,7 @@ def _all_schedules():
     base_learning_rate=1.0, base_batch_size=100, batch_size=400, num_epochs=10, steps_per_epoch=10
   )
   out = {}
-  for decay in schedules.DECAYS:
+  for decay in _schedules.DECAYS:
     extra = {"boundary_epochs": (5,)} if decay == "multistep" else {}
     for warm in (0.0, 0.5):
       out[f"{decay}-warmup{warm}"] = legw.legw_schedule(
@@ -148,6 +148,7 @@ _COUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("x64", [False, True])
 def test_schedules_return_optax_float_dtype(x64):
   scheds = _all_schedules()
@@ -294,7 +295,7 @@ def test_scaled_recipe_schedule_is_the_recipes():
 # 6. The domain, and warnings for mistakes detectable at construction.
 
 
-@pytest.mark.parametrize("decay", schedules.DECAYS)
+@pytest.mark.parametrize("decay", _schedules.DECAYS)
 @pytest.mark.parametrize("warmup", [0.0, 0.5])
 def test_domain_outside_the_run(decay, warmup):
   kw = dict(
@@ -400,7 +401,7 @@ def test_discard_schedule_warns_at_the_callers_line():
 # ---------------------------------------------------------------------------
 # 7. Public docstrings: formula, units, raises, source, and a running example.
 
-_MODULES = (schedules, scaling, recipe, batch_schedule, losses, diagnostics)
+_MODULES = (_schedules, _scaling, _recipe, _batch_schedule, _losses, _diagnostics)
 
 
 def _public(module):
@@ -428,7 +429,7 @@ def test_docstring_examples_run(module):
   ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_public_docstrings_have_an_example(name, obj):
-  if name in ("legw.schedules.float_dtype", "legw.scaling.as_count"):
+  if name in ("legw._schedules.float_dtype", "legw._scaling.as_count"):
     pytest.skip("helpers for the other schedule modules, documented without an example")
   doc = inspect.getdoc(obj) or ""
   assert ">>>" in doc, name

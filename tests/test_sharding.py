@@ -182,6 +182,7 @@ def jit_sharded(name, mesh_name, params=PARAMS, grads=GRADS):
   return step, params, state, grads, shardings
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "name, mesh_name",
   [
@@ -211,6 +212,7 @@ def test_jit_named_sharding_matches_single_device(name, mesh_name):
   assert kernel.addressable_shards[0].data.size < kernel.size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh_name", list(MESHES))
 def test_jit_sharded_lars_batches_its_all_reduces(mesh_name):
   """One combined all-reduce per mesh axis reduced over, not one per layer."""
@@ -241,6 +243,7 @@ def shard_map_step(name, axis_name, params=None):
   return step, params, state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "name", ["lars", "lars_combined", "scale_by_lars", "mclr", "percent_delta"]
 )
@@ -261,6 +264,7 @@ def shard_map_collectives(name, params):
   return {op: count_collectives(text, op) for op in ("all-reduce", "all-gather")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lars", "scale_by_lars", "percent_delta", "mclr"])
 def test_shard_map_collectives_do_not_grow_with_layers(name):
   """Batched statistics: as many collectives for 3x the layers."""

@@ -139,6 +139,7 @@ def test_wider_accumulator_of_bf16_params_returns_bf16_updates():
   assert {x.dtype for x in jax.tree.leaves(state[-1].trace)} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SGD_FAMILY))
 def test_float32_accumulator_of_float32_params_is_the_default_bit_for_bit(name):
   make = SGD_FAMILY[name]
@@ -179,18 +180,22 @@ def _reductions(jaxpr):
 
 STAT_CASES = {
   # name -> (module holding the statistic, its name there, make(state dtype))
-  "lars": ("legw.lars", "LARS_STATISTIC", lambda d: SGD_FAMILY["lars"](accumulator_dtype=d)),
+  "lars": ("legw._lars", "LARS_STATISTIC", lambda d: SGD_FAMILY["lars"](accumulator_dtype=d)),
   "mclr": (
-    "legw.curvature",
+    "legw._curvature",
     "_median_statistic",
     lambda d: SGD_FAMILY["mclr"](accumulator_dtype=d),
   ),
   "percent_delta": (
-    "legw.curvature",
+    "legw._curvature",
     "_PERCENT_DELTA_STATISTIC",
     lambda d: SGD_FAMILY["percent_delta"](accumulator_dtype=d),
   ),
-  "lamb": ("legw.lamb", "LARS_STATISTIC", lambda d: legw.lamb(1e-2, weight_decay=1e-2, mu_dtype=d)),
+  "lamb": (
+    "legw._lamb",
+    "LARS_STATISTIC",
+    lambda d: legw.lamb(1e-2, weight_decay=1e-2, mu_dtype=d),
+  ),
 }
 
 
@@ -372,6 +377,7 @@ def mnist():
   return _mnist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TRAINING))
 def test_bf16_state_trains_like_float32_state(name, mnist):
   """200 steps on MNIST: the bfloat16-state run's final training loss (the

@@ -100,6 +100,7 @@ def _reductions_over(compiled, shape) -> int:
   return tpu.reduced_shapes(compiled).count(tuple(shape))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_one_v5e_chip(name, dtype):
@@ -107,6 +108,7 @@ def test_one_v5e_chip(name, dtype):
   _compile(name, _params(dtype), mesh, lambda x: P())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_data_parallel_and_fsdp_on_v5e(name):
   """Replicated parameters over 4 chips; then FSDP, where the sums family issues
@@ -119,6 +121,7 @@ def test_data_parallel_and_fsdp_on_v5e(name):
     assert tpu.count_ops(fsdp, "all-reduce") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "name,topology",
   [(n, "v4") for n in LAYERWISE] + [(n, "v6e") for n in LAYERWISE if n != "mclr"],
@@ -159,6 +162,7 @@ def test_mclr_one_v6e_chip_in_a_subprocess():
   assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LAYERWISE)
 def test_tensor_parallel_kernels(name):
   """Kernels split over "model" on their output axis, batch axis "data": whole-layer
@@ -207,6 +211,7 @@ def test_shard_map_with_axis_name(name):
     assert tpu.count_ops(compiled, "all-reduce") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lars", "lamb", "percent_delta", "mclr"])
 def test_stacked_layers_fsdp(name):
   """Eight scanned layers stacked on axis 0 (``layer_axis=0``), FSDP over axis 1: the
@@ -269,6 +274,7 @@ def _notebook_code(cells, picked, functions):
   return "\n\n".join(code)
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_train_step_compiles_for_one_v5e_chip():
   """The Colab TPU path: the quickstart notebook's own configuration, model, optimizer
   (clip + legw.lars + LEGW schedule) and ``nnx.jit`` train step, compiled for a v5e chip
@@ -474,6 +480,7 @@ def _stacked_optimizers():
   }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adascale", "adascale-lars", "gradient_noise_scale-sgd"])
 def test_noise_scale_on_stacked_gradients_data_parallel_v5e(name):
   """4 v5e chips, parameters replicated, the K = 4 per-replica gradients stacked and

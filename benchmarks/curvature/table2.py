@@ -57,9 +57,7 @@ def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> li
   all_leaves = {"trust_ratio_mask": True}
   mclr = _rate(legw.scale_by_median_curvature(**all_leaves), grads, params)
   pdelta = _rate(legw.scale_by_percent_delta(**all_leaves), grads, params)
-  paths = [
-    legw.diagnostics.leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
-  ]
+  paths = [legw._masks.leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   shapes = [tuple(np.shape(w)) for w in jax.tree.leaves(params)]
   rows = []
   for path, shape, m, pd in zip(paths, shapes, jax.tree.leaves(mclr), jax.tree.leaves(pdelta)):

@@ -24,19 +24,19 @@ logger = logging.getLogger(__name__)
 
 # Sections in reading order; a module not listed here comes after these.
 MODULE_ORDER = (
-  "legw.scaling",
-  "legw.schedules",
-  "legw.recipe",
-  "legw.batch_schedule",
+  "legw._scaling",
+  "legw._schedules",
+  "legw._recipe",
+  "legw._batch_schedule",
   "legw._noise_scale",
   "legw._adascale",
-  "legw.lars",
-  "legw.lamb",
-  "legw.masks",
-  "legw.curvature",
-  "legw.cblr",
-  "legw.diagnostics",
-  "legw.losses",
+  "legw._lars",
+  "legw._lamb",
+  "legw._masks",
+  "legw._curvature",
+  "legw._cblr",
+  "legw._diagnostics",
+  "legw._losses",
 )
 
 
@@ -68,7 +68,7 @@ def api_rst(package: str = "legw") -> str:
   lines = [f".. currentmodule:: {package}", ""]
   for module, names in group_by_module(package).items():
     title = _title(module)
-    lines += [title, "-" * len(title), "", f"Defined in ``{module}``.", "", ".. autosummary::", ""]
+    lines += [title, "-" * len(title), "", ".. autosummary::", ""]
     lines += [f"   {n}" for n in names]
     lines.append("")
     for n in names:

@@ -1,6 +1,7 @@
 """A tuned small-batch recipe carried to any batch size with LEGW.
 
-Source: LEGW paper (papers/legw-large-batch-lstm-and-beyond.txt) §3.3
+Source: You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+Beyond", SC 2019, arXiv:1901.08256, §3.3
 "Minimal Tuning Effort": tune a baseline once; scaling the batch by k scales
 the LR by sqrt(k) and the warmup epochs by k, in either direction. With a
 measured gradient noise scale, the epochs follow the batch too (McCandlish,
@@ -17,14 +18,14 @@ from typing import Any
 
 import optax
 
-from legw.scaling import (
+from legw._scaling import (
   as_count,
   as_positive_real,
   scale_learning_rate,
   scale_num_epochs,
   scale_warmup_epochs,
 )
-from legw.schedules import legw_schedule
+from legw._schedules import legw_schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +161,10 @@ class Recipe:
   -----  --  -------  -------  ---------  ------------  -----------  -----------
    1024   1  5.65685     2.50     0.3125           391         1251       112590
   32768  32       32     5.00         10           390           39         3510
+
+  References:
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §3.3 and Table 1.
   """
 
   base_batch_size: int

@@ -1,7 +1,7 @@
 """Discarding small-loss samples from the batch mean.
 
-Source: "Curvature-based learning rate ... second-order gradient"
-(papers/curvature-based-lr-second-order-gradient.txt), §3.1 "Discarding
+Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+the Second Order Gradient", 2020, arXiv:2012.08795, §3.1 "Discarding
 Small-loss Samples", Figures 9 and 10: dropping the p% of the samples with the
 smallest loss from each batch enlarges the average gradient (Figure 9, AlexNet
 on CIFAR-10, batch 8192); the paper trains with p = 30% for the first 100
@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import optax
 
 from legw import _validation, _warnings
-from legw.scaling import as_count
-from legw.schedules import float_dtype
+from legw._scaling import as_count
+from legw._schedules import float_dtype
 
 # Products fraction * n within this of an integer round to it (float32 error).
 _ROUND_SLACK = 1e-3
@@ -87,6 +87,10 @@ def discard_small_loss(
   Raises:
     ValueError: for a concrete ``fraction`` outside [0, 1].
     TypeError: for a non-floating ``per_example_losses``.
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §3.1, Figures 9–10.
   """
   _validation.check_range("fraction", fraction, low=0.0, high=1.0)
   losses = jnp.asarray(per_example_losses)
@@ -135,7 +139,7 @@ def discard_small_loss_schedule(
   — not the epoch: for epoch e pass ``round(e * steps_per_epoch)``. Nothing
   is raised outside the run: a negative count gives :math:`p`, every count
   from the end of the discarding epochs on gives 0. The value has the float
-  dtype optax's schedules give the count (:func:`legw.schedules.float_dtype`)
+  dtype optax's schedules give the count (:func:`legw._schedules.float_dtype`)
   and the count's shape.
 
   Args:
@@ -161,6 +165,10 @@ def discard_small_loss_schedule(
   >>> p = legw.discard_small_loss_schedule(0.3, num_epochs=2, steps_per_epoch=10)
   >>> [round(float(p(t)), 4) for t in (0, 19, 20, 1000)]
   [0.3, 0.3, 0.0, 0.0]
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §3.1, Figure 10.
   """
   for name, value in (("fraction", fraction), ("num_epochs", num_epochs)):
     if not _validation.is_concrete_number(value):

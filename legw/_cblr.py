@@ -1,9 +1,5 @@
 r"""Curvature-based learning rates per parameter (CBLR), with a Hutchinson Hessian diagonal.
 
-Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks
-Based on the Second Order Gradient"
-(papers/curvature-based-lr-second-order-gradient.txt), §4, eq. 9–11.
-
 The curvature radius of the loss along parameter :math:`w_i` (eq. 9) is
 
 .. math::
@@ -16,7 +12,11 @@ Hessian diagonal is estimated by Hutchinson's method from Hessian-vector
 products (:func:`hutchinson_diagonal`), the objective passed to ``update`` as
 ``obj_fn`` (as ``optax.contrib.sophia`` takes it). The layer-wise members of
 the family that replace :math:`R_i` by a statistic of a layer (LARS, MCLR,
-PercentDelta) are in :mod:`legw.curvature` and :mod:`legw.lars`.
+PercentDelta) are in :mod:`legw._curvature` and :mod:`legw._lars`.
+
+References:
+  Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+  the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import numpy as np
 import optax
 from jax.typing import DTypeLike
 
-from legw import _layerwise, _validation
+from legw import _sgd, _validation
+from legw._masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 from legw._reduce import AxisName, abs_sq, is_trainable, real_dtype, stat_dtype
-from legw.masks import MaskOrFn, exclude_bias_and_norm, resolve_mask
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -171,9 +171,8 @@ def scale_by_curvature_radius(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each parameter by its loss-curve curvature radius (CBLR; no LR).
 
-  Per parameter :math:`i` (curvature paper eq. 9–11), with
-  :math:`u = g + \beta w` and :math:`\hat h` a Hutchinson estimate of the
-  Hessian diagonal of the objective:
+  Per parameter :math:`i`, with :math:`u = g + \beta w` and :math:`\hat h` a Hutchinson
+  estimate of the Hessian diagonal of the objective:
 
   .. math::
 
@@ -181,70 +180,54 @@ def scale_by_curvature_radius(
                       R_{\max}\Big)
      \qquad \text{update}_i = R_i\,u_i
 
-  (:math:`\beta` = ``weight_decay``: the curvature is that of the regularised
-  objective :math:`L + \tfrac{\beta}{2}\|w\|^2`; :math:`R_{\max}` =
-  ``max_radius``).  The global LR :math:`\gamma` of eq. 10 is applied later,
-  e.g. by :func:`legw.cblr`.  On a separable quadratic
-  :math:`\sum_i a_i (w_i - b_i)^2` Hutchinson is exact, :math:`\hat h_i =
-  2a_i`, and the update is :math:`(1 + g_i^2)^{3/2} g_i / (2a_i)`.
-
-  * Clamp: flat or noisy directions (:math:`\hat h_i \to 0`, or a one-probe
-    estimate near 0) would give unbounded steps; :math:`R_i` is capped at
-    ``max_radius`` (default 100, i.e. a per-parameter LR of at most
-    :math:`100\gamma`), and :math:`R_i = R_{\max}` where
-    :math:`\hat h_i + \beta = 0` exactly.  Negative curvature uses
-    :math:`|\hat h_i|`, as eq. 9.
-  * The objective is passed to ``update`` as the keyword ``obj_fn``, a
-    function of ``params`` alone returning a scalar (as
-    ``optax.contrib.sophia``), e.g. ``obj_fn=lambda p: loss(p, batch)``.
-    ``optax.chain`` forwards it (see :func:`legw.cblr`).
-  * Hutchinson (:func:`hutchinson_diagonal`): ``num_probes`` Rademacher probes
-    per estimate, each one Hessian-vector product (``jax.jvp`` of
-    ``jax.grad``, about 2-3 times the cost of a gradient); the estimate
-    is refreshed every ``update_every`` steps (steps 0, k, 2k, ...; a
-    ``lax.cond`` in between reuses ``state.hessian_diag``).  The PRNG key is
-    in the state and split every step.
-  * Leaves outside ``trust_ratio_mask`` (default
-    :func:`legw.exclude_bias_and_norm`) get :math:`R_i = 1` and a zero probe;
-    leaves outside ``weight_decay_mask`` get :math:`\beta = 0`.
-  * ``axis_name``: CBLR is per parameter, so no statistic is reduced.  Under
-    ``shard_map`` with parameters sharded over that axis, the device index is
-    folded into the probe key so that shards of one layer draw independent
-    signs (identical signs on every shard would bias the estimate).
-    ``obj_fn`` must then be the loss whose gradient w.r.t. the local shards is
-    the right one (the usual ``shard_map`` autodiff rules).  With parameters
-    *replicated* (pure data parallelism) do not pass ``axis_name``: make
-    ``obj_fn`` the global loss (``lax.pmean`` of the local loss) so every
-    device computes the same estimate.
-  * Complex leaves: :math:`|u_i|^2` in the radius (real; :math:`u_i^2` would
-    rotate the update, and make :math:`1 + u_i^2 = 0` at :math:`u_i = i`).
-    Leaves that are not floating (integers, ``float0`` gradients) pass
-    through unchanged and get no probe.  ``weight_decay`` may be an
-    ``optax.Schedule`` of the step count.
-  * Differentiable: ``jax.grad`` through the update differentiates the
-    Hutchinson estimate too (a third derivative of ``obj_fn``).
+  (:math:`\beta` = ``weight_decay``, the curvature of :math:`L + \tfrac{\beta}{2}\|w\|^2`;
+  :math:`R_{\max}` = ``max_radius``, the cap for flat or noisy directions, also used
+  where :math:`\hat h_i + \beta = 0`). The objective is passed to ``update`` as the
+  keyword ``obj_fn``, a function of ``params`` returning a scalar (as
+  ``optax.contrib.sophia``). Each estimate costs ``num_probes`` Hessian-vector products,
+  refreshed every ``update_every`` steps; the PRNG key is in the state. Leaves outside
+  ``trust_ratio_mask`` get :math:`R_i = 1` and no probe. The global LR is applied later
+  (:func:`legw.cblr`).
 
   Args:
-    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.  The only
-      positional argument.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional
+      argument.
     max_radius: :math:`R_{\max} > 0`, the cap on :math:`R_i`.
     num_probes: Rademacher probes per estimate (integer >= 1).
-    update_every: re-estimate the Hessian diagonal every this many steps
-      (integer >= 1).
+    update_every: re-estimate the Hessian diagonal every this many steps (integer >= 1).
     key: PRNG key (or an integer seed) for the probes.
-    trust_ratio_mask: which leaves get :math:`R_i`.
-    weight_decay_mask: which leaves get weight decay.
-    axis_name: mesh axis name(s) over which parameters are sharded, or None.
+    trust_ratio_mask, weight_decay_mask: which leaves get :math:`R_i`, and weight
+      decay (default :func:`legw.exclude_bias_and_norm`).
+    axis_name: under ``shard_map`` with parameters sharded over this axis, the device
+      index is folded into the probe key; ``None`` for replicated parameters (then make
+      ``obj_fn`` the global loss).
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose ``update(updates,
-    state, params, obj_fn=...)`` requires ``params`` and ``obj_fn``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``, ``obj_fn``.
 
   Raises:
-    ValueError: at construction, for negative ``weight_decay``,
-      ``max_radius <= 0``, or ``num_probes``/``update_every`` not integers
-      >= 1; at update, when ``params`` or ``obj_fn`` is not given.
+    ValueError: for a negative ``weight_decay``, ``max_radius <= 0``, or
+      ``num_probes``/``update_every`` not integers >= 1; at update, without ``params``
+      or ``obj_fn``.
     TypeError: for a ``weight_decay`` neither a number nor a schedule.
+
+  Example:
+    On a separable quadratic :math:`\sum_i a_i w_i^2` Hutchinson is exact,
+    :math:`\hat h_i = 2a_i`:
+
+    >>> import jax.numpy as jnp, legw
+    >>> loss = lambda p: jnp.sum(2.0 * p["w"] ** 2)
+    >>> params = {"w": jnp.array([[0.5, 0.0], [0.0, 0.0]])}
+    >>> tx = legw.scale_by_curvature_radius()
+    >>> grads = {"w": jnp.array([[2.0, 0.0], [0.0, 0.0]])}
+    >>> updates, _ = tx.update(grads, tx.init(params), params, obj_fn=loss)
+    >>> round(float(updates["w"][0, 0]), 4)  # (1 + 2^2)^1.5 * 2 / 4
+    5.5902
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11. See
+    :doc:`/guides/curvature` for the numerics.
   """
   _validation.check_weight_decay(weight_decay)
   _validation.check_range("max_radius", max_radius, low=0.0, low_inclusive=False)
@@ -333,65 +316,53 @@ def cblr(
   axis_name: AxisName = None,
   accumulator_dtype: DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""SGD with curvature-based per-parameter rates (CBLR, curvature paper eq. 9–11).
+  r"""SGD with curvature-based per-parameter rates (CBLR).
 
   .. math::
 
      v_i \leftarrow m\,v_i + \gamma_t R_i\,(g_i + \beta w_i) \qquad
      w_i \leftarrow w_i - v_i
 
-  with :math:`R_i` from :func:`scale_by_curvature_radius` (Hutchinson Hessian
-  diagonal, clamped at ``max_radius``).  Implemented as
-  ``optax.chain(scale_by_curvature_radius(...),
-  optax.scale_by_learning_rate(learning_rate), optax.trace(momentum,
-  nesterov))``; ``optax.chain`` forwards the ``obj_fn`` keyword to the first
-  transform::
-
-     opt = legw.cblr(0.1)
-     updates, state = opt.update(grads, state, params,
-                                 obj_fn=lambda p: loss_fn(p, batch))
-
-  Leaves outside ``trust_ratio_mask`` (default: biases and norms) get plain
-  momentum SGD at :math:`\gamma_t`; non-floating leaves pass through.  Each
-  step costs ``num_probes``
-  Hessian-vector products every ``update_every`` steps on top of the
-  gradient.  With ``optax.inject_hyperparams``, the integers that shape the
-  computation must be static: ``optax.inject_hyperparams(legw.cblr,
-  static_args=("num_probes", "update_every", "key"))``.
+  with :math:`R_i` from :func:`legw.scale_by_curvature_radius`: the chain of
+  :func:`legw.lars` with that transform; ``optax.chain`` forwards the ``obj_fn`` keyword
+  of ``update`` to it. Leaves outside ``trust_ratio_mask`` (default: biases and norms)
+  get plain momentum SGD at :math:`\gamma_t`. Under ``optax.inject_hyperparams`` pass
+  ``static_args=("num_probes", "update_every", "key")``.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)` (keyword-only, as every argument after
-      ``learning_rate``).
+    momentum: :math:`m \in [0, 1)`.
     weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
-    max_radius: cap on :math:`R_i` (> 0).
-    num_probes: Rademacher probes per Hessian estimate (integer >= 1).
-    update_every: steps between Hessian estimates (integer >= 1).
-    key: PRNG key or integer seed for the probes.
+    max_radius, num_probes, update_every, key: as in :func:`legw.scale_by_curvature_radius`.
+    weight_decay_mask, trust_ratio_mask, axis_name: as in ``scale_by_curvature_radius``.
     nesterov: Nesterov momentum.
-    weight_decay_mask: which leaves get weight decay.
-    trust_ratio_mask: which leaves get :math:`R_i`.
-    axis_name: see :func:`scale_by_curvature_radius`.
-    accumulator_dtype: the dtype of the momentum in the state
-      (``optax.trace``'s argument), e.g. ``jnp.bfloat16``; ``None``
-      (default): the parameters' dtype.  Only the stored momentum is
-      rounded; the per-layer statistics stay float32 and the update comes
-      back in the gradient's dtype (see :func:`legw.lars`).
+    accumulator_dtype: the dtype of the stored momentum, as in :func:`legw.lars`.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs``; ``update`` requires params
-    and the keyword ``obj_fn``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params`` and
+    the keyword ``obj_fn``.
 
   Raises:
-    ValueError: for a negative learning rate, momentum outside [0, 1),
-      negative weight decay, ``max_radius <= 0``, or ``num_probes`` /
-      ``update_every`` not integers >= 1; at update time without params or
-      ``obj_fn``.
-    TypeError: for a learning rate or weight decay neither a number nor a
-      schedule (e.g. a :class:`legw.Recipe`), or an ``accumulator_dtype``
-      that is not a floating dtype.
+    ValueError: for a negative learning rate, momentum outside [0, 1), and as
+      :func:`legw.scale_by_curvature_radius`.
+    TypeError: for a learning rate or weight decay neither a number nor a schedule
+      (e.g. a :class:`legw.Recipe`), or a non-floating ``accumulator_dtype``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, legw
+    >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
+    >>> params = {"w": jnp.zeros((2, 2))}
+    >>> opt = legw.cblr(0.1)
+    >>> state = opt.init(params)
+    >>> grads = {"w": jnp.full((2, 2), -2.0)}  # jax.grad(loss)(params)
+    >>> updates, state = opt.update(grads, state, params, obj_fn=loss)
+    >>> params = optax.apply_updates(params, updates)
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11.
   """
-  return _layerwise.sgd_optimizer(
+  return _sgd.sgd_optimizer(
     scale_by_curvature_radius,
     learning_rate,
     momentum,

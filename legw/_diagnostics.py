@@ -1,15 +1,16 @@
 r"""Per-layer statistics and the local Lipschitz estimate, for logging.
 
 Sources:
-  * You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks"
-    (papers/lars-layer-wise-adaptive-rate-scaling.txt), Table 2: per-layer
+  * You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
+    2017, arXiv:1708.03888, Table 2: per-layer
     :math:`\|w\|`, :math:`\|\nabla L(w)\|` and their ratio at the first
     iteration.
-  * Gao & Zhong (papers/curvature-based-lr-second-order-gradient.txt), §4,
-    eq. 20–24: the per-layer sizes :math:`(W_l, G_l)` of LARS, MCLR and
+  * Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks
+    Based on the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 20–24: the
+    per-layer sizes :math:`(W_l, G_l)` of LARS, MCLR and
     PercentDelta, which :class:`LayerwiseStatsState` keeps.
-  * You et al., "Large-Batch Training for LSTM and Beyond"
-    (papers/legw-large-batch-lstm-and-beyond.txt), §4 and Figure 3: the local
+  * You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §4 and Figure 3: the local
     Lipschitz estimate :math:`L(x, g) = |g^T \nabla^2 f(x) g| / \|g\|^2`
     along training.
 
@@ -27,8 +28,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from legw._masks import LayerAxis, leaf_path, resolve_layer_axis
 from legw._reduce import AxisName, stat_dtype, sum_of_squares
-from legw.masks import LayerAxis, resolve_layer_axis
 
 
 def _real_stat_dtype(dtype) -> jnp.dtype:
@@ -62,40 +63,6 @@ def _real_inner(d: jax.Array, hd: jax.Array, dtype) -> jax.Array:
     re = jnp.sum(jnp.real(d).astype(dtype) * jnp.real(hd).astype(dtype))
     return re - jnp.sum(jnp.imag(d).astype(dtype) * jnp.imag(hd).astype(dtype))
   return jnp.sum(d.astype(dtype) * hd.astype(dtype))
-
-
-def _key_name(k: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def leaf_path(path: tuple) -> str:
-  """The "/"-joined key names of a ``jax.tree_util`` key path.
-
-  Dict keys, attribute names and sequence indices are written bare:
-  ``["params"]["Dense_0"]["kernel"]`` (Flax Linen) becomes
-  ``"params/Dense_0/kernel"``, ``[0]["w"]`` becomes ``"0/w"``.  A final
-  ``.value`` attribute (the array inside a Flax NNX ``Variable``) is dropped:
-  an NNX ``State`` leaf ``layers/0/kernel/.value`` is ``"layers/0/kernel"``.
-
-  Args:
-    path: a key path, as ``jax.tree_util.tree_flatten_with_path`` gives.
-
-  Returns:
-    The path as a string.
-
-  >>> import jax
-  >>> from legw.diagnostics import leaf_path
-  >>> tree = {"params": {"Dense_0": {"kernel": 1.0}}, "layers": [{"w": 2.0}]}
-  >>> [leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-  ['layers/0/w', 'params/Dense_0/kernel']
-  """
-  path = tuple(path)
-  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
-    path = path[:-1]
-  return "/".join(_key_name(k) for k in path)
 
 
 class LayerwiseStatsState(NamedTuple):
@@ -153,6 +120,10 @@ class LayerwiseStatsState(NamedTuple):
   (10.0, 5.0, 0.5)
   >>> state.trust_ratio["b"]  # a bias: off the trust ratio by default
   MaskedNode()
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 20–24.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states
@@ -272,6 +243,10 @@ def layerwise_stats(
   ...                              {"w": jnp.array([0.3, 0.4])})
   >>> {k: round(float(v), 4) for k, v in stats["w"].items()}
   {'param_norm': 5.0, 'grad_norm': 0.5, 'norm_ratio': 10.0}
+
+  References:
+    You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks", 2017,
+    arXiv:1708.03888, Table 2.
   """
   path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   try:
@@ -338,6 +313,10 @@ def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction:
   4.0
   >>> float(legw.local_lipschitz(loss, params, {"w": jnp.zeros(2), "v": jnp.array(1.0)}))
   2.0
+
+  References:
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §4, Figure 3.
   """
   w_leaves, treedef = jax.tree.flatten(params)
   try:

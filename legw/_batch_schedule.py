@@ -1,12 +1,13 @@
 """Batch-size schedules: a few phases of constant batch size, each with its LR.
 
-Source: "Curvature-based learning rate ... second-order gradient"
-(papers/curvature-based-lr-second-order-gradient.txt), §3.2 "Real Time Tuning
+Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+the Second Order Gradient", 2020, arXiv:2012.08795, §3.2 "Real Time Tuning
 of Batch Size in a Training Process" (AlexNet on CIFAR-10: batch 512 and LR
 0.005 in the first epoch, then batch 8192 and LR 0.05) and §5 "Method 2: Batch
 size scheduling" (Devarakonda et al., 2017; Smith et al., 2018; Mikami et al.,
 2018). The learning rate of each phase is the LEGW one for its batch size
-(LEGW paper, papers/legw-large-batch-lstm-and-beyond.txt, §3).
+(You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and Beyond",
+SC 2019, arXiv:1901.08256, §3).
 
 A training loop compiles its step once per *distinct* batch size (a phase's
 batches all have one shape) and feeds the learning rate as a value, so a
@@ -35,9 +36,9 @@ import numpy as np
 import optax
 
 from legw import _validation
-from legw.recipe import Recipe
-from legw.scaling import as_count
-from legw.schedules import float_dtype
+from legw._recipe import Recipe
+from legw._scaling import as_count
+from legw._schedules import float_dtype
 
 LearningRateFn = Callable[[int, int], optax.Schedule]
 
@@ -104,7 +105,7 @@ class BatchSizeSchedule:
       negative step reads the first phase's schedule there (step 0 for a
       :class:`legw.Recipe`), and past the end the last phase's schedule
       continues (a recipe's end value). The value has the float dtype
-      optax's schedules give the count (:func:`legw.schedules.float_dtype`).
+      optax's schedules give the count (:func:`legw._schedules.float_dtype`).
       None when no recipe was given.
   """
 
@@ -195,8 +196,6 @@ def batch_size_schedule(
   one, e.g. ``[(1, 512), (N - 1, 8192)]`` (the paper's learning rates, 0.005
   then 0.05, are hand-picked; pass them with a callable ``recipe``, e.g.
   ``lambda b, spe: optax.constant_schedule(0.005 if b == 512 else 0.05)``).
-  Smith et al.'s "increase the batch instead of decaying the LR" is a ladder
-  such as ``[(30, 128), (30, 640), (30, 3200)]`` with a constant-LR recipe.
 
   Units: phase lengths in *epochs* (passes over ``dataset_size``), batch
   sizes and ``dataset_size`` in *examples*; the resulting ``learning_rate``
@@ -225,8 +224,7 @@ def batch_size_schedule(
     TypeError: for batch or data set sizes that are not integer counts
       (``2.5``), or a recipe that is neither a Recipe nor a callable.
 
-  Example (curvature paper §3.2: one epoch at batch 512, then 8192; the
-  learning rate of each phase is the LEGW one for its batch):
+  Example (curvature paper §3.2: one epoch at batch 512, then 8192):
 
   >>> import legw
   >>> recipe = legw.Recipe(base_batch_size=8192, base_learning_rate=0.05,
@@ -237,6 +235,10 @@ def batch_size_schedule(
   [(512, 97), (8192, 12)]
   >>> [round(float(bs.learning_rate(t)), 4) for t in (0, 96, 97, 108)]
   [0.0125, 0.0125, 0.05, 0.05]
+
+  References:
+    Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
+    the Second Order Gradient", 2020, arXiv:2012.08795, §3.2.
   """
   dataset_size = as_count("dataset_size", dataset_size)
   if not phases:

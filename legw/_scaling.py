@@ -1,7 +1,7 @@
 """Batch-size scaling rules for the learning rate and the warmup length.
 
-Source: You et al., "Large-Batch Training for LSTM and Beyond"
-(papers/legw-large-batch-lstm-and-beyond.txt), §2.3 (Sqrt and Linear Scaling
+Source: You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+Beyond", SC 2019, arXiv:1901.08256, §2.3 (Sqrt and Linear Scaling
 rules), §3 (LEGW: warmup epochs grow linearly with the batch) and Table 1.
 The epochs a batch needs from a measured gradient noise scale: McCandlish,
 Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
@@ -123,6 +123,11 @@ def scale_learning_rate(
   5.0
   >>> legw.scale_learning_rate(0.1, 256, 1024, rule="linear")
   0.4
+
+  References:
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §2.3 and §3.1; Goyal et al., "Accurate,
+    Large Minibatch SGD: Training ImageNet in 1 Hour", 2017, arXiv:1706.02677.
   """
   _validation.check_range("base_learning_rate", base_learning_rate, low=0.0)
   _validation.check_choice("rule", rule, LR_RULES)
@@ -173,6 +178,10 @@ def scale_warmup_epochs(
   10.0
   >>> legw.scale_warmup_epochs(5.0, 256, 8192, rule="none")
   5.0
+
+  References:
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §3 and Table 1.
   """
   _validation.check_range("base_warmup_epochs", base_warmup_epochs, low=0.0)
   _validation.check_choice("rule", rule, WARMUP_RULES)
@@ -188,7 +197,7 @@ def as_positive_real(name: str, value: Any) -> float:
       is not a concrete real scalar.
     ValueError: naming ``name``, for a value <= 0, infinite or NaN.
 
-  >>> from legw.scaling import as_positive_real
+  >>> from legw._scaling import as_positive_real
   >>> as_positive_real("noise_scale", 2500)
   2500.0
   """

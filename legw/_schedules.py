@@ -1,13 +1,15 @@
 """LEGW learning-rate schedules (``optax.Schedule`` builders).
 
-Source: You et al., "Large-Batch Training for LSTM and Beyond"
-(papers/legw-large-batch-lstm-and-beyond.txt), §3 (LEGW), §3.2 and Figure 2
-(multistep and poly decays), Table 1 (ResNet-50 ladder); §2.3 (gradual and
-constant warmup schemes); LARS paper Algorithm 1 (poly decay, power 2).
-
 Units: a schedule's argument is the optimizer *step* count (optax's
 ``count``); lengths given to the builders are in *epochs*, turned into steps
 with ``steps_per_epoch``; batch sizes are in *examples*.
+
+References:
+  You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+  Beyond", SC 2019, arXiv:1901.08256, §2.3 (warmup schemes), §3 (LEGW), §3.2 and
+  Figure 2 (multistep and poly decays), Table 1 (ResNet-50 ladder); You, Gitman &
+  Ginsburg, "Large Batch Training of Convolutional Networks", 2017, arXiv:1708.03888,
+  Algorithm 1 (poly decay, power 2).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import optax
 
 from legw import _validation, _warnings
-from legw.scaling import LR_RULES, WARMUP_RULES, as_count, scale_learning_rate, scale_warmup_epochs
+from legw._scaling import LR_RULES, WARMUP_RULES, as_count, scale_learning_rate, scale_warmup_epochs
 
 DECAYS = ("poly", "multistep", "exponential", "cosine", "constant")
 WARMUPS = ("gradual", "constant")
@@ -87,132 +89,64 @@ def legw_schedule(
 ) -> optax.Schedule:
   r"""The LEGW schedule for ``batch_size`` from a recipe tuned at ``base_batch_size``.
 
-  With :math:`k` = ``batch_size / base_batch_size``:
+  With :math:`k` = ``batch_size / base_batch_size``, the peak is
+  :math:`\eta = \eta_0\sqrt{k}` and the warmup :math:`e_0 k` epochs, ``W`` steps; of
+  ``T`` steps in all, with :math:`s = t - W`, :math:`D = T - W`, :math:`e_v` = ``end_value``:
 
-  * peak learning rate :math:`\eta = \eta_0\sqrt{k}` (``lr_scaling="sqrt"``;
-    see :func:`legw.scale_learning_rate`);
-  * warmup epochs :math:`e = e_0 k` (``warmup_scaling="linear"``; see
-    :func:`legw.scale_warmup_epochs`), i.e. ``W = round(e * steps_per_epoch)``
-    warmup steps;
-  * ``warmup="gradual"``: :math:`\gamma_t = \eta\,t/W` for :math:`t < W`
-    (linear from 0, reaching the peak at step W). ``warmup="constant"``: the
-    constant-warmup scheme (LEGW paper §2.3; Goyal et al.), :math:`\gamma_t =`
-    ``warmup_value`` (default: the unscaled ``base_learning_rate``) for
-    :math:`t < W`;
-  * from step W on, the decay, over the ``D = T - W`` remaining steps
-    (``T = round(num_epochs * steps_per_epoch)``), starting at the peak
-    (continuous at the end of gradual warmup), with :math:`s = t - W`:
+  .. math::
 
-    - ``"poly"``: with ``poly_origin="warmup_end"`` (the default)
-      :math:`e_v + (\eta - e_v)(1 - s/D)^p` (p = ``power``, :math:`e_v` =
-      ``end_value``): the decay counts the steps *after* warmup and is
-      continuous at the peak, as in the MLPerf ResNet-50 LARS reference
-      schedules (poly power 2 over the steps after warmup). With
-      ``poly_origin="step_0"``: :math:`e_v + (\eta - e_v)(1 - t/T)^p`, the
-      LEGW paper's text *literally* (§3.2, "the learning rate of iteration i
-      is :math:`\eta \times (1 - i/I)^p`", I the total iterations; slides
-      "Example for polynomial LR decay"), with i counted from step 0: the LR
-      drops at step W from :math:`\eta` to :math:`\eta(1 - W/T)^p` — by
-      :math:`(9/8)^2 \approx 1.27` at batch 32K of Table 1 (10 of 90 epochs
-      of warmup). Without warmup (W = 0) both are LARS Algorithm 1's
-      :math:`\gamma_0(1 - t/T)^2` (papers/lars-layer-wise-adaptive-rate-scaling.txt,
-      §4, Algorithm 1);
-    - ``"multistep"``: :math:`\eta\,r^{n(t)}`, :math:`n(t)` = number of
-      ``boundary_epochs`` b with :math:`t \ge` round(b * steps_per_epoch), r =
-      ``decay_rate`` (LEGW Figure 2.1: boundaries 30, 60, 80 and r = 0.1);
-    - ``"exponential"``: :math:`\eta\,r^{s'/P}` with P = ``decay_epochs`` in
-      steps and :math:`s'` the steps since the decay began (``staircase``
-      floors the exponent); floored at ``end_value`` when that is > 0;
-    - ``"cosine"``: :math:`e_v + (\eta - e_v)(1 + \cos(\pi s/D))/2`;
-    - ``"constant"``: :math:`\eta`.
+     \gamma_t = \eta\,t/W \;(t < W), \qquad
+     \gamma_t = e_v + (\eta - e_v)(1 - s/D)^p \;(t \ge W, \text{ poly})
 
-    ``decay_begin_epochs`` (poly, exponential, cosine) holds the peak until
-    that epoch and decays over the rest (a ``"step_0"`` poly still counts i
-    from step 0, so it drops when the hold ends). With ``staircase=True`` the
-    first reduction comes one ``decay_epochs`` period *after*
-    ``decay_begin_epochs``: PTB in §5.1.2 (7 constant epochs, then halved
-    after each epoch) is ``decay="exponential", decay_rate=0.5,
-    staircase=True, decay_begin_epochs=6``.
-
-  **Domain of the schedule.** It maps the optimizer *step* count :math:`t`
-  (optax's ``count``: steps taken so far, from 0; a Python/NumPy int, or a
-  JAX integer array of any shape, traced under ``jax.jit``) — not epochs,
-  not examples; for epoch e pass ``round(e * steps_per_epoch)``. Under
-  ``optax.MultiSteps`` it counts optimizer steps, not micro-steps. Outside
-  :math:`[0, T)` nothing is raised (a traced count cannot be checked): a
-  negative count is read as step 0 (LR 0 for a gradual warmup); from step T
-  on, ``"poly"`` and ``"cosine"`` give ``end_value``, ``"multistep"`` its
-  last value, ``"constant"`` the peak, and ``"exponential"`` keeps decaying
-  (floored at ``end_value`` when > 0). A run longer than T steps (e.g.
-  ``steps_per_epoch`` from a data loader that keeps the last partial batch)
-  so silently trains at the end value.
-
-  The value has the float dtype optax's own schedules give the same count
-  (float32 for optax's int32 ``count``; float64 for a Python int under
-  ``jax_enable_x64``; see :func:`float_dtype`) and the count's shape.
+  ``warmup="constant"`` holds ``warmup_value`` for :math:`t < W` instead. Decays from
+  the peak: ``"poly"`` (above; ``poly_origin="step_0"`` is the paper's literal
+  :math:`\eta(1 - t/T)^p`, which drops at step W), ``"multistep"`` (times
+  ``decay_rate`` at each of ``boundary_epochs``), ``"exponential"``, ``"cosine"``,
+  ``"constant"``. **Domain:** the optimizer *step* count (optax's ``count``, from 0; an
+  int or a traced integer array), not epochs; outside :math:`[0, T)` nothing is raised.
 
   Args:
-    base_learning_rate: tuned peak LR at the base batch, >= 0.
-    base_batch_size: the batch size of the tuned recipe, in examples: an
-      integer count (Python/NumPy/JAX integer or a whole float), > 0.
-    batch_size: the target batch size, in examples, an integer count, > 0.
-    base_warmup_epochs: tuned warmup, in epochs (not steps), >= 0.
+    base_learning_rate: tuned peak LR :math:`\eta_0 \ge 0` at the base batch.
+    base_batch_size: the tuned recipe's batch size, in examples (an integer count).
+    batch_size: the target batch size, in examples (an integer count).
+    base_warmup_epochs: tuned warmup :math:`e_0 \ge 0`, in epochs.
     num_epochs: training length, in epochs, > 0.
-    steps_per_epoch: optimizer steps per epoch at ``batch_size`` (e.g.
-      ``dataset_size // batch_size``), an integer count, > 0.
-    decay: one of ``"poly"``, ``"multistep"``, ``"exponential"``,
-      ``"cosine"``, ``"constant"``.
-    power: poly power p > 0.
-    end_value: final LR for poly/cosine (floor for exponential), >= 0.
-    boundary_epochs: multistep boundaries, in epochs from the start of
-      training, each strictly after the warmup and before ``num_epochs``.
-    decay_rate: multiplier per boundary (multistep) or per ``decay_epochs``
-      (exponential), in (0, 1].
+    steps_per_epoch: optimizer steps per epoch at ``batch_size`` (an integer count).
+    decay: ``"poly"``, ``"multistep"``, ``"exponential"``, ``"cosine"`` or ``"constant"``.
+    power: poly power :math:`p > 0`.
+    end_value: final LR for poly and cosine (floor for exponential), >= 0.
+    boundary_epochs: multistep boundaries, in epochs, after warmup and before the end.
+    decay_rate: factor per boundary or per ``decay_epochs``, in (0, 1].
     decay_epochs: exponential decay period, in epochs, > 0.
-    decay_begin_epochs: epoch at which the decay begins (default: end of
-      warmup), in [0, num_epochs).
+    decay_begin_epochs: epoch the decay begins (default: the end of warmup).
     staircase: exponential decay in whole periods.
     lr_scaling: ``"sqrt"`` (LEGW), ``"linear"`` or ``"none"``.
-    warmup_scaling: ``"linear"`` (LEGW) or ``"none"`` (constant epochs).
+    warmup_scaling: ``"linear"`` (LEGW) or ``"none"``.
     warmup: ``"gradual"`` or ``"constant"``.
-    warmup_value: LR during a constant warmup, >= 0.
-    poly_origin: where a ``"poly"`` decay counts its steps from:
-      ``"warmup_end"`` (continuous; MLPerf LARS) or ``"step_0"`` (the LEGW
-      paper's text, §3.2). Only with ``decay="poly"``.
+    warmup_value: LR during a constant warmup (default: ``base_learning_rate``).
+    poly_origin: ``"warmup_end"`` (continuous; MLPerf LARS) or ``"step_0"``.
 
   Returns:
-    An ``optax.Schedule``: step count -> learning rate, as above.
+    An ``optax.Schedule``: step count -> learning rate (float, as optax's schedules).
 
   Raises:
-    ValueError: naming the argument, for non-positive batch sizes, epochs or
-      steps; an unknown rule, decay, warmup or poly origin; a
-      ``poly_origin`` other than the default with a decay that is not poly;
-      a scaled warmup not shorter than training (with the length it came to
-      and a suggestion); boundaries outside the run or inside the warmup.
-    TypeError: for non-numeric sizes, and batch sizes or ``steps_per_epoch``
-      that are not integer counts (``312.5``).
+    ValueError: naming the argument, for non-positive sizes, epochs or steps, an
+      unknown choice, a warmup not shorter than training, or misplaced boundaries.
+    TypeError: for non-numeric sizes, or batch sizes or ``steps_per_epoch`` that are
+      not integer counts.
 
-  Warns:
-    UserWarning: when the warmup is longer than half of training (often
-      steps passed as epochs, or a batch scaled too far for ``num_epochs``),
-      or when a non-zero warmup rounds to 0 steps.
+  Example:
+    >>> import legw  # LEGW Table 1, batch 32K: a 2^5 peak after 10 warmup epochs
+    >>> s = legw.legw_schedule(base_learning_rate=2**2.5, base_batch_size=1024,
+    ...                        batch_size=32768, base_warmup_epochs=0.3125,
+    ...                        num_epochs=90, steps_per_epoch=39)
+    >>> [round(float(s(t)), 4) for t in (0, 195, 390, 1950, 3510)]
+    [0.0, 16.0, 32.0, 8.0, 0.0]
 
-  Example (LEGW paper Table 1, batch 32K on ImageNet: 2^5 peak after 10
-  epochs of warmup, poly power 2 over 90 epochs):
-
-  >>> import legw
-  >>> spe = 1_281_167 // 32768  # 39 steps per epoch
-  >>> s = legw.legw_schedule(base_learning_rate=2**2.5, base_batch_size=1024,
-  ...                        batch_size=32768, base_warmup_epochs=0.3125,
-  ...                        num_epochs=90, steps_per_epoch=spe)
-  >>> [round(float(s(t)), 4) for t in (0, 195, 390, 1950, 3510)]
-  [0.0, 16.0, 32.0, 8.0, 0.0]
-  >>> lit = legw.legw_schedule(base_learning_rate=2**2.5, base_batch_size=1024,
-  ...                          batch_size=32768, base_warmup_epochs=0.3125,
-  ...                          num_epochs=90, steps_per_epoch=spe,
-  ...                          poly_origin="step_0")
-  >>> round(float(s(390) / lit(390)), 4)  # (9/8)^2 at the end of warmup
-  1.2656
+  References:
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
+    Beyond", SC 2019, arXiv:1901.08256, §3, §3.2, Figure 2, Table 1. See
+    :doc:`/guides/legw_recipes` for the domain, the decays and the warnings in full.
   """
   _validation.check_choice("decay", decay, DECAYS)
   _validation.check_choice("warmup", warmup, WARMUPS)

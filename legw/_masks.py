@@ -155,26 +155,28 @@ class _AxisLeaf:
     self.axis = axis
 
 
-def _key_name(key: Any) -> str:
-  """One key of a ``jax.tree_util`` path as a name: a dict key, an attribute
-  name, or a sequence index."""
-  for attr in ("key", "name", "idx"):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
+def leaf_path(path: Any) -> str:
+  """The "/"-joined key names of a ``jax.tree_util`` key path: what :func:`path_mask`
+  matches, and the names of every per-layer dict and message.
 
+  ``jax.tree_util.keystr(path, simple=True, separator="/")``, less a final
+  ``.value`` attribute (the array inside a Flax NNX ``Variable``), so that
+  ``nnx.state(model, nnx.Param)`` (what ``nnx.Optimizer`` passes to ``init``) and
+  the plain arrays it passes to ``update`` have the same paths.  Dict keys,
+  attribute names and sequence indices are written bare:
+  ``["params"]["Dense_0"]["kernel"]`` (Flax Linen) becomes
+  ``"params/Dense_0/kernel"``, ``[0]["w"]`` becomes ``"0/w"``.
 
-def leaf_path(path: tuple[Any, ...]) -> str:
-  """A ``jax.tree_util`` key path as the "/"-joined names :func:`path_mask` matches.
-
-  A final ``.value`` attribute (the array inside a Flax NNX ``Variable``) is
-  dropped, so that ``nnx.state(model, nnx.Param)`` (what ``nnx.Optimizer``
-  passes to ``init``) and the plain arrays it passes to ``update`` have the
-  same paths.
+  >>> import jax
+  >>> from legw._masks import leaf_path
+  >>> tree = {"params": {"Dense_0": {"kernel": 1.0}}, "layers": [{"w": 2.0}]}
+  >>> [leaf_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  ['layers/0/w', 'params/Dense_0/kernel']
   """
+  path = tuple(path)
   if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
     path = path[:-1]
-  return "/".join(_key_name(k) for k in path)
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def _compile(argument: str, patterns: Any) -> tuple[re.Pattern[str], ...]:
@@ -252,15 +254,11 @@ def path_mask(
 ) -> Callable[[Any], Any]:
   r"""A mask by regular expressions over the parameter paths.
 
-  A leaf's path is its keys in ``jax.tree_util.tree_flatten_with_path``
-  joined by "/": dict keys, attribute names and list indices, e.g.
-  ``Dense_0/kernel`` in a Flax Linen ``params`` dict,
-  ``layers/0/attn/query/kernel`` in a Flax NNX ``nnx.State`` (a final
-  ``.value`` of an NNX ``Variable`` is dropped, so ``init`` and ``update``
-  see the same paths).  A pattern matches a path if ``re.search`` finds it
-  anywhere in it (a plain substring such as ``"bias"`` is a pattern, as in
-  the MLPerf ``skip_list``); anchor with ``^`` and ``$`` for whole paths.
-  Per leaf:
+  A leaf's path is its keys joined by "/" (dict keys, attribute names, list indices;
+  the final ``.value`` of a Flax NNX ``Variable`` dropped), e.g. ``Dense_0/kernel`` in
+  Flax Linen ``params``, ``layers/0/attn/query/kernel`` in an NNX ``State``. A pattern
+  matches a path if ``re.search`` finds it anywhere in it (anchor with ``^`` and ``$``
+  for whole paths). Per leaf with path :math:`s`:
 
   .. math::
 
@@ -268,54 +266,27 @@ def path_mask(
      \text{include}: p \sim s\big) \land \lnot\,\exists q \in
      \text{exclude}: q \sim s
 
-  so ``exclude`` alone is "every leaf but these" (the use of TF Addons'
-  ``exclude_from_layer_adaptation``), ``include`` alone "only these".
-
-  It differs from the default shape rule, :func:`legw.exclude_bias_and_norm`
-  (``ndim <= 1`` is excluded), where names and shapes disagree:
-
-  * an embedding table is ``ndim`` 2, so the shape rule gives it the trust
-    ratio and weight decay; ``exclude="embed"`` takes it out;
-  * stacked (scanned) layers: a LayerNorm scale stored as one ``(L, d)``
-    leaf is ``ndim`` 2; the shape rule excludes it only when ``layer_axis``
-    is given (the default masks then judge one layer's shape, ``(d,)``),
-    whereas a name such as ``"scale"`` excludes it either way.  A stack's
-    path has no layer index (``layers/attn/query/kernel``), so a pattern
-    takes or leaves all L layers of the stack together; with ``layer_axis``
-    each of them still gets its own trust ratio.
-
-  Use it for ``trust_ratio_mask`` and ``weight_decay_mask`` of every legw
-  optimizer, or any optax mask (``optax.masked``,
-  ``optax.add_decayed_weights(mask=...)``).
+  Unlike the shape rule (:func:`legw.exclude_bias_and_norm`), ``exclude="embed"``
+  takes an embedding table (``ndim`` 2) out, and a name such as ``"scale"`` takes a
+  stacked ``(L, d)`` norm scale out without ``layer_axis``. Use it for
+  ``trust_ratio_mask`` and ``weight_decay_mask`` of every legw optimizer, or any optax
+  mask.
 
   Args:
-    include: a regular expression (a ``str``) or a sequence of them; a leaf
-      is in the mask only if its path matches one.  Default (``None``):
-      every leaf.
+    include: a regular expression (a ``str``) or a sequence of them; a leaf is in the
+      mask only if its path matches one. Default (``None``): every leaf.
     exclude: same forms; a leaf whose path matches one is out of the mask.
-    strict: if True (default), every pattern must match at least one path
-      of the params the mask is applied to.
+    strict: if True (default), every pattern must match at least one path.
 
   Returns:
-    A callable of ``params`` returning a pytree of Python bools with the
-    structure of ``params`` (as optax masks take).
+    A callable of ``params`` returning a pytree of Python bools shaped as ``params``.
 
   Raises:
-    ValueError: at construction, for a pattern that is not a valid regular
-      expression (naming it), or neither ``include`` nor ``exclude`` given;
-      when applied (legw optimizers apply it at ``init``), with
-      ``strict=True``, for a pattern that matches no path (naming it and
-      listing some paths).
-    TypeError: at construction, for a pattern that is not a ``str``, or a
-      ``strict`` that is not a bool.
-
-  Source: the name-based masks of the field: the ``skip_list`` of name
-  substrings of MLPerf's TensorFlow LARS (``["batch_normalization",
-  "bias"]``), ``exclude_from_weight_decay`` and
-  ``exclude_from_layer_adaptation`` (regular expressions, ``re.search``) of
-  TensorFlow Addons' LAMB, and big_vision's regular expressions over
-  "/"-joined parameter paths.  Named for what it reads (the path, not only a
-  leaf's last key) and after those ``include``/``exclude`` lists.
+    ValueError: at construction, for an invalid regular expression, or neither
+      ``include`` nor ``exclude``; when applied (at ``init``), with ``strict=True``,
+      for a pattern that matches no path (naming it and listing some paths).
+    TypeError: at construction, for a pattern that is not a ``str``, or a ``strict``
+      that is not a bool.
 
   Example:
     >>> import jax.numpy as jnp, legw
@@ -326,12 +297,11 @@ def path_mask(
     >>> mask(params)
     {'dense': {'bias': False, 'kernel': True}, 'embed': {'embedding': False},
      'ln': {'bias': False, 'scale': False}}
-    >>> legw.exclude_bias_and_norm(params)["embed"]  # the shape rule keeps it
-    {'embedding': True}
     >>> opt = legw.lars(0.1, trust_ratio_mask=mask, weight_decay_mask=mask)
-    >>> legw.lars(0.1, trust_ratio_mask=legw.path_mask(exclude="Dense")).init(params)
-    Traceback (most recent call last):
-    ...
-    ValueError: path_mask exclude pattern 'Dense' matches no parameter path; ...
+
+  References:
+    The ``skip_list`` of MLPerf's TensorFlow LARS; ``exclude_from_weight_decay`` and
+    ``exclude_from_layer_adaptation`` of TensorFlow Addons' LAMB; big_vision's regular
+    expressions over "/"-joined paths. See :doc:`/guides/optimizer_state_and_masks`.
   """
   return _PathMask(include, exclude, strict)
