@@ -25,6 +25,7 @@ from legw._diagnostics import LayerwiseStatsState as LayerwiseStatsState
 from legw._diagnostics import applied_layerwise_stats as applied_layerwise_stats
 from legw._diagnostics import layerwise_stats as layerwise_stats
 from legw._diagnostics import local_lipschitz as local_lipschitz
+from legw._diagnostics import trust_coefficient_from_sgd as trust_coefficient_from_sgd
 from legw._lamb import lamb as lamb
 from legw._lamb import scale_by_lamb as scale_by_lamb
 from legw._lars import ScaleByLarsState as ScaleByLarsState
@@ -83,4 +84,5 @@ __all__ = (
   "scale_learning_rate",
   "scale_num_epochs",
   "scale_warmup_epochs",
+  "trust_coefficient_from_sgd",
 )

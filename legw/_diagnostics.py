@@ -27,8 +27,17 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from legw._masks import LayerAxis, leaf_path, resolve_layer_axis
+from legw._masks import (
+  LayerAxis,
+  MaskOrFn,
+  exclude_bias_and_norm,
+  leaf_path,
+  per_layer_shapes,
+  resolve_layer_axis,
+  resolve_mask,
+)
 from legw._reduce import AxisName, stat_dtype, sum_of_squares
 
 
@@ -330,3 +339,65 @@ def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction:
   num = sum(_real_inner(d, h, dt) for d, h in zip(d_cast, hd_leaves))
   den = sum(_squared_norm(d).astype(dt) for d in d_leaves)
   return jnp.where(den == 0, jnp.nan, jnp.abs(num) / jnp.where(den == 0, 1.0, den))
+
+
+def trust_coefficient_from_sgd(
+  params: Any, grads: Any, *, trust_ratio_mask: MaskOrFn = None, layer_axis: LayerAxis = None
+) -> float:
+  r"""The ``trust_coefficient`` that gives :func:`legw.lars` SGD's median relative step.
+
+  Momentum SGD at learning rate :math:`\gamma` moves layer l by
+  :math:`\gamma\|g_l\|/\|w_l\|` of its norm; LARS (weight decay 0) moves every
+  trust-ratio layer by :math:`\gamma\eta`. This returns
+
+  .. math::
+
+     \eta = \operatorname{median}_l \|g_l\|_2 / \|w_l\|_2
+
+  over the trust-ratio layers (layers with :math:`\|w_l\| = 0` or
+  :math:`\|g_l\| = 0` left out), so that ``legw.lars(sgd_lr, trust_coefficient=eta)``
+  keeps the SGD recipe's learning rate and, on the median layer, its step.
+  Measure it at initialisation on one batch; tune around it.
+
+  Args:
+    params: a pytree of arrays (Flax Linen params, an NNX ``nnx.State``, ...).
+    grads: gradients with the structure of ``params``.
+    trust_ratio_mask: as in :func:`legw.lars` (default :func:`legw.exclude_bias_and_norm`).
+    layer_axis: stacked layers, as in :func:`legw.lars` (each layer of a stack counts).
+
+  Returns:
+    :math:`\eta` as a Python float.
+
+  Raises:
+    ValueError: when no trust-ratio layer has nonzero weights and gradient, or as
+      :func:`legw.layerwise_stats`.
+
+  Example:
+    >>> import jax.numpy as jnp, legw
+    >>> params = {"a": jnp.ones((2, 2)), "b": jnp.ones((3, 3)), "bias": jnp.ones(2)}
+    >>> grads = {"a": jnp.full((2, 2), 0.1), "b": jnp.full((3, 3), 0.3), "bias": jnp.ones(2)}
+    >>> round(legw.trust_coefficient_from_sgd(params, grads), 6)  # median of 0.1, 0.3
+    0.2
+
+  References:
+    You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks", 2017,
+    arXiv:1708.03888, §3 and Table 2.
+  """
+  axes = resolve_layer_axis(layer_axis, params)
+  default = lambda p: exclude_bias_and_norm(per_layer_shapes(p, axes))
+  mask = resolve_mask(trust_ratio_mask, params, default)
+  stats = layerwise_stats(params, grads, layer_axis=layer_axis)
+  names = [leaf_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  ratios = []
+  for name, keep in zip(names, mask):
+    if keep:
+      w = np.ravel(np.asarray(stats[name]["param_norm"], np.float64))
+      g = np.ravel(np.asarray(stats[name]["grad_norm"], np.float64))
+      ok = (w > 0) & (g > 0) & np.isfinite(w) & np.isfinite(g)
+      ratios.extend((g[ok] / w[ok]).tolist())
+  if not ratios:
+    raise ValueError(
+      "trust_coefficient_from_sgd: no trust-ratio layer has nonzero, finite weights and "
+      "gradient (check trust_ratio_mask, and measure on a real batch)."
+    )
+  return float(np.median(ratios))

@@ -248,3 +248,38 @@ def test_layerwise_stats_of_stacked_layers_are_per_slice():
   np.testing.assert_allclose(last["k"]["param_norm"], stacked["k"]["param_norm"], rtol=1e-6)
   with pytest.raises(ValueError):
     legw.layerwise_stats(params, grads, layer_axis=3)
+
+
+def test_trust_coefficient_from_sgd_is_the_median_ratio_over_trust_ratio_layers():
+  import numpy as np
+  from flax import nnx
+
+  params = {
+    "a": jnp.ones((2, 2)),
+    "b": jnp.ones((3, 3)),
+    "c": jnp.ones((4, 4)),
+    "bias": jnp.ones(2),
+  }
+  grads = {
+    "a": 0.1 * params["a"],
+    "b": 0.3 * params["b"],
+    "c": 0.7 * params["c"],
+    "bias": jnp.ones(2),
+  }
+  assert np.isclose(legw.trust_coefficient_from_sgd(params, grads), 0.3)
+  only_a = {"a": True, "b": False, "c": False, "bias": False}
+  assert np.isclose(legw.trust_coefficient_from_sgd(params, grads, trust_ratio_mask=only_a), 0.1)
+  # LARS at the SGD learning rate then moves the median layer as SGD does.
+  eta = legw.trust_coefficient_from_sgd(params, grads)
+  updates, _ = legw.lars(0.5, trust_coefficient=eta, momentum=0.0).update(
+    grads, legw.lars(0.5, trust_coefficient=eta, momentum=0.0).init(params), params
+  )
+  assert np.isclose(jnp.linalg.norm(updates["b"]), 0.5 * jnp.linalg.norm(grads["b"]), rtol=1e-5)
+  # An NNX model, as nnx.Optimizer sees it: one call, no conversions.
+  model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.Linear(8, 2, rngs=nnx.Rngs(1)))
+  loss = lambda m: jnp.mean(m(jnp.ones((3, 4))) ** 2)
+  g = nnx.grad(loss)(model)
+  eta = legw.trust_coefficient_from_sgd(nnx.state(model, nnx.Param), g)
+  assert eta > 0
+  with pytest.raises(ValueError, match="no trust-ratio layer"):
+    legw.trust_coefficient_from_sgd({"w": jnp.zeros((2, 2))}, {"w": jnp.ones((2, 2))})
