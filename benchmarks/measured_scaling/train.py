@@ -19,6 +19,7 @@ machine (platform, CPU count), jax version and git commit.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -64,6 +65,13 @@ QUICK.update(adascale_epochs=3, adascale_base_steps=5)
 # -- records and files ----------------------------------------------------------
 
 
+@functools.cache
+def _commit_at_start() -> str:
+  """The commit checked out when this process first asked: the code it runs (a later
+  commit during a long sweep does not change the code already loaded)."""
+  return guide.git_commit()
+
+
 def environment() -> dict[str, Any]:
   """The machine and software of a run."""
   return dict(
@@ -71,7 +79,7 @@ def environment() -> dict[str, Any]:
     processor=platform.machine(),
     cpu_count=os.cpu_count(),
     jax_version=jax.__version__,
-    git_commit=guide.git_commit(),
+    git_commit=_commit_at_start(),
   )
 
 
@@ -590,6 +598,7 @@ def run_phase(
   progress: bool = True,
 ) -> dict:
   """Trains what is left of one phase of :data:`protocol.ORDER`; returns its JSON."""
+  _commit_at_start()
   kw = dict(progress=progress)
   if phase == "lars-grid":
     seeds = p.LARS_TUNING_SEEDS if seeds is None else seeds
