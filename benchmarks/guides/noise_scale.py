@@ -91,6 +91,21 @@ def recipe(config: dict[str, Any]) -> legw.Recipe:
   )
 
 
+def sample_gradients(trainer, params, batch_stats, xb, yb):
+  """The losses and gradients of ``trainer.k`` microbatches, stacked on a leading axis:
+  ``jax.vmap(jax.value_and_grad(loss))`` over the batch reshaped to ``(K, B // K, ...)``."""
+  if batch_stats:
+    raise ValueError(f"{type(trainer).__name__}: models with batch statistics are not supported.")
+
+  def loss_of(p, batch):
+    x, y = batch
+    return trainer.loss_fn(trainer.model.apply({"params": p}, x, train=True), y).mean()
+
+  k = trainer.k
+  batches = jax.tree.map(lambda a: a.reshape(k, a.shape[0] // k, *a.shape[1:]), (xb, yb))
+  return jax.vmap(jax.value_and_grad(loss_of), in_axes=(None, 0))(params, batches)
+
+
 class NoiseScaleTrainer(Trainer):
   """:class:`benchmarks.train.Trainer` with ``gradient_noise_scale`` before the optimizer.
 
@@ -105,16 +120,7 @@ class NoiseScaleTrainer(Trainer):
 
   def _step(self, state: TrainState, xb, yb, lr):
     params, batch_stats, (noise, inner) = state
-    if batch_stats:
-      raise ValueError("NoiseScaleTrainer: models with batch statistics are not supported.")
-
-    def loss_of(p, batch):
-      x, y = batch
-      return self.loss_fn(self.model.apply({"params": p}, x, train=True), y).mean()
-
-    k = self.k
-    batches = jax.tree.map(lambda a: a.reshape(k, a.shape[0] // k, *a.shape[1:]), (xb, yb))
-    losses, grads = jax.vmap(jax.value_and_grad(loss_of), in_axes=(None, 0))(params, batches)
+    losses, grads = sample_gradients(self, params, batch_stats, xb, yb)
     hyper = dict(inner.hyperparams)
     hyper["learning_rate"] = jnp.asarray(lr, hyper["learning_rate"].dtype)
     opt_state = (noise, inner._replace(hyperparams=hyper))

@@ -441,16 +441,7 @@ class AdaScaleTrainer(Trainer):
   def _step(self, state: TrainState, xb, yb, lr):
     del lr
     params, batch_stats, opt_state = state
-    if batch_stats:
-      raise ValueError("AdaScaleTrainer: models with batch statistics are not supported.")
-
-    def loss_of(p_, batch):
-      x, y = batch
-      return self.loss_fn(self.model.apply({"params": p_}, x, train=True), y).mean()
-
-    k = self.k
-    batches = jax.tree.map(lambda a: a.reshape(k, a.shape[0] // k, *a.shape[1:]), (xb, yb))
-    losses, grads = jax.vmap(jax.value_and_grad(loss_of), in_axes=(None, 0))(params, batches)
+    losses, grads = guide.sample_gradients(self, params, batch_stats, xb, yb)
     updates, new_opt = self.tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     active = optax.tree.get(opt_state, "progress") < self.base_steps
