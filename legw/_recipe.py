@@ -206,9 +206,7 @@ class Recipe:
     r = scale_num_epochs(1.0, self.base_batch_size, batch_size, noise_scale=self.noise_scale)
     begin = self.decay_begin_epochs
     return {
-      "num_epochs": scale_num_epochs(
-        self.num_epochs, self.base_batch_size, batch_size, noise_scale=self.noise_scale
-      ),
+      "num_epochs": self.num_epochs * r,
       "boundary_epochs": tuple(b * r for b in self.boundary_epochs),
       "decay_epochs": self.decay_epochs * r,
       "decay_begin_epochs": None if begin is None else begin * r,

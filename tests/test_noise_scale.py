@@ -251,7 +251,6 @@ OPTS = {
 def test_sharded_leading_axis_equals_one_device(name):
   """jit with NamedSharding: K = 8 samples sharded over 8 devices (data parallel),
   and with the parameters sharded too (FSDP): the same numbers as one device."""
-  params, samples = _trees()
   params = {"dense": {"kernel": jnp.ones((8, 3)) * 0.3, "bias": jnp.zeros(3)}}
   g = jax.tree.map(lambda x: jax.random.normal(jax.random.key(x.ndim), (8, *x.shape)), params)
   expected = _reference(OPTS[name], params, g)
