@@ -26,3 +26,4 @@ maintainer adds to them by passing that directory explicitly.
 import os
 
 RUNS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

@@ -142,7 +142,7 @@ class Bottleneck(nn.Module):
 class ResNet50(nn.Module):
   """ResNet-50 v1.5 for 224x224 RGB images (25.6 M parameters), computing in ``dtype``
   (bfloat16 on TPU) with float32 parameters. For compile-only cost estimates
-  (``benchmarks/tpu_cost.py``); not trained here."""
+  (``benchmarks/costs/tpu_cost.py``); not trained here."""
 
   num_classes: int = 1000
   dtype: jnp.dtype = jnp.bfloat16
@@ -183,7 +183,7 @@ class EncoderLM(nn.Module):
   """A BERT-shaped masked-LM body (default BERT-base: 12 layers, hidden 768, 12 heads,
   MLP 3072, vocabulary 30,522, 110 M parameters; BERT-Large: 24, 1024, 16, 4096),
   computing in ``dtype`` with float32 parameters; the output layer shares the token
-  embedding. For compile-only cost estimates (``benchmarks/tpu_cost.py``)."""
+  embedding. For compile-only cost estimates (``benchmarks/costs/tpu_cost.py``)."""
 
   layers: int = 12
   hidden: int = 768

@@ -12,7 +12,7 @@ results file, or a results file changed without the README, fails.
     python -m benchmarks.readme_figures --show   # print every claim and its source
 
 The READMEs checked: README.md, benchmarks/README.md,
-benchmarks/README_optimizer_step.md, benchmarks/curvature/README.md and the
+benchmarks/costs/README.md, benchmarks/curvature/README.md and the
 reproducing guide, docs/guides/reproducing.md.  Each
 table's claims include the command and machine its results file records
 (``command``, ``cpu``, ``cpu_count``, ``jax`` of a benchmark JSON; ``platform``,
@@ -36,7 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from benchmarks import report
+from benchmarks.batch_scaling import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join("benchmarks", "results")
@@ -162,14 +162,14 @@ GUIDE = os.path.join("docs", "guides", "reproducing.md")
 @functools.cache
 def _issue27_lines() -> tuple[dict, ...]:
   """Issue 27's table rows (:func:`benchmarks.large_batch_tuning.report_rows`)."""
-  from benchmarks import large_batch_tuning as lbt
+  from benchmarks.large_batch_tuning import experiment as lbt
 
   return tuple(lbt.report_rows(os.path.join(ROOT, RESULTS)))
 
 
 def _issue27_table(_) -> str:
   """Issue 27's whole table, as ``python -m benchmarks.large_batch_tuning --report`` writes it."""
-  from benchmarks import large_batch_tuning as lbt
+  from benchmarks.large_batch_tuning import experiment as lbt
 
   return lbt.format_report(list(_issue27_lines()))
 
@@ -190,7 +190,7 @@ def _issue27_acc(label: str) -> str:
 
 def _issue27_trials(rows) -> str:
   """Every trial at 8192, with the best and the picked one marked."""
-  from benchmarks import large_batch_tuning as lbt
+  from benchmarks.large_batch_tuning import experiment as lbt
 
   return lbt.format_trials(rows)
 
@@ -399,9 +399,9 @@ CLAIMS: list[Claim] = [
 ]
 
 
-# -- benchmarks/README_optimizer_step.md ----------------------------------------------
+# -- benchmarks/costs/README.md ----------------------------------------------
 
-STEP_DOC = os.path.join("benchmarks", "README_optimizer_step.md")
+STEP_DOC = os.path.join("benchmarks", "costs", "README.md")
 ABLATIONS = os.path.join(RESULTS, "optimizer_step-ablations.json")
 FAMILY = os.path.join(RESULTS, "optimizer_step-family.json")
 MEDIAN = os.path.join(RESULTS, "median_cost.json")
@@ -2065,7 +2065,7 @@ CURV_CLAIMS: list[Claim] = [
 CLAIMS += CURV_CLAIMS
 
 
-# -- XLA's TPU cost model (benchmarks/tpu_cost.py) ----------------------------------------
+# -- XLA's TPU cost model (benchmarks/costs/tpu_cost.py) ----------------------------------------
 
 TPU_COST = os.path.join(RESULTS, "tpu_cost.json")
 TPU_BEFORE = os.path.join(RESULTS, "tpu_cost-before.json")
@@ -2075,7 +2075,7 @@ TPU_ADASCALE = os.path.join(RESULTS, "tpu_cost-adascale.json")
 
 def _tpu_table(part: str) -> Callable[[object], str]:
   def render(d):
-    from benchmarks import tpu_cost  # imports jax: only when a TPU claim is checked
+    from benchmarks.costs import tpu_cost  # imports jax: only when a TPU claim is checked
 
     return tpu_cost.table(d, part)
 
@@ -2083,7 +2083,7 @@ def _tpu_table(part: str) -> Callable[[object], str]:
 
 
 def _tpu_before_after(after) -> str:
-  from benchmarks import tpu_cost
+  from benchmarks.costs import tpu_cost
 
   return tpu_cost.compare(_load(TPU_BEFORE), after, ["legw.lamb"])
 
@@ -2209,7 +2209,7 @@ def _tpu_pod_text(d) -> str:
 
 
 def _tpu_overhead_text(d) -> str:
-  from benchmarks import tpu_cost
+  from benchmarks.costs import tpu_cost
 
   e = d["entries"]
   entry = lambda name, model="resnet50": e[f"train|{model}|1 chip|{name}"]
@@ -2269,7 +2269,7 @@ def _tpu_readme_train(d) -> str:
 
 
 def _tpu_adascale_table(d) -> str:
-  from benchmarks import tpu_cost
+  from benchmarks.costs import tpu_cost
 
   return tpu_cost.adascale_table(d)
 
@@ -2279,7 +2279,7 @@ def _tpu_adascale_versions(d) -> str:
 
 
 def _tpu_readme_adascale(d) -> str:
-  from benchmarks import tpu_cost
+  from benchmarks.costs import tpu_cost
 
   over = tpu_cost.adascale_overhead(d)
   return (
@@ -2289,7 +2289,7 @@ def _tpu_readme_adascale(d) -> str:
 
 
 def _tpu_train_table(d) -> str:
-  from benchmarks import tpu_cost
+  from benchmarks.costs import tpu_cost
 
   return tpu_cost.train_table(d)
 

@@ -12,7 +12,7 @@ Mesh of them>).compile()`` is then the real TPU executable, whose
 * ``memory_analysis()`` gives the HBM per chip: arguments, outputs, temporaries.
 
 This module holds what the TPU tests (``tests/test_tpu_compile.py``) and the cost
-benchmark (``benchmarks/tpu_cost.py``) share. ``v5e:1x1`` is refused by libtpu (not a
+benchmark (``benchmarks/costs/tpu_cost.py``) share. ``v5e:1x1`` is refused by libtpu (not a
 multiple of its default 2x2x1 host bounds): one chip is one device of ``v5e:2x2``.
 """
 

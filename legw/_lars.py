@@ -35,8 +35,8 @@ class ScaleByLarsState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
 
 
-# Measurements behind the choices below: benchmarks/README_optimizer_step.md ("On TPU";
-# `python -m benchmarks.tpu_cost --parts ablations`).
+# Measurements behind the choices below: benchmarks/costs/README.md ("On TPU";
+# `python -m benchmarks.costs.tpu_cost --parts ablations`).
 def _lars_partials(w, g, beta, stacked=False):
   """||w||^2 and ||g||^2 (or ||g + beta*w||^2), of |x|^2, in float32 or wider.
 

@@ -45,7 +45,7 @@ The results are exact: equal to ``numpy.median``, bit for bit (NaN entries
 give an unspecified result).
 """
 
-# Measured cost, before and after: benchmarks/README_optimizer_step.md (MCLR sections).
+# Measured cost, before and after: benchmarks/costs/README.md (MCLR sections).
 
 from __future__ import annotations
 
@@ -156,8 +156,8 @@ def _medians_jvp(axis_name, nonzero, primals, tangents):
 # Thresholds per counting pass (the bracket is split into T + 1 parts).  On
 # XLA:CPU a pass over ResNet-50's in-place arrays cost about 8 ms + 1.2 ms
 # per threshold, so 12 passes of 5 beat 8 passes of 15: the medians took 125
-# ms against 233 ms (`python -m benchmarks.median_cost`; table in
-# benchmarks/README_optimizer_step.md, "MCLR, third round").  On GPU/TPU a
+# ms against 233 ms (`python -m benchmarks.costs.median_cost`; table in
+# benchmarks/costs/README.md, "MCLR, third round").  On GPU/TPU a
 # pass should be bound by reading the array, so 15 (fewer passes) is kept
 # there; not measured.  The choice is the *target's*, made when the
 # computation is lowered (:func:`_select_for_target`), never from

@@ -97,8 +97,8 @@ def fused_reduce(arrays: Sequence[jax.Array], op=jax.lax.add, init=0) -> tuple[j
   into one loop.  A single array is passed twice (the same pass, no
   temporary).
   """
-  # Before and after on the ResNet-50 tree: `python -m benchmarks.step_cost`
-  # (benchmarks/README_optimizer_step.md).
+  # Before and after on the ResNet-50 tree: `python -m benchmarks.costs.step_cost`
+  # (benchmarks/costs/README.md).
   arrays = tuple(arrays)
   single = len(arrays) == 1
   if single:

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks import batch_scaling as bs
-from benchmarks import large_batch_tuning as lbt
+from benchmarks.batch_scaling import tuning
+from benchmarks.large_batch_tuning import experiment as lbt
 
 
 def test_protocol_is_the_one_written_in_the_benchmarks_readme():
@@ -50,7 +50,7 @@ def test_trials_are_validation_runs_at_8192_with_no_scaling_interleaved():
   points = {name: lbt.halton_points(s) for name, s in lbt.SPACES.items()}
   for r in runs:
     p = points[r["optimizer"]][r["trial"]]
-    assert r["split"] == "validation" and r["validation_fraction"] == bs.VALIDATION_FRACTION
+    assert r["split"] == "validation" and r["validation_fraction"] == tuning.VALIDATION_FRACTION
     assert (r["batch_size"], r["base_batch_size"], r["k"]) == (8192, 8192, 1.0)
     assert r["peak_learning_rate"] == p["learning_rate"]
     assert r["warmup_epochs"] == pytest.approx(p["warmup_epochs"])

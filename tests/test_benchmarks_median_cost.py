@@ -1,10 +1,10 @@
-"""benchmarks.median_cost: the pass-cost probe behind legw._median's thresholds per pass."""
+"""benchmarks.costs.median_cost: the pass-cost probe behind legw._median's thresholds per pass."""
 
 import json
 
 import pytest
 
-from benchmarks import median_cost
+from benchmarks.costs import median_cost
 
 
 @pytest.mark.slow

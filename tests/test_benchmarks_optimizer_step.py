@@ -1,4 +1,4 @@
-"""benchmarks.optimizer_step: its trees, its ablations and its probes.
+"""benchmarks.costs.optimizer_step: its trees, its ablations and its probes.
 
 The timings themselves are never asserted (they are the benchmark's output);
 these tests check that what is timed is what the README says it is.
@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import legw
-from benchmarks import optimizer_step as ob
+from benchmarks.costs import optimizer_step as ob
 
 LR, M, WD = 0.1, 0.9, 1e-2
 

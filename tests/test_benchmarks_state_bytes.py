@@ -1,4 +1,4 @@
-"""benchmarks.state_bytes: optimizer-state bytes per parameter, default vs bfloat16."""
+"""benchmarks.costs.state_bytes: optimizer-state bytes per parameter, default vs bfloat16."""
 
 import json
 
@@ -9,7 +9,8 @@ import optax
 import pytest
 
 import legw
-from benchmarks import RUNS_DIR, state_bytes
+from benchmarks import RUNS_DIR
+from benchmarks.costs import state_bytes
 
 
 def test_state_bytes_counts_the_leaves_of_init():

@@ -1,8 +1,8 @@
-"""benchmarks.step_cost: the before/after tool of README_optimizer_step.md."""
+"""benchmarks.costs.step_cost: the fused-reduction cost tool of benchmarks/costs."""
 
 import pytest
 
-from benchmarks import step_cost
+from benchmarks.costs import step_cost
 
 
 @pytest.mark.slow

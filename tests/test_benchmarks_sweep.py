@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 import legw
-from benchmarks import batch_scaling as bs
-from benchmarks import tasks, train
+from benchmarks.batch_scaling import main as bs_main
+from benchmarks.batch_scaling import report as bs_report
+from benchmarks.batch_scaling import sweep, tasks, train, tuning
 
 
 def _plan(**kw):
-  cfg = bs.SweepConfig(task="mnist_lstm", dataset="mnist5k", **kw)
-  return {(r["method"], r["batch_size"]): r for r in bs.plan_runs(cfg, train_size=4096)}
+  cfg = sweep.SweepConfig(task="mnist_lstm", dataset="mnist5k", **kw)
+  return {(r["method"], r["batch_size"]): r for r in sweep.plan_runs(cfg, train_size=4096)}
 
 
 def test_plan_applies_each_methods_rule_to_one_baseline():
@@ -69,7 +70,7 @@ def test_registry_is_well_formed():
   assert tasks.TASKS["cnn_lars"].optimizer_for("legw") == "lars"
   # A method tuned per batch has no baseline LR: the sweep must be given one.
   with pytest.raises(ValueError, match="no base learning rate for optimizer 'nesterov'"):
-    bs.plan_runs(bs.SweepConfig(methods=("nesterov",), batch_sizes=(8,)), 4096)
+    sweep.plan_runs(sweep.SweepConfig(methods=("nesterov",), batch_sizes=(8,)), 4096)
   with pytest.raises(ValueError, match="unknown task"):
     tasks.get_task("nope")
 
@@ -163,7 +164,7 @@ def test_format_table_marks_divergence():
       ("linear", 256, 0.1, True),
     ]
   ]
-  table = bs.format_table(rows)
+  table = bs_report.format_table(rows)
   assert "| 256 | 32 | 88.0 | 10.0* |" in table
 
 
@@ -179,10 +180,13 @@ def test_format_table_marks_a_finite_blow_up():
     )
 
   rows = [row("legw", 0.88, [2.1, 1.4, 2.4, 0.4]), row("linear", 0.1, [11.4, 68.3, 98.0])]
-  assert [bs.blew_up(r) for r in rows] == [False, True]  # a bump in the middle is not a blow-up
-  assert "| 256 | 32 | 88.0 | 10.0† |" in bs.format_table(rows)
+  assert [bs_report.blew_up(r) for r in rows] == [
+    False,
+    True,
+  ]  # a bump in the middle is not a blow-up
+  assert "| 256 | 32 | 88.0 | 10.0† |" in bs_report.format_table(rows)
   nan = dict(rows[1], diverged=True, train_loss_per_epoch=[11.4, float("nan")])
-  assert not bs.blew_up(nan) and "10.0* |" in bs.format_table([rows[0], nan])
+  assert not bs_report.blew_up(nan) and "10.0* |" in bs_report.format_table([rows[0], nan])
 
 
 def test_format_table_writes_blown_up_perplexity_compactly():
@@ -202,20 +206,20 @@ def test_format_table_writes_blown_up_perplexity_compactly():
       ("linear", 640, 1.5e175),
     ]
   ]
-  table = bs.format_table(rows)
+  table = bs_report.format_table(rows)
   assert "| 640 | 32 | 951.6 | 1.5e+175 |" in table, table
 
 
 @pytest.mark.slow
 def test_quick_sweep_end_to_end(tmp_path, capsys):
   t0 = time.perf_counter()
-  assert bs.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+  assert bs_main.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
   elapsed = time.perf_counter() - t0
   out = capsys.readouterr().out
   assert "| batch | k | legw (acc %) | linear (acc %) | none (acc %) | adam (acc %) |" in out
   rows = json.loads((tmp_path / "mnist_lstm-mnist5k.json").read_text())
   assert isinstance(rows, list)
-  quick = bs.QUICK
+  quick = bs_main.QUICK
   assert {(r["method"], r["batch_size"]) for r in rows} == {
     (m, b) for m in ("legw", "linear", "none", "adam") for b in quick["batch_sizes"]
   }
@@ -244,7 +248,7 @@ def test_quick_sweep_end_to_end(tmp_path, capsys):
   print(f"quick sweep: {elapsed:.1f} s")
   # Rerunning the finished sweep trains nothing and rewrites the JSON byte for byte.
   before = (tmp_path / "mnist_lstm-mnist5k.json").read_bytes()
-  assert bs.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
+  assert bs_main.main(["--quick", "--out-dir", str(tmp_path), "--no-progress"]) == 0
   assert "training 0" in capsys.readouterr().out
   assert (tmp_path / "mnist_lstm-mnist5k.json").read_bytes() == before
 
@@ -253,14 +257,15 @@ def test_commands_write_outside_the_tracked_tree_by_default():
   import os
   import subprocess
 
-  from benchmarks import RUNS_DIR, paper_methods
-  from benchmarks import large_batch_tuning as lbt
+  from benchmarks import RUNS_DIR
   from benchmarks.curvature import common as curvature_common
   from benchmarks.guides import common as guides_common
+  from benchmarks.large_batch_tuning import main as lbt_main
+  from benchmarks.paper_methods import main as paper_methods
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  assert bs.build_parser().parse_args([]).out_dir == RUNS_DIR == bs.DEFAULT_OUT_DIR
-  assert lbt.build_parser().parse_args([]).out_dir == RUNS_DIR
+  assert bs_main.build_parser().parse_args([]).out_dir == RUNS_DIR == sweep.DEFAULT_OUT_DIR
+  assert lbt_main.build_parser().parse_args([]).out_dir == RUNS_DIR
   assert paper_methods.build_parser().parse_args(["discard"]).out_dir == RUNS_DIR
   for d in (curvature_common.OUT_DIR, guides_common.OUT_DIR):
     assert d.startswith(RUNS_DIR + os.sep)
@@ -287,11 +292,11 @@ def _readme_headline_cells():
 
 
 def test_default_command_plans_every_cell_of_the_readme_headline_table():
-  args = bs.build_parser().parse_args([])
-  config = bs.config_from_args(args)
+  args = bs_main.build_parser().parse_args([])
+  config = bs_main.config_from_args(args)
   seeds: dict[tuple, set] = {}
-  for cfg in bs.headline_configs(config):
-    for r in bs.plan_runs(cfg, train_size=4096):
+  for cfg in sweep.headline_configs(config):
+    for r in sweep.plan_runs(cfg, train_size=4096):
       seeds.setdefault((r["method"], r["batch_size"]), set()).add(r["seed"])
   cells = _readme_headline_cells()
   assert len(cells) == 16
@@ -305,14 +310,14 @@ def test_compare_with_reference_reports_each_differing_cell():
     dict(run_key="b", method="legw", lr_rule="r", batch_size=512, seed=0, test_accuracy=0.8),
     dict(run_key="c", method="none", lr_rule="r", batch_size=512, seed=0, test_accuracy=0.7),
   ]
-  same = bs.compare_with_reference(rows, [dict(r) for r in rows[:2]])
+  same = bs_report.compare_with_reference(rows, [dict(r) for r in rows[:2]])
   assert (same["compared"], same["identical"], same["diffs"]) == (2, 2, [])
   assert same["not_in_reference"] == 1
-  assert "all agree exactly" in bs.format_comparison(same, "ref.json")
+  assert "all agree exactly" in bs_report.format_comparison(same, "ref.json")
   ref = [dict(rows[0]), dict(rows[1], test_accuracy=0.75)]
-  cmp = bs.compare_with_reference(rows, ref)
+  cmp = bs_report.compare_with_reference(rows, ref)
   assert cmp["identical"] == 1 and cmp["max_abs_diff"] == pytest.approx(0.05)
-  text = bs.format_comparison(cmp, "ref.json")
+  text = bs_report.format_comparison(cmp, "ref.json")
   assert "1 differ (max |difference| 5.00 points)" in text
   assert "legw batch 512 seed 0: 80.00 here, 75.00 in the reference" in text
 
@@ -332,7 +337,7 @@ def test_selection_rules_argmax_and_one_standard_error():
     0.4: (0.80, 0.82, 0.81),
   }
   rows = [_row("momentum", lr, s, a) for lr, v in accs.items() for s, a in enumerate(v)]
-  sel = bs.select_learning_rates(rows)["momentum"]
+  sel = tuning.select_learning_rates(rows)["momentum"]
   se = np.std(accs[0.1], ddof=1) / math.sqrt(3)
   assert sel["argmax"] == 0.1 and sel["se_kind"] == "seeds"
   assert sel["standard_error"] == pytest.approx(se)
@@ -340,7 +345,7 @@ def test_selection_rules_argmax_and_one_standard_error():
   assert sel["one_se"] == 0.1
   accs[0.2] = (0.899, 0.893, 0.898)  # mean 0.8967 >= 0.8942: now the larger LR is picked
   rows = [_row("momentum", lr, s, a) for lr, v in accs.items() for s, a in enumerate(v)]
-  sel = bs.select_learning_rates(rows)["momentum"]
+  sel = tuning.select_learning_rates(rows)["momentum"]
   assert (sel["argmax"], sel["one_se"]) == (0.1, 0.2)
   assert sel["grid"][0.2]["n"] == 3 and sel["grid"][0.2]["mean"] == pytest.approx(0.8966667)
   # One seed: the binomial standard error of the best accuracy on n_val examples.
@@ -350,11 +355,11 @@ def test_selection_rules_argmax_and_one_standard_error():
     _row("adam", 4e-3, 0, 0.87, test_size=400),
     _row("adam", 5e-4, 0, 0.9, test_size=400),
   ]
-  sel = bs.select_learning_rates(one)["adam"]
+  sel = tuning.select_learning_rates(one)["adam"]
   assert sel["se_kind"] == "binomial" and sel["standard_error"] == pytest.approx(0.015)
   assert sel["argmax"] == 5e-4  # a tie goes to the smaller LR
   assert sel["one_se"] == 2e-3  # 0.886 >= 0.885; 0.87 is not
-  table = bs.format_tuning(one)
+  table = tuning.format_tuning(one)
   assert "| adam | 0.0005 | 90.00 ± 0.00 | 1 | argmax |" in table
   assert "| adam | 0.002 | 88.60 ± 0.00 | 1 | one_se |" in table
 
@@ -364,14 +369,14 @@ def test_format_table_reports_mean_and_std_over_seeds():
     dict(method="legw", batch_size=b, base_batch_size=8, test_accuracy=a, diverged=False, seed=s)
     for b, s, a in [(8, 0, 0.9), (8, 1, 0.92), (8, 2, 0.94), (512, 0, 0.8)]
   ]
-  table = bs.format_table(rows)
+  table = bs_report.format_table(rows)
   assert "| 8 | 1 | 92.0 ± 2.0 (n=3) |" in table
   assert "| 512 | 64 | 80.0 |" in table
   # Two selection rules: one column per (method, rule).
   rows2 = [dict(r, lr_rule="argmax") for r in rows] + [
     dict(rows[-1], lr_rule="one_se", test_accuracy=0.5)
   ]
-  table = bs.format_table(rows2)
+  table = bs_report.format_table(rows2)
   assert "legw [argmax] (acc %)" in table and "legw [one_se] (acc %)" in table
   assert "| 512 | 64 | 80.0 | 50.0 |" in table
 
@@ -386,12 +391,12 @@ def test_plan_sweeps_every_recorded_rule_and_shares_equal_runs():
   old = tasks.TASKS["mnist_lstm"]
   tasks.TASKS["mnist_lstm"] = task
   try:
-    runs = bs.plan_runs(bs.SweepConfig(methods=("legw", "adam"), batch_sizes=(8, 32)), 4096)
-    only = bs.plan_runs(
-      bs.SweepConfig(methods=("legw",), batch_sizes=(8,), lr_rules=("one_se",)), 4096
+    runs = sweep.plan_runs(sweep.SweepConfig(methods=("legw", "adam"), batch_sizes=(8, 32)), 4096)
+    only = sweep.plan_runs(
+      sweep.SweepConfig(methods=("legw",), batch_sizes=(8,), lr_rules=("one_se",)), 4096
     )
     with pytest.raises(ValueError, match="lr_rules"):
-      bs.plan_runs(bs.SweepConfig(lr_rules=("median",)), 4096)
+      sweep.plan_runs(sweep.SweepConfig(lr_rules=("median",)), 4096)
   finally:
     tasks.TASKS["mnist_lstm"] = old
   assert len(runs) == 8
@@ -405,25 +410,25 @@ def test_plan_sweeps_every_recorded_rule_and_shares_equal_runs():
 
 
 def test_validation_split_is_seeded_disjoint_and_never_the_test_set():
-  cfg = bs.SweepConfig(validation_fraction=0.125)
-  x_tr, y_tr, x_val, y_val = bs.load_data(cfg)
-  full = bs.load_data(bs.SweepConfig())
+  cfg = sweep.SweepConfig(validation_fraction=0.125)
+  x_tr, y_tr, x_val, y_val = sweep.load_data(cfg)
+  full = sweep.load_data(sweep.SweepConfig())
   assert len(x_val) == 512 and len(x_tr) == 4096 - 512
   assert len(x_tr) + len(x_val) == len(full[0])
   flat = lambda a: {a_i.tobytes() for a_i in a}
   assert not flat(x_val) & flat(x_tr)
   assert not flat(x_val) & flat(full[2])  # the test images are not in it
-  again = bs.load_data(cfg)
+  again = sweep.load_data(cfg)
   np.testing.assert_array_equal(again[2], x_val)
 
 
 def test_results_file_of_another_sweep_is_refused(tmp_path):
-  cfg = bs.SweepConfig(methods=("legw",), batch_sizes=(8,), num_epochs=1)
-  runs = bs.plan_runs(cfg, 4096)
+  cfg = sweep.SweepConfig(methods=("legw",), batch_sizes=(8,), num_epochs=1)
+  runs = sweep.plan_runs(cfg, 4096)
   path = tmp_path / "r.json"
   path.write_text(json.dumps([dict(runs[0], num_epochs=20, test_accuracy=0.5)]))
   with pytest.raises(ValueError, match="another sweep.*num_epochs"):
-    bs.execute(runs, cfg, results_path=str(path), progress=False)
+    sweep.execute(runs, cfg, results_path=str(path), progress=False)
 
 
 @pytest.mark.slow
@@ -460,7 +465,7 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   first = json.loads(path.read_text())
   first_keys = {r["run_key"] for r in first}
   assert 1 <= len(first_keys) < 6, "the sweep was not interrupted midway"
-  assert bs.main(args + ["--jobs", "2"]) == 0
+  assert bs_main.main(args + ["--jobs", "2"]) == 0
   assert f"{len(first_keys)} of 6 runs already done" in capsys.readouterr().out
   rows = json.loads(path.read_text())
   assert len(rows) == 8 and len({r["run_key"] for r in rows}) == 6
@@ -468,12 +473,12 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
   for r in first:  # untouched: same measurements, not retrained
     assert by_id[(r["run_key"], r["method"])]["wall_seconds"] == r["wall_seconds"]
   # Rerunning once more trains nothing.
-  assert bs.main(args) == 0
+  assert bs_main.main(args) == 0
   assert "6 of 6 runs already done; training 0" in capsys.readouterr().out
   # A run trained by a worker process equals the same run trained here.
   worker_row = next(r for r in rows if r["run_key"] not in first_keys)
-  cfg = bs.config_from_args(bs.build_parser().parse_args(args))
-  again = bs.train_one(worker_row, cfg)
+  cfg = bs_main.config_from_args(bs_main.build_parser().parse_args(args))
+  again = sweep.train_one(worker_row, cfg)
   assert again["test_accuracy"] == worker_row["test_accuracy"]
   np.testing.assert_allclose(
     again["train_loss_per_epoch"], worker_row["train_loss_per_epoch"], rtol=1e-6
@@ -483,14 +488,14 @@ def test_killed_sweep_resumes_where_it_stopped(tmp_path, capsys):
 def test_baselines_are_what_the_fixed_rules_pick_from_the_committed_grids():
   import os
 
-  results = os.path.join(os.path.dirname(bs.__file__), "results")
+  results = sweep.RESULTS_DIR
   checked = 0
   for task in tasks.TASKS.values():
     for dataset, base in task.baselines.items():
       if not base.rule_learning_rates:
         continue
       path = os.path.join(results, f"{task.name}-{dataset}-tuning.json")
-      sel = bs.select_learning_rates(json.load(open(path)))
+      sel = tuning.select_learning_rates(json.load(open(path)))
       for rule, lrs in base.rule_learning_rates.items():
         for opt, lr in lrs.items():
           assert sel[opt][rule] == lr, (task.name, dataset, rule, opt)
@@ -506,7 +511,7 @@ def test_rules_that_agree_are_one_rule():
     old, baselines={**old.baselines, "mnist5k": dataclasses.replace(base, rule_learning_rates=same)}
   )
   try:
-    runs = bs.plan_runs(bs.SweepConfig(methods=("legw",), batch_sizes=(8, 32)), 4096)
+    runs = sweep.plan_runs(sweep.SweepConfig(methods=("legw",), batch_sizes=(8, 32)), 4096)
   finally:
     tasks.TASKS["mnist_lstm"] = old
   assert [r["lr_rule"] for r in runs] == ["argmax=one_se"] * 2

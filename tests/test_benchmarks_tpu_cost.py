@@ -1,8 +1,8 @@
-"""benchmarks/tpu_cost.py without compiling: its plan, resume and table."""
+"""benchmarks/costs/tpu_cost.py without compiling: its plan, resume and table."""
 
 import pytest
 
-from benchmarks import tpu_cost
+from benchmarks.costs import tpu_cost
 
 
 def test_plan_covers_every_optimizer_tree_and_mesh_once():
@@ -125,7 +125,9 @@ def test_committed_adascale_statistic_costs_at_most_one_percent_of_the_step(name
   all-reduces (the statistic's scalar rides in the gradients' all-reduce)."""
   import os
 
-  path = os.path.join(os.path.dirname(tpu_cost.__file__), "results", "tpu_cost-adascale.json")
+  from benchmarks import RESULTS_DIR
+
+  path = os.path.join(RESULTS_DIR, "tpu_cost-adascale.json")
   results = tpu_cost.load(path)
   base = tpu_cost.ADASCALE_OPTIMIZERS[name][1]
   e, b = (results["entries"][f"adascale|resnet50|DP 4, K 4|{n}"] for n in (name, base))

@@ -170,8 +170,8 @@ def test_noise_scale_measurement_of_the_guide_runs(tmp_path):
   import numpy as np
 
   import legw
+  from benchmarks.batch_scaling.train import Trainer, init_key, make_optimizer
   from benchmarks.guides import common, noise_scale
-  from benchmarks.train import Trainer, init_key, make_optimizer
 
   config = noise_scale.baseline()
   assert (config["batch_size"], config["learning_rate"], config["num_epochs"]) == (128, 0.1, 25)

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import lm_data, lstm_lm
+from benchmarks.batch_scaling import lm_data, lstm_lm
 from benchmarks.data import DatasetNotFoundError
 
 
@@ -177,21 +177,20 @@ def test_tiny_model_learns_a_repeating_text():
 
 
 def test_registered_in_the_sweep_with_the_papers_schedule():
-  from benchmarks import batch_scaling as bs
-  from benchmarks import tasks
-  from benchmarks.train import schedule_values
+  from benchmarks.batch_scaling import sweep, tasks
+  from benchmarks.batch_scaling.train import schedule_values
 
   task = tasks.get_task("lstm_lm")
   assert task.metric == "perplexity" and task.optimizer_for("legw") == "momentum"
   base = task.baselines["ptb"]
   assert (base.base_batch_size, base.num_epochs, base.batch_sizes[-1]) == (20, 13, 640)
   # PTB (§5.1.2): constant LR for 7 epochs, then halved after each epoch.
-  cfg = bs.SweepConfig(
+  cfg = sweep.SweepConfig(
     task="lstm_lm", dataset="ptb", methods=("legw", "linear"), batch_sizes=(20, 640)
   )
-  runs = {(r["method"], r["batch_size"]): r for r in bs.plan_runs(cfg, train_size=46_400)}
+  runs = {(r["method"], r["batch_size"]): r for r in sweep.plan_runs(cfg, train_size=46_400)}
   r = runs[("legw", 20)]
-  lrs = schedule_values(bs._recipe_schedule(r), r["total_steps"])
+  lrs = schedule_values(sweep._recipe_schedule(r), r["total_steps"])
   spe = r["steps_per_epoch"]
   np.testing.assert_allclose(
     [lrs[e * spe + spe // 2] for e in range(13)],

@@ -12,11 +12,11 @@ import optax
 import pytest
 
 import legw
+from benchmarks.batch_scaling.train import Trainer, make_optimizer
 from benchmarks.measured_scaling import main as ms_main
 from benchmarks.measured_scaling import protocol as p
 from benchmarks.measured_scaling import report
 from benchmarks.measured_scaling import train as ms
-from benchmarks.train import Trainer, make_optimizer
 
 
 class Tiny(nn.Module):

@@ -3,8 +3,8 @@
 import math
 
 import legw
+from benchmarks.batch_scaling.tasks import get_task
 from benchmarks.measured_scaling import protocol as p
-from benchmarks.tasks import get_task
 
 
 def test_base_recipe_is_the_committed_one():

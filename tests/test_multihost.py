@@ -4,7 +4,7 @@ Runs ``python -m benchmarks.multihost --local-processes 2``: two processes of
 4 CPU devices each join one JAX runtime through ``jax.distributed.initialize``
 on 127.0.0.1; parameters are sharded across both processes (FSDP, tensor
 parallel, both) and the MNIST LSTM is trained data-parallel over all 8
-devices. See ``benchmarks/multihost.py``.
+devices. See ``benchmarks/multihost/main.py``.
 """
 
 import json

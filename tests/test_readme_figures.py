@@ -28,7 +28,7 @@ def test_every_benchmark_readme_is_checked():
   assert {c.doc for c in rf.CLAIMS} == {
     "README.md",
     os.path.join("benchmarks", "README.md"),
-    os.path.join("benchmarks", "README_optimizer_step.md"),
+    os.path.join("benchmarks", "costs", "README.md"),
     os.path.join("benchmarks", "curvature", "README.md"),
     os.path.join("docs", "guides", "reproducing.md"),
   }

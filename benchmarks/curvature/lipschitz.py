@@ -48,7 +48,7 @@ CONFIG = {
   "model": "mlp",
   "batch_sizes": [16, 64, 256, 1024],
   "base_batch_size": 16,
-  "base_learning_rate": 0.05,  # benchmarks/tasks.py: mnist_lstm, mnist5k, momentum
+  "base_learning_rate": 0.05,  # benchmarks/batch_scaling/tasks.py: mnist_lstm, mnist5k, momentum
   "lr_scaling": "sqrt",
   "momentum": 0.9,
   "epochs": 10,

@@ -2,7 +2,7 @@
 
 Trains the committed Fashion-MNIST baseline of the ``mnist_lstm`` task (its batch,
 momentum-SGD learning rate, warmup, constant LR after it, epochs: read from
-:data:`benchmarks.tasks.TASKS`), seed 0, with the optimizer
+:data:`benchmarks.batch_scaling.tasks.TASKS`), seed 0, with the optimizer
 ``optax.chain(legw.gradient_noise_scale(batch), <the task's momentum SGD>)``. Each
 step's gradient is ``jax.vmap(jax.grad(loss), in_axes=(None, 0))`` over the batch
 reshaped to ``(K, batch // K, ...)``: the mean of the K gradients is the batch
@@ -39,9 +39,15 @@ import numpy as np
 import optax
 
 import legw
+from benchmarks.batch_scaling.tasks import METHODS, get_task
+from benchmarks.batch_scaling.train import (
+  Trainer,
+  TrainState,
+  init_key,
+  make_optimizer,
+  prepare_eval,
+)
 from benchmarks.guides import common
-from benchmarks.tasks import METHODS, get_task
-from benchmarks.train import Trainer, TrainState, init_key, make_optimizer, prepare_eval
 
 TASK = "mnist_lstm"
 DATASET = "fashion_mnist"
@@ -107,10 +113,10 @@ def sample_gradients(trainer, params, batch_stats, xb, yb):
 
 
 class NoiseScaleTrainer(Trainer):
-  """:class:`benchmarks.train.Trainer` with ``gradient_noise_scale`` before the optimizer.
+  """:class:`~benchmarks.batch_scaling.train.Trainer` with ``gradient_noise_scale`` first.
 
   Its optimizer is ``optax.chain(legw.gradient_noise_scale(batch_size), inner)``,
-  ``inner`` from :func:`benchmarks.train.make_optimizer` (an injected learning
+  ``inner`` from :func:`benchmarks.batch_scaling.train.make_optimizer` (an injected learning
   rate); a step returns the loss and ``(noise_scale, grad_sq, trace_cov)``.
   """
 
@@ -153,7 +159,9 @@ def train(
   x_dev, y_dev = jax.device_put(x_train), jax.device_put(y_train)
   eval_data = prepare_eval(x_test, y_test)
   state = trainer.init(init_key(config["seed"]), x_dev[:1])
-  rng = np.random.default_rng(config["seed"])  # the data order of benchmarks.train.train_run
+  rng = np.random.default_rng(
+    config["seed"]
+  )  # the data order of benchmarks.batch_scaling.train.train_run
   run_steps = min(steps, max_steps_per_epoch or steps)
   records, epochs, losses = [], [], []
   bar = tqdm(total=num_epochs * run_steps, disable=not progress, unit="step")

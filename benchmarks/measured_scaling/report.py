@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import tuning
+from benchmarks.batch_scaling import tuning
 from benchmarks.measured_scaling import protocol as p
 from benchmarks.measured_scaling import train as ms
 

@@ -1,9 +1,9 @@
 """The measured-scaling experiment's runs, phase by phase, from :mod:`protocol`.
 
 Every value comes from :mod:`benchmarks.measured_scaling.protocol` (committed before
-any run) and the committed baselines of :mod:`benchmarks.tasks`; the machinery is the
-benchmarks' own: the sweep's run plans (:func:`benchmarks.sweep.plan_runs`) and
-:func:`benchmarks.train.train_run` for LEGW and LARS, the noise-scale guide's
+any run) and the committed baselines of :mod:`benchmarks.batch_scaling.tasks`; the machinery is the
+benchmarks' own: the sweep's run plans (:func:`benchmarks.batch_scaling.sweep.plan_runs`) and
+:func:`benchmarks.batch_scaling.train.train_run` for LEGW and LARS, the noise-scale guide's
 :class:`~benchmarks.guides.noise_scale.NoiseScaleTrainer` and ``summarize`` rule for
 ``B_simple``, and :func:`legw.adascale` on K vmapped gradient samples for AdaScale.
 
@@ -34,11 +34,10 @@ import numpy as np
 import optax
 
 import legw
-from benchmarks import RUNS_DIR, sweep, tuning
-from benchmarks.guides import noise_scale as guide
-from benchmarks.measured_scaling import protocol as p
-from benchmarks.tasks import get_task
-from benchmarks.train import (
+from benchmarks import RUNS_DIR
+from benchmarks.batch_scaling import sweep, tuning
+from benchmarks.batch_scaling.tasks import get_task
+from benchmarks.batch_scaling.train import (
   Trainer,
   TrainState,
   init_key,
@@ -47,6 +46,8 @@ from benchmarks.train import (
   schedule_values,
   train_run,
 )
+from benchmarks.guides import noise_scale as guide
+from benchmarks.measured_scaling import protocol as p
 
 OUT_DIR = os.path.join(RUNS_DIR, "measured_scaling")  # untracked
 QUICK_OUT_DIR = os.path.join(RUNS_DIR, "measured_scaling-quick")
@@ -197,7 +198,7 @@ _DATA: dict[str, tuple] = {}
 
 
 def load_data(config: sweep.SweepConfig) -> tuple[np.ndarray, ...]:
-  """:func:`benchmarks.sweep.load_data`, cached per data setting for the process."""
+  """:func:`benchmarks.batch_scaling.sweep.load_data`, cached per data setting for the process."""
   key = json.dumps(
     [config.dataset, config.max_train_examples, config.max_test_examples,
      config.validation_fraction, config.data_seed]
@@ -212,7 +213,7 @@ def load_data(config: sweep.SweepConfig) -> tuple[np.ndarray, ...]:
 
 
 class EpochEvalTrainer(Trainer):
-  """:class:`benchmarks.train.Trainer` that evaluates after every epoch.
+  """:class:`benchmarks.batch_scaling.train.Trainer` that evaluates after every epoch.
 
   ``train_run`` drives it unchanged (initialisation, data order, divergence);
   ``history`` holds each epoch's mean train loss and eval loss and accuracy.
@@ -236,7 +237,7 @@ def as_lars(run: dict) -> dict:
   """A planned momentum run of the sweep as the protocol's LARS run (same schedule).
 
   ``legw.lars(trust_coefficient=LARS_TRUST_COEFFICIENT)``, weight decay 0, the default
-  masks, momentum 0.9 (:func:`benchmarks.train.make_optimizer`'s ``"lars"``); the
+  masks, momentum 0.9 (:func:`benchmarks.batch_scaling.train.make_optimizer`'s ``"lars"``); the
   run's key is recomputed, so no momentum run is ever taken for it.
   """
   run = dict(
@@ -266,8 +267,9 @@ def plan_lars_grid(
 
 
 def train_planned(run: dict, data: tuple[np.ndarray, ...], progress: bool = True) -> dict:
-  """Trains one run of :func:`benchmarks.sweep.plan_runs` (its LR schedule, epochs,
-  data order) with :func:`benchmarks.train.train_run`, evaluating after every epoch."""
+  """Trains one run of :func:`~benchmarks.batch_scaling.sweep.plan_runs` (its LR schedule,
+  epochs, data order) with :func:`~benchmarks.batch_scaling.train.train_run`, evaluating
+  after every epoch."""
   from tqdm.auto import tqdm
 
   x_tr, y_tr, x_ev, y_ev = data
@@ -322,7 +324,7 @@ def _planned(runs: list[dict]) -> list[tuple[str, dict, int]]:
 
 
 def lars_selection(records: list[dict]) -> dict:
-  """Both committed rules (:func:`benchmarks.tuning.select_learning_rates`) on the grid."""
+  """Both committed rules (:func:`~benchmarks.batch_scaling.tuning.select_learning_rates`)."""
   rows = [
     dict(
       optimizer=r["config"]["optimizer"],
@@ -423,7 +425,7 @@ def b_noise_from(out_dir: str, quick: bool = False) -> tuple[float, dict]:
 
 
 class AdaScaleTrainer(Trainer):
-  """:class:`benchmarks.train.Trainer` for :func:`legw.adascale` on K samples.
+  """:class:`benchmarks.batch_scaling.train.Trainer` for :func:`legw.adascale` on K samples.
 
   A step's gradient is ``jax.vmap(jax.value_and_grad(loss))`` over the batch
   reshaped to ``(K, B // K, ...)`` (as the guide's NoiseScaleTrainer); the learning
@@ -510,7 +512,7 @@ def train_adascale(
   x_dev, y_dev = jax.device_put(x_tr), jax.device_put(y_tr)
   eval_data = prepare_eval(x_te, y_te)
   state = trainer.init(init_key(seed), x_dev[:1])
-  rng = np.random.default_rng(seed)  # the data order of benchmarks.train.train_run
+  rng = np.random.default_rng(seed)  # the data order of benchmarks.batch_scaling.train.train_run
   n = len(x_tr)
   steps = n // b
   zeros = np.zeros(steps, np.float32)

@@ -37,7 +37,7 @@ TensorFlow PTB tutorial instead carries the state across consecutive windows).
 
 Usage::
 
-    from benchmarks.lm_data import load_corpus, load_lm_dataset
+    from benchmarks.batch_scaling.lm_data import load_corpus, load_lm_dataset
     corpus = load_corpus("fortunes")            # Corpus(train, valid, test, vocab)
     x_train, y_train, x_test, y_test = load_lm_dataset("fortunes")
     # int32 arrays of shape (N, 20): inputs and next-word targets

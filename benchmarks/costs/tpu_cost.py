@@ -11,7 +11,7 @@ Parts (``--parts``):
 
 * ``step``: the optimizer step alone (``update`` + ``apply_updates``, parameters and state
   donated) on the ResNet-50 and the transformer-like trees of
-  ``benchmarks/optimizer_step.py``, on one v5e chip and FSDP over 4 and 8 chips;
+  ``benchmarks/costs/optimizer_step.py``, on one v5e chip and FSDP over 4 and 8 chips;
 * ``ablations``: a design legw rejected, beside momentum SGD (ResNet-50 tree, one chip
   and FSDP 4): ``legw.lars`` and ``legw.lamb`` with one variadic reduce of both sums;
 * ``train``: a full training step on one v5e chip: a Flax ResNet-50 on 128 ImageNet-shaped
@@ -29,10 +29,11 @@ Parts (``--parts``):
 
 ::
 
-    python -m benchmarks.tpu_cost --parts step ablations
-    python -m benchmarks.tpu_cost --parts train --models resnet50 --optimizers legw.lars
-    python -m benchmarks.tpu_cost --parts pod
-    python -m benchmarks.tpu_cost --parts adascale --out benchmarks/results/tpu_cost-adascale.json
+    python -m benchmarks.costs.tpu_cost --parts step ablations
+    python -m benchmarks.costs.tpu_cost --parts train --models resnet50 --optimizers legw.lars
+    python -m benchmarks.costs.tpu_cost --parts pod
+    python -m benchmarks.costs.tpu_cost --parts adascale \
+        --out benchmarks/results/tpu_cost-adascale.json
 
 Each entry records its compile time (``compile_s``): seconds for an optimizer step,
 minutes for a full training step; and its cycles split by where the ops came from
@@ -61,12 +62,12 @@ from tqdm import tqdm
 
 import legw
 from benchmarks import RUNS_DIR, models, tpu
-from benchmarks import optimizer_step as ob
+from benchmarks.costs import optimizer_step as ob
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
 BASELINE = "optax.sgd(momentum)"
 
-# The optimizers, at the hyperparameters of benchmarks/optimizer_step.py.
+# The optimizers, at the hyperparameters of benchmarks/costs/optimizer_step.py.
 OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
   BASELINE: lambda lr: optax.sgd(lr, momentum=MOMENTUM),
   "optax.adamw": lambda lr: optax.adamw(lr, weight_decay=WEIGHT_DECAY),

@@ -1,4 +1,4 @@
-"""How much does tuning at the large batch recover? (issue 27)
+"""How much does tuning at the large batch recover?
 
 LEGW's promise is *no retuning*: a recipe tuned at batch 128 is carried to
 batch 8192 (64x) by rule. Nado et al. 2021 ("A Large Batch Optimizer Reality
@@ -31,17 +31,13 @@ the committed reference is in ``benchmarks/results/``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
-import sys
-from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks import report, sweep, tuning
+from benchmarks.batch_scaling import report, sweep, tuning
 
 TASK, DATASET = "mnist_lstm", "fashion_mnist"
 BATCH_SIZE = 8192
@@ -60,7 +56,7 @@ class SearchSpace:
   """Where the trials of one optimizer are drawn.
 
   Attributes:
-    method: the sweep method (:data:`benchmarks.tasks.METHODS`) whose
+    method: the sweep method (:data:`benchmarks.batch_scaling.tasks.METHODS`) whose
       optimizer is tuned; it runs with no scaling rule at ``BATCH_SIZE``.
     learning_rate: (low, high) of the peak LR, sampled log-uniformly.
     warmup_epochs: (low, high) of the gradual warmup, in epochs, uniformly.
@@ -104,7 +100,7 @@ def halton_points(space: SearchSpace, n: int = NUM_TRIALS, seed: int = HALTON_SE
 
 
 def _config(method: str, learning_rate: float, warmup_epochs: float, seeds, split: str, data_dir):
-  from benchmarks.tasks import get_task
+  from benchmarks.batch_scaling.tasks import get_task
 
   optimizer = get_task(TASK).optimizer_for(method)
   return sweep.SweepConfig(
@@ -149,10 +145,10 @@ def select_trial(rows: list[dict]) -> dict[str, dict]:
   within one binomial standard error of it, ``sqrt(p (1 - p) / n_val)`` of
   the best accuracy p on n_val validation images, are taken as tied with it
   (one seed each: no seed spread to use, as in the one-standard-error rule of
-  :func:`benchmarks.tuning.select_learning_rates`), and of those the one
+  :func:`benchmarks.batch_scaling.tuning.select_learning_rates`), and of those the one
   with the **smallest peak LR** is picked: the most conservative step, the
   least likely to blow up on a seed it was not tried with (a ``†`` run,
-  :func:`benchmarks.report.blew_up`, is never picked). A diverged or
+  :func:`benchmarks.batch_scaling.report.blew_up`, is never picked). A diverged or
   blown-up trial counts with the accuracy it reached.
 
   Returns:
@@ -427,37 +423,3 @@ def write_report(out_dir: str) -> str:
     f.write(text)
   plot_report(lines, trials, p["plot"])
   return text
-
-
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-    prog="python -m benchmarks.large_batch_tuning",
-    description="Issue 27: LEGW at 64x (no tuning) against Nesterov momentum and Adam "
-    f"tuned at batch {BATCH_SIZE} ({NUM_TRIALS} Halton trials each), mnist_lstm on "
-    "fashion_mnist. Resumable.",
-  )
-  p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
-  p.add_argument("--jobs", type=int, default=1, help="runs at a time (worker processes)")
-  p.add_argument("--data-dir", default=None, help="a directory of Fashion-MNIST IDX files")
-  p.add_argument("--out-dir", default=sweep.DEFAULT_OUT_DIR)
-  p.add_argument("--report", action="store_true", help="only write the report of what exists")
-  p.add_argument("--no-progress", action="store_true")
-  return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  if not args.report:
-    for phase in args.phases:
-      run_phase(phase, args.out_dir, args.jobs, args.data_dir, not args.no_progress)
-  print(write_report(args.out_dir))
-  print(f"wrote {paths(args.out_dir)['report']}, {paths(args.out_dir)['plot']}")
-  sel = paths(args.out_dir)["selection"]
-  if os.path.exists(sel):
-    with open(sel) as f:
-      print(json.dumps(json.load(f), indent=1))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -9,7 +9,7 @@ first epochs, then halved after each epoch (the paper: 13 epochs, constant for
 7; its batch-20 baseline reaches perplexity 115.91 on PTB). The metric is
 perplexity, exp of the mean per-word test cross-entropy (lower is better).
 
-Data (``benchmarks/lm_data.py``): PTB from ``--data-dir`` (``ptb.train.txt``,
+Data (``benchmarks/batch_scaling/lm_data.py``): PTB from ``--data-dir`` (``ptb.train.txt``,
 ``ptb.valid.txt``, ``ptb.test.txt``), or, offline by default, the English text
 of the Debian package ``fortunes`` — not PTB, so its perplexities are not
 comparable with the paper's. Each example is an independent 20-word window
@@ -28,9 +28,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from benchmarks import lm_data
+from benchmarks.batch_scaling import lm_data
+from benchmarks.batch_scaling.task_spec import Baseline, Task
 from benchmarks.models import LSTM
-from benchmarks.task_spec import Baseline, Task
 
 VOCAB_SIZE = lm_data.MAX_VOCAB
 SEQ_LEN = lm_data.SEQ_LEN
@@ -71,7 +71,7 @@ def _uniform(scale: float):
 def load_data(name: str = "fortunes", data_dir: str | None = None, seed: int = 0):
   """The task loader: (x_train, y_train, x_test, y_test) windows, (N, 20) int32.
 
-  See :func:`benchmarks.lm_data.load_lm_dataset` (vocabulary capped at 10,000).
+  See :func:`benchmarks.batch_scaling.lm_data.load_lm_dataset` (vocabulary capped at 10,000).
   """
   return lm_data.load_lm_dataset(name, data_dir, seed)
 
@@ -107,7 +107,7 @@ PTB_NOTES = (
 
 
 def make_task():
-  """The ``lstm_lm`` entry of :data:`benchmarks.tasks.TASKS`.
+  """The ``lstm_lm`` entry of :data:`benchmarks.batch_scaling.tasks.TASKS`.
 
   Methods ``legw`` (sqrt LR, linear-epoch warmup), ``linear`` (linear LR,
   constant-epoch warmup) and ``none`` — all momentum 0.9; metric perplexity.

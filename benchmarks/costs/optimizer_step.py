@@ -28,12 +28,12 @@ its own floor (5 passes for SGD, 6 for LARS) that it achieves.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.optimizer_step              # ~5 minutes on 2 idle CPU cores
-    python -m benchmarks.optimizer_step --quick      # smoke run, ~1 minute
-    python -m benchmarks.optimizer_step --ablations  # + rejected designs, cost probes
-    python -m benchmarks.optimizer_step --family --reps 11  # + percent_delta, mclr
-    python -m benchmarks.optimizer_step --family --no-scaling --reps 11  # family only
-    python -m benchmarks.optimizer_step --family --no-scaling --trees resnet50,kernels-400
+    python -m benchmarks.costs.optimizer_step              # ~5 minutes on 2 idle CPU cores
+    python -m benchmarks.costs.optimizer_step --quick      # smoke run, ~1 minute
+    python -m benchmarks.costs.optimizer_step --ablations  # + rejected designs, cost probes
+    python -m benchmarks.costs.optimizer_step --family --reps 11  # + percent_delta, mclr
+    python -m benchmarks.costs.optimizer_step --family --no-scaling --reps 11  # family only
+    python -m benchmarks.costs.optimizer_step --family --no-scaling --trees resnet50,kernels-400
 
 ``--family`` adds ``legw.percent_delta`` and ``legw.mclr`` to trees (a) and (b)
 and times the family (with SGD and legw.lars) on ``kernels-400``
@@ -63,8 +63,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-if __package__ in (None, ""):  # `python benchmarks/optimizer_step.py`
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # `python benchmarks/costs/optimizer_step.py`
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import legw  # noqa: E402
 from benchmarks import RUNS_DIR  # noqa: E402
@@ -667,7 +667,7 @@ def main(argv=None):
   print()
   print(table)
   record = {
-    "command": "python -m benchmarks.optimizer_step"
+    "command": "python -m benchmarks.costs.optimizer_step"
     + (" --quick" if args.quick else "")
     + (" --ablations" if args.ablations else "")
     + (" --family" if args.family else "")

@@ -1,7 +1,7 @@
 """What a benchmark task is: a scaling method, a tuned baseline, a task (plain data).
 
-The registry of tasks is :mod:`benchmarks.tasks`; a task defined in its own
-module (e.g. :mod:`benchmarks.lstm_lm`) builds its :class:`Task` from these
+The registry of tasks is :mod:`benchmarks.batch_scaling.tasks`; a task defined in its own
+module (e.g. :mod:`benchmarks.batch_scaling.lstm_lm`) builds its :class:`Task` from these
 classes without importing the registry.
 """
 
@@ -87,7 +87,7 @@ class Task:
     baselines: the tuned :class:`Baseline` per data set name.
     load_data: ``(name, data_dir, seed) -> (x_train, y_train, x_test, y_test)``.
     scan_epoch: compile each epoch as one ``lax.scan`` (True) or loop over a
-      compiled step (False; see :class:`benchmarks.train.Trainer`).
+      compiled step (False; see :class:`benchmarks.batch_scaling.train.Trainer`).
   """
 
   name: str

@@ -18,8 +18,8 @@ of every leaf with at least 65,536 entries, 50.5 M entries):
 CPU time of this process (all threads), median over ``--reps`` interleaved
 rounds; a sum over the same arrays is timed alongside as the unit.  Usage::
 
-    python -m benchmarks.median_cost                 # ~3 minutes on 2 CPU cores
-    python -m benchmarks.median_cost --primitives
+    python -m benchmarks.costs.median_cost                 # ~3 minutes on 2 CPU cores
+    python -m benchmarks.costs.median_cost --primitives
 
 Writes ``benchmarks/runs/median_cost.json`` (``--out``; the reference is in results/).
 """
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import RUNS_DIR
-from benchmarks import optimizer_step as ob
+from benchmarks.costs import optimizer_step as ob
 from legw import _median
 
 
@@ -135,7 +135,8 @@ def main(argv=None):
       times[key] += cpu_ms(fn, arrays if key[0] == "medians_ms" else big, args.reps)
   ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
   result = {
-    "command": "python -m benchmarks.median_cost" + (" --primitives" if args.primitives else ""),
+    "command": "python -m benchmarks.costs.median_cost"
+    + (" --primitives" if args.primitives else ""),
     "jax": jax.__version__,
     "backend": jax.default_backend(),
     "cpu_count": os.cpu_count(),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.sweep import SweepConfig, execute, load_data, plan_runs, resolve
+from benchmarks.batch_scaling.sweep import SweepConfig, execute, load_data, plan_runs, resolve
 
 VALIDATION_FRACTION = 0.125
 

@@ -1,7 +1,7 @@
 """Main job: does a recipe tuned at a small batch keep its accuracy at a large one?
 
 Trains a task at a ladder of batch sizes with every scaling method, all derived
-from one baseline tuned at the smallest batch (``benchmarks/tasks.py``), and
+from one baseline tuned at the smallest batch (``benchmarks/batch_scaling/tasks.py``), and
 writes ``benchmarks/runs/<task>-<dataset>.{json,csv,png}`` (untracked; the
 committed reference is ``benchmarks/results/``): test accuracy
 vs batch size per method, the shape of the LEGW paper's Figure 5.
@@ -33,44 +33,28 @@ import sys
 import time
 from collections.abc import Sequence
 
-from benchmarks.report import (  # noqa: F401  (the public names of the sweep, re-exported)
-  CSV_FIELDS,
-  _metric,
-  _number,
-  blew_up,
+from benchmarks.batch_scaling.report import (
   compare_with_reference,
   format_comparison,
   format_runs,
   format_table,
-  plot,
-  series,
-  summarize,
   write_results,
 )
-from benchmarks.sweep import (  # noqa: F401
+from benchmarks.batch_scaling.sweep import (
   DEFAULT_OUT_DIR,
-  KEY_FIELDS,
   RESULTS_DIR,
-  SWEEP_FIELDS,
   SweepConfig,
   _environment,
-  _recipe_schedule,
-  _row_id,
   _write_json,
-  execute,
   headline_configs,
   load_data,
   load_rows,
-  plan_runs,
   resolve,
-  run_key,
   run_sweep,
-  train_one,
 )
-from benchmarks.tuning import (  # noqa: F401
+from benchmarks.batch_scaling.tuning import (
   DEFAULT_GRIDS,
   RULES,
-  VALIDATION_FRACTION,
   format_tuning,
   select_learning_rates,
   tune,
@@ -88,7 +72,7 @@ QUICK = dict(
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from benchmarks.tasks import METHODS, TASKS
+  from benchmarks.batch_scaling.tasks import METHODS, TASKS
 
   p = argparse.ArgumentParser(
     prog="python -m benchmarks.batch_scaling",
@@ -257,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("wrote " + ", ".join(paths.values()))
     return 0
   if args.tune:
-    from benchmarks.tasks import get_task
+    from benchmarks.batch_scaling.tasks import get_task
 
     task = get_task(config.task)
     grids = {task.optimizer_for(m): DEFAULT_GRIDS[task.optimizer_for(m)] for m in config.methods}
@@ -312,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _pipeline_main(config: SweepConfig, args) -> int:
   import jax
 
-  from benchmarks.train import Trainer, make_optimizer, pipeline_check
+  from benchmarks.batch_scaling.train import Trainer, make_optimizer, pipeline_check
 
   task, base = resolve(config)
   x_tr, y_tr, _, _ = load_data(config)

@@ -1,13 +1,13 @@
 """The batch-size sweep: plan the runs, train them, resume an interrupted sweep.
 
 A *sweep* (:class:`SweepConfig`, plain data) applies each scaling method's rule
-to one baseline tuned at a small batch (``benchmarks/tasks.py``);
+to one baseline tuned at a small batch (``benchmarks/batch_scaling/tasks.py``);
 :func:`plan_runs` turns it into runs (one dict each, keyed by its full
 configuration: :func:`run_key`), :func:`execute` trains those not yet in the
 results JSON (in this process or in worker processes) and rewrites the file
 after every finished run, so an interrupted sweep loses only the runs in
-progress. Tables and plots: :mod:`benchmarks.report`; the base-LR tuning:
-:mod:`benchmarks.tuning`; the command line: :mod:`benchmarks.batch_scaling`.
+progress. Tables and plots: :mod:`benchmarks.batch_scaling.report`; the base-LR tuning:
+:mod:`benchmarks.batch_scaling.tuning`; the command line: :mod:`benchmarks.batch_scaling`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import RUNS_DIR
+from benchmarks import RESULTS_DIR, RUNS_DIR  # noqa: F401  (RESULTS_DIR: the committed reference)
 
 # The committed reference results (tracked by git), and where a run writes by
 # default (ignored by git): running a command never rewrites a tracked file.
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 DEFAULT_OUT_DIR = RUNS_DIR
@@ -40,9 +39,9 @@ class SweepConfig:
   """One sweep, as plain data. ``None`` fields take the task's tuned baseline.
 
   Attributes:
-    task: a key of :data:`benchmarks.tasks.TASKS`.
+    task: a key of :data:`benchmarks.batch_scaling.tasks.TASKS`.
     dataset: a data set the task has a baseline for.
-    methods: keys of :data:`benchmarks.tasks.METHODS`.
+    methods: keys of :data:`benchmarks.batch_scaling.tasks.METHODS`.
     batch_sizes: the ladder; the baseline's when None.
     num_epochs: epochs at every batch size; the baseline's when None.
     seeds: one run per seed (initialisation and data order).
@@ -83,7 +82,7 @@ class SweepConfig:
 
 def resolve(config: SweepConfig):
   """The task, and the baseline with the config's overrides applied."""
-  from benchmarks.tasks import get_task
+  from benchmarks.batch_scaling.tasks import get_task
 
   task = get_task(config.task)
   if config.dataset not in task.baselines:
@@ -175,7 +174,7 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
       that LEGW cannot reach within ``num_epochs`` (warmup too long).
   """
   import legw
-  from benchmarks.tasks import METHODS
+  from benchmarks.batch_scaling.tasks import METHODS
 
   task, base = resolve(config)
   runs = []
@@ -246,7 +245,7 @@ def plan_runs(config: SweepConfig, train_size: int) -> list[dict]:
 def headline_configs(config: SweepConfig) -> list[SweepConfig]:
   """What the default command runs: ``config``, then the baseline's ``headline_extras``.
 
-  (:attr:`benchmarks.tasks.Baseline.headline_extras`: e.g. more seeds at the
+  (:attr:`benchmarks.batch_scaling.tasks.Baseline.headline_extras`: e.g. more seeds at the
   base and the largest batch, so the plain command yields every cell of the
   README's headline table.)
   """
@@ -293,7 +292,7 @@ def load_data(config: SweepConfig):
   evaluation arrays are a held-out, seeded (``data_seed``) subset of the
   training set, and the rest is trained on; the test set is not returned.
   """
-  from benchmarks.tasks import get_task
+  from benchmarks.batch_scaling.tasks import get_task
 
   task = get_task(config.task)
   x_tr, y_tr, x_te, y_te = task.load_data(config.dataset, config.data_dir, config.data_seed)
@@ -335,7 +334,7 @@ _TRAINERS: dict[tuple, Any] = {}
 def _device_data(config: SweepConfig, data=None):
   import jax
 
-  from benchmarks.train import prepare_eval
+  from benchmarks.batch_scaling.train import prepare_eval
 
   key = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
   if key not in _DATA:
@@ -356,8 +355,8 @@ def train_one(run: dict, config: SweepConfig, data=None, on_epoch=None) -> dict:
 
   ``data`` is the output of :func:`load_data` (loaded here when None).
   """
-  from benchmarks.tasks import get_task
-  from benchmarks.train import Trainer, make_optimizer, schedule_values, train_run
+  from benchmarks.batch_scaling.tasks import get_task
+  from benchmarks.batch_scaling.train import Trainer, make_optimizer, schedule_values, train_run
 
   task = get_task(config.task)
   x_dev, y_dev, eval_data, n_train, n_eval = _device_data(config, data)

@@ -9,7 +9,7 @@ n_params``.  Nothing is allocated: the state is ``jax.eval_shape(opt.init,
 params)`` of ``jax.ShapeDtypeStruct`` parameters, and its bytes are counted from
 the shapes and dtypes.  Usage::
 
-    python -m benchmarks.state_bytes      # a few seconds; no device memory
+    python -m benchmarks.costs.state_bytes      # a few seconds; no device memory
 
 Writes ``benchmarks/runs/state_bytes.json`` (``--out``; the reference is in
 results/).
@@ -29,7 +29,7 @@ import optax
 
 import legw
 from benchmarks import RUNS_DIR
-from benchmarks.optimizer_step import resnet50_shapes
+from benchmarks.costs.optimizer_step import resnet50_shapes
 
 # name -> make(bf16: bool): the optimizer with its default state, or with its
 # narrowable state in bfloat16 (what optax and legw call the argument).
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
   args = build_parser().parse_args(argv)
-  result = {"command": "python -m benchmarks.state_bytes", "jax": jax.__version__}
+  result = {"command": "python -m benchmarks.costs.state_bytes", "jax": jax.__version__}
   result.update(measure())
   result["optax"] = optax.__version__
   print(markdown_table(result))

@@ -2,13 +2,13 @@
 
 Prints the bytes of temporary buffers in the compiled step (XLA's
 ``memory_analysis``) and the interleaved step-time ratio to
-``optax.sgd(momentum=0.9)`` (``benchmarks.optimizer_step.time_interleaved``).
-It only uses what ``benchmarks/optimizer_step.py`` has had since it was
+``optax.sgd(momentum=0.9)`` (``benchmarks.costs.optimizer_step.time_interleaved``).
+It only uses what ``benchmarks/costs/optimizer_step.py`` has had since it was
 written, so it also runs in a checkout of an older commit, which is how the
-"before" figures in ``benchmarks/README_optimizer_step.md`` were measured::
+"before" figures in ``benchmarks/costs/README.md`` were measured::
 
-    git worktree add /tmp/old <commit> && cp benchmarks/step_cost.py /tmp/old/benchmarks/
-    cd /tmp/old && PYTHONPATH=. python -m benchmarks.step_cost percent_delta
+    git worktree add /tmp/old <commit> && cp benchmarks/costs/step_cost.py /tmp/old/benchmarks/
+    cd /tmp/old && PYTHONPATH=. python -m benchmarks.costs.step_cost percent_delta
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 import legw
-from benchmarks import optimizer_step as ob
+from benchmarks.costs import optimizer_step as ob
 
 OPTIMIZERS = {
   "lars": lambda: legw.lars(ob.LR, momentum=ob.MOMENTUM, weight_decay=ob.WEIGHT_DECAY),

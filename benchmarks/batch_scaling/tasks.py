@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import functools
 
-from benchmarks import lstm_lm
+from benchmarks.batch_scaling import lstm_lm
+from benchmarks.batch_scaling.task_spec import Baseline, Method, Task  # noqa: F401  (re-exported)
 from benchmarks.models import MnistLSTM, SmallResNet
-from benchmarks.task_spec import Baseline, Method, Task  # noqa: F401  (re-exported)
 
 METHODS: dict[str, Method] = {
   "legw": Method("sqrt", "linear", "sqrt LR scaling, linear-epoch gradual warmup (LEGW)"),
@@ -37,7 +37,7 @@ METHODS: dict[str, Method] = {
   "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
   "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
   "lamb": Method("sqrt", "linear", "LAMB with LEGW's rules (You et al. 2020 scale LAMB so)"),
-  # Issue 27: tuned at the large batch itself (benchmarks/large_batch_tuning.py),
+  # Issue 27: tuned at the large batch itself (benchmarks/large_batch_tuning/main.py),
   # so the "base" batch is the large one and no rule is applied.
   "nesterov": Method(
     "none", "none", "Nesterov momentum tuned at the batch it runs at", tuned_per_batch=True

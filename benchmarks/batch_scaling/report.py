@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from benchmarks.sweep import DEFAULT_OUT_DIR, _row_id, _write_json
+from benchmarks.batch_scaling.sweep import DEFAULT_OUT_DIR, _row_id, _write_json
 
 CSV_FIELDS = (
   "task",

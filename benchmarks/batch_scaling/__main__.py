@@ -1,0 +1,3 @@
+from benchmarks.batch_scaling.main import main
+
+main()

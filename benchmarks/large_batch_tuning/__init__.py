@@ -1,0 +1,1 @@
+"""LEGW at 64x against an optimizer tuned at 64x (Fashion-MNIST LSTM)."""

@@ -1,0 +1,3 @@
+from benchmarks.large_batch_tuning.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""legw under multi-process JAX (jax.distributed on CPU processes)."""

@@ -1,0 +1,3 @@
+from benchmarks.multihost.main import main
+
+main()

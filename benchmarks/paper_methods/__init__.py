@@ -1,0 +1,1 @@
+"""The papers' other methods: discarding samples, and growing the batch."""

@@ -1,0 +1,3 @@
+from benchmarks.paper_methods.main import main
+
+main()
