@@ -1,26 +1,26 @@
-"""Reproductions of the papers' experiments, and speed benchmarks.
+"""Reproductions of the papers' experiments, and cost benchmarks.
 
-Modules, by role (the batch-size sweep):
-  data           offline data sets (``load_dataset``): mnist5k, fashion_mnist
-  models         Flax models: the LEGW paper's MNIST LSTM, a small ResNet
-  task_spec      what a task, a scaling method and a tuned baseline are (plain data)
-  tasks          the task registry (``lstm_lm`` adds its own entry from its module)
-  train          jit-compiled training (one ``lax.scan`` per epoch) and evaluation
-  sweep          the sweep: plan the runs, train them (worker processes), resume
-  report         the sweep's tables, plot, CSV/JSON, comparison with the reference
-  tuning         the base-batch LR grid and the two selection rules
-  batch_scaling  the main job's command line (and the names above, re-exported)
-  large_batch_tuning  issue 27: LEGW at 64x against tuning at 64x (command line)
-  readme_figures the READMEs' figures, recomputed from the committed results
-Speed benchmarks: optimizer_step, step_cost, median_cost; the papers' other
-methods: paper_methods; multi-process: multihost; curvature/ and guides/: the
-experiments of those write-ups.
+One folder per experiment, each with a short ``main.py`` (run as
+``python -m benchmarks.<folder>``) and its logic in importable modules:
+
+  batch_scaling       the main job: accuracy vs batch size for every scaling method
+  large_batch_tuning  LEGW at 64x against optimizers tuned at 64x
+  measured_scaling    AdaScale and the noise scale's budget at 16x and 64x
+  paper_methods       the papers' other methods (discarding samples, growing the batch)
+  multihost           legw under multi-process JAX
+  curvature           LARS Table 2, LEGW Figure 3, MCLR vs LARS
+  guides              the runs behind the documentation's guides
+  costs               optimizer-step time and memory against optax peers (CPU, TPU model)
+
+Shared by them: ``data`` (offline data sets), ``models`` (Flax models) and
+``tpu`` (compiling for a TPU slice without one).
 
 Every command writes under :data:`RUNS_DIR` (``benchmarks/runs/``, ignored by
 git) unless told otherwise (``--out-dir``/``--out``): running a command never
 rewrites a tracked file. The committed reference results are in
-``benchmarks/results/`` (and ``benchmarks/{curvature,guides}/results/``); a
-maintainer adds to them by passing that directory explicitly.
+:data:`RESULTS_DIR` (``benchmarks/results/``) and in the ``results/`` folders of
+``curvature``, ``guides`` and ``measured_scaling``; a maintainer adds to them by
+passing that directory explicitly.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""The layer-wise family's shared semantics (issue 13), member by member.
+"""The layer-wise family's shared semantics, member by member.
 
 Each test here failed on the code before the family got one core
 (legw/_layerwise.py): complex parameters (|x|^2, not x^2), the trust ratio at

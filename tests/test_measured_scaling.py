@@ -15,7 +15,7 @@ import legw
 from benchmarks.batch_scaling.train import Trainer, make_optimizer
 from benchmarks.measured_scaling import main as ms_main
 from benchmarks.measured_scaling import protocol as p
-from benchmarks.measured_scaling import report
+from benchmarks.measured_scaling import records, report
 from benchmarks.measured_scaling import train as ms
 
 
@@ -111,17 +111,17 @@ def test_resume_skips_finished_runs(tmp_path):
   out = str(tmp_path)
   calls = []
   planned = [("a", dict(lr=0.1), 0), ("a", dict(lr=0.1), 1)]
-  ms.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
+  records.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
   assert calls == [(0.1, 0), (0.1, 1)]
   planned.append(("b", dict(lr=0.2), 0))
-  doc = ms.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
+  doc = records.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
   assert calls[2:] == [(0.2, 0)] and len(doc["runs"]) == 3
-  with open(ms.phase_path(out, "noise-base")) as f:
+  with open(records.phase_path(out, "noise-base")) as f:
     assert [r["seed"] for r in json.load(f)["runs"]] == [0, 1, 0]
   with open(os.path.join(out, "noise-base.csv")) as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 3 and rows[2]["label"] == "b"
-  ms.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
+  records.execute_runs(out, "noise-base", planned, _fake_train(calls), progress=False)
   assert len(calls) == 3
   run = doc["runs"][0]
   for field in ("config", "seed", "epochs", "steps", "examples", "epochs_run", "wall_seconds"):
@@ -140,8 +140,8 @@ def test_an_interrupted_phase_keeps_its_finished_runs(tmp_path):
 
   planned = [("a", dict(lr=0.1), 0), ("a", dict(lr=0.1), 1)]
   with pytest.raises(KeyboardInterrupt):
-    ms.execute_runs(out, "mnist5k", planned, flaky, progress=False)
-  assert len(ms.load_phase(out, "mnist5k")["runs"]) == 1
+    records.execute_runs(out, "mnist5k", planned, flaky, progress=False)
+  assert len(records.load_phase(out, "mnist5k")["runs"]) == 1
 
 
 def test_lars_grid_builds_legw_lars_with_the_protocols_values():
@@ -184,20 +184,20 @@ def _grid_record(lr, seed, acc):
 def test_lars_picks_refuse_an_incomplete_grid_and_merge_equal_picks(tmp_path):
   out = str(tmp_path)
   runs = [_grid_record(lr, s, 0.8 + 0.001 * i) for i, lr in enumerate(p.LARS_GRID) for s in (0, 1)]
-  ms.write_phase(out, dict(phase="lars-grid", runs=runs[:-1], summary={}))
+  records.write_phase(out, dict(phase="lars-grid", runs=runs[:-1], summary={}))
   with pytest.raises(RuntimeError, match="lars-grid"):
     ms.lars_picks(out)
-  ms.write_phase(out, dict(phase="lars-grid", runs=runs, summary={}))
+  records.write_phase(out, dict(phase="lars-grid", runs=runs, summary={}))
   assert ms.lars_picks(out) == {"argmax=one_se": p.LARS_GRID[-1]}
 
 
 def test_legw_budget_refuses_an_incomplete_noise_base(tmp_path):
   out = str(tmp_path)
   rec = lambda s: dict(seed=s, config={}, noise_summary=dict(b_noise=1000.0 + s))  # noqa: E731
-  ms.write_phase(out, dict(phase="noise-base", runs=[rec(0), rec(1)], summary={}))
+  records.write_phase(out, dict(phase="noise-base", runs=[rec(0), rec(1)], summary={}))
   with pytest.raises(RuntimeError, match="noise-base"):
     ms.b_noise_from(out)
-  ms.write_phase(out, dict(phase="noise-base", runs=[rec(0), rec(1), rec(2)], summary={}))
+  records.write_phase(out, dict(phase="noise-base", runs=[rec(0), rec(1), rec(2)], summary={}))
   b, s = ms.b_noise_from(out)
   assert b == 1001.0 and s["budget_epochs"]["8192"] == p.budget_epochs(8192, 1001.0)
 
@@ -245,7 +245,7 @@ def test_report_renders_from_fake_records(tmp_path):
     "mnist5k": dict(runs=[rec(0, dict(method="adascale"), [0.9], 8)], summary={}),
   }
   for phase, doc in docs.items():
-    ms.write_phase(out, dict(doc, phase=phase))
+    records.write_phase(out, dict(doc, phase=phase))
   assert ms_main.main(["--report", "--out-dir", out]) == 0
   with open(os.path.join(out, "measured_scaling.md")) as f:
     text = f.read()

@@ -1,4 +1,4 @@
-"""legw.path_mask: masks by regular expressions over parameter paths (issue 24, part 3)."""
+"""legw.path_mask: masks by regular expressions over parameter paths."""
 
 import chex
 import jax

@@ -1,4 +1,4 @@
-"""Per-layer statistics of the whole layer, however it is split (issue 6).
+"""Per-layer statistics of the whole layer, however it is split.
 
 Every per-layer transform must give the same result, to float32 rounding, on
 one device and on 8 simulated CPU devices (tests/conftest.py sets

@@ -1,4 +1,4 @@
-"""Optimizer state in a chosen dtype (issue 24, part 2).
+"""Optimizer state in a chosen dtype.
 
 ``accumulator_dtype`` (the momentum of lars, mclr, percent_delta, cblr) and
 ``mu_dtype`` (LAMB's first moment): the state is stored in that dtype, the

@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.batch_scaling import tuning
 from benchmarks.measured_scaling import protocol as p
-from benchmarks.measured_scaling import train as ms
+from benchmarks.measured_scaling import records
 
 REPORT_STEM = "measured_scaling"
 
@@ -23,7 +23,9 @@ REPORT_STEM = "measured_scaling"
 def load_all(out_dir: str) -> dict[str, dict]:
   """Every phase's JSON that exists in ``out_dir``."""
   return {
-    ph: ms.load_phase(out_dir, ph) for ph in p.ORDER if os.path.exists(ms.phase_path(out_dir, ph))
+    ph: records.load_phase(out_dir, ph)
+    for ph in p.ORDER
+    if os.path.exists(records.phase_path(out_dir, ph))
   }
 
 

@@ -18,14 +18,10 @@ machine (platform, CPU count), jax version and git commit.
 
 from __future__ import annotations
 
-import csv
-import functools
 import json
 import math
 import os
-import platform
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -48,6 +44,12 @@ from benchmarks.batch_scaling.train import (
 )
 from benchmarks.guides import noise_scale as guide
 from benchmarks.measured_scaling import protocol as p
+from benchmarks.measured_scaling.records import (
+  commit_at_start,
+  execute_runs,
+  load_phase,
+  phase_path,
+)
 
 OUT_DIR = os.path.join(RUNS_DIR, "measured_scaling")  # untracked
 QUICK_OUT_DIR = os.path.join(RUNS_DIR, "measured_scaling-quick")
@@ -61,125 +63,6 @@ PHASES = p.ORDER
 # steps an epoch.
 QUICK = dict(train=4096, test=1000, epochs=2, large_epochs=3, noise_steps=32)
 QUICK.update(adascale_epochs=3, adascale_base_steps=5)
-
-
-# -- records and files ----------------------------------------------------------
-
-
-@functools.cache
-def _commit_at_start() -> str:
-  """The commit checked out when this process first asked: the code it runs (a later
-  commit during a long sweep does not change the code already loaded)."""
-  return guide.git_commit()
-
-
-def environment() -> dict[str, Any]:
-  """The machine and software of a run."""
-  return dict(
-    platform=jax.devices()[0].platform,
-    processor=platform.machine(),
-    cpu_count=os.cpu_count(),
-    jax_version=jax.__version__,
-    git_commit=_commit_at_start(),
-  )
-
-
-def run_id(config: dict, seed: int) -> str:
-  """What makes two runs the same run: the config and the seed (canonical JSON)."""
-  return json.dumps(dict(config, seed=seed), sort_keys=True, default=sweep._jsonable)
-
-
-def phase_path(out_dir: str, phase: str) -> str:
-  return os.path.join(out_dir, f"{phase}.json")
-
-
-def load_phase(out_dir: str, phase: str) -> dict[str, Any]:
-  """A phase's JSON (an empty one when there is none yet)."""
-  path = phase_path(out_dir, phase)
-  if not os.path.exists(path):
-    return dict(phase=phase, runs=[], summary={})
-  with open(path) as f:
-    return json.load(f)
-
-
-CSV_FIELDS = (
-  "phase", "label", "seed", "optimizer", "batch_size", "learning_rate", "final_accuracy",
-  "accuracy_split", "steps", "examples", "epochs_run", "wall_seconds", "cpu_seconds", "quick",
-)  # fmt: skip
-
-
-def write_phase(out_dir: str, doc: dict[str, Any]) -> str:
-  """Writes ``<phase>.json`` (atomically) and ``<phase>.csv`` (one row per run)."""
-  path = phase_path(out_dir, doc["phase"])
-  sweep._write_json(path, doc)
-  tmp = f"{path[:-5]}.csv.tmp{os.getpid()}"
-  with open(tmp, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in doc["runs"]:
-      c = r["config"]
-      w.writerow(
-        dict(
-          r,
-          phase=doc["phase"],
-          optimizer=c.get("optimizer"),
-          batch_size=c.get("batch_size"),
-          learning_rate=c.get("peak_learning_rate", c.get("learning_rate")),
-          quick=c.get("quick", False),
-        )
-      )
-  os.replace(tmp, path[:-5] + ".csv")
-  return path
-
-
-def execute_runs(
-  out_dir: str,
-  phase: str,
-  planned: Sequence[tuple[str, dict, int]],
-  train_fn: Callable[[dict, int], dict],
-  summarize: Callable[[list[dict]], dict] | None = None,
-  protocol_values: dict | None = None,
-  progress: bool = True,
-) -> dict[str, Any]:
-  """Trains each planned ``(label, config, seed)`` not yet in the phase's JSON.
-
-  ``train_fn(config, seed)`` returns what the run measured (``epochs``: per-epoch
-  dicts; ``steps``, ``examples``, ``epochs_run``, ``final_accuracy``, any extras).
-  After each run the JSON and CSV are rewritten, with ``summarize(records)``.
-  """
-  from tqdm.auto import tqdm
-
-  doc = load_phase(out_dir, phase)
-  doc["protocol"] = protocol_values or {}
-  done = {r["run_id"] for r in doc["runs"]}
-  todo = [(lab, c, s) for lab, c, s in planned if run_id(c, s) not in done]
-  if len(todo) < len(planned):
-    print(f"{phase}: {len(planned) - len(todo)} of {len(planned)} runs already done", flush=True)
-  bar = tqdm(total=len(todo), unit="run", desc=phase, disable=not progress, position=0)
-  for label, config, seed in todo:
-    bar.set_postfix_str(f"{label} seed={seed}")
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    out = train_fn(config, seed)
-    doc["runs"].append(
-      dict(
-        run_id=run_id(config, seed),
-        label=label,
-        seed=seed,
-        config=config,
-        **out,
-        wall_seconds=round(time.perf_counter() - t0, 2),
-        cpu_seconds=round(time.process_time() - cpu0, 2),  # this process, all threads
-        environment=environment(),
-      )
-    )
-    doc["summary"] = summarize(doc["runs"]) if summarize else {}
-    write_phase(out_dir, doc)
-    bar.update(1)
-  bar.close()
-  if not todo and summarize:  # a finished phase: the summary as the current code states it
-    doc["summary"] = summarize(doc["runs"])
-    write_phase(out_dir, doc)
-  return doc
 
 
 # -- data -----------------------------------------------------------------------
@@ -591,7 +474,7 @@ def run_phase(
   progress: bool = True,
 ) -> dict:
   """Trains what is left of one phase of :data:`protocol.ORDER`; returns its JSON."""
-  _commit_at_start()
+  commit_at_start()
   kw = dict(progress=progress)
   if phase == "lars-grid":
     seeds = p.LARS_TUNING_SEEDS if seeds is None else seeds
