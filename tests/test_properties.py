@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conformance_cases import CASES
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_conformance import CASES
 
 import legw
 

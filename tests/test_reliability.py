@@ -9,7 +9,7 @@
 * float16 / bfloat16 layers whose sum of squares overflows float16 give the
   same (finite) update as the float32 computation.
 
-Registry-wide tests run over ``CASES`` of ``test_conformance.py``.
+Registry-wide tests run over ``CASES`` of ``conformance_cases.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_conformance import CASES, OPTIMIZERS, jit_update, problem
+from conformance_cases import CASES, OPTIMIZERS
+from test_conformance import jit_update, problem
 
 import legw
 
