@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shlex
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -143,3 +146,52 @@ def save_json(obj: Any, path: str) -> None:
   with open(path, "w") as f:
     json.dump(to_python(obj), f, indent=1, allow_nan=True)
     f.write("\n")
+
+
+def load_results(path: str) -> dict:
+  """A results file (JSON) of one of the curvature commands."""
+  with open(path) as f:
+    return json.load(f)
+
+
+def environment(module: str, argv: Sequence[str]) -> dict:
+  """The command, machine, jax version and date of a run, saved with its results."""
+  return {
+    "command": shlex.join(["python", "-m", module, *argv]),
+    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    f"{jax.default_backend()}",
+    "jax_version": jax.__version__,
+    "date": time.strftime("%Y-%m-%d"),
+  }
+
+
+def cli_command(module: str, config: dict, defaults: dict, flags: Sequence[str]) -> str:
+  """The command line that runs ``config``: the ``flags`` where it differs from ``defaults``."""
+  args = ["python", "-m", module]
+  for key in flags:
+    value = config[key]
+    if value != defaults[key]:
+      args.append("--" + key.replace("_", "-"))
+      args += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+  return " ".join(args)
+
+
+def caption(results: dict, command: str, details: str) -> str:
+  """A one-line caption: the command and machine that measured ``results``, and ``details``.
+
+  ``command`` stands in (rebuilt from the results' config) where the file
+  records none.
+  """
+  if "command" in results:
+    where = (
+      f"`{results['command']}` on {results['machine']}, jax {results['jax_version']}, "
+      f"{results['date']}"
+    )
+  else:
+    where = f"`{command}` (the file records no machine, jax version or date)"
+  return f"*Measured by {where}; {details}.*"
+
+
+def training_minutes(runs: Sequence[dict]) -> float:
+  """The summed training wall time of ``runs``, in minutes."""
+  return sum(r["wall_seconds"] for r in runs) / 60

@@ -23,6 +23,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.curvature.lipschitz                    # the default CONFIG
     python -m benchmarks.curvature.lipschitz --model mlp --epochs 10
+    python -m benchmarks.curvature.lipschitz --report path/to/lipschitz-mlp.json  # print its table
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 
 import jax
@@ -194,6 +196,70 @@ def _by_batch(d: dict, b: int):
   return d[b] if b in d else d[str(b)]  # int keys, or str keys after a JSON round trip
 
 
+def command(config: dict) -> str:
+  """The command line that measured a ``lipschitz-<model>.json`` with this ``config``."""
+  flags = (
+    "model",
+    "batch_sizes",
+    "epochs",
+    "min_iterations",
+    "dense_iterations",
+    "points_per_epoch",
+    "probe_batch",
+    "base_learning_rate",
+    "lr_scaling",
+    "seeds",
+  )
+  return common.cli_command("benchmarks.curvature.lipschitz", config, CONFIG, flags)
+
+
+def caption(results: dict) -> str:
+  """The one-line caption of the table of a ``lipschitz-<model>.json``."""
+  c = results["config"]
+  seeds = len(c["seeds"])
+  details = (
+    f"{c['model']} on {c['dataset']}, {seeds} seed{'s' if seeds > 1 else ''}, probe batch "
+    f"{c['probe_batch']}, {c['lr_scaling']} LR scaling from {c['base_learning_rate']:g} at batch "
+    f"{c['base_batch_size']}; training {common.training_minutes(results['runs']):.1f} min"
+  )
+  return common.caption(results, command(c), details)
+
+
+def peaks_table(results: dict) -> str:
+  """Markdown: per batch size, the peak of L for both directions (median over seeds, the
+  seeds' range of the peak epoch in parentheses), the last epoch's mean training loss, and
+  a last row with the log-log slope of the peak position against the batch size."""
+  c, s = results["config"], results["summary"]
+  lines = [
+    "| batch | LR | epochs | peak epoch (minibatch g) | iteration | peak L | "
+    "peak epoch (probe g) | iteration | final loss |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
+  for b in c["batch_sizes"]:
+    runs = [r for r in results["runs"] if r["batch_size"] == b]
+    loss = np.median([np.mean(r["train_loss"][-r["steps_per_epoch"] :]) for r in runs])
+    cells = [f"{b}", f"{runs[0]['learning_rate']:g}", f"{max(r['epochs'] for r in runs)}"]
+    for key in ("L_step", "L_probe"):
+      med = _by_batch(s["median"][key], b)
+      epochs = [q["epoch"] for q in s["per_run"] if q["batch_size"] == b and q["direction"] == key]
+      spread = f" ({min(epochs):.3g}–{max(epochs):.3g})" if len(epochs) > 1 else ""
+      cells += [f"{med['epoch']:.3g}{spread}", f"{med['iteration']:.0f}"]
+      cells += [f"{med['value']:.1f}"] if key == "L_step" else []
+    lines.append("| " + " | ".join(cells + [f"{loss:.3f}"]) + " |")
+  slope = [
+    f"{s[f'slope_{f}_vs_batch'][key]:.2f}".replace("-", "−")
+    for key in ("L_step", "L_probe")
+    for f in ("epoch", "iteration")
+  ]
+  lines.append(f"| slope vs batch | | | {slope[0]} | {slope[1]} | | {slope[2]} | {slope[3]} | |")
+  return "\n".join(lines)
+
+
+def report(results: dict) -> str:
+  """The caption and the table of a ``lipschitz-<model>.json``, as the README shows them."""
+  return caption(results) + "\n\n" + peaks_table(results)
+
+
 def plot(runs: list[dict], summary: dict, config: dict, path: str) -> None:
   import matplotlib
 
@@ -287,7 +353,13 @@ def main(argv=None) -> dict:
   p.add_argument("--tag", default=None, help="results file suffix (default: the model name)")
   p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
   p.add_argument("--replot", metavar="JSON", help="redraw the figure from a results file")
+  p.add_argument("--report", metavar="JSON", help="print the table of a results file and exit")
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
+  if args.report:
+    results = common.load_results(args.report)
+    print(report(results))
+    return results["summary"]
   if args.replot:
     with open(args.replot) as f:
       saved = json.load(f)
@@ -319,23 +391,19 @@ def main(argv=None) -> dict:
       f"at epoch {q['epoch']:7.3f} (iteration {q['iteration']:4d})"
       f"{'  [at the end of the run]' if q['at_end'] else ''}"
     )
-  for key in ("L_step", "L_probe"):
-    print(
-      f"{key}: median peak epochs "
-      + ", ".join(f"B={b}: {v['epoch']:.3f}" for b, v in summary["median"][key].items())
-      + f"; slope vs batch: epochs {summary['slope_epoch_vs_batch'][key]:.2f}, "
-      f"iterations {summary['slope_iteration_vs_batch'][key]:.2f}"
-    )
   for r in runs:
     print(
       f"B={r['batch_size']:5d} seed {r['seed']} lr {r['learning_rate']:.4g}: final-epoch loss "
       f"{np.mean(r['train_loss'][-r['steps_per_epoch'] :]):.4f} [{r['wall_seconds']:.0f}s]"
     )
   os.makedirs(args.out, exist_ok=True)
-  common.save_json(
-    {"config": config, "summary": summary, "runs": runs},
-    os.path.join(args.out, f"lipschitz-{tag}.json"),
-  )
+  results = {
+    **common.environment("benchmarks.curvature.lipschitz", argv),
+    "config": config,
+    "summary": summary,
+    "runs": runs,
+  }
+  common.save_json(results, os.path.join(args.out, f"lipschitz-{tag}.json"))
   with open(os.path.join(args.out, f"lipschitz-{tag}-peaks.csv"), "w") as f:
     f.write("batch_size,seed,direction,peak_epoch,peak_iteration,peak_L,peak_at_end\n")
     for q in summary["per_run"]:
@@ -344,6 +412,7 @@ def main(argv=None) -> dict:
         f"{q['iteration']},{q['value']:.6g},{q['at_end']}\n"
       )
   plot(runs, summary, config, os.path.join(args.out, f"lipschitz-{tag}.png"))
+  print(report(results))
   return summary
 
 

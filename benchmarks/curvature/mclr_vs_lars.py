@@ -24,6 +24,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.curvature.mclr_vs_lars
     python -m benchmarks.curvature.mclr_vs_lars --epochs 4 --optimizers lars mclr
+    python -m benchmarks.curvature.mclr_vs_lars --report path/to/mclr_vs_lars.json  # its table
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 import time
 
 import jax
@@ -164,6 +166,65 @@ def best(runs: list[dict]) -> dict:
   return max(ok, key=key) if ok else runs[0]
 
 
+NAMES = {"lars": "LARS", "mclr": "MCLR", "percent_delta": "PercentDelta", "sgd": "momentum SGD"}
+
+
+def command(config: dict) -> str:
+  """The command line that measured a ``mclr_vs_lars.json`` with this ``config``."""
+  flags = ("epochs", "batch_size", "seed", "model")
+  line = common.cli_command("benchmarks.curvature.mclr_vs_lars", config, CONFIG, flags)
+  if list(config["grids"]) != list(CONFIG["grids"]):
+    line += " --optimizers " + " ".join(config["grids"])
+  return line
+
+
+def caption(results: dict) -> str:
+  """The one-line caption of the table of a ``mclr_vs_lars.json``."""
+  c = results["config"]
+  details = (
+    f"{c['model']} on {c['dataset']}, batch {c['batch_size']}, {c['epochs']} epochs, seed "
+    f"{c['seed']}; training {common.training_minutes(results['runs']):.1f} min"
+  )
+  return common.caption(results, command(c), details)
+
+
+def first_epoch(run: dict, level: float = 0.99) -> int | None:
+  """The first epoch (1-based) whose training accuracy reaches ``level``; None if none does."""
+  return next((i + 1 for i, a in enumerate(run["train_accuracy"]) if a >= level), None)
+
+
+def grid_table(results: dict) -> str:
+  """Markdown: per optimizer, every LR of its grid with the final training and test accuracy
+  (the best LR, :func:`best`, in bold) and the first epoch at 99% training accuracy of the best."""
+  c = results["config"]
+  width = max(len(g) for g in c["grids"].values())
+  lines = [
+    "| optimizer | LR: final train acc. / test acc." + " |" * width + " best LR: epoch ≥ 0.99 |",
+    "|---|" + "---|" * width + "---:|",
+  ]
+  for opt in c["grids"]:
+    name = NAMES.get(opt, opt)
+    eta = c["optimizer_kwargs"].get(opt, {}).get("trust_coefficient")
+    name += f" (η = {eta:g})" if eta else ""
+    top = results["best"][opt]
+    cells = []
+    for r in (r for r in results["runs"] if r["optimizer"] == opt):
+      cell = f"{r['learning_rate']:g}: " + (
+        "diverged"
+        if r["diverged"]
+        else f"{r['final_train_accuracy']:.3f} / {r['test_accuracy']:.3f}"
+      )
+      cells.append(f"**{cell}**" if r["learning_rate"] == top["learning_rate"] else cell)
+    cells += [""] * (width - len(cells)) + [str(first_epoch(top) or "–")]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def report(results: dict) -> str:
+  """The caption and the table of a ``mclr_vs_lars.json``, as the README shows them."""
+  return caption(results) + "\n\n" + grid_table(results)
+
+
 def plot(runs: list[dict], config: dict, path: str) -> None:
   import matplotlib
 
@@ -223,7 +284,13 @@ def main(argv=None) -> list[dict]:
   p.add_argument("--seed", type=int, default=CONFIG["seed"])
   p.add_argument("--model", default=CONFIG["model"], choices=("mlp", "resnet"))
   p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
+  p.add_argument("--report", metavar="JSON", help="print the table of a results file and exit")
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
+  if args.report:
+    results = common.load_results(args.report)
+    print(report(results))
+    return results["runs"]
   config = dict(
     CONFIG,
     epochs=args.epochs,
@@ -238,28 +305,23 @@ def main(argv=None) -> list[dict]:
   runs = []
   for name in tqdm(args.optimizers, desc="optimizers"):
     runs.extend(train(config, name, data))
-  print(f"{'optimizer':14s} {'lr':>8s} {'train acc by epoch':>40s} {'test':>6s}")
   for r in runs:
-    accs = " ".join(f"{a:.3f}" for a in r["train_accuracy"])
-    print(
-      f"{r['optimizer']:14s} {r['learning_rate']:8g} {accs:>40s} {r['test_accuracy']:6.3f}"
-      f"{'  DIVERGED' if r['diverged'] else ''}  [{r['wall_seconds']:.0f}s]"
-    )
+    print(f"{r['optimizer']} lr={r['learning_rate']:g}: {r['wall_seconds']:.0f}s")
   os.makedirs(args.out, exist_ok=True)
-  common.save_json(
-    {
-      "config": config,
-      "runs": runs,
-      "best": {n: best([r for r in runs if r["optimizer"] == n]) for n in args.optimizers},
-    },
-    os.path.join(args.out, "mclr_vs_lars.json"),
-  )
+  results = {
+    **common.environment("benchmarks.curvature.mclr_vs_lars", argv),
+    "config": config,
+    "runs": runs,
+    "best": {n: best([r for r in runs if r["optimizer"] == n]) for n in args.optimizers},
+  }
+  common.save_json(results, os.path.join(args.out, "mclr_vs_lars.json"))
   with open(os.path.join(args.out, "mclr_vs_lars.csv"), "w") as f:
     f.write("optimizer,learning_rate,epoch,train_loss,train_accuracy\n")
     for r in runs:
       for e, (l, a) in enumerate(zip(r["train_loss"], r["train_accuracy"]), 1):
         f.write(f"{r['optimizer']},{r['learning_rate']:g},{e},{l:.6g},{a:.6g}\n")
   plot(runs, config, os.path.join(args.out, "mclr_vs_lars.png"))
+  print(report(results))
   return runs
 
 

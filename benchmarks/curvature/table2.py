@@ -12,6 +12,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.curvature.table2                # both models
     python -m benchmarks.curvature.table2 --models resnet --batch-size 256
+    python -m benchmarks.curvature.table2 --report path/to/table2.json   # print its tables
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -77,28 +79,103 @@ def layer_table(model_name: str, batch_size: int, seed: int, dataset: str) -> li
   return rows
 
 
+def _spread(rows: list[dict], key: str = "lars_ratio") -> dict:
+  """min, max and max / min of ``key`` over the ``rows`` with a finite positive LARS ratio."""
+  rs = [r for r in rows if np.isfinite(r["lars_ratio"]) and r["lars_ratio"] > 0]
+  vals = [r[key] for r in rs]
+  if not vals:
+    return {}
+  return {
+    "min": min(vals),
+    "max": max(vals),
+    "max_over_min": max(vals) / min(vals),
+    "layers": len(vals),
+  }
+
+
 def summary(rows: list[dict]) -> dict:
   """Spread of the LARS ratio across layers (max / min), kernels and all leaves."""
-
-  def spread(rs):
-    vals = [r["lars_ratio"] for r in rs if np.isfinite(r["lars_ratio"]) and r["lars_ratio"] > 0]
-    return (
-      {
-        "min": min(vals),
-        "max": max(vals),
-        "max_over_min": max(vals) / min(vals),
-        "layers": len(vals),
-      }
-      if vals
-      else {}
-    )
-
   kernels = [r for r in rows if r["kernel"]]
-  out = {"kernels": spread(kernels), "all_nonzero": spread(rows)}
+  out = {"kernels": _spread(kernels), "all_nonzero": _spread(rows)}
   for key in ("mclr_rate", "percent_delta_rate"):
     vals = [r[key] for r in kernels]
     out[f"kernels_{key}_max_over_min"] = max(vals) / min(vals)
   return out
+
+
+MODEL_NAMES = {"resnet": "small ResNet", "lstm": "MNIST LSTM", "mlp": "MLP"}
+RATES = {  # key: (column of the kernel table, name)
+  "lars_ratio": ("‖w‖/‖g‖ (LARS)", "LARS"),
+  "mclr_rate": (r"med\|w\|/med\|g\| (MCLR)", "MCLR"),
+  "percent_delta_rate": ("n/‖g/w‖₁ (PercentDelta)", "PercentDelta"),
+}
+
+
+def command(config: dict) -> str:
+  """The command line that measured a ``table2.json`` with this ``config``."""
+  flags = ("models", "batch_size", "seed", "dataset")
+  return common.cli_command("benchmarks.curvature.table2", config, CONFIG, flags)
+
+
+def caption(results: dict) -> str:
+  """The one-line caption of the tables of a ``table2.json``."""
+  c = results["config"]
+  details = f"one batch of {c['batch_size']} training images of {c['dataset']}, seed {c['seed']}"
+  return common.caption(results, command(c), details)
+
+
+def kernel_table(results: dict) -> str:
+  """Markdown: ‖w‖, ‖g‖ and the three rates of every kernel, by model, smallest LARS ratio first."""
+  lines = [
+    "| model | kernel | shape | ‖w‖ | ‖g‖ | " + " | ".join(c for c, _ in RATES.values()) + " |",
+    "|---|---|---|---:|---:|---:|---:|---:|",
+  ]
+  for model, rows in results["tables"].items():
+    for r in sorted((r for r in rows if r["kernel"]), key=lambda r: r["lars_ratio"]):
+      cells = [r[k] for k in ("param_norm", "grad_norm", *RATES)]
+      lines.append(
+        f"| {MODEL_NAMES.get(model, model)} | {r['layer']} | {r['shape']} | "
+        + " | ".join(f"{x:.3g}" for x in cells)
+        + " |"
+      )
+  return "\n".join(lines)
+
+
+def _leaves(rows: list[dict], leaves: str) -> list[dict]:
+  return [r for r in rows if r["kernel"]] if leaves == "kernels" else rows
+
+
+def ratio_spread(
+  results: dict, model: str = "resnet", key: str = "lars_ratio", leaves: str = "kernels"
+) -> str:
+  """max / min of a rate over a model's kernels (or ``leaves="all_nonzero"``), e.g. "28×"."""
+  x = _spread(_leaves(results["tables"][model], leaves), key)["max_over_min"]
+  return f"{x:.0f}×" if x >= 10 else f"{x:.1f}×"
+
+
+def spread_table(results: dict) -> str:
+  """Markdown: per model, the spread (max / min) of each rate over the kernels, and over
+  every leaf with non-zero weights where those are more (batch-norm scales)."""
+  spreads = " | ".join(f"{name} max/min" for _, name in RATES.values())
+  lines = [
+    f"| model | leaves | LARS min | LARS max | {spreads} |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
+  for model, rows in results["tables"].items():
+    n_kernels = len(_leaves(rows, "kernels"))
+    for leaves, what in (("kernels", "kernels"), ("all_nonzero", "non-zero leaves")):
+      s = _spread(_leaves(rows, leaves))
+      if leaves == "all_nonzero" and s["layers"] == n_kernels:
+        continue
+      cells = [f"{s['layers']} {what}", f"{s['min']:.3g}", f"{s['max']:.3g}"]
+      cells += [ratio_spread(results, model, key, leaves) for key in RATES]
+      lines.append(f"| {MODEL_NAMES.get(model, model)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def report(results: dict) -> str:
+  """The caption and both tables of a ``table2.json``, as the README shows them."""
+  return "\n\n".join([caption(results), kernel_table(results), spread_table(results)])
 
 
 def write_csv(rows: list[dict], path: str) -> None:
@@ -153,29 +230,31 @@ def main(argv=None) -> dict:
   p.add_argument("--seed", type=int, default=CONFIG["seed"])
   p.add_argument("--dataset", default=CONFIG["dataset"])
   p.add_argument("--out", default=common.OUT_DIR, help="default: benchmarks/runs/curvature/")
+  p.add_argument("--report", metavar="JSON", help="print the tables of a results file and exit")
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = p.parse_args(argv)
+  if args.report:
+    results = common.load_results(args.report)
+    print(report(results))
+    return results["summary"]
   os.makedirs(args.out, exist_ok=True)
   tables, summaries = {}, {}
   for name in args.models:
     rows = layer_table(name, args.batch_size, args.seed, args.dataset)
     tables[name], summaries[name] = rows, summary(rows)
     write_csv(rows, os.path.join(args.out, f"table2-{name}.csv"))
-    print(f"\n{name} (batch {args.batch_size}, first iteration)")
-    print(f"{'layer':34s} {'||w||':>10s} {'||g||':>10s} {'w/g':>10s} {'mclr':>10s} {'pdelta':>10s}")
-    for r in rows:
-      print(
-        f"{r['layer']:34s} {r['param_norm']:10.4g} {r['grad_norm']:10.4g} "
-        f"{r['lars_ratio']:10.4g} {r['mclr_rate']:10.4g} {r['percent_delta_rate']:10.4g}"
-      )
-    print("spread:", summaries[name])
   config = dict(
     CONFIG, models=args.models, batch_size=args.batch_size, seed=args.seed, dataset=args.dataset
   )
-  common.save_json(
-    {"config": config, "summary": summaries, "tables": tables},
-    os.path.join(args.out, "table2.json"),
-  )
+  results = {
+    **common.environment("benchmarks.curvature.table2", argv),
+    "config": config,
+    "summary": summaries,
+    "tables": tables,
+  }
+  common.save_json(results, os.path.join(args.out, "table2.json"))
   plot(tables, os.path.join(args.out, "table2.png"))
+  print(report(results))
   return summaries
 
 
