@@ -4,6 +4,8 @@ The timings themselves are never asserted (they are the benchmark's output);
 these tests check that what is timed is what the README says it is.
 """
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ import optax
 import pytest
 
 import legw
+from benchmarks import RESULTS_DIR
 from benchmarks.costs import optimizer_step as ob
 
 LR, M, WD = 0.1, 0.9, 1e-2
@@ -89,9 +92,58 @@ def test_family_compile_tree_has_400_leaves():
   assert round(info["params"] / 1e6, 1) == 1.4
 
 
-def test_family_table_reports_step_and_compile_ratios():
-  t = {"ratio_to_sgd": 2.0, "compile_ratio_to_sgd": 3.0, "median_ms": 1.0, "compile_s": 0.5}
-  opts = {k: dict(t) for k in ("sgd", "legw.lars", "legw.percent_delta", "legw.mclr")}
-  table = ob.family_table({"kernels-400": {"optimizers": opts}})
-  assert "kernels-400: compile x SGD" in table and "| legw.mclr | 2.00 | 3.0 |" in table
-  assert ob.family_table({}) == ""
+RESULTS = os.path.join(RESULTS_DIR, "optimizer_step.json")
+ABLATIONS = os.path.join(RESULTS_DIR, "optimizer_step-ablations.json")
+FAMILY_RUNS = os.path.join(RESULTS_DIR, "optimizer_step-family-runs.json")
+
+
+def test_step_table_of_the_committed_run():
+  d = ob.load(RESULTS)
+  lines = ob.step_table(d, trees=["resnet50", "transformer"]).splitlines()
+  assert lines[0].startswith("| tree | optimizer | step (ms) | × SGD |")
+  assert lines[2].startswith("| ResNet-50: 161 leaves, 25.6 M params (102 MB) | optax.sgd")
+  assert "|  | legw.lars | 23.3 | 1.59 | 1.58 | 62% | 0.01 |" in lines
+  assert "|  | optax.lars | 122.8 | 8.23 | 8.99 | 12% | 306.4 |" in lines
+  assert len(lines) == 2 + 8
+  some = ob.step_table(d, trees=["scale-*"], optimizers=["legw.lars"]).splitlines()
+  assert len(some) == 2 + 2 * 5 and not any("optax.lars" in line for line in some)
+  assert "2-core AMD EPYC, jax 0.10.2 on CPU" in ob.caption(d)
+  assert "31 repetitions per tree (10 above 30 M params)" in ob.caption(d)
+
+
+def test_scaling_and_probe_tables_of_the_committed_runs():
+  assert "| legw.lars | 0.044 | 1.82 | 1.000 | 19 |" in ob.scaling_table(ob.load(RESULTS))
+  probes = ob.probe_table(ob.load(ABLATIONS)).splitlines()
+  assert len(probes) == 2 + len(ob.PROBES)
+  assert "| legw.lars | 1.57 | 1.40 |" in probes
+
+
+def test_family_runs_table_and_spans():
+  d = ob.load(FAMILY_RUNS)
+  assert [r["commit"] for r in d["runs"]] == ["514afc4"] * 3
+  rows = ob.runs_table(d).splitlines()
+  assert rows[2] == (
+    "| 1 | 15.6 | 1.49 (1.41) | 2.25 (2.32) | 6.70 (6.96) | 4.3 | 3.09 | 5.1 (4.4 s) |"
+  )
+  summary = ob.runs_summary(d)
+  assert "percent_delta` step on ResNet-50: 2.2–2.4×" in summary
+  assert "mclr` step on ResNet-50: 6.6–6.9×" in summary
+  assert "(400 leaves): 4.2–5.1×" in summary
+  assert "3 runs" in ob.caption(d) and "load average 0.2–1.5" in ob.caption(d)
+
+
+def test_report_prints_every_table(capsys):
+  ob.main(["--report", ABLATIONS])
+  out = capsys.readouterr().out
+  assert ob.probe_table(ob.load(ABLATIONS)) in out and ob.scaling_table(ob.load(ABLATIONS)) in out
+  ob.main(["--report", FAMILY_RUNS])
+  assert ob.runs_summary(ob.load(FAMILY_RUNS)) in capsys.readouterr().out
+
+
+def test_write_run_appends_to_the_runs(tmp_path):
+  path = str(tmp_path / "r.json")
+  ob.write_run(path, {"n": 1}, append=True)
+  ob.write_run(path, {"n": 2}, append=True)
+  assert ob.load(path) == {"runs": [{"n": 1}, {"n": 2}]}
+  ob.write_run(path, {"n": 3}, append=False)
+  assert ob.runs_of(ob.load(path)) == [{"n": 3}]

@@ -1,6 +1,7 @@
 """benchmarks.costs.state_bytes: optimizer-state bytes per parameter, default vs bfloat16."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,7 @@ import optax
 import pytest
 
 import legw
-from benchmarks import RUNS_DIR
+from benchmarks import RESULTS_DIR, RUNS_DIR
 from benchmarks.costs import state_bytes
 
 
@@ -52,6 +53,19 @@ def test_trees_have_their_sizes():
   }
   assert sizes["resnet50"] == 25_557_032
   assert 109e6 < sizes["bert_base"] < 110e6  # BERT-base, "110M"
+
+
+def test_table_of_the_committed_results(capsys):
+  path = os.path.join(RESULTS_DIR, "state_bytes.json")
+  result = state_bytes.main(["--report", path])
+  lines = state_bytes.markdown_table(result).splitlines()
+  assert lines[0] == (
+    "| optimizer | bfloat16 argument | ResNet-50: default | ResNet-50: bfloat16 "
+    "| BERT-base: default | BERT-base: bfloat16 |"
+  )
+  assert "| `legw.lamb` | `mu_dtype` | 8.00 | 6.00 | 8.00 | 6.00 |" in lines
+  assert "ResNet-50 25,557,032 parameters" in state_bytes.caption(result)
+  assert lines[0] in capsys.readouterr().out
 
 
 def test_main_writes_json(tmp_path, capsys):

@@ -20,14 +20,16 @@ rounds; a sum over the same arrays is timed alongside as the unit.  Usage::
 
     python -m benchmarks.costs.median_cost                 # ~3 minutes on 2 CPU cores
     python -m benchmarks.costs.median_cost --primitives
+    python -m benchmarks.costs.median_cost --report benchmarks/results/median_cost-runs.json
 
-Writes ``benchmarks/runs/median_cost.json`` (``--out``; the reference is in results/).
+Writes ``benchmarks/runs/median_cost.json`` (``--out``; ``--append`` adds the run to
+the ``runs`` of that file, as in ``results/median_cost-runs.json``) and prints the tables
+of benchmarks/costs/README.md (:func:`report`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -113,6 +115,93 @@ def cpu_ms(fn, arg, reps):
   return times
 
 
+# -- report: the tables of benchmarks/costs/README.md --------------------------------------
+
+
+def caption(d: dict) -> str:
+  """One line: the command, machine and load of each run of a results file."""
+  runs = ob.runs_of(d)
+  parts = [
+    f"run {i}: load average {r['load_average'][0]:.1f} at the end"
+    + (f", commit {r['commit']}" if r.get("commit") else "")
+    for i, r in enumerate(runs, 1)
+  ]
+  r = runs[0]
+  return (
+    f"Measured by `{r['command']}`: {r['cpu_count']} CPU cores, jax {r['jax']} on "
+    f"{r['backend'].upper()}; CPU time, median of interleaved repetitions; "
+    + "; ".join(parts)
+    + "."
+  )
+
+
+def thresholds_table(d: dict) -> str:
+  """Per T (thresholds per pass): the passes of a float32 search, one counting pass over
+  the in-place arrays (ms, and in sums of the same arrays), and all the medians of the
+  tree, in each run."""
+  runs = ob.runs_of(d)
+  head = "| T | passes |"
+  for i in range(1, len(runs) + 1):
+    head += f" run {i}: one pass, ms (sums) | run {i}: all medians (ms) |"
+  lines = [head, "|---:|---:|" + "---:|---:|" * len(runs)]
+  for t, first in runs[0]["by_thresholds"].items():
+    row = f"| {t} | {first['passes_float32']} |"
+    for r in runs:
+      b = r["by_thresholds"][t]
+      row += f" {b['pass_ms']:.1f} ({b['pass_ms'] / r['sum_ms']:.2f}) | {b['medians_ms']:.0f} |"
+    lines.append(row)
+  sums = [cell for r in runs for cell in (f"{r['sum_ms']:.1f}", "")]
+  lines.append("| a sum of the same arrays (ms) | | " + " | ".join(sums) + " |")
+  return "\n".join(lines)
+
+
+def pass_fit(d: dict) -> str:
+  """Key figures: a counting pass's cost against T, a least-squares line per run."""
+  lines = []
+  for i, r in enumerate(ob.runs_of(d), 1):
+    t = [int(k) for k in r["by_thresholds"]]
+    per, base = np.polyfit(t, [b["pass_ms"] for b in r["by_thresholds"].values()], 1)
+    best = min(r["by_thresholds"], key=lambda k: r["by_thresholds"][k]["medians_ms"])
+    lines.append(
+      f"- run {i}: a pass costs about {base:.1f} ms + {per:.2f} ms per threshold; "
+      f"the medians are fastest at T = {best}"
+    )
+  return "\n".join(lines)
+
+
+def primitives_table(d: dict) -> str:
+  """``--primitives``: each primitive on the largest kernel, ms and in sums of that kernel,
+  in each run that has it."""
+  runs = [r for r in ob.runs_of(d) if "primitives_ms" in r]
+  names = list(dict.fromkeys(n for r in runs for n in r["primitives_ms"]))
+  r0 = runs[0]
+  n = r0["primitives_entries"]
+  lines = [
+    f"| on {n / 1e6:.2f} M entries ({n // 16:,} rows of 16) | "
+    + " | ".join(f"run {i}: ms (sums)" for i in range(1, len(runs) + 1))
+    + " |",
+    "|---|" + "---:|" * len(runs),
+  ]
+  for name in names:
+    cells = [
+      f"{r['primitives_ms'][name]:.2f} ({r['primitives_ms'][name] / r['primitives_sum_ms']:.1f})"
+      if name in r["primitives_ms"]
+      else ""
+      for r in runs
+    ]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  sums = " | ".join(f"{r['primitives_sum_ms']:.2f}" for r in runs)
+  lines.append(f"| a sum of the same array | {sums} |")
+  return "\n".join(lines)
+
+
+def report(d: dict) -> str:
+  parts = [caption(d), thresholds_table(d), pass_fit(d)]
+  if any("primitives_ms" in r for r in ob.runs_of(d)):
+    parts.append(primitives_table(d))
+  return "\n\n".join(parts)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--thresholds", default="1,3,5,7,11,15", help="comma-separated T values")
@@ -121,7 +210,16 @@ def main(argv=None):
   parser.add_argument("--primitives", action="store_true")
   parser.add_argument("--quick", action="store_true", help="a small tree (tests)")
   parser.add_argument("--out", default=None)
+  parser.add_argument(
+    "--append", action="store_true", help="add this run to the runs of --out instead"
+  )
+  parser.add_argument(
+    "--report", metavar="PATH", help="print the tables of a results file; run nothing"
+  )
   args = parser.parse_args(argv)
+  if args.report:
+    print(report(ob.load(args.report)))
+    return None
   ts = [int(v) for v in args.thresholds.split(",")]
   shapes = {"a": (256, 256), "b": (320, 257), "c": (17,)} if args.quick else ob.resnet50_shapes()
   arrays, big = in_place_arrays(shapes)
@@ -137,6 +235,7 @@ def main(argv=None):
   result = {
     "command": "python -m benchmarks.costs.median_cost"
     + (" --primitives" if args.primitives else ""),
+    "commit": ob.git_commit(),
     "jax": jax.__version__,
     "backend": jax.default_backend(),
     "cpu_count": os.cpu_count(),
@@ -145,7 +244,7 @@ def main(argv=None):
     "all_entries": int(sum(a.size for a in arrays)),
     "sum_ms": ms[("sum", 0)],
     "by_thresholds": {
-      t: {
+      str(t): {
         "passes_float32": _median._passes(31, t + 1),
         "pass_ms": ms[("pass_ms", t)],
         "search_ms_est": ms[("pass_ms", t)] * _median._passes(31, t + 1),
@@ -154,14 +253,6 @@ def main(argv=None):
       for t in ts
     },
   }
-  print(f"sum over the in-place arrays: {result['sum_ms']:.1f} ms (CPU time)")
-  print("| T | passes | one pass (ms) | passes x pass (ms) | medians, whole tree (ms) |")
-  print("|---:|---:|---:|---:|---:|")
-  for t, r in result["by_thresholds"].items():
-    print(
-      f"| {t} | {r['passes_float32']} | {r['pass_ms']:.1f} | {r['search_ms_est']:.0f} "
-      f"| {r['medians_ms']:.0f} |"
-    )
   if args.primitives:
     largest = max(big, key=lambda a: a.size)
     prims = primitive_fns()
@@ -175,13 +266,9 @@ def main(argv=None):
     result["primitives_sum_ms"] = 1e3 * float(
       np.median(cpu_ms(jax.jit(jnp.sum), largest, args.reps))
     )
-    for name, v in result["primitives_ms"].items():
-      print(f"{name} on {largest.size:,} entries ({largest.size // 16:,} rows): {v:.2f} ms")
-    print(f"sum of the same array: {result['primitives_sum_ms']:.2f} ms")
+  print(report(result))
   out = args.out or os.path.join(RUNS_DIR, "median_cost.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(result, f, indent=1)
+  ob.write_run(out, result, args.append)
   print(f"wrote {out}")
   return result
 

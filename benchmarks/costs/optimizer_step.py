@@ -22,7 +22,7 @@ The bandwidth floor of a step is the bytes it must move divided by the copy
 bandwidth measured here (an in-place ``x * c`` over a 256 MB array, i.e. one
 read and one write).  Momentum SGD must read g, v, w and write v, w: 5 passes
 of 4 bytes per parameter; LARS must also know ||w|| and ||g|| before it
-scales: at least 6 passes (DESIGN.md, Performance model).  The table gives
+scales: at least 6 passes.  The table gives
 each optimizer's time as a multiple of the 5-pass floor, and the fraction of
 its own floor (5 passes for SGD, 6 for LARS) that it achieves.
 
@@ -33,7 +33,9 @@ Usage (from the repository root)::
     python -m benchmarks.costs.optimizer_step --ablations  # + rejected designs, cost probes
     python -m benchmarks.costs.optimizer_step --family --reps 11  # + percent_delta, mclr
     python -m benchmarks.costs.optimizer_step --family --no-scaling --reps 11  # family only
-    python -m benchmarks.costs.optimizer_step --family --no-scaling --trees resnet50,kernels-400
+    python -m benchmarks.costs.optimizer_step --family --no-scaling --trees resnet50,kernels-400 \\
+        --reps 7 --append --out benchmarks/results/optimizer_step-family-runs.json
+    python -m benchmarks.costs.optimizer_step --report benchmarks/results/optimizer_step.json
 
 ``--family`` adds ``legw.percent_delta`` and ``legw.mclr`` to trees (a) and (b)
 and times the family (with SGD and legw.lars) on ``kernels-400``
@@ -42,18 +44,21 @@ the compile time is what matters; it prints each one's step and compile time
 (jit trace + lower + XLA compile) as multiples of SGD's, measured in the same
 run.
 
-Writes ``benchmarks/runs/optimizer_step[-quick].json`` (``--out``) and
-prints a markdown table.  Timed numbers never go into tests; this is the
-evidence for the speed claims in the README.
+Writes ``benchmarks/runs/optimizer_step[-quick].json`` (``--out``; with
+``--append``, one more run in the ``runs`` list of that file) and prints the
+tables of benchmarks/costs/README.md (:func:`report`), which ``--report``
+prints from a results file.  Timed numbers never go into tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from typing import Any, NamedTuple
@@ -551,70 +556,219 @@ def scaling_summary(results):
   return out
 
 
-def family_table(results):
-  """Step and compile time of the per-layer family as multiples of SGD's."""
-  names = [
-    n
-    for n in ("resnet50", "transformer", "kernels-400")
-    if n in results and "legw.mclr" in results[n]["optimizers"]
-  ]
-  if not names:
-    return ""
-  head = " | ".join(f"{n}: step x SGD | {n}: compile x SGD" for n in names)
-  lines = [f"| optimizer | {head} |", "|---|" + "---:|---:|" * len(names)]
-  for opt in ("legw.lars", "legw.percent_delta", "legw.mclr"):
-    cells = []
-    for n in names:
-      t = results[n]["optimizers"][opt]
-      cells += [f"{t['ratio_to_sgd']:.2f}", f"{t['compile_ratio_to_sgd']:.1f}"]
-    lines.append(f"| {opt} | " + " | ".join(cells) + " |")
-  sgd = " / ".join(
-    f"{results[n]['optimizers']['sgd']['median_ms']:.1f} ms, "
-    f"{results[n]['optimizers']['sgd']['compile_s']:.2f} s"
-    for n in names
+# ---------------------------------------------------------------------------
+# Report: the tables of benchmarks/costs/README.md, from a results file.
+# ---------------------------------------------------------------------------
+
+TREE_LABELS = {"resnet50": "ResNet-50", "transformer": "transformer-like"}
+OPT_LABELS = {"sgd": "optax.sgd(momentum=0.9)"}
+PROBES = [  # (name in the results, row label)
+  ("sgd", "optax.sgd(momentum=0.9)"),
+  ("probe: sgd+wd read", "probe: SGD + read w for weight decay (lambda = 1)"),
+  ("probe: +||w||", r"probe: + one reduction per kernel (`\|\|w\|\|` only)"),
+  ("probe: +||g||", r"probe: + one reduction per kernel (`\|\|g\|\|` only)"),
+  ("probe: lars", "probe: LARS (both reductions), one transform"),
+  ("legw.lars", "legw.lars"),
+  ("probe: lars, stacked norms", "probe: LARS, all norms stacked into one vector"),
+  ("probe: lars, rescue cond", "probe: LARS, per-leaf `lax.cond` rescaling"),
+  ("ablation: carried ||w||", r"ablation: `\|\|w\|\|` carried in the optimizer state"),
+]
+FAMILY = ("legw.lars", "legw.percent_delta", "legw.mclr")
+
+
+def load(path: str) -> dict:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def runs_of(d: dict) -> list[dict]:
+  """The run records of a results file: its ``runs``, or the file itself (one run)."""
+  return d["runs"] if "runs" in d else [d]
+
+
+def git_commit() -> str | None:
+  """The checkout's short commit, with ``+changes`` when tracked files differ from it."""
+  try:
+    run = lambda *a: subprocess.run(
+      ["git", *a], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+    return run("rev-parse", "--short", "HEAD") + ("+changes" if run("status", "-uno", "-s") else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def _span(values, fmt: str = ".1f") -> str:
+  lo, hi = min(values), max(values)
+  return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}–{hi:{fmt}}"
+
+
+def _x(v: float) -> str:
+  return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def _mb(v: float) -> str:
+  return f"{v:.2f}" if v < 1 else f"{v:.1f}"
+
+
+def _machine(r: dict) -> str:
+  return f"{r['cpu_count']}-core {r['cpu']}, jax {r['jax']} on {r['backend'].upper()}"
+
+
+def caption(d: dict) -> str:
+  """One line: the command, machine, repetitions, load and copy bandwidth of a run (spans
+  over the runs of a runs file), and the commit where recorded."""
+  runs = runs_of(d)
+  r = runs[0]
+  reps = [t["reps"] for t in r["results"].values()]
+  reps_text = f"{max(reps)} repetitions per tree" + (
+    f" ({min(reps)} above 30 M params)" if min(reps) < max(reps) else ""
   )
-  lines.append(f"\nSGD step and compile time ({' / '.join(names)}): {sgd}.")
+  load = [x[0] for q in runs for x in (q["load_average_before"], q["load_average_after"])]
+  commits = list(dict.fromkeys(q["commit"] for q in runs if q.get("commit")))
+  many = len(runs) > 1
+  return (
+    f"Measured by `{r['command']}`: {_machine(r)}; "
+    + (f"{len(runs)} runs, " if many else "")
+    + f"{reps_text}, load average {_span(load)}, "
+    f"copy bandwidth {_span([q['copy_bandwidth_GBps'] for q in runs])} GB/s, "
+    f"{_span([q['wall_s'] / 60 for q in runs], '.0f')} min{' a run' if many else ''}"
+    + (f"; commit {', '.join(commits)}" if commits else "")
+    + "."
+  )
+
+
+def tree_label(name: str, r: dict) -> str:
+  mb = 4 * r["params"] / 1e6
+  return (
+    f"{TREE_LABELS.get(name, name)}: {r['leaves']:,} leaves, {r['params'] / 1e6:.1f} M params "
+    f"({mb:.0f} MB)"
+  )
+
+
+def step_table(d: dict, trees=None, optimizers=None, compile_time: bool = False) -> str:
+  """Per tree and optimizer: median step time, the median per-repetition ratio to momentum
+  SGD (wall and CPU time), the fraction of the optimizer's own bandwidth floor, the
+  compiled step's temporaries, and (``compile_time``) the compile time over SGD's.
+  ``trees`` (names or ``fnmatch`` patterns) and ``optimizers`` keep only those (default:
+  all of the run); SGD's row is always kept."""
+  res = d["results"]
+  head = "| tree | optimizer | step (ms) | × SGD | × SGD (CPU time) | % of own floor | temp (MB) |"
+  rule = "|---|---|---:|---:|---:|---:|---:|"
+  if compile_time:
+    head, rule = head + " compile × SGD |", rule + "---:|"
+  lines = [head, rule]
+  names = [t for t in res if not trees or any(fnmatch.fnmatch(t, p) for p in trees)]
+  for tree in names:
+    r = res[tree]
+    lead = tree_label(tree, r)
+    for name, t in r["optimizers"].items():
+      if optimizers and name not in optimizers and name != "sgd":
+        continue
+      row = (
+        f"| {lead} | {OPT_LABELS.get(name, name)} | {t['median_ms']:.1f} | "
+        f"{_x(t['ratio_to_sgd'])} | {_x(t['cpu_ratio_to_sgd'])} | "
+        f"{100 * t['floor_fraction']:.0f}% | {_mb(t['temp_MB'])} |"
+      )
+      if compile_time:
+        row += f" {t['compile_ratio_to_sgd']:.1f} |"
+      lines.append(row)
+      lead = ""
   return "\n".join(lines)
 
 
-def markdown_table(bw, results, scaling):
+def scaling_table(d: dict) -> str:
+  """The ``scale-*`` and ``split-*`` fits: ms per MB moved (5 passes over float32), its
+  ratio to SGD's, R^2 of the line, and the per-leaf overhead."""
+  s = d["scaling"]
   lines = [
-    f"Copy bandwidth {bw / 1e9:.1f} GB/s; 5-pass floor = 5 x 4 B x params / bandwidth "
-    "(momentum SGD's minimum traffic); own floor: 5 passes for SGD, 6 for LARS.",
-    "",
-    "| tree | leaves | params | optimizer | step (ms) | x SGD | x SGD (CPU time) | "
-    "x 5-pass floor | % of own floor | temp (MB) |",
-    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
-  ]
-  for name, r in results.items():
-    first = True
-    for opt, t in r["optimizers"].items():
-      lead = f"| {name} | {r['leaves']} | {r['params'] / 1e6:.1f} M " if first else "| | | "
-      lines.append(
-        f"{lead}| {opt} | {t['median_ms']:.2f} | {t['ratio_to_sgd']:.2f} | "
-        f"{t['cpu_ratio_to_sgd']:.2f} | {t['x_floor5']:.2f} | "
-        f"{100 * t['floor_fraction']:.0f}% | {t['temp_MB']:.2f} |"
-      )
-      first = False
-  family = family_table(results)
-  if family:
-    lines += ["", family]
-  if not scaling:
-    return "\n".join(lines)
-  lines += [
-    "",
-    "Scaling: step time against size (`scale-*`: t = a + b x MB, MB = 20 B x "
-    "params, R^2 of the fit) and against leaf count at a fixed size (`split-*`).",
-    "",
-    "| optimizer | ms per MB | a (ms) | R^2 | per-leaf overhead (us) |",
+    "| optimizer | ms per MB (5-pass bytes) | × SGD | R² | per-leaf overhead (µs) |",
     "|---|---:|---:|---:|---:|",
   ]
-  for opt, s in scaling.items():
+  for name, fit in s.items():
     lines.append(
-      f"| {opt} | {s['ms_per_MB']:.4f} | {s['intercept_ms']:.2f} | {s['r2']:.3f} | "
-      f"{s.get('us_per_leaf', float('nan')):.1f} |"
+      f"| {OPT_LABELS.get(name, name)} | {fit['ms_per_MB']:.3f} | "
+      f"{_x(fit['ms_per_MB'] / s['sgd']['ms_per_MB'])} | {fit['r2']:.3f} | "
+      f"{fit.get('us_per_leaf', float('nan')):.0f} |"
     )
   return "\n".join(lines)
+
+
+def probe_table(d: dict) -> str:
+  """The ``--ablations`` run: each probe and ablation as a multiple of momentum SGD."""
+  trees = [t for t in ("resnet50", "transformer") if t in d["results"]]
+  lines = [
+    "| variant | " + " | ".join(f"{TREE_LABELS[t]}: × SGD" for t in trees) + " |",
+    "|---|" + "---:|" * len(trees),
+  ]
+  for name, label in PROBES:
+    cells = [f"{d['results'][t]['optimizers'][name]['ratio_to_sgd']:.2f}" for t in trees]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def runs_table(d: dict) -> str:
+  """legw's per-layer family in each run of a ``--family`` runs file: step time (and CPU
+  time) over SGD's and the temporaries on ResNet-50, step and compile time over SGD's
+  on ``kernels-400``."""
+  head = ["run", "SGD step (ms)"]
+  head += [f"{n}: × SGD (CPU time)" for n in FAMILY]
+  head += ["legw.mclr: temp (MB)", "kernels-400: legw.mclr × SGD", "its compile × SGD (s)"]
+  lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  for i, r in enumerate(runs_of(d), 1):
+    res = r["results"]["resnet50"]["optimizers"]
+    k400 = r["results"]["kernels-400"]["optimizers"]["legw.mclr"]
+    cells = [str(i), f"{res['sgd']['median_ms']:.1f}"]
+    cells += [f"{res[n]['ratio_to_sgd']:.2f} ({res[n]['cpu_ratio_to_sgd']:.2f})" for n in FAMILY]
+    cells += [
+      _mb(res["legw.mclr"]["temp_MB"]),
+      f"{k400['ratio_to_sgd']:.2f}",
+      f"{k400['compile_ratio_to_sgd']:.1f} ({k400['compile_s']:.1f} s)",
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def runs_summary(d: dict) -> str:
+  """Key figures of a ``--family`` runs file: the span over its runs, as multiples of
+  momentum SGD in the same run."""
+  runs = runs_of(d)
+  res = lambda n: [r["results"]["resnet50"]["optimizers"][n]["ratio_to_sgd"] for r in runs]
+  k400 = [r["results"]["kernels-400"]["optimizers"]["legw.mclr"] for r in runs]
+  over = f"over the {len(runs)} runs" if len(runs) > 1 else "in the run"
+  return "\n".join(
+    [
+      f"- `legw.percent_delta` step on ResNet-50: {_span(res('legw.percent_delta'))}× "
+      f"momentum SGD's ({over})",
+      f"- `legw.mclr` step on ResNet-50: {_span(res('legw.mclr'))}× momentum SGD's",
+      f"- `legw.mclr` compile time on kernels-400 (400 leaves): "
+      f"{_span([t['compile_ratio_to_sgd'] for t in k400])}× momentum SGD's",
+    ]
+  )
+
+
+def report(d: dict) -> str:
+  """Every table of a results file (a run, or a runs file), with its caption."""
+  if "runs" in d:
+    return "\n\n".join([caption(d), runs_table(d), runs_summary(d)])
+  r = d["results"]
+  family = any("legw.mclr" in t["optimizers"] for t in r.values())
+  parts = [caption(d), step_table(d, compile_time=family)]
+  if d.get("scaling"):
+    parts.append(scaling_table(d))
+  if "probe: lars" in r.get("resnet50", {}).get("optimizers", {}):
+    parts.append(probe_table(d))
+  return "\n\n".join(parts)
+
+
+def write_run(path: str, record: dict, append: bool) -> None:
+  """Write ``record`` to ``path``; with ``append``, as one more run of its ``runs``."""
+  if append:
+    old = load(path) if os.path.exists(path) else {"runs": []}
+    record = {**old, "runs": [*runs_of(old), record]}
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(record, f, indent=1)
+    f.write("\n")
 
 
 def main(argv=None):
@@ -622,6 +776,12 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="small trees, few repetitions")
   parser.add_argument("--reps", type=int, default=0, help="repetitions per tree")
   parser.add_argument("--out", default=None, help="JSON output path")
+  parser.add_argument(
+    "--append", action="store_true", help="add this run to the runs of --out instead"
+  )
+  parser.add_argument(
+    "--report", metavar="PATH", help="print the tables of a results file; run nothing"
+  )
   parser.add_argument(
     "--ablations",
     action="store_true",
@@ -641,6 +801,9 @@ def main(argv=None):
     "--trees", default="", help="comma-separated tree names to run (e.g. resnet50,kernels-400)"
   )
   args = parser.parse_args(argv)
+  if args.report:
+    print(report(load(args.report)))
+    return
   suffix = (
     ("-quick" if args.quick else "")
     + ("-ablations" if args.ablations else "")
@@ -662,10 +825,6 @@ def main(argv=None):
     flush=True,
   )
   bw, results = run_all(args)
-  scaling = scaling_summary(results)
-  table = markdown_table(bw, results, scaling)
-  print()
-  print(table)
   record = {
     "command": "python -m benchmarks.costs.optimizer_step"
     + (" --quick" if args.quick else "")
@@ -674,6 +833,7 @@ def main(argv=None):
     + (" --no-scaling" if args.no_scaling else "")
     + (f" --trees {args.trees}" if args.trees else "")
     + (f" --reps {args.reps}" if args.reps else ""),
+    "commit": git_commit(),
     "jax": jax.__version__,
     "optax": optax.__version__,
     "backend": jax.default_backend(),
@@ -687,12 +847,11 @@ def main(argv=None):
     "copy_bandwidth_GBps": bw / 1e9,
     "sibling_output_fusions": fusions,
     "results": results,
-    "scaling": scaling,
-    "table_markdown": table,
+    "scaling": scaling_summary(results),
   }
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(record, f, indent=1)
+  print()
+  print(report(record))
+  write_run(out, record, args.append)
   print(f"\nwrote {out} ({record['wall_s']:.0f} s)")
 
 

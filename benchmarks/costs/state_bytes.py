@@ -1,4 +1,4 @@
-"""Optimizer-state bytes per parameter, default state vs bfloat16 state (issue 24).
+"""Optimizer-state bytes per parameter, default state vs bfloat16 state.
 
 For each optimizer (optax.sgd with momentum, optax.adamw, legw.lars, legw.lamb,
 legw.mclr, legw.percent_delta), with its default state and with the state in
@@ -10,6 +10,7 @@ params)`` of ``jax.ShapeDtypeStruct`` parameters, and its bytes are counted from
 the shapes and dtypes.  Usage::
 
     python -m benchmarks.costs.state_bytes      # a few seconds; no device memory
+    python -m benchmarks.costs.state_bytes --report benchmarks/results/state_bytes.json
 
 Writes ``benchmarks/runs/state_bytes.json`` (``--out``; the reference is in
 results/).
@@ -118,6 +119,21 @@ def measure(trees: dict[str, dict[str, tuple[int, ...]]] | None = None) -> dict:
   return {"parameter_dtype": "float32", "n_params": n_params, "rows": rows}
 
 
+TREE_LABELS = {"resnet50": "ResNet-50", "bert_base": "BERT-base"}
+
+
+def caption(result: dict) -> str:
+  """One line: the command, versions and trees of a results file."""
+  trees = ", ".join(
+    f"{TREE_LABELS.get(t, t)} {n:,} parameters" for t, n in result["n_params"].items()
+  )
+  return (
+    f"Counted by `{result['command']}` (jax {result['jax']}, optax {result['optax']}): the "
+    f"bytes of `jax.eval_shape(opt.init, params)` per {result['parameter_dtype']} parameter; "
+    f"{trees}."
+  )
+
+
 def markdown_table(result: dict) -> str:
   """Bytes per parameter: one row per optimizer, default and bfloat16 per tree."""
   trees = list(result["n_params"])
@@ -125,7 +141,7 @@ def markdown_table(result: dict) -> str:
   names = list(dict.fromkeys(r["optimizer"] for r in result["rows"]))
   head = "| optimizer | bfloat16 argument |"
   rule = "|---|---|"
-  for t in trees:
+  for t in (TREE_LABELS.get(t, t) for t in trees):
     head += f" {t}: default | {t}: bfloat16 |"
     rule += "---:|---:|"
   lines = [head, rule]
@@ -143,15 +159,21 @@ def markdown_table(result: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default=os.path.join(RUNS_DIR, "state_bytes.json"))
+  parser.add_argument("--report", metavar="PATH", help="print the table of a results file")
   return parser
 
 
 def main(argv=None) -> dict:
   args = build_parser().parse_args(argv)
+  if args.report:
+    with open(args.report, encoding="utf-8") as f:
+      result = json.load(f)
+    print(f"{caption(result)}\n\n{markdown_table(result)}")
+    return result
   result = {"command": "python -m benchmarks.costs.state_bytes", "jax": jax.__version__}
   result.update(measure())
   result["optax"] = optax.__version__
-  print(markdown_table(result))
+  print(f"{caption(result)}\n\n{markdown_table(result)}")
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=1)

@@ -3,9 +3,9 @@
 Prints the bytes of temporary buffers in the compiled step (XLA's
 ``memory_analysis``) and the interleaved step-time ratio to
 ``optax.sgd(momentum=0.9)`` (``benchmarks.costs.optimizer_step.time_interleaved``).
-It only uses what ``benchmarks/costs/optimizer_step.py`` has had since it was
-written, so it also runs in a checkout of an older commit, which is how the
-"before" figures in ``benchmarks/costs/README.md`` were measured::
+A quick check after changing an optimizer. It only uses what
+``benchmarks/costs/optimizer_step.py`` has had since it was written, so it also runs in
+a checkout of an older commit, to compare two commits::
 
     git worktree add /tmp/old <commit> && cp benchmarks/costs/step_cost.py /tmp/old/benchmarks/
     cd /tmp/old && PYTHONPATH=. python -m benchmarks.costs.step_cost percent_delta
