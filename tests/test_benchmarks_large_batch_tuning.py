@@ -1,4 +1,4 @@
-"""benchmarks.large_batch_tuning (issue 27): the protocol as committed, the plan, the selection."""
+"""benchmarks.large_batch_tuning: the protocol as committed, the plan, the selection."""
 
 import json
 import math
@@ -119,6 +119,13 @@ def test_report_from_partial_results(tmp_path):
       diverged=False,
       train_loss_per_epoch=[1.0, 0.5],
       wall_seconds=100.0,
+      peak_learning_rate=0.8 if batch > 128 else 0.1,
+      warmup_epochs=2.0,
+      num_epochs=25,
+      total_steps=175 if batch > 128 else 11_700,
+      platform="cpu",
+      cpu_count=2,
+      test_size=10_000,
     )
 
   main = [row("legw", 128, s, 0.9, f"b{s}") for s in range(3)]
@@ -128,8 +135,55 @@ def test_report_from_partial_results(tmp_path):
     json.dump(main, f)
   text = lbt.write_report(str(tmp_path))
   lines = {ln["label"]: ln for ln in lbt.report_rows(str(tmp_path))}
-  legw_row = lines["LEGW at 8192 (by rule)"]
+  legw_row = lines["LEGW at 8192 (LR 0.8, warmup 2 epochs)"]
   assert legw_row["n"] == 4 and legw_row["worst"] == pytest.approx(0.83)
   assert legw_row["mean"] == pytest.approx(0.86)
-  assert "| LEGW at 8192 (by rule) | 0 | 0.0 | 86.0 ± 2.2 | 83.0 | 4 |" in text
+  row_text = (
+    "| LEGW at 8192 (LR 0.8, warmup 2 epochs) | 86.0 ± 2.2 | 83.0 | 4 | 175 | 25 | 1,433,600 |"
+  )
+  assert row_text in text
+  assert len(lines) == 3  # no trials or finals yet: no tuned rows
   assert (tmp_path / f"{lbt.STEM}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_comparison_at_64x_of_the_committed_results():
+  import os
+
+  out = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks/results"
+  )
+  table = lbt.format_report(lbt.report_rows(out))
+  assert table.splitlines()[0] == (
+    "| row | test acc % (mean ± std) | worst seed | n | steps | epochs | examples |"
+  )
+  labels = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[2:]]
+  assert [label.split(" (")[0] for label in labels] == [
+    "base: momentum at batch 128",
+    "LEGW at 8192",
+    "linear scaling at 8192",
+    "no scaling at 8192",
+    "Adam at 8192, tuned at 128",
+    "Nesterov tuned at 8192",
+    "Adam tuned at 8192",
+  ]
+  assert (
+    "| base: momentum at batch 128 (LR 0.1, warmup 0.03125 epochs) | 89.7 ± 0.4 | 89.5 | 3 | "
+    "11,700 | 25 | 1,497,600 |" in table
+  )
+  assert (
+    "| LEGW at 8192 (LR 0.8, warmup 2 epochs) | 83.0 ± 5.9 | 72.1 | 6 | 175 | 25 | 1,433,600 |"
+    in table
+  )
+  assert "| 10.0 ± 0.0† | 10.0 | 3 |" in table  # linear scaling blew up in every seed
+  assert (
+    "| Adam tuned at 8192 (LR 0.0132, warmup 4.38 epochs; 12 trials, 3.0 CPU-h) | 88.9 ± 0.1 | "
+    "88.8 | 5 | 175 | 25 | 1,433,600 |" in table
+  )
+  caption = lbt.format_caption(out)
+  assert "10,000 test images" in caption and "CPU, 2 cores, jax 0.10.2" in caption
+  picks = lbt.format_selection(lbt.load_selection(out))
+  assert "- nesterov: the best was trial 2 " in picks
+  assert "picked: trial 10 (peak LR 0.329, warmup 8.54 epochs, 86.31% on validation)." in picks
+  full = lbt.report_text(out)
+  assert full.startswith(lbt.report_text(out, details=False)) and lbt.format_details(out) in full
+  assert "| nesterov | 10 | 0.329 | 8.54 | 86.31 | 0.376 | **picked** |" in full

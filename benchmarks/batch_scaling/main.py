@@ -36,8 +36,7 @@ from collections.abc import Sequence
 from benchmarks.batch_scaling.report import (
   compare_with_reference,
   format_comparison,
-  format_runs,
-  format_table,
+  render,
   write_results,
 )
 from benchmarks.batch_scaling.sweep import (
@@ -55,7 +54,6 @@ from benchmarks.batch_scaling.sweep import (
 from benchmarks.batch_scaling.tuning import (
   DEFAULT_GRIDS,
   RULES,
-  format_tuning,
   select_learning_rates,
   tune,
 )
@@ -172,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--from-json",
     default=None,
     metavar="FILE.json",
-    help="re-render the table, CSV and plot of a results file (no training)",
+    help="print the tables of a results file, no training (a sweep's: also write its CSV "
+    "and plot to --out-dir)",
   )
   p.add_argument(
     "--out-dir",
@@ -233,12 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.pipeline_check:
     return _pipeline_main(config, args)
   if args.from_json:
-    with open(args.from_json) as f:
-      rows = json.load(f)
-    stem = args.stem or os.path.splitext(os.path.basename(args.from_json))[0]
-    paths = write_results(rows, os.path.dirname(os.path.abspath(args.from_json)), stem)
-    print(format_table(rows))
-    print("wrote " + ", ".join(paths.values()))
+    print(render(args.from_json))
+    rows = load_rows(args.from_json)
+    if rows and "num_epochs" in rows[0] and rows[0].get("split") != "validation":
+      stem = args.stem or os.path.splitext(os.path.basename(args.from_json))[0]
+      written = write_results(rows, args.out_dir, stem)
+      print("\nwrote " + ", ".join(written.values()))
     return 0
   if args.tune:
     from benchmarks.batch_scaling.tasks import get_task
@@ -259,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write_results(rows, args.out_dir, stem, make_plot=False)
     paths["selection"] = os.path.join(args.out_dir, stem + "-selection.json")
     _write_json(paths["selection"], select_learning_rates(rows))
-    print(format_tuning(rows))
+    print(render(paths["json"]))
   else:
     stem = args.stem or f"{config.task}-{config.dataset}"
     shaped = args.quick or args.seeds or args.batch_sizes or args.methods
@@ -271,14 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs=args.jobs,
       )
     paths = write_results(rows, args.out_dir, stem)
-    print(
-      f"\n{config.task} on {config.dataset}: test accuracy (%) by batch size and method "
-      f"({rows[0]['num_epochs']:g} epochs, {rows[0]['decay']} LR after warmup, tuned at "
-      f"batch {rows[0]['base_batch_size']}; * = diverged, † = blew up)\n"
-    )
-    print(format_table(rows))
-    print()
-    print(format_runs(rows))
+    print(f"\n{config.task} on {config.dataset}:\n\n{render(paths['json'])}")
     reference = os.path.join(RESULTS_DIR, stem + ".json")
     if os.path.abspath(reference) != os.path.abspath(paths["json"]) and os.path.exists(reference):
       print()
@@ -308,16 +300,11 @@ def _pipeline_main(config: SweepConfig, args) -> int:
     scan_epoch=task.scan_epoch,
   )
   rows = []
-  print("| batch | epoch loop samples/s | resident batch samples/s | ratio |\n|---|---|---|---|")
   for b in base.batch_sizes:
     r = pipeline_check(trainer, x, y, batch_size=b)
     r.update(task=config.task, dataset=config.dataset, optimizer=opt, **_environment())
     rows.append(r)
-    print(
-      f"| {b} | {r['epoch_samples_per_second']:.0f} | "
-      f"{r['resident_samples_per_second']:.0f} | {r['ratio']:.2f} |",
-      flush=True,
-    )
+    print(f"batch {b}: ratio {r['ratio']:.2f}", flush=True)
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, args.stem or f"{config.task}-{config.dataset}-pipeline.json")
   if not path.endswith(".json"):
@@ -325,7 +312,7 @@ def _pipeline_main(config: SweepConfig, args) -> int:
   with open(path, "w") as f:
     json.dump(rows, f, indent=1)
     f.write("\n")
-  print("wrote " + path)
+  print("\n" + render(path))
   return 0
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.batch_scaling.sweep import DEFAULT_OUT_DIR, _row_id, _write_json
+from benchmarks.batch_scaling.sweep import DEFAULT_OUT_DIR, _row_id, _write_json, load_rows
 
 CSV_FIELDS = (
   "task",
@@ -102,7 +103,7 @@ def format_table(rows: list[dict]) -> str:
   Cells are test accuracy in % (perplexity for a perplexity task): the mean
   over seeds, ``± std (n=seeds)`` when there are several; ``*`` marks a cell
   with a run that diverged (non-finite training loss), ``†`` one with a run
-  that blew up (:func:`blew_up`).
+  that blew up (:func:`blew_up`). :func:`format_caption` says so under it.
   """
   if not rows:
     return "(no runs)"
@@ -111,7 +112,7 @@ def format_table(rows: list[dict]) -> str:
   batches = sorted({r["batch_size"] for r in rows})
   stats = summarize(rows)
   base = rows[0]["base_batch_size"]
-  head = ["batch", "k"] + [f"{m} ({'ppl' if perplexity else 'acc %'})" for m in columns]
+  head = ["batch", "k"] + columns
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for b in batches:
     cells = [str(b), f"{b / base:g}"]
@@ -129,49 +130,147 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def format_runs(rows: list[dict]) -> str:
-  """A Markdown table of every distinct run: LR, warmup, speed, time."""
-  head = [
-    "method",
-    "rule",
-    "batch",
-    "seed",
-    "optimizer",
-    "peak LR",
-    "warmup ep",
-    "warmup steps",
-    "steps",
-    "train loss",
-    "test acc %",
-    "samples/s",
-    "wall s",
+def _loss(x: float) -> str:
+  """A training loss: 0.0171, 0.174, 20.3."""
+  return f"{x:.1f}" if x >= 1 else f"{x:.3f}" if x >= 0.1 else f"{x:.3g}"
+
+
+def _same_runs(a: list[dict], b: list[dict]) -> bool:
+  """Whether two cells' runs are the same runs at every seed they share."""
+  ka, kb = ({r["seed"]: r.get("run_key") for r in runs} for runs in (a, b))
+  common = ka.keys() & kb.keys()
+  return bool(common) and all(ka[s] is not None and ka[s] == kb[s] for s in common)
+
+
+def format_settings(rows: list[dict], batches: Sequence[int] | None = None) -> str:
+  """Per (method, batch) cell: peak LR, warmup, steps, and each seed's final loss and metric.
+
+  Methods whose runs at a batch are the same runs (the base batch) share one
+  line, e.g. ``legw = linear = none``. ``batches``: the batch sizes to show
+  (default: all).
+  """
+  if not rows:
+    return "(no runs)"
+  perplexity = rows[0].get("metric") == "perplexity"
+  metric = "test ppl" if perplexity else "test acc %"
+  lines = [
+    "| method | batch | peak LR | warmup (epochs / steps) | steps | final train loss, "
+    f"by seed | {metric}, by seed |",
+    "|---|---|---|---|---|---|---|",
   ]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in sorted(
-    rows, key=lambda r: (r["batch_size"], r["method"], r.get("lr_rule", ""), r["seed"])
-  ):
-    lines.append(
-      "| "
-      + " | ".join(
-        [
-          r["method"],
-          r.get("lr_rule", "baseline"),
-          str(r["batch_size"]),
-          str(r["seed"]),
-          r["optimizer"],
-          f"{r['peak_learning_rate']:.4g}",
-          f"{r['warmup_epochs']:.4g}",
-          str(r["warmup_steps"]),
-          str(r["total_steps"]),
-          f"{r['train_loss']:.3g}",
-          f"{100 * r['test_accuracy']:.1f}",
-          f"{r['samples_per_second']:.0f}",
-          f"{r['wall_seconds']:.1f}",
-        ]
+  for b in sorted({r["batch_size"] for r in rows}):
+    if batches is not None and b not in batches:
+      continue
+    cells: dict[str, list[dict]] = {}
+    for r in rows:
+      if r["batch_size"] == b:
+        cells.setdefault(series(r, rows), []).append(r)
+    groups: list[list[str]] = []  # methods that share their runs (the base batch): one line
+    for name in cells:
+      same = next((g for g in groups if _same_runs(cells[g[0]], cells[name])), None)
+      if same is None:
+        groups.append([name])
+      else:
+        same.append(name)
+    for names in groups:
+      union = {r["seed"]: r for name in names for r in cells[name]}
+      runs = [union[s] for s in sorted(union)]
+      r0 = runs[0]
+      unit = 1 if perplexity else 100
+      losses = ", ".join(_loss(r["train_loss"]) for r in runs)
+      values = ", ".join(
+        _number(unit * _metric(r)) + ("*" if r["diverged"] else "") + ("†" if blew_up(r) else "")
+        for r in runs
       )
-      + " |"
+      lines.append(
+        f"| {' = '.join(names)} | {b} | {r0['peak_learning_rate']:.3g} | "
+        f"{r0['warmup_epochs']:g} / {r0['warmup_steps']} | {r0['total_steps']:,} | {losses} | "
+        f"{values} |"
+      )
+  return "\n".join(lines)
+
+
+def _machine(rows: list[dict]) -> str:
+  """The machines a results file's rows record: platform, CPU count, jax version."""
+  keys = sorted({(r["platform"], r.get("cpu_count"), r.get("jax_version")) for r in rows})
+  return " / ".join(
+    f"{p.upper()}" + (f", {n} cores" if n else "") + (f", jax {jax}" if jax else "")
+    for p, n, jax in keys
+  )
+
+
+def display_path(path: str) -> str:
+  """``path`` relative to the repository root when it is inside it."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  rel = os.path.relpath(os.path.abspath(path), root)
+  return path if rel.startswith("..") else rel
+
+
+def format_caption(rows: list[dict], source: str) -> str:
+  """One line under a results file's tables: what the cells are, and where they were measured.
+
+  For a sweep: the metric, the legend of :func:`format_table`, epochs and
+  schedule; for every file: the machine (platform, cores, jax), the number of
+  distinct runs and their training time in all (``wall_seconds``) where
+  recorded, and the file.
+  """
+  parts = []
+  r0 = rows[0]
+  if "num_epochs" in r0:
+    setup = f"{r0['num_epochs']:g} epochs, {r0['decay']} LR after warmup"
+    if r0.get("split") == "validation":
+      parts.append(
+        f"Validation accuracy % (a seeded {100 * r0['validation_fraction']:g}% of the "
+        f"training set held out), {setup}, at batch {r0['base_batch_size']}."
+      )
+    else:
+      metric = "Test perplexity" if r0.get("metric") == "perplexity" else "Test accuracy %"
+      parts.append(
+        f"{metric}, mean ± std over n seeds where n > 1 (* a run diverged, † a run blew up); "
+        f"{setup}, tuned at batch {r0['base_batch_size']}."
+      )
+  runs = {r.get("run_key", str(i)): r for i, r in enumerate(rows)}
+  measured = f"Measured on {_machine(rows)}"
+  if all("wall_seconds" in r for r in runs.values()):
+    minutes = sum(r["wall_seconds"] for r in runs.values()) / 60
+    measured += f": {len(runs)} runs, {minutes:,.0f} min of training in all"
+  parts.append(f"{measured} (`{display_path(source)}`).")
+  return " ".join(parts)
+
+
+def format_pipeline(rows: list[dict]) -> str:
+  """The ``--pipeline-check`` table: samples/s of the real epoch loop vs a resident batch."""
+  lines = [
+    "| batch | epoch loop samples/s | resident batch samples/s | ratio |",
+    "|---|---|---|---|",
+  ]
+  for r in rows:
+    lines.append(
+      f"| {r['batch_size']} | {r['epoch_samples_per_second']:.0f} | "
+      f"{r['resident_samples_per_second']:.0f} | {r['ratio']:.2f} |"
     )
   return "\n".join(lines)
+
+
+def render(path: str, batches: Sequence[int] | None = None) -> str:
+  """The tables of a results file with their caption, as ``--from-json`` prints them.
+
+  A sweep's file: :func:`format_table`, :func:`format_caption` and
+  :func:`format_settings` (of ``batches``, default all); a tuning grid's
+  (``split="validation"``): :func:`benchmarks.batch_scaling.tuning.format_tuning`;
+  a ``--pipeline-check`` file: :func:`format_pipeline`.
+  """
+  from benchmarks.batch_scaling.tuning import format_tuning
+
+  rows = load_rows(path)
+  if not rows:
+    return f"(no runs in {path})"
+  caption = format_caption(rows, path)
+  if "resident_samples_per_second" in rows[0]:
+    return format_pipeline(rows) + "\n\n" + caption
+  if rows[0].get("split") == "validation":
+    return format_tuning(rows) + "\n\n" + caption
+  return "\n\n".join([format_table(rows), caption, format_settings(rows, batches)])
 
 
 def plot(rows: list[dict], path: str, title: str | None = None) -> None:

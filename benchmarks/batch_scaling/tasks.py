@@ -18,8 +18,8 @@ method     peak learning rate       warmup (epochs)
 =========  =======================  ==============================================
 
 with k = batch_size / base_batch_size; and ``nesterov`` (Nesterov momentum),
-which has no rule: it is tuned at the batch it runs at (issue 27,
-:mod:`benchmarks.large_batch_tuning`). To add a task, add an entry to
+which has no rule: it is tuned at the batch it runs at
+(:mod:`benchmarks.large_batch_tuning`). To add a task, add an entry to
 :data:`TASKS` (see ``docs`` of :class:`Task`); the sweep CLI picks it up.
 """
 
@@ -37,7 +37,7 @@ METHODS: dict[str, Method] = {
   "none": Method("none", "none", "the baseline LR and warmup at every batch size"),
   "adam": Method("none", "none", "Adam at its tuned base LR at every batch size"),
   "lamb": Method("sqrt", "linear", "LAMB with LEGW's rules (You et al. 2020 scale LAMB so)"),
-  # Issue 27: tuned at the large batch itself (benchmarks/large_batch_tuning/main.py),
+  # Tuned at the large batch itself (benchmarks/large_batch_tuning/experiment.py),
   # so the "base" batch is the large one and no rule is applied.
   "nesterov": Method(
     "none", "none", "Nesterov momentum tuned at the batch it runs at", tuned_per_batch=True
@@ -134,7 +134,7 @@ TASKS: dict[str, Task] = {
 }
 
 
-# Issue 9: the LEGW paper's PTB language model (§5.1.2), in its own module.
+# The LEGW paper's PTB language model (§5.1.2), in its own module.
 TASKS["lstm_lm"] = lstm_lm.make_task()
 
 

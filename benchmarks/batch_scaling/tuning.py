@@ -110,7 +110,11 @@ def select_learning_rates(rows: list[dict]) -> dict[str, dict]:
 
 
 def format_tuning(rows: list[dict]) -> str:
-  """A Markdown table of the grid (mean ± std over seeds) and each rule's pick."""
+  """A Markdown table of the grid (mean ± std over seeds) and each rule's pick.
+
+  Under it, one bullet per optimizer: the best mean, its standard error and
+  the two rules' picks.
+  """
   sel = select_learning_rates(rows)
   head = ["optimizer", "base LR", "val acc %", "seeds", "picked by"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -121,7 +125,7 @@ def format_tuning(rows: list[dict]) -> str:
         f"| {opt} | {lr:g} | {100 * g['mean']:.2f} ± {100 * g['std']:.2f} | {g['n']} | {picks} |"
       )
   notes = [
-    f"{opt}: best mean {100 * s['best_mean']:.2f}%, one standard error "
+    f"- {opt}: best mean {100 * s['best_mean']:.2f}%, one standard error "
     f"{100 * s['standard_error']:.2f} points ({s['se_kind']}); argmax -> {s['argmax']:g}, "
     f"one_se -> {s['one_se']:g}"
     for opt, s in sel.items()

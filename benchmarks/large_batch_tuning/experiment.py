@@ -17,7 +17,7 @@ constant LR after a gradual warmup, the LEGW paper's §5.1.1 schedule):
    0-4 on the test set.
 
 The protocol (search spaces, budget, selection rule) is plain data below and
-was committed, with benchmarks/README.md's "Tuned at the large batch" section,
+was committed, with its description in benchmarks/README.md ("Tuned at the large batch"),
 before the first run it decides. Every phase is resumable (one JSON per
 phase, rewritten after every finished run)::
 
@@ -32,6 +32,7 @@ the committed reference is in ``benchmarks/results/``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
@@ -282,10 +283,13 @@ def _hours(rows: list[dict]) -> float:
 
 
 def report_rows(out_dir: str) -> list[dict]:
-  """One line per row of the issue's table, from whatever results exist so far.
+  """The rows of the comparison at 64x, from whatever results exist in ``out_dir`` so far.
 
-  Each: label, tuning runs at 8192, tuning CPU-hours, per-seed test
-  accuracies, mean, std (ddof 1), worst seed, n.
+  The base (batch 128), then at 8192: LEGW, linear scaling and no scaling
+  from the base, Adam at its batch-128 LR, and Nesterov momentum and Adam each
+  tuned at 8192. Each: label, tuning runs at 8192 and their CPU-hours, seeds,
+  per-seed test accuracies, mean, std (ddof 1), worst seed, n, how many blew
+  up, and the mean steps, epochs and examples (steps x batch) of its runs.
   """
   p = paths(out_dir)
   main_rows = sweep.load_rows(p["scaling"])
@@ -293,14 +297,19 @@ def report_rows(out_dir: str) -> list[dict]:
   finals = sweep.load_rows(p["finals"])
   lines = []
 
-  def add(label, rows, tuning_runs, tuning_hours, note=""):
-    by_seed = {r["seed"]: r["test_accuracy"] for r in rows}
-    acc = np.array([by_seed[s] for s in sorted(by_seed)], float)
-    if not len(acc):
+  def add(label, rows, tuning_runs=0, tuning_hours=0.0):
+    by_seed = {r["seed"]: r for r in rows}
+    if not by_seed:
       return
+    runs = [by_seed[s] for s in sorted(by_seed)]
+    acc = np.array([r["test_accuracy"] for r in runs], float)
+    r0 = runs[0]
+    setting = f"LR {r0['peak_learning_rate']:g}, warmup {r0['warmup_epochs']:g} epochs"
+    if tuning_runs:
+      setting += f"; {tuning_runs} trials, {tuning_hours:.1f} CPU-h"
     lines.append(
       dict(
-        label=label,
+        label=f"{label} ({setting})",
         tuning_runs=tuning_runs,
         tuning_cpu_hours=tuning_hours,
         seeds=sorted(by_seed),
@@ -309,38 +318,74 @@ def report_rows(out_dir: str) -> list[dict]:
         std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
         worst=float(acc.min()),
         n=len(acc),
-        blew_up=sum(report.blew_up(r) for r in rows),
-        note=note,
+        blew_up=sum(report.blew_up(r) for r in runs),
+        steps=float(np.mean([r["total_steps"] for r in runs])),
+        epochs=float(np.mean([r.get("epochs_run", r["num_epochs"]) for r in runs])),
+        examples=float(np.mean([r["total_steps"] * r["batch_size"] for r in runs])),
       )
     )
 
-  base = [r for r in main_rows if r["batch_size"] == 128 and r["method"] == "legw"]
-  add("momentum, batch 128 (the base)", base, 0, 0.0)
-  for method, label in (("legw", "LEGW at 8192 (by rule)"), ("none", "no scaling at 8192")):
-    rows = [r for r in main_rows if r["batch_size"] == BATCH_SIZE and r["method"] == method]
-    add(label, rows, 0, 0.0)
-  for opt, space in SPACES.items():
+  def at(batch, method):
+    return [r for r in main_rows if r["batch_size"] == batch and r["method"] == method]
+
+  add("base: momentum at batch 128", at(128, "legw"))
+  add("LEGW at 8192", at(BATCH_SIZE, "legw"))
+  add("linear scaling at 8192", at(BATCH_SIZE, "linear"))
+  add("no scaling at 8192", at(BATCH_SIZE, "none"))
+  add("Adam at 8192, tuned at 128", at(BATCH_SIZE, "adam"))
+  for opt, label in (("nesterov", "Nesterov"), ("adam", "Adam")):
     t = [r for r in trials if r["optimizer"] == opt]
     f = [r for r in finals if r["optimizer"] == opt]
-    if f:
-      r0 = f[0]
-      note = f"LR {r0['peak_learning_rate']:g}, warmup {r0['warmup_epochs']:g} epochs"
-      add(f"{space.method} tuned at 8192", f, len(t), _hours(t), note)
+    add(f"{label} tuned at 8192", f, len(t), _hours(t))
   return lines
 
 
 def format_report(lines: list[dict]) -> str:
-  head = "| row | tuning runs at 8192 | tuning CPU-h | test acc % (mean ± std) | worst seed | n |"
-  out = [head, "|---|---|---|---|---|---|"]
+  """The comparison at 64x (:func:`report_rows`) as a Markdown table; † = every seed blew up."""
+  out = [
+    "| row | test acc % (mean ± std) | worst seed | n | steps | epochs | examples |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for ln in lines:
-    label = ln["label"] + (f" ({ln['note']})" if ln["note"] else "")
     flag = f" ({ln['blew_up']} blew up)" if ln["blew_up"] else ""
+    flag = "†" if ln["blew_up"] == ln["n"] else flag
     out.append(
-      f"| {label} | {ln['tuning_runs']} | {ln['tuning_cpu_hours']:.1f} | "
-      f"{100 * ln['mean']:.1f} ± {100 * ln['std']:.1f}{flag} | {100 * ln['worst']:.1f} | "
-      f"{ln['n']} |"
+      f"| {ln['label']} | {100 * ln['mean']:.1f} ± {100 * ln['std']:.1f}{flag} | "
+      f"{100 * ln['worst']:.1f} | {ln['n']} | {ln['steps']:,.0f} | {ln['epochs']:g} | "
+      f"{ln['examples']:,.0f} |"
     )
   return "\n".join(out)
+
+
+def format_caption(out_dir: str) -> str:
+  """One line under :func:`format_report`: what the cells are, the machine, the files."""
+  p = paths(out_dir)
+  rows = [r for k in ("scaling", "trials", "finals") for r in sweep.load_rows(p[k])]
+  if not rows:
+    return ""
+  files = ", ".join(f"`{report.display_path(p[k])}`" for k in ("scaling", "trials", "finals"))
+  return (
+    f"Test accuracy % on the {rows[0]['test_size']:,} test images; tuning cost: the trials' "
+    f"CPU time (`cpu_seconds`, all threads); † every seed blew up. Measured on "
+    f"{report._machine(rows)} ({files})."
+  )
+
+
+def format_selection(selection: dict[str, dict]) -> str:
+  """What the selection rule saw and chose, one bullet per optimizer (the selection JSON)."""
+
+  def trial(t: dict) -> str:
+    return (
+      f"trial {t['trial']} (peak LR {t['learning_rate']:g}, warmup {t['warmup_epochs']:g} "
+      f"epochs, {100 * t['validation_accuracy']:.2f}% on validation)"
+    )
+
+  return "\n".join(
+    f"- {opt}: the best was {trial(s['best'])}; within one standard error "
+    f"({100 * s['standard_error']:.2f} points) of it: trial(s) "
+    f"{', '.join(str(t) for t in s['tied'])}; picked: {trial(s['pick'])}."
+    for opt, s in selection.items()
+  )
 
 
 def format_trials(rows: list[dict]) -> str:
@@ -379,9 +424,7 @@ def plot_report(lines: list[dict], trials: list[dict], path: str) -> None:
     ax.scatter(acc, np.full(len(acc), i) + np.linspace(-0.15, 0.15, len(acc)), s=18)
     ax.errorbar(100 * ln["mean"], i, xerr=100 * ln["std"], fmt="k|", capsize=4, ms=14)
   ax.set_yticks(range(len(lines)))
-  ax.set_yticklabels(
-    [f"{ln['label']}\n({ln['tuning_runs']} tuning runs)" for ln in lines], fontsize=8
-  )
+  ax.set_yticklabels([ln["label"].replace(" (", "\n(", 1) for ln in lines], fontsize=7)
   ax.invert_yaxis()
   ax.set_xlabel("test accuracy (%)")
   ax.set_title("mnist_lstm on fashion_mnist, 25 epochs: seeds (dots), mean ± std (bar)", fontsize=9)
@@ -413,13 +456,40 @@ def plot_report(lines: list[dict], trials: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+def load_selection(out_dir: str) -> dict[str, dict]:
+  """The picks of :func:`select_trial` as the trials phase saved them (``{}`` before)."""
+  path = paths(out_dir)["selection"]
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def format_details(out_dir: str) -> str:
+  """The picks (:func:`format_selection`, once every trial has run) and every trial."""
+  parts = [
+    format_selection(load_selection(out_dir)),
+    format_trials(sweep.load_rows(paths(out_dir)["trials"])),
+  ]
+  return "\n\n".join(part for part in parts if part)
+
+
+def report_text(out_dir: str, details: bool = True) -> str:
+  """The report of ``out_dir``'s results: the comparison at 64x and its caption.
+
+  With ``details``, also :func:`format_details` (the picks and every trial).
+  """
+  parts = [format_report(report_rows(out_dir)), format_caption(out_dir)]
+  if details:
+    parts.append(format_details(out_dir))
+  return "\n\n".join(part for part in parts if part)
+
+
 def write_report(out_dir: str) -> str:
-  """Writes ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; returns the Markdown."""
+  """Writes :func:`report_text` to ``<stem>.md`` and the plot to ``<stem>.png``; returns it."""
   p = paths(out_dir)
-  lines = report_rows(out_dir)
-  trials = sweep.load_rows(p["trials"])
-  text = format_report(lines) + "\n\n" + format_trials(trials) + "\n"
+  text = report_text(out_dir)
   with open(p["report"], "w") as f:
-    f.write(text)
-  plot_report(lines, trials, p["plot"])
+    f.write(text + "\n")
+  plot_report(report_rows(out_dir), sweep.load_rows(p["trials"]), p["plot"])
   return text

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 
@@ -42,10 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
       run_phase(phase, args.out_dir, args.jobs, args.data_dir, not args.no_progress)
   print(write_report(args.out_dir))
   print(f"wrote {paths(args.out_dir)['report']}, {paths(args.out_dir)['plot']}")
-  sel = paths(args.out_dir)["selection"]
-  if os.path.exists(sel):
-    with open(sel) as f:
-      print(json.dumps(json.load(f), indent=1))
   return 0
 
 

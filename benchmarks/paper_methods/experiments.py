@@ -165,3 +165,72 @@ def batch_schedule_experiment(
     "seed": seed,
     "runs": runs,
   }
+
+
+# -- report -----------------------------------------------------------------------
+
+
+def format_discard(d: dict) -> str:
+  """The ``discard`` table: the gradient at each discarded fraction, at init and after an epoch."""
+  phases = list(d["points"])
+  head = ["discard p", "kept"]
+  for name in phases:
+    head += [f"{name}: classifier mean abs grad", f"{name}: global norm"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for i, first in enumerate(d["points"][phases[0]]):
+    cells = [f"{first['fraction']:.1f}", str(first["kept"])]
+    for name in phases:
+      p = d["points"][name][i]
+      cells += [f"{p['classifier_mean_abs_grad']:.3e}", f"{p['global_grad_norm']:.3f}"]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def format_batch_schedule(d: dict) -> str:
+  """The ``batch-schedule`` table: each run's phases, steps, compilations and test accuracy."""
+  lines = [
+    "| run | phases (batch x epochs: steps, peak LR) | steps | compilations | test acc % |",
+    "|---|---|---|---|---|",
+  ]
+  for name, r in d["runs"].items():
+    phases = "; ".join(
+      f"{p['batch_size']} x {p['num_epochs']:g}: {p['num_steps']} steps, LR "
+      f"{p['peak_learning_rate']:.3g}"
+      for p in r["phases"]
+    )
+    lines.append(
+      f"| {name} | {phases} | {r['total_steps']} | {r['compilations']} | "
+      f"{100 * r['test_accuracy']:.1f} |"
+    )
+  return "\n".join(lines)
+
+
+def command(d: dict) -> str:
+  """The command that wrote a results dict (recorded, or rebuilt from its contents)."""
+  if "command" in d:
+    return d["command"]
+  if "runs" in d:
+    return f"python -m benchmarks.paper_methods batch-schedule --epochs {d['recipe']['num_epochs']}"
+  return "python -m benchmarks.paper_methods discard"
+
+
+def format_caption(d: dict, source: str) -> str:
+  """One line under a table: the command, the machine and the time it took, the file."""
+  from benchmarks.batch_scaling.report import display_path
+
+  jax_version = f", jax {d['jax']}" if "jax" in d else ""
+  return (
+    f"Measured by `{command(d)}` on {d['platform'].upper()}, {d['cpu_count']} cores"
+    f"{jax_version}: {d['wall_seconds']:.0f} s wall, {d['cpu_seconds']:.0f} CPU-s "
+    f"(`{display_path(source)}`)."
+  )
+
+
+def render(path: str) -> str:
+  """A results file's table and caption, as the command line prints them."""
+  import json
+
+  with open(path) as f:
+    d = json.load(f)
+  table = format_batch_schedule(d) if "runs" in d else format_discard(d)
+  return table + "\n\n" + format_caption(d, path)

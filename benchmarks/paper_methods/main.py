@@ -13,51 +13,42 @@ import jax
 
 from benchmarks import RUNS_DIR
 from benchmarks.paper_methods import experiments
-from benchmarks.paper_methods.experiments import (
-  batch_schedule_experiment,
-  discard_experiment,
-)
+from benchmarks.paper_methods.experiments import batch_schedule_experiment, discard_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
     prog="python -m benchmarks.paper_methods", description=experiments.__doc__
   )
-  p.add_argument("experiment", choices=("discard", "batch-schedule"))
+  p.add_argument("experiment", nargs="?", choices=("discard", "batch-schedule"))
   p.add_argument("--epochs", type=int, default=12, help="batch-schedule: epochs")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out-dir", default=RUNS_DIR, help="default: benchmarks/runs/ (untracked)")
+  p.add_argument(
+    "--report", default=None, metavar="FILE.json", help="print the table of a results file"
+  )
   return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.report:
+    print(experiments.render(args.report))
+    return 0
+  if not args.experiment:
+    parser.error("name an experiment (discard, batch-schedule) or --report FILE.json")
   t0, c0 = time.perf_counter(), time.process_time()
   if args.experiment == "discard":
     out = discard_experiment(seed=args.seed)
-    for name, rows in out["points"].items():
-      print(f"\n{name} (batch {out['batch_size']}):\n")
-      print("| discard p | kept | loss | classifier mean abs grad | global grad norm |")
-      print("|---|---|---|---|---|")
-      for r in rows:
-        print(
-          f"| {r['fraction']:.1f} | {r['kept']} | {r['loss']:.4f} | "
-          f"{r['classifier_mean_abs_grad']:.3e} | {r['global_grad_norm']:.4f} |"
-        )
   else:
     out = batch_schedule_experiment(epochs=args.epochs, seed=args.seed)
-    print("| run | phases (batch x epochs, steps, peak LR) | compilations | test acc % |")
-    print("|---|---|---|---|")
-    for name, r in out["runs"].items():
-      ph = "; ".join(
-        f"{q['batch_size']} x {q['num_epochs']:g} ep, {q['num_steps']} steps, "
-        f"LR {q['peak_learning_rate']:.3g}"
-        for q in r["phases"]
-      )
-      print(f"| {name} | {ph} | {r['compilations']} | {100 * r['test_accuracy']:.1f} |")
+  args_given = sys.argv[1:] if argv is None else list(argv)
   out.update(
+    command=" ".join(["python -m benchmarks.paper_methods", *args_given]),
     platform=jax.devices()[0].platform,
     cpu_count=os.cpu_count(),
+    jax=jax.__version__,
     wall_seconds=time.perf_counter() - t0,
     cpu_seconds=time.process_time() - c0,
   )
@@ -66,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   with open(path, "w") as f:
     json.dump(out, f, indent=1)
     f.write("\n")
-  print(f"\nwall {out['wall_seconds']:.0f} s, CPU {out['cpu_seconds']:.0f} s; wrote {path}")
+  print(experiments.render(path))
   return 0
 
 
