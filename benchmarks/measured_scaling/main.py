@@ -1,9 +1,9 @@
 """Measured batch scaling at 64x: the protocol's phases (resumable), and the report.
 
-    python -m benchmarks.measured_scaling.main                       # every phase, in order
-    python -m benchmarks.measured_scaling.main --phases lars-grid    # one phase
-    python -m benchmarks.measured_scaling.main --report              # table and figures only
-    python -m benchmarks.measured_scaling.main --quick --phases noise-base   # smoke test
+    python -m benchmarks.measured_scaling                       # every phase, in order
+    python -m benchmarks.measured_scaling --phases lars-grid    # one phase
+    python -m benchmarks.measured_scaling --report              # table and figures only
+    python -m benchmarks.measured_scaling --quick --phases noise-base   # smoke test
 
 The protocol (values fixed before any run): ``protocol.py``; the logic: ``train.py``
 and ``report.py``. Results go to ``--out-dir`` (default: the untracked
@@ -22,7 +22,7 @@ from benchmarks.measured_scaling import report, train
 
 def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(
-    prog="python -m benchmarks.measured_scaling.main", description=__doc__.split("\n")[0]
+    prog="python -m benchmarks.measured_scaling", description=__doc__.split("\n")[0]
   )
   ap.add_argument("--phases", nargs="+", choices=train.PHASES, default=list(train.PHASES))
   ap.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the protocol's")

@@ -1,0 +1,3 @@
+from benchmarks.measured_scaling.main import main
+
+main()
