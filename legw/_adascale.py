@@ -1,11 +1,7 @@
 r"""AdaScale SGD: a learning-rate gain and a progress clock from the noise scale.
 
-Johnson, Agrawal, Gu & Guestrin, "AdaScale SGD: A User-Friendly Algorithm for
-Distributed Training", ICML 2020, arXiv:2007.05105, Algorithm 1. At a batch S times
-the base batch :math:`B_0` a recipe was tuned at, each step is worth
-:math:`r_t \in [1, S]` base steps; the step takes the base run's learning rate at
-the progress :math:`\tau_t` (in base steps) times :math:`r_t`, and training ends
-when :math:`\tau` reaches the base run's step count.
+Johnson, Agrawal, Gu & Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
+Training", ICML 2020, arXiv:2007.05105, Algorithm 1.
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ class ScaleByAdaScaleState(NamedTuple):
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
-    >>> opt = legw.adascale(0.1, base_batch_size=32, batch_size=256)
-    >>> state = opt.init({"w": jnp.zeros(2)})
+    >>> state = legw.adascale(0.1, base_batch_size=32, batch_size=256).init({"w": jnp.zeros(2)})
     >>> float(optax.tree.get(state, "progress")), float(optax.tree.get(state, "gain"))
     (0.0, 1.0)
   """
@@ -85,57 +80,48 @@ def scale_by_adascale(
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaScale's gain and progress on K gradient samples (no sign flip, no momentum).
 
-  From the K samples (as :func:`legw.gradient_noise_scale` takes them), with
-  :math:`S = B/B_0`, :math:`\sigma^2 = \mathrm{tr}(\Sigma)/B_0`, :math:`\mu^2 = |G|^2`
-  (the smoothed estimates; AdaScale paper, Algorithm 1):
+  From K samples (as :func:`legw.gradient_noise_scale` takes them), with :math:`S = B/B_0`
+  and the smoothed :math:`\sigma^2 = \mathrm{tr}(\Sigma)/B_0`, :math:`\mu^2 = |G|^2`:
 
   .. math::
 
      r_t = \frac{\sigma^2 + \mu^2}{\sigma^2/S + \mu^2} \in [1, S],\qquad
      u_t = \eta(\tau_t)\, r_t\, \mathrm{inner}(g_B),\qquad \tau_{t+1} = \tau_t + r_t,
 
-  where :math:`\eta` is the *base run's* schedule of its step count. Departure from
-  Algorithm 1, which folds step t's estimates into the averages before taking
-  :math:`r_t`: here :math:`r_t` is of the averages through step t - 1 (step 0: r = 1),
-  and step t's estimates enter them after, so that the update waits for no extra pass
-  over the mean gradient; with the averages' decay near 1 the two gains differ little,
-  and :math:`r_t` does not correlate with step t's own gradient. The run is done
-  when ``optax.tree.get(state, "progress")`` reaches the base run's steps. Adam-like
-  inner transforms raise (AdaScale is derived for SGD). A step with a non-finite
-  sample (on any device) is skipped: zero updates, the state kept, ``skipped_steps``
-  counts it; every device decides alike (``optax.apply_if_finite`` around local
-  gradients would not: its check is per device).
+  :math:`\eta` the *base run's* schedule of its step count: the run is done when
+  ``optax.tree.get(state, "progress")`` reaches the base run's steps. Departure from
+  Algorithm 1, which folds step t's estimates into the averages before taking :math:`r_t`:
+  here :math:`r_t` is of the averages through step t - 1 (step 0: 1), so the update waits
+  for no extra pass over the mean gradient (with the decay near 1 the gains differ little).
+  A step with a non-finite sample on any device is skipped on all (zero updates, the state
+  kept, counted in ``skipped_steps``).
 
   Args:
     base_batch_size: :math:`B_0`, the batch (examples) the recipe was tuned at.
     batch_size: B, examples per step over all K samples; ``B >= B_0``.
-    learning_rate: the base run's learning rate, a number or an ``optax.Schedule``
-      of base steps (e.g. ``recipe.schedule(base_batch_size, dataset_size=...)``).
-    inner: a transform of the mean gradient before the gain (e.g.
-      :func:`legw.scale_by_lars`), or None.
-    decay: as in :func:`legw.gradient_noise_scale`.
-    axis_name: as in :func:`legw.gradient_noise_scale`.
+    learning_rate: the base run's learning rate, a number or an ``optax.Schedule`` of base
+      steps (e.g. ``recipe.schedule(base_batch_size, dataset_size=...)``).
+    inner: a transform of the mean gradient before the gain (e.g. :func:`legw.scale_by_lars`).
+    decay, axis_name: as in :func:`legw.gradient_noise_scale`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with :class:`legw.ScaleByAdaScaleState`.
 
   Raises:
-    ValueError: for batch sizes with ``B < B_0``, a negative learning rate, an
-      Adam-like ``inner`` (at init), and as :func:`legw.gradient_noise_scale`.
+    ValueError: for ``B < B_0``, a negative learning rate, an Adam-like ``inner`` (at init:
+      AdaScale is derived for SGD), and as :func:`legw.gradient_noise_scale`.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, legw
-    >>> opt = legw.scale_by_adascale(16, 64, learning_rate=0.1)
-    >>> params = {"w": jnp.zeros(3)}
-    >>> state = opt.init(params)
+    >>> opt, params = legw.scale_by_adascale(16, 64, learning_rate=0.1), {"w": jnp.zeros(3)}
     >>> samples = {"w": jax.random.normal(jax.random.key(0), (4, 3)) + 1.0}
-    >>> u, state = opt.update(samples, state, params)
+    >>> u, state = opt.update(samples, opt.init(params), params)
     >>> 1.0 <= float(optax.tree.get(state, "gain")) <= 4.0
     True
 
   References:
-    Johnson, Agrawal, Gu & Guestrin, "AdaScale SGD: A User-Friendly Algorithm for
-    Distributed Training", ICML 2020, arXiv:2007.05105, Algorithm 1.
+    Johnson, Agrawal, Gu & Guestrin, "AdaScale SGD: A User-Friendly Algorithm for Distributed
+    Training", ICML 2020, arXiv:2007.05105, Algorithm 1.
   """
   return _scale_by_adascale(base_batch_size, batch_size, learning_rate, inner, decay, axis_name)
 
@@ -154,8 +140,8 @@ def _scale_by_step() -> optax.GradientTransformationExtraArgs:
 
 
 def _scale_by_adascale(base, batch_size, learning_rate, inner, decay, axis_name, step_inside=False):
-  """:func:`scale_by_adascale`; ``step_inside``: ``inner`` applies lr(tau) * r itself
-  (with :func:`_scale_by_step`, so that LARS keeps its learning rate inside momentum)."""
+  """:func:`scale_by_adascale`; with ``step_inside``, ``inner`` applies lr(tau) * r itself
+  (:func:`_scale_by_step`: LARS keeps its learning rate inside momentum)."""
   base = _noise_scale.check_count("base_batch_size", base)
   batch_size = _noise_scale.check_args(batch_size, decay)
   _validation.check_learning_rate(learning_rate)
@@ -230,23 +216,19 @@ def adascale(
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaScale SGD (momentum SGD, or LARS with ``trust_coefficient``) from a base recipe.
 
-  With the gain :math:`r_t` and progress :math:`\tau_t` of :func:`legw.scale_by_adascale`:
-
-  * momentum SGD (``trust_coefficient=None``): :math:`v \leftarrow m v + g_B + \beta w`,
-    :math:`w \leftarrow w - \eta(\tau_t)\, r_t\, v` (``optax.sgd``'s form, as
-    fairscale's ``AdaScale`` over PyTorch's SGD);
-  * LARS: :math:`v \leftarrow m v + \eta(\tau_t)\, r_t\, \lambda_l (g_B + \beta w)`,
-    :math:`w \leftarrow w - v` (:func:`legw.lars`'s form, learning rate inside momentum).
-
-  At ``batch_size == base_batch_size`` the gain is 1 and this is ``optax.sgd`` (or
-  :func:`legw.lars`) on the mean gradient. Stop when
-  ``optax.tree.get(state, "progress")`` reaches the base run's steps.
+  With the gain :math:`r_t` and progress :math:`\tau_t` of :func:`legw.scale_by_adascale`,
+  momentum SGD (``trust_coefficient=None``) is :math:`v \leftarrow m v + g_B + \beta w`,
+  :math:`w \leftarrow w - \eta(\tau_t)\, r_t\, v` (``optax.sgd``'s form, as fairscale's
+  ``AdaScale`` over PyTorch's SGD), and LARS is
+  :math:`v \leftarrow m v + \eta(\tau_t)\, r_t\, \lambda_l (g_B + \beta w)`,
+  :math:`w \leftarrow w - v` (:func:`legw.lars`'s form). At ``batch_size == base_batch_size``
+  the gain is 1. Stop when ``optax.tree.get(state, "progress")`` reaches the base run's steps.
 
   Args:
     learning_rate: the base run's learning rate or ``optax.Schedule`` of base steps.
     base_batch_size: :math:`B_0` (examples) the recipe was tuned at.
     batch_size: B (examples per step, over all K gradient samples), ``>= B_0``.
-    momentum: :math:`m \in [0, 1)`. nesterov: Nesterov momentum.
+    momentum, nesterov: the momentum :math:`m \in [0, 1)`, and whether it is Nesterov's.
     weight_decay: :math:`\beta \ge 0` (L2, on the leaves of ``weight_decay_mask``).
     trust_coefficient: None (momentum SGD), or LARS's :math:`\eta > 0`.
     weight_decay_mask, trust_ratio_mask: as in :func:`legw.lars`

@@ -1,28 +1,7 @@
 """Batch-size schedules: a few phases of constant batch size, each with its LR.
 
-Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-the Second Order Gradient", 2020, arXiv:2012.08795, §3.2 "Real Time Tuning
-of Batch Size in a Training Process" (AlexNet on CIFAR-10: batch 512 and LR
-0.005 in the first epoch, then batch 8192 and LR 0.05) and §5 "Method 2: Batch
-size scheduling" (Devarakonda et al., 2017; Smith et al., 2018; Mikami et al.,
-2018). The learning rate of each phase is the LEGW one for its batch size
-(You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and Beyond",
-SC 2019, arXiv:1901.08256, §3).
-
-A training loop compiles its step once per *distinct* batch size (a phase's
-batches all have one shape) and feeds the learning rate as a value, so a
-schedule with batch sizes (512, 8192) costs two compilations however long it
-runs::
-
-  bs = legw.batch_size_schedule([(1, 512), (89, 8192)], dataset_size=50_000,
-                                recipe=legw.Recipe(base_batch_size=8192,
-                                                   base_learning_rate=0.05,
-                                                   base_warmup_epochs=0.0,
-                                                   num_epochs=90))
-  for phase in bs.phases:                   # a handful of phases
-    for step in range(phase.first_step, phase.first_step + phase.num_steps):
-      batch = next_batch(phase.batch_size)  # same shape within a phase
-      state = train_step(state, batch, bs.learning_rate(step))
+Gao & Zhong 2020, arXiv:2012.08795, §3.2 and §5 "Method 2"; each phase's LR is the LEGW one
+for its batch size (You et al., arXiv:1901.08256, §3).
 """
 
 from __future__ import annotations
@@ -47,24 +26,20 @@ LearningRateFn = Callable[[int, int], optax.Schedule]
 class BatchPhase:
   """One phase of constant batch size in a :class:`BatchSizeSchedule`.
 
-  Its global steps are ``range(first_step, end_step)``; ``num_steps =
-  round(num_epochs * steps_per_epoch)`` (at least 1), ``steps_per_epoch =
-  dataset_size // batch_size`` (curvature paper §3.2).
+  Attributes:
+    batch_size: examples per optimizer step in this phase.
+    first_step: global step index of the phase's first step.
+    num_steps: ``round(num_epochs * steps_per_epoch)`` optimizer steps (at least 1); the
+      phase's global steps are ``range(first_step, end_step)``.
+    first_epoch: epochs before the phase (the sum of the earlier phases' ``num_epochs``).
+    num_epochs: the phase's length in epochs, as requested.
+    steps_per_epoch: ``dataset_size // batch_size``.
 
   >>> import legw
   >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
   >>> p = bs.phases[1]
   >>> p.batch_size, p.first_step, p.num_steps, p.end_step, p.first_epoch
   (8192, 97, 12, 109, 1.0)
-
-  Attributes:
-    batch_size: examples per optimizer step in this phase.
-    first_step: global step index of the phase's first step.
-    num_steps: optimizer steps in the phase.
-    first_epoch: epochs completed before the phase (nominal: the sum of the
-      earlier phases' ``num_epochs``).
-    num_epochs: the phase's length in epochs, as requested.
-    steps_per_epoch: ``dataset_size // batch_size``.
   """
 
   batch_size: int
@@ -82,31 +57,23 @@ class BatchPhase:
 
 @dataclasses.dataclass(frozen=True)
 class BatchSizeSchedule:
-  """Per-step batch size and learning rate of a phased batch-size schedule.
+  """Per-step batch size and learning rate of a phased schedule (:func:`batch_size_schedule`).
 
-  Build it with :func:`batch_size_schedule` (curvature paper §3.2, §5
-  Method 2). Steps are global optimizer steps, counted from 0 over all
-  phases; epochs are passes over ``dataset_size`` examples.
-
-  >>> import legw
-  >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
-  >>> bs.total_steps, bs.batch_sizes, bs.batch_size_at(96), bs.batch_size_at(97)
-  (109, (512, 8192), 512, 8192)
+  Steps are global optimizer steps, from 0 over all phases; epochs are passes over
+  ``dataset_size`` examples.
 
   Attributes:
     phases: the :class:`BatchPhase` s, in order.
     total_steps: optimizer steps over all phases.
     num_epochs: epochs over all phases.
-    learning_rate: ``optax.Schedule`` of the *global* step (int or traced;
-      steps, not epochs): in phase i it is the phase's own schedule, built
-      for its batch size, evaluated at ``step - first_step + round(first_epoch
-      * steps_per_epoch)`` — the same epoch position at that batch size. Its
-      domain is ``[0, total_steps)``; outside it nothing is raised: a
-      negative step reads the first phase's schedule there (step 0 for a
-      :class:`legw.Recipe`), and past the end the last phase's schedule
-      continues (a recipe's end value). The value has the float dtype
-      optax's schedules give the count (:func:`legw._schedules.float_dtype`).
-      None when no recipe was given.
+    learning_rate: ``optax.Schedule`` of the *global* step (not epochs), or None without a
+      recipe. Domain ``[0, total_steps)``; nothing is raised outside it (a negative step
+      reads the first phase's schedule; past the end, the last phase's continues).
+
+  >>> import legw
+  >>> bs = legw.batch_size_schedule([(1, 512), (2, 8192)], dataset_size=50_000)
+  >>> bs.total_steps, bs.batch_sizes, bs.batch_size_at(96), bs.batch_size_at(97)
+  (109, (512, 8192), 512, 8192)
   """
 
   phases: tuple[BatchPhase, ...]
@@ -120,10 +87,7 @@ class BatchSizeSchedule:
     return tuple(dict.fromkeys(p.batch_size for p in self.phases))
 
   def phase_at(self, step: int) -> BatchPhase:
-    """The phase that global ``step`` (0 <= step < total_steps) belongs to.
-
-    Args:
-      step: a global optimizer step, a concrete integer (Python/NumPy/JAX).
+    """The phase of global ``step``, a concrete integer in ``[0, total_steps)``.
 
     Raises:
       ValueError: for a step outside [0, total_steps).
@@ -182,47 +146,31 @@ def batch_size_schedule(
 ) -> BatchSizeSchedule:
   r"""A schedule of a few constant-batch-size phases and their learning rates.
 
-  Phase i trains ``num_epochs_i`` epochs at batch size :math:`b_i`:
-  :math:`s_i` = ``dataset_size // b_i`` steps per epoch and
-  ``round(num_epochs_i * s_i)`` steps (at least 1). Its learning rate is the
-  recipe's LEGW schedule *for* :math:`b_i` (peak
-  :math:`\eta_0\sqrt{b_i/B_0}`, warmup :math:`e_0 b_i/B_0` epochs; see
-  :class:`legw.Recipe`), read at the phase's epoch position: global step t of
-  phase i gets ``schedule_i(t - first_step_i + round(first_epoch_i * s_i))``.
-  So the learning rate follows the epochs of training, and jumps at a phase
-  boundary by the factor the scaling rule gives the new batch size.
-
-  Curvature paper §3.2: a small batch for the first epoch, then the large
-  one, e.g. ``[(1, 512), (N - 1, 8192)]`` (the paper's learning rates, 0.005
-  then 0.05, are hand-picked; pass them with a callable ``recipe``, e.g.
-  ``lambda b, spe: optax.constant_schedule(0.005 if b == 512 else 0.05)``).
-
-  Units: phase lengths in *epochs* (passes over ``dataset_size``), batch
-  sizes and ``dataset_size`` in *examples*; the resulting ``learning_rate``
-  takes the global optimizer *step* (domain ``[0, total_steps)``; see
-  :class:`BatchSizeSchedule` for what it gives outside).
+  Phase i trains ``num_epochs_i`` epochs at batch :math:`b_i`: ``round(num_epochs_i * s_i)``
+  steps (at least 1), :math:`s_i` = ``dataset_size // b_i`` per epoch. Its learning rate is
+  the recipe's LEGW schedule *for* :math:`b_i` (:class:`legw.Recipe`), read at the phase's
+  epoch position: global step t gets ``schedule_i(t - first_step_i + round(first_epoch_i *
+  s_i))``. So the LR follows the epochs, and jumps at a boundary by the factor the scaling
+  rule gives the new batch. Phase lengths are in *epochs*, sizes in *examples*; the
+  ``learning_rate`` takes the global optimizer *step* (domain ``[0, total_steps)``).
 
   Args:
-    phases: ``(num_epochs, batch_size)`` pairs in training order; epochs > 0
-      (fractions allowed), batch sizes integer counts (Python/NumPy/JAX
-      integers or whole floats), 0 < batch size <= ``dataset_size``.
+    phases: ``(num_epochs, batch_size)`` pairs in training order; epochs > 0 (fractions
+      allowed), batch sizes integer counts, 0 < batch size <= ``dataset_size``.
     dataset_size: training examples per epoch, an integer count, > 0.
-    recipe: a :class:`legw.Recipe` (its ``num_epochs`` must equal the sum of
-      the phases' epochs), or a callable ``(batch_size, steps_per_epoch) ->
-      optax.Schedule`` of the step within that batch size's own run, or None
-      (batch sizes only).
+    recipe: a :class:`legw.Recipe` (its ``num_epochs`` the phases' total), or a callable
+      ``(batch_size, steps_per_epoch) -> optax.Schedule`` of the step within that batch
+      size's own run (the curvature paper's hand-picked rates: ``lambda b, spe:
+      optax.constant_schedule(0.005 if b == 512 else 0.05)``), or None (batch sizes only).
 
   Returns:
     A :class:`BatchSizeSchedule`.
 
   Raises:
-    ValueError: for no phases, non-positive epochs or sizes, a batch larger
-      than the data set, a phase that rounds to 0 steps, or a recipe whose
-      ``num_epochs`` differs from the phases' total; and as
-      :func:`legw.legw_schedule` for a recipe that cannot be scaled to a
-      phase's batch size.
-    TypeError: for batch or data set sizes that are not integer counts
-      (``2.5``), or a recipe that is neither a Recipe nor a callable.
+    ValueError: for no phases, non-positive epochs or sizes, a batch larger than the data
+      set, a phase of 0 steps, a recipe whose ``num_epochs`` differs from the phases'
+      total, or as :func:`legw.legw_schedule` at a phase's batch size.
+    TypeError: for sizes that are not integer counts, or a ``recipe`` of another type.
 
   Example (curvature paper §3.2: one epoch at batch 512, then 8192):
 

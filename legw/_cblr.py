@@ -1,22 +1,7 @@
 r"""Curvature-based learning rates per parameter (CBLR), with a Hutchinson Hessian diagonal.
 
-The curvature radius of the loss along parameter :math:`w_i` (eq. 9) is
-
-.. math::
-
-   R_i = \frac{(1 + g_i^2)^{3/2}}{|\partial^2 L / \partial w_i^2|},
-
-and the curvature-based rule (CBLR, eq. 10–11) steps each parameter by
-:math:`\gamma R_i g_i` (:func:`scale_by_curvature_radius`, :func:`cblr`). The
-Hessian diagonal is estimated by Hutchinson's method from Hessian-vector
-products (:func:`hutchinson_diagonal`), the objective passed to ``update`` as
-``obj_fn`` (as ``optax.contrib.sophia`` takes it). The layer-wise members of
-the family that replace :math:`R_i` by a statistic of a layer (LARS, MCLR,
-PercentDelta) are in :mod:`legw._curvature` and :mod:`legw._lars`.
-
-References:
-  Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-  the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11.
+Gao & Zhong 2020, arXiv:2012.08795, §4, eq. 9–11; the layer-wise members of the family
+(LARS, MCLR, PercentDelta) are in :mod:`legw._lars` and :mod:`legw._curvature`.
 """
 
 from __future__ import annotations
@@ -58,8 +43,8 @@ class ScaleByCurvatureRadiusState(NamedTuple):
   Attributes:
     count: number of updates so far (int32).
     key: PRNG key for the next Rademacher probes.
-    hessian_diag: the latest Hutchinson estimate of the Hessian diagonal,
-      a tree like params in float32 (or wider); 0 on leaves outside the mask.
+    hessian_diag: the latest Hutchinson estimate of the Hessian diagonal, a tree like
+      params in float32 (or wider); 0 on leaves outside the mask.
   """
 
   count: jax.Array  # type: ignore[assignment]  # shadows tuple.count; renaming would break users
@@ -81,36 +66,30 @@ def hutchinson_diagonal(
      \mathrm{diag}(H) \approx \frac{1}{K}\sum_{k=1}^K z_k \odot (H z_k),
      \qquad z_k \in \{-1, +1\}^P \text{ (Rademacher)},
 
-  with :math:`Hz` computed exactly by forward-over-reverse differentiation,
-  ``jax.jvp(jax.grad(obj_fn), (params,), (z,))``.  The estimate is unbiased;
-  it is exact for any :math:`K` when :math:`H` is diagonal (a separable
-  objective).  Probes are drawn in a ``lax.fori_loop`` (one HVP live at a
-  time).
-
-  Complex leaves: the probes are real (:math:`\pm 1`) and the estimate is the
-  real part of :math:`z \odot Hz`, a real array (the curvature along the real
-  part of each entry).  Leaves that are not floating get no probe (a
-  ``float0`` tangent) and a zero estimate; Python floats are taken as arrays.
+  with :math:`Hz` exact, by forward-over-reverse differentiation (``jax.jvp`` of
+  ``jax.grad``), one at a time in a ``lax.fori_loop``. Unbiased; exact for any :math:`K`
+  when :math:`H` is diagonal. A complex leaf gets the real part of :math:`z \odot Hz` (the
+  curvature along the real part); non-floating leaves get no probe and a zero estimate.
 
   Args:
     obj_fn: scalar objective of ``params`` alone.
     params: the pytree to differentiate at.
     key: PRNG key; probe ``k`` uses ``fold_in(key, k)``.
     num_probes: :math:`K \ge 1`.
-    mask: optional list of bools, one per leaf of ``params``: leaves with
-      ``False`` get a zero probe and a zero estimate (their block is skipped).
+    mask: optional list of bools, one per leaf of ``params``: leaves with ``False`` get a
+      zero probe and a zero estimate.
 
   Returns:
     A tree like ``params``, real, in float32 (or wider).
 
   Raises:
-    ValueError: for ``num_probes`` not an integer >= 1, or a ``mask`` whose
-      length is not the number of leaves of ``params``.
+    ValueError: for ``num_probes`` not an integer >= 1, or a ``mask`` whose length is not
+      the number of leaves of ``params``.
 
-  Source: Hutchinson's trace estimator (Hutchinson, 1989) applied to the
-  diagonal (Bekas, Kokiopoulou & Saad, 2007); it supplies the second
-  derivative in the curvature radius of the curvature paper, eq. 9-11 (used
-  by :func:`scale_by_curvature_radius`).
+  References:
+    Hutchinson, 1989 (the trace estimator); Bekas, Kokiopoulou & Saad, 2007 (the
+    diagonal). It supplies the second derivative in the curvature radius of Gao & Zhong,
+    2020, arXiv:2012.08795, eq. 9–11 (:func:`legw.scale_by_curvature_radius`).
   """
   _check_positive_int("num_probes", num_probes)
   leaves, treedef = jax.tree.flatten(params)
@@ -171,52 +150,38 @@ def scale_by_curvature_radius(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each parameter by its loss-curve curvature radius (CBLR; no LR).
 
-  Per parameter :math:`i`, with :math:`u = g + \beta w` and :math:`\hat h` a Hutchinson
-  estimate of the Hessian diagonal of the objective:
-
   .. math::
 
      R_i = \min\!\Big(\frac{(1 + |u_i|^2)^{3/2}}{|\hat h_i + \beta|},\;
                       R_{\max}\Big)
      \qquad \text{update}_i = R_i\,u_i
 
-  (:math:`\beta` = ``weight_decay``, the curvature of :math:`L + \tfrac{\beta}{2}\|w\|^2`;
-  :math:`R_{\max}` = ``max_radius``, the cap for flat or noisy directions, also used
-  where :math:`\hat h_i + \beta = 0`). The objective is passed to ``update`` as the
-  keyword ``obj_fn``, a function of ``params`` returning a scalar (as
-  ``optax.contrib.sophia``). Each estimate costs ``num_probes`` Hessian-vector products,
-  refreshed every ``update_every`` steps; the PRNG key is in the state. Leaves outside
-  ``trust_ratio_mask`` get :math:`R_i = 1` and no probe. The global LR is applied later
-  (:func:`legw.cblr`).
+  per parameter :math:`i`, with :math:`u = g + \beta w` and :math:`\hat h` a Hutchinson
+  estimate of the objective's Hessian diagonal (:func:`legw.hutchinson_diagonal`);
+  :math:`R_{\max}` also where :math:`\hat h_i + \beta = 0`. ``update`` takes the objective
+  as the keyword ``obj_fn``, a scalar function of ``params`` (as ``optax.contrib.sophia``).
+  Leaves outside ``trust_ratio_mask`` get :math:`R_i = 1` and no probe. The LR comes after
+  (:func:`legw.cblr`); numerics: :doc:`/guides/curvature`.
 
   Args:
-    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional
-      argument.
-    max_radius: :math:`R_{\max} > 0`, the cap on :math:`R_i`.
-    num_probes: Rademacher probes per estimate (integer >= 1).
-    update_every: re-estimate the Hessian diagonal every this many steps (integer >= 1).
-    key: PRNG key (or an integer seed) for the probes.
-    trust_ratio_mask, weight_decay_mask: which leaves get :math:`R_i`, and weight
-      decay (default :func:`legw.exclude_bias_and_norm`).
-    axis_name: under ``shard_map`` with parameters sharded over this axis, the device
-      index is folded into the probe key; ``None`` for replicated parameters (then make
-      ``obj_fn`` the global loss).
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional argument.
+    max_radius: :math:`R_{\max} > 0`, the cap for flat or noisy directions.
+    num_probes, update_every: Hessian-vector products per estimate, and steps per estimate.
+    key: PRNG key (or an integer seed) for the probes; the state carries it on.
+    trust_ratio_mask, weight_decay_mask: which leaves get :math:`R_i`, weight decay (default
+      :func:`legw.exclude_bias_and_norm`).
+    axis_name: the ``shard_map`` axis the parameters are sharded over (folded into the probe keys).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``, ``obj_fn``.
 
   Raises:
-    ValueError: for a negative ``weight_decay``, ``max_radius <= 0``, or
-      ``num_probes``/``update_every`` not integers >= 1; at update, without ``params``
-      or ``obj_fn``.
-    TypeError: for a ``weight_decay`` neither a number nor a schedule.
+    ValueError, TypeError: naming the argument, for a hyperparameter out of range or of the
+      wrong type; at update, without ``params`` or ``obj_fn``.
 
   Example:
-    On a separable quadratic :math:`\sum_i a_i w_i^2` Hutchinson is exact,
-    :math:`\hat h_i = 2a_i`:
-
     >>> import jax.numpy as jnp, legw
-    >>> loss = lambda p: jnp.sum(2.0 * p["w"] ** 2)
+    >>> loss = lambda p: jnp.sum(2.0 * p["w"] ** 2)  # separable: Hutchinson is exact, h = 4
     >>> params = {"w": jnp.array([[0.5, 0.0], [0.0, 0.0]])}
     >>> tx = legw.scale_by_curvature_radius()
     >>> grads = {"w": jnp.array([[2.0, 0.0], [0.0, 0.0]])}
@@ -226,8 +191,7 @@ def scale_by_curvature_radius(
 
   References:
     Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-    the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11. See
-    :doc:`/guides/curvature` for the numerics.
+    the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 9–11.
   """
   _validation.check_weight_decay(weight_decay)
   _validation.check_range("max_radius", max_radius, low=0.0, low_inclusive=False)
@@ -331,11 +295,10 @@ def cblr(
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
+    momentum, nesterov: the momentum :math:`m \in [0, 1)`, and whether it is Nesterov's.
     weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
     max_radius, num_probes, update_every, key: as in :func:`legw.scale_by_curvature_radius`.
     weight_decay_mask, trust_ratio_mask, axis_name: as in ``scale_by_curvature_radius``.
-    nesterov: Nesterov momentum.
     accumulator_dtype: the dtype of the stored momentum, as in :func:`legw.lars`.
 
   Returns:
@@ -343,19 +306,15 @@ def cblr(
     the keyword ``obj_fn``.
 
   Raises:
-    ValueError: for a negative learning rate, momentum outside [0, 1), and as
-      :func:`legw.scale_by_curvature_radius`.
-    TypeError: for a learning rate or weight decay neither a number nor a schedule
-      (e.g. a :class:`legw.Recipe`), or a non-floating ``accumulator_dtype``.
+    ValueError, TypeError: as :func:`legw.lars` and :func:`legw.scale_by_curvature_radius`.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
     >>> loss = lambda p: jnp.sum((p["w"] - 1.0) ** 2)
     >>> params = {"w": jnp.zeros((2, 2))}
     >>> opt = legw.cblr(0.1)
-    >>> state = opt.init(params)
     >>> grads = {"w": jnp.full((2, 2), -2.0)}  # jax.grad(loss)(params)
-    >>> updates, state = opt.update(grads, state, params, obj_fn=loss)
+    >>> updates, state = opt.update(grads, opt.init(params), params, obj_fn=loss)
     >>> params = optax.apply_updates(params, updates)
 
   References:

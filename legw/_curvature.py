@@ -1,42 +1,7 @@
 r"""Curvature-based per-layer learning rates: MCLR and PercentDelta.
 
-The curvature-based rule (CBLR, eq. 9–11: :mod:`legw._cblr`) steps each
-parameter by :math:`\gamma R_i g_i`, with :math:`R_i` the curvature radius of
-the loss along :math:`w_i`, from the Hessian diagonal.
-Near a minimum the loss is a parabola :math:`a_i (w_i - b_i)^2 + c_i`
-(eq. 12), which with :math:`b_i \approx 0` and :math:`g_i^2 \ll 1` gives the
-cheap, first-order estimate (eq. 17)
-
-.. math::
-
-   R_i \approx |w_i / g_i| .
-
-It fails where :math:`w_i \to 0` or :math:`g_i \to 0` (eq. 18–19), so it is
-only used through a *statistic of a group* (a layer = a leaf of the parameter
-tree).  The per-layer rules of the field are then members of one family,
-:math:`\eta_l = \gamma R_l`, that differ only in the statistic:
-
-* LARS (eq. 23), the **L2-norm member**:
-  :math:`R_l = \|w_l\|_2 / \|g_l\|_2` (:func:`legw.scale_by_lars` with
-  ``trust_coefficient=1``);
-* PercentDelta (eq. 24), the **L1-norm member**:
-  :math:`R_l = n_l / \|g_l / w_l\|_1`, the harmonic mean over the layer of
-  the eq. 17 radii (:func:`scale_by_percent_delta`);
-* MCLR (eq. 20–21), the **median member**:
-  :math:`R_l = \mathrm{med}|w_l| / \mathrm{med}|g_l|`
-  (:func:`scale_by_median_curvature`).
-
-With weight decay :math:`\beta` every member has the same form,
-:math:`R_l = 1 / (S_l + \beta)`, where :math:`S_l` is the member's
-gradient-to-weight statistic (:math:`\|g\|/\|w\|`, the mean of
-:math:`|g_i/w_i|`, :math:`\mathrm{med}|g|/\mathrm{med}|w|`): this is eq. 22
-for MCLR and Algorithm 1 of the LARS paper for LARS.  When a layer's gradient
-is a multiple of its weights, :math:`g_l = c\,w_l`, all three give
-:math:`R_l = 1/(c + \beta)`.
-
-References:
-  Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-  the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 12–24.
+The median (MCLR, eq. 20–22) and L1 (PercentDelta, eq. 24) members of the layer-wise family of
+Gao & Zhong 2020 (arXiv:2012.08795, §4); LARS (eq. 23) is the L2 member.
 """
 
 from __future__ import annotations
@@ -65,8 +30,8 @@ _medians_of_magnitudes = medians_of_magnitudes
 
 
 class ScaleByMedianCurvatureState(NamedTuple):
-  """State of :func:`scale_by_median_curvature` when ``weight_decay`` is a
-  schedule (otherwise ``optax.EmptyState()``).
+  """State of :func:`scale_by_median_curvature` when ``weight_decay`` is a schedule
+  (otherwise ``optax.EmptyState()``).
 
   Attributes:
     count: number of updates so far (int32).
@@ -100,40 +65,32 @@ def scale_by_median_curvature(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its median curvature radius (MCLR; no LR).
 
-  Per leaf ``l`` (one layer's kernel, ...), with :math:`\beta` = ``weight_decay``
-  and :math:`\epsilon` = ``eps``:
-
   .. math::
 
      R_l = \frac{\mathrm{med}|w_l|}
                 {\mathrm{med}|g_l| + \beta\,\mathrm{med}|w_l| + \epsilon}
      \qquad u_l = R_l\,(g_l + \beta w_l)
 
-  The paper's "median values" are taken as medians of *magnitudes* (the signed
-  medians of roughly symmetric parameters and gradients are close to 0), over each
-  layer's *nonzero* entries (so sparse gradients and pruned weights give a rate
-  continuous in their number of zeros; equal to the literal eq. 20 for dense layers).
-  Medians are exact (as ``numpy.median``), float32 or wider. :math:`R_l = 1` where
-  :math:`\mathrm{med}|w_l| = 0` or the denominator is 0; ``eps > 0`` caps :math:`R_l`
-  at :math:`\mathrm{med}|w_l|/\epsilon`. Masks, complex and non-floating leaves,
-  ``axis_name`` (whole-layer medians by ``psum``-ed counts) and ``layer_axis`` as in
-  :func:`legw.scale_by_lars`. The global LR is applied later (:func:`legw.mclr`).
+  per leaf ``l`` (a layer's kernel, ...). Unlike the literal eq. 20, the paper's "median
+  values" are medians of *magnitudes* (signed medians are close to 0), over each layer's
+  *nonzero* entries (so the rate is continuous in the zeros of sparse gradients or pruned
+  weights; the same as eq. 20 for dense layers). Medians are exact (as ``numpy.median``),
+  float32 or wider. :math:`R_l = 1` where :math:`\mathrm{med}|w_l| = 0` or the denominator is
+  0; ``eps > 0`` caps it at :math:`\mathrm{med}|w_l|/\epsilon`. The LR comes after
+  (:func:`legw.mclr`); numerics and cost: :doc:`/guides/curvature`.
 
   Args:
-    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional
-      argument.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional argument.
     eps: :math:`\epsilon \ge 0`, added to the denominator.
     trust_ratio_mask, weight_decay_mask, axis_name, layer_axis, keep_stats: as in
-      :func:`legw.scale_by_lars` (default masks :func:`legw.exclude_bias_and_norm`).
+      :func:`legw.scale_by_lars` (``axis_name``: medians of the whole sharded layer).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for a negative (or NaN) ``weight_decay`` or ``eps``; at update,
-      without ``params``.
-    TypeError: for a ``weight_decay`` neither a number nor a schedule, a
-      ``keep_stats`` that is not a bool, or ``eps`` (or later) passed by position.
+    ValueError, TypeError: naming the argument, for a hyperparameter out of range or of the
+      wrong type, or ``eps`` (or later) passed by position; at update, without ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -146,8 +103,7 @@ def scale_by_median_curvature(
 
   References:
     Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-    the Second Order Gradient", 2020, arXiv:2012.08795, §4.2, eq. 20–22. See
-    :doc:`/guides/curvature` for the numerics and cost.
+    the Second Order Gradient", 2020, arXiv:2012.08795, §4.2, eq. 20–22.
   """
   # The member is its statistic; everything else is the family's core.
   return _layerwise.scale_by_layerwise_rate(
@@ -180,49 +136,38 @@ def mclr(
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD with the median-curvature learning rate (MCLR).
 
-  Per leaf ``l``, with :math:`\gamma_t` = ``learning_rate`` at step t and :math:`R_l`
-  from :func:`legw.scale_by_median_curvature`:
-
   .. math::
 
      v_l \leftarrow m\,v_l + \gamma_t R_l\,(g_l + \beta w_l) \qquad
      w_l \leftarrow w_l - v_l
 
-  The chain of :func:`legw.lars`: ``optax.chain(scale_by_median_curvature(...),
-  optax.scale_by_learning_rate(learning_rate), optax.trace(momentum, nesterov))``;
-  leaves outside ``trust_ratio_mask`` (default: biases and norms) get plain momentum
-  SGD at :math:`\gamma_t`. :math:`R_l` is of the order of :math:`\|w\|/\|g\|` (no
-  trust coefficient), so :math:`\gamma` is typically about 1e-3 of a plain-SGD rate.
+  with :math:`R_l` from :func:`legw.scale_by_median_curvature`: the chain of
+  :func:`legw.lars` with that transform. Leaves outside ``trust_ratio_mask`` (default:
+  biases and norms) get plain momentum SGD at :math:`\gamma_t`. :math:`R_l` is of the order
+  of :math:`\|w\|/\|g\|` (no trust coefficient), so :math:`\gamma` is typically about 1e-3
+  of a plain-SGD rate.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
+    momentum, nesterov: the momentum :math:`m \in [0, 1)`, and whether it is Nesterov's.
     weight_decay: :math:`\beta \ge 0` (eq. 22), or an ``optax.Schedule``.
     eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
-    nesterov: Nesterov momentum.
     weight_decay_mask, trust_ratio_mask, axis_name, layer_axis, keep_stats: as in
       :func:`legw.scale_by_median_curvature`.
-    accumulator_dtype: the dtype of the stored momentum (as ``optax.trace``), as in
-      :func:`legw.lars`.
+    accumulator_dtype: the dtype of the stored momentum, as in :func:`legw.lars`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for a negative learning rate, momentum outside [0, 1), or a negative
-      weight decay or eps; at ``init``, for a real ``accumulator_dtype`` with a
-      complex parameter; at update, without ``params``.
-    TypeError: for a learning rate or weight decay neither a number nor a schedule
-      (e.g. a :class:`legw.Recipe`), a non-floating ``accumulator_dtype``, a
-      ``keep_stats`` that is not a bool, or a hyperparameter passed by position.
+    ValueError, TypeError: as :func:`legw.lars`.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
     >>> params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
     >>> opt = legw.mclr(1e-3, weight_decay=1e-4)
-    >>> state = opt.init(params)
     >>> grads = {"w": jnp.full((3, 3), 0.5), "b": jnp.ones(3)}
-    >>> updates, state = opt.update(grads, state, params)
+    >>> updates, state = opt.update(grads, opt.init(params), params)
     >>> params = optax.apply_updates(params, updates)
 
   References:
@@ -251,8 +196,8 @@ def mclr(
 
 
 class ScaleByPercentDeltaState(NamedTuple):
-  """State of :func:`scale_by_percent_delta` when ``weight_decay`` is a
-  schedule (otherwise ``optax.EmptyState()``).
+  """State of :func:`scale_by_percent_delta` when ``weight_decay`` is a schedule
+  (otherwise ``optax.EmptyState()``).
 
   Attributes:
     count: number of updates so far (int32).
@@ -262,11 +207,8 @@ class ScaleByPercentDeltaState(NamedTuple):
 
 
 def _percent_delta_partials(w, g, beta, stacked=False):
-  """sum over w != 0 of |g/w|, and the count of w != 0: one pass, nothing
-  stored (a variadic reduce, see legw._reduce.fused_sums).  One layer of a
-  stack (``stacked``) on a platform other than CPU: two sums, which XLA's
-  partitioner all-reduces where it would all-gather a sharded stack's
-  variadic reduce (:func:`legw._layerwise.sums_statistic`)."""
+  """sum over w != 0 of |g/w|, and the count of w != 0, in one pass (``fused_sums``); for
+  one layer of a stack, off CPU, two plain sums (see ``sums_statistic``)."""
   x = g if beta is None else g + beta * w
   nonzero = w != 0
   rel = jnp.abs(x) / jnp.where(nonzero, jnp.abs(w), 1)
@@ -298,24 +240,19 @@ def scale_by_percent_delta(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's update by its PercentDelta rate (no LR).
 
-  Per leaf ``l`` with :math:`n_l` entries where :math:`w \ne 0`:
-
   .. math::
 
      R_l = \frac{n_l}{\|g_l / w_l\|_1 + \beta n_l + \epsilon}
      \qquad u_l = R_l\,(g_l + \beta w_l)
 
-  With :math:`\beta = \epsilon = 0` and no zero weights this is
-  :math:`\mathrm{size}(w)/\|g/w\|_1`, the harmonic mean over the layer of the radii
-  :math:`|w_i/g_i|`. Entries with :math:`w_i = 0` are left out of the sum and the count
-  (they still receive the layer's update); :math:`R_l = 1` where :math:`n_l = 0` or the
-  denominator is 0. Masks, dtypes, complex leaves (:math:`|x|`), ``axis_name`` (one
-  stacked ``psum`` of sums and counts) and ``layer_axis`` as in
-  :func:`legw.scale_by_median_curvature`.
+  per leaf ``l`` with :math:`n_l` entries where :math:`w \ne 0`. With
+  :math:`\beta = \epsilon = 0` and no zero weights this is :math:`\mathrm{size}(w)/\|g/w\|_1`,
+  the harmonic mean over the layer of the radii :math:`|w_i/g_i|`. Entries with
+  :math:`w_i = 0` are left out of the sum and the count (they still get the layer's
+  update); :math:`R_l = 1` where :math:`n_l = 0` or the denominator is 0.
 
   Args:
-    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional
-      argument.
+    weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``; the only positional argument.
     eps: :math:`\epsilon \ge 0`, added to the denominator.
     trust_ratio_mask, weight_decay_mask, axis_name, layer_axis, keep_stats: as in
       :func:`legw.scale_by_lars` (default masks :func:`legw.exclude_bias_and_norm`).
@@ -324,10 +261,8 @@ def scale_by_percent_delta(
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for a negative ``weight_decay`` or ``eps``; at update, without
-      ``params``.
-    TypeError: for a ``weight_decay`` neither a number nor a schedule, or a
-      ``keep_stats`` that is not a bool.
+    ValueError, TypeError: naming the argument, for a hyperparameter out of range or of the
+      wrong type; at update, without ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -379,17 +314,16 @@ def percent_delta(
      w_l \leftarrow w_l - v_l
 
   with :math:`R_l` from :func:`legw.scale_by_percent_delta`: the chain of
-  :func:`legw.lars` with that statistic. With momentum 0 and :math:`\beta = 0` the mean
+  :func:`legw.lars` with that transform. With momentum 0 and :math:`\beta = 0` the mean
   relative change of a layer's (non-zero) weights per step is :math:`\gamma_t`: the
   "percent delta". Leaves outside ``trust_ratio_mask`` (default: biases and norms) get
   plain momentum SGD at :math:`\gamma_t`.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
-    momentum: :math:`m \in [0, 1)`.
+    momentum, nesterov: the momentum :math:`m \in [0, 1)`, and whether it is Nesterov's.
     weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule``.
     eps: :math:`\epsilon \ge 0`, added to the denominator of :math:`R_l`.
-    nesterov: Nesterov momentum.
     weight_decay_mask, trust_ratio_mask, axis_name, layer_axis, keep_stats: as in
       :func:`legw.scale_by_percent_delta`.
     accumulator_dtype: the dtype of the stored momentum, as in :func:`legw.lars`.
@@ -398,20 +332,14 @@ def percent_delta(
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for momentum outside [0, 1), a negative learning rate, weight decay or
-      eps; at ``init``, for a real ``accumulator_dtype`` with a complex parameter; at
-      update, without ``params``.
-    TypeError: for a learning rate or weight decay neither a number nor a schedule
-      (e.g. a :class:`legw.Recipe`), a non-floating ``accumulator_dtype``, a
-      ``keep_stats`` that is not a bool, or a hyperparameter passed by position.
+    ValueError, TypeError: as :func:`legw.lars`.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
     >>> params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
     >>> opt = legw.percent_delta(1e-3)
-    >>> state = opt.init(params)
     >>> grads = {"w": jnp.full((3, 3), 0.5), "b": jnp.ones(3)}
-    >>> updates, state = opt.update(grads, state, params)
+    >>> updates, state = opt.update(grads, opt.init(params), params)
 
   References:
     Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on

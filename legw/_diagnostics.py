@@ -1,22 +1,7 @@
 r"""Per-layer statistics and the local Lipschitz estimate, for logging.
 
-Sources:
-  * You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
-    2017, arXiv:1708.03888, Table 2: per-layer
-    :math:`\|w\|`, :math:`\|\nabla L(w)\|` and their ratio at the first
-    iteration.
-  * Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks
-    Based on the Second Order Gradient", 2020, arXiv:2012.08795, §4, eq. 20–24: the
-    per-layer sizes :math:`(W_l, G_l)` of LARS, MCLR and
-    PercentDelta, which :class:`LayerwiseStatsState` keeps.
-  * You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
-    Beyond", SC 2019, arXiv:1901.08256, §4 and Figure 3: the local
-    Lipschitz estimate :math:`L(x, g) = |g^T \nabla^2 f(x) g| / \|g\|^2`
-    along training.
-
-Complex parameters are treated as pairs of reals (as optax does): norms are
-of :math:`|x|^2 = \mathrm{Re}(x)^2 + \mathrm{Im}(x)^2`, and the curvature is
-that of the loss as a function of the real and imaginary parts.
+LARS paper (arXiv:1708.03888) Table 2; Gao & Zhong 2020 (arXiv:2012.08795) §4, eq. 20–24; LEGW
+paper (arXiv:1901.08256) §4, Figure 3. Complex parameters count as pairs of reals, as in optax.
 """
 
 from __future__ import annotations
@@ -47,10 +32,7 @@ def _real_stat_dtype(dtype) -> jnp.dtype:
 
 
 def _squared_norm(x: Any, layer_axis: int | None = None) -> jax.Array:
-  """sum(|x|^2), real, in float32 or wider (complex x: Re^2 + Im^2).
-
-  With ``layer_axis``, one sum per slice along that axis.
-  """
+  """sum(|x|^2), real, in float32 or wider; with ``layer_axis``, one sum per slice."""
   x = jnp.asarray(x)
   if layer_axis is not None:
     return jax.vmap(_squared_norm, in_axes=layer_axis)(x)
@@ -60,14 +42,8 @@ def _squared_norm(x: Any, layer_axis: int | None = None) -> jax.Array:
 
 
 def _real_inner(d: jax.Array, hd: jax.Array, dtype) -> jax.Array:
-  r"""<d, Hd> over the reals, from JAX's (conjugated) Hessian-vector product.
-
-  For a real loss of complex parameters, ``jax.grad`` gives the conjugate of
-  the gradient with respect to (Re x, Im x) written as a complex number, and
-  so does its ``jvp`` for :math:`Hd`: the real inner product is then
-  :math:`\sum \mathrm{Re}(d \cdot hd) = \sum \mathrm{Re}\,d\,\mathrm{Re}\,hd
-  - \mathrm{Im}\,d\,\mathrm{Im}\,hd`.
-  """
+  r"""<d, Hd> over the reals from JAX's (conjugated) Hessian-vector product: for complex
+  leaves :math:`\sum \mathrm{Re}\,d\,\mathrm{Re}\,hd - \mathrm{Im}\,d\,\mathrm{Im}\,hd`."""
   if jnp.iscomplexobj(d) or jnp.iscomplexobj(hd):
     re = jnp.sum(jnp.real(d).astype(dtype) * jnp.real(hd).astype(dtype))
     return re - jnp.sum(jnp.imag(d).astype(dtype) * jnp.imag(hd).astype(dtype))
@@ -77,25 +53,14 @@ def _real_inner(d: jax.Array, hd: jax.Array, dtype) -> jax.Array:
 class LayerwiseStatsState(NamedTuple):
   r"""The state of a layer-wise transform built with ``keep_stats=True``.
 
-  :func:`legw.scale_by_lars`, :func:`legw.scale_by_lamb`,
-  :func:`legw.scale_by_median_curvature`, :func:`legw.scale_by_percent_delta`
-  and their optimizers (:func:`legw.lars`, :func:`legw.lamb`,
-  :func:`legw.mclr`, :func:`legw.percent_delta`) take ``keep_stats``; their
-  state is then this tuple.  After each update it holds, per layer, what that
-  update used: the family's rate :math:`R_l = \eta W_l / (G_l + \beta W_l +
-  \epsilon)` (curvature paper §4, eq. 20–24; LARS Algorithm 1) and its two
-  sizes.  They are the values the step computed anyway (no extra pass over
-  the parameters), in float32 (float64 for float64 leaves).
-
-  Each field is a pytree with the structure of the parameters: a scalar per
-  leaf on the trust ratio (a ``(L,)`` vector for a leaf of ``L`` stacked
-  layers, see ``layer_axis``), and ``optax.MaskedNode()`` for a leaf outside
-  ``trust_ratio_mask`` (its factor is 1) or not floating.  Read a field with
-  ``optax.tree.get(opt_state, "trust_ratio")`` wherever the state sits in a
-  chain, or all of them by layer name with :func:`applied_layerwise_stats`.
-  Zeros until the first update.  Under ``optax.MultiSteps`` they are those of
-  the last applied (accumulated) step; under ``optax.apply_if_finite`` those
-  of the last finite one.
+  :func:`legw.lars`, :func:`legw.lamb`, :func:`legw.mclr`, :func:`legw.percent_delta` and
+  their ``scale_by_*`` transforms take ``keep_stats``. After each update it holds, per layer,
+  what that update used: the rate :math:`R_l = \eta W_l / (G_l + \beta W_l + \epsilon)`
+  (curvature paper §4; LARS Algorithm 1) and its two sizes, as the step computed them (no
+  extra pass), in float32 (float64 for float64 leaves). Each field is a pytree like the
+  parameters: a scalar per trust-ratio leaf (``(L,)`` for L stacked layers), else
+  ``optax.MaskedNode()``; zeros until the first update. Read it by layer name with
+  :func:`applied_layerwise_stats` (:doc:`/guides/logging_trust_ratios`).
 
   =============  ===========================  ====================================
   member         ``weight_size`` :math:`W_l`  ``grad_size`` :math:`G_l`
@@ -112,11 +77,8 @@ class LayerwiseStatsState(NamedTuple):
 
   Attributes:
     count: number of updates so far (int32), the step schedules read.
-    trust_ratio: the factor each layer's update was multiplied by: the
-      rate after the zero fallback (1 where :math:`W_l = 0` or the
-      denominator is 0), and, with ``clip=True`` (apex LARC),
-      :math:`\min(R_l/\gamma_t, 1)`.  A layer's rate is then
-      ``learning_rate * trust_ratio`` in every case.
+    trust_ratio: the factor each layer's update was multiplied by, after the zero fallback
+      and (``clip=True``) apex's LARC clip: the layer's rate is ``learning_rate * trust_ratio``.
     weight_size: :math:`W_l` as in the table.
     grad_size: :math:`G_l` as in the table.
 
@@ -148,34 +110,27 @@ def _is_stats(x: Any) -> bool:
 def applied_layerwise_stats(opt_state: Any) -> dict[str, dict[str, jax.Array]]:
   r"""What a layer-wise optimizer applied at its last update, by layer name.
 
-  Finds every :class:`LayerwiseStatsState` in ``opt_state`` (inside
-  ``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
-  ``optax.apply_if_finite``, ``optax.multi_transform``, a Flax NNX
-  optimizer's state ...) and returns its values per layer, for logging.
-  Reads the state only: no computation, jit-able.
+  Finds every :class:`LayerwiseStatsState` in ``opt_state`` (inside ``optax.chain``,
+  ``inject_hyperparams``, ``MultiSteps``, ``apply_if_finite``, ``multi_transform``, a Flax
+  NNX optimizer's state, ...). Reads the state only: no computation, jit-able.
 
   Args:
-    opt_state: the state of an optimizer that contains a legw layer-wise
-      transform built with ``keep_stats=True``.
+    opt_state: the state of an optimizer with a legw layer-wise transform built with
+      ``keep_stats=True``.
 
   Returns:
-    A dict from each leaf's path (:func:`leaf_path`, e.g.
-    ``"Dense_0/kernel"``) to ``{"trust_ratio", "weight_size",
-    "grad_size"}`` (see :class:`LayerwiseStatsState`), for the leaves on the
-    trust ratio only; scalars, or ``(L,)`` arrays for stacked leaves.
+    A dict from each trust-ratio leaf's path (e.g. ``"Dense_0/kernel"``) to
+    ``{"trust_ratio", "weight_size", "grad_size"}``: scalars, or ``(L,)`` for stacked leaves.
 
   Raises:
-    ValueError: when ``opt_state`` holds no such state (the optimizer was
-      built without ``keep_stats=True``, or is not a legw layer-wise one:
-      ``legw.cblr`` and optax's optimizers keep none), or when two of them
-      name the same leaf.
+    ValueError: when ``opt_state`` holds no such state (no ``keep_stats=True``, or not a
+      legw layer-wise optimizer: ``legw.cblr`` keeps none), or two of them name one leaf.
 
   >>> import jax.numpy as jnp, legw
   >>> params = {"w": jnp.array([[3.0, 4.0]]), "b": jnp.zeros(2)}
   >>> opt = legw.lars(0.1, trust_coefficient=1.0, keep_stats=True)
-  >>> state = opt.init(params)
   >>> grads = {"w": jnp.array([[0.3, 0.4]]), "b": jnp.ones(2)}
-  >>> _, state = opt.update(grads, state, params)
+  >>> _, state = opt.update(grads, opt.init(params), params)
   >>> {k: float(v) for k, v in legw.applied_layerwise_stats(state)["w"].items()}
   {'trust_ratio': 10.0, 'weight_size': 5.0, 'grad_size': 0.5}
   """
@@ -214,38 +169,27 @@ def layerwise_stats(
      \texttt{grad\_norm} = \|g_l\|_2, \quad
      \texttt{norm\_ratio} = \|w_l\|_2 / \|g_l\|_2
 
-  with :math:`\|x\|_2^2 = \sum |x_i|^2` (real also for complex leaves)
-  (LARS paper, Table 2).  ``norm_ratio`` is *not* the rate any optimizer
-  applies: ``legw.lars`` multiplies a layer's update by
-  :math:`\eta\|w\|/(\|g\| + \beta\|w\| + \epsilon)` (after its masks,
-  zero fallback and clip), ``legw.lamb`` by :math:`\|w\|/\|r + \beta w\|`
-  of the Adam direction :math:`r`.  To log what was applied, build the
-  optimizer with ``keep_stats=True`` and read
-  :func:`applied_layerwise_stats` (no extra pass: this function reads every
-  parameter and gradient once more).  The ratio is a plain division:
-  ``inf`` where the gradient is 0 and the weights are not, ``nan`` where
-  both are 0 (no guard, so that a zero gradient is visible).  Norms are
-  accumulated in float32 (or wider).  Jit-able; all values are scalar arrays.
+  with :math:`\|x\|_2^2 = \sum |x_i|^2`, accumulated in float32 or wider. ``norm_ratio`` is a
+  plain division (``inf`` for a zero gradient, ``nan`` if both are 0), *not* the rate an
+  optimizer applies (after its masks, decay and fallbacks): for that build the optimizer
+  with ``keep_stats=True`` and read :func:`applied_layerwise_stats`, with no extra pass over
+  the parameters (:doc:`/guides/logging_trust_ratios`). Jit-able.
 
   Args:
     params: a pytree of arrays (any shapes; float or complex).
     grads: a pytree with the structure of ``params`` (arrays of equal shapes).
-    axis_name: under ``shard_map`` with every leaf sharded over that mesh axis,
-      the squared norms are ``psum``-ed (one stacked all-reduce) so the norms
-      are of the whole layer.
-    layer_axis: stacked (scanned) layers, as in :func:`legw.scale_by_lars`:
-      ``None``, an int for every leaf, or a pytree/callable of ``params``
-      giving each leaf's stacked-layer axis (or ``None``).  A stacked leaf of
-      L layers gets one value per layer: arrays of shape ``(L,)``.
+    axis_name: under ``shard_map`` with every leaf sharded over that mesh axis, the squared
+      norms are ``psum``-ed (one all-reduce): norms of the whole layer.
+    layer_axis: stacked layers, as in :func:`legw.scale_by_lars`: a leaf of L layers gets
+      ``(L,)`` arrays.
 
   Returns:
-    A dict from each leaf's path (:func:`leaf_path`, e.g.
-    ``"Dense_0/kernel"``) to ``{"param_norm", "grad_norm", "norm_ratio"}``
-    (scalars, or ``(L,)`` arrays for stacked leaves).
+    A dict from each leaf's path (e.g. ``"Dense_0/kernel"``) to ``{"param_norm",
+    "grad_norm", "norm_ratio"}`` (scalars, or ``(L,)`` arrays for stacked leaves).
 
   Raises:
     ValueError: when ``grads`` does not have the structure of ``params``, or
-      ``layer_axis`` does not fit it (see :func:`legw.scale_by_lars`).
+      ``layer_axis`` does not fit it.
 
   >>> import jax.numpy as jnp, legw
   >>> stats = legw.layerwise_stats({"w": jnp.array([3.0, 4.0])},
@@ -286,21 +230,12 @@ def layerwise_stats(
 def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction: Any) -> jax.Array:
   r"""Curvature of ``loss_fn`` along ``direction``: :math:`|d^T H d| / \|d\|^2`.
 
-  With :math:`H = \nabla^2 f(x)` the Hessian of ``loss_fn`` at ``params`` and
-  :math:`d` = ``direction`` (usually the gradient :math:`g`), this is the
-  LEGW paper's :math:`L(x, g)` (§4, Figure 3): the step size
-  :math:`1/L(x, g)` minimises the quadratic model of the loss along
-  :math:`-g`, so a peak of :math:`L` early in training is a stretch where the
-  learning rate must be small (the case for warmup).
-
-  :math:`Hd` is an exact Hessian-vector product by forward-over-reverse
-  differentiation (``jax.jvp`` of ``jax.grad``), not the paper's finite
-  difference; the inner products are accumulated in float32 (or wider).
-  For complex parameters :math:`d^T H d` is that of the loss as a function
-  of the real and imaginary parts, and :math:`\|d\|^2 = \sum |d_i|^2`.
-  The Hessian is that of whatever ``loss_fn`` computes: the paper evaluates
-  it on a small batch.  Jit-able: ``jax.jit(local_lipschitz,
-  static_argnums=0)`` or inside a jitted step.
+  With :math:`H` the Hessian of ``loss_fn`` at ``params`` and :math:`d` = ``direction``
+  (usually the gradient), this is the LEGW paper's :math:`L(x, g)` (§4, Figure 3): its early
+  peak in training is why warmup is needed. :math:`Hd` is an exact Hessian-vector product
+  (``jax.jvp`` of ``jax.grad``), not the paper's finite difference; the Hessian is that of
+  whatever ``loss_fn`` computes (the paper uses a small batch). Inner products in float32 or
+  wider; complex parameters count as pairs of reals. Jit-able (``static_argnums=0``).
 
   Args:
     loss_fn: scalar function of ``params`` alone (close over the batch).
@@ -308,9 +243,8 @@ def local_lipschitz(loss_fn: Callable[[Any], jax.Array], params: Any, direction:
     direction: pytree :math:`d` with the structure and shapes of ``params``.
 
   Returns:
-    A real scalar float32 (or wider) array, in loss units per squared
-    parameter unit; ``nan`` where :math:`\|d\| = 0` (no direction,
-    undefined curvature).
+    A real scalar array, float32 or wider, in loss units per squared parameter unit;
+    ``nan`` where :math:`\|d\| = 0`.
 
   Raises:
     ValueError: when ``direction`` does not have the structure of ``params``.
@@ -346,18 +280,12 @@ def trust_coefficient_from_sgd(
 ) -> float:
   r"""The ``trust_coefficient`` that gives :func:`legw.lars` SGD's median relative step.
 
-  Momentum SGD at learning rate :math:`\gamma` moves layer l by
-  :math:`\gamma\|g_l\|/\|w_l\|` of its norm; LARS (weight decay 0) moves every
-  trust-ratio layer by :math:`\gamma\eta`. This returns
-
-  .. math::
-
-     \eta = \operatorname{median}_l \|g_l\|_2 / \|w_l\|_2
-
-  over the trust-ratio layers (layers with :math:`\|w_l\| = 0` or
-  :math:`\|g_l\| = 0` left out), so that ``legw.lars(sgd_lr, trust_coefficient=eta)``
-  keeps the SGD recipe's learning rate and, on the median layer, its step.
-  Measure it at initialisation on one batch; tune around it.
+  Momentum SGD at learning rate :math:`\gamma` moves layer l by :math:`\gamma\|g_l\|/\|w_l\|`
+  of its norm; LARS (weight decay 0) moves every trust-ratio layer by :math:`\gamma\eta`.
+  This returns :math:`\eta = \operatorname{median}_l \|g_l\|_2 / \|w_l\|_2` over the
+  trust-ratio layers with nonzero, finite norms, so that ``legw.lars(sgd_lr,
+  trust_coefficient=eta)`` keeps the SGD recipe's learning rate and, on the median layer,
+  its step. Measure it at initialisation on one batch; tune around it.
 
   Args:
     params: a pytree of arrays (Flax Linen params, an NNX ``nnx.State``, ...).

@@ -1,15 +1,7 @@
 """LAMB: the layer-wise trust ratio on the Adam direction.
 
-The trust ratio is that of LARS in its "combined" form
-(``legw.scale_by_lars(trust_coefficient=1, denominator="combined")``) applied to the
-Adam direction instead of the gradient: the same layer-wise core
-(``legw._layerwise``), so masks, zero fallbacks, float32 norms, complex
-:math:`|x|^2` and ``axis_name`` are those of every other member.
-
-References:
-  You, Li, Reddi, Hseu, Kumar, Bhojanapalli, Song, Demmel, Keutzer & Hsieh, "Large
-  Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020,
-  arXiv:1904.00962, Algorithm 2.
+LARS's ``"combined"`` trust ratio (``trust_coefficient=1``) on Adam's direction, through the
+family's core (``legw._layerwise``). You et al., ICLR 2020, arXiv:1904.00962, Algorithm 2.
 """
 
 from __future__ import annotations
@@ -41,17 +33,8 @@ def _promoted(x):
 
 
 def _in_stat_dtype(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-  r"""``inner`` on gradients and state in float32 or wider; updates cast back.
-
-  Adam's second moment of a float16 gradient underflows (:math:`(1-\beta_2)
-  g^2` loses precision below :math:`|g| \approx 0.25` and is 0 below about
-  0.008), which turns
-  :math:`\hat m / (\sqrt{\hat v} + \epsilon)` into :math:`g/\epsilon`: the
-  moments are kept in :func:`legw._reduce.stat_dtype` (float32 for
-  float16/bfloat16/float32 leaves, float64 for float64), and only the final
-  update is rounded to the gradient's dtype.  For float32 leaves this is
-  ``inner`` itself.
-  """
+  """``inner`` on gradients and state in float32 or wider (Adam's second moment of a float16
+  gradient underflows: docs/guides/lamb.md); the updates cast back to the gradients' dtypes."""
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -84,10 +67,8 @@ def _lamb_direction(
   mu_dtype=None,
   keep_stats=False,
 ) -> optax.GradientTransformation:
-  """Adam's direction, then the LARS trust ratio (combined form, eta = 1, no eps).
-
-  On floating leaves only (the caller wraps it in ``pass_untrainable``).
-  """
+  """Adam's direction, then the LARS trust ratio (combined form, eta = 1, no eps), on
+  floating leaves only (the caller wraps it in ``pass_untrainable``)."""
   return optax.chain(
     _adam(b1, b2, eps, eps_root, mu_dtype),
     _layerwise.scale_by_layerwise_rate(
@@ -123,8 +104,6 @@ def scale_by_lamb(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales each layer's Adam direction by its LAMB trust ratio (no learning rate).
 
-  Per leaf ``l`` (one layer's kernel, bias, ...), at step :math:`t` (from 1):
-
   .. math::
 
      m_l &\leftarrow \beta_1 m_l + (1 - \beta_1)\,g_l, \qquad
@@ -133,37 +112,28 @@ def scale_by_lamb(
                  {\sqrt{v_l / (1 - \beta_2^t) + \epsilon_{root}} + \epsilon} \\
      u_l &= \frac{\|w_l\|}{\|r_l + \beta w_l\|}\,(r_l + \beta w_l)
 
-  with :math:`\beta` = ``weight_decay``. The first two lines are
-  ``optax.scale_by_adam``; the ratio is :func:`legw.scale_by_lars`'s
-  ``denominator="combined"`` ratio with ``trust_coefficient=1``, ``eps=0``, on
-  :math:`r_l`: 1 where :math:`\|w_l\| = 0` or :math:`\|r_l + \beta w_l\| = 0`. Leaves
-  outside the masks get plain Adam and no decay. The moments and norms are float32 or
-  wider whatever the leaf dtype; the update comes back in the gradient's dtype.
-  Follow it with the learning rate (:func:`legw.lamb` does).
+  per leaf ``l`` at step :math:`t` (from 1): ``optax.scale_by_adam``, then
+  :func:`legw.scale_by_lars`'s ``"combined"`` ratio with ``trust_coefficient=1``, ``eps=0``
+  (1 where :math:`\|w_l\| = 0` or :math:`\|r_l + \beta w_l\| = 0`). Leaves outside the masks
+  get plain Adam and no decay. Moments and norms are float32 or wider whatever the leaf dtype
+  (:doc:`/guides/lamb`), the update in the gradient's. Then the LR (as :func:`legw.lamb`).
 
   Args:
-    b1: :math:`\beta_1 \in [0, 1)`; the only positional argument.
-    b2: :math:`\beta_2 \in [0, 1)`.
-    eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{\hat v}`.
-    eps_root: :math:`\epsilon_{root} \ge 0`, added to :math:`\hat v` inside the root.
+    b1, b2: :math:`\beta_1, \beta_2 \in [0, 1)`; ``b1`` is the only positional argument.
+    eps, eps_root: :math:`\epsilon, \epsilon_{root} \ge 0`, added outside and inside the root.
     weight_decay: :math:`\beta \ge 0`, or an ``optax.Schedule`` of the step count.
     trust_ratio_mask, weight_decay_mask, axis_name, layer_axis: as in
       :func:`legw.scale_by_lars` (default masks :func:`legw.exclude_bias_and_norm`).
-    mu_dtype: the dtype of the stored first moment :math:`m` (e.g. ``jnp.bfloat16``);
-      ``None``: float32. The second moment always stays float32.
-    keep_stats: keep each layer's applied ratio and its two norms in the state
-      (:class:`legw.LayerwiseStatsState`), for :func:`legw.applied_layerwise_stats`.
+    mu_dtype: the stored first moment's dtype (e.g. ``jnp.bfloat16``; None: float32). v: float32.
+    keep_stats: keep the applied ratios and norms (:class:`legw.LayerwiseStatsState`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for ``b1`` or ``b2`` outside [0, 1), or a negative ``eps``,
-      ``eps_root`` or ``weight_decay``; at ``init``, for a bad mask or ``layer_axis``,
-      or a ``mu_dtype`` with a complex parameter; at update, without ``params``.
-    TypeError: for a ``weight_decay`` that is neither a number nor a schedule, a
-      non-floating ``mu_dtype``, a ``keep_stats`` that is not a bool, or a
-      hyperparameter passed by position after ``b1``.
+    ValueError, TypeError: naming the argument, for a hyperparameter out of range or of the
+      wrong type; at ``init``, for a bad mask or ``layer_axis``, or a ``mu_dtype`` with a
+      complex parameter; at update, without ``params``.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -175,7 +145,7 @@ def scale_by_lamb(
   References:
     You, Li, Reddi, Hseu, Kumar, Bhojanapalli, Song, Demmel, Keutzer & Hsieh, "Large
     Batch Optimization for Deep Learning: Training BERT in 76 minutes", ICLR 2020,
-    arXiv:1904.00962, Algorithm 2. See :doc:`/guides/lamb` for the dtypes' numerics.
+    arXiv:1904.00962, Algorithm 2.
   """
   _check_adam_args(b1, b2, eps, eps_root)
   _validation.check_state_dtype("mu_dtype", mu_dtype)
@@ -215,24 +185,22 @@ def lamb(
 ) -> optax.GradientTransformationExtraArgs:
   r"""LAMB: Adam with a layer-wise trust ratio.
 
-  Per leaf (layer) ``l``, with :math:`\gamma_t` = ``learning_rate`` at step t,
-  :math:`r_l = \hat m_l / (\sqrt{\hat v_l} + \epsilon)` the bias-corrected Adam
-  direction and :math:`\beta` = ``weight_decay``:
+  Per leaf ``l``, with :math:`\beta` = ``weight_decay`` and the bias-corrected Adam direction
+  :math:`r_l = \hat m_l / (\sqrt{\hat v_l} + \epsilon)`:
 
   .. math::
 
      w_l \leftarrow w_l - \gamma_t\,\frac{\|w_l\|}{\|r_l + \beta w_l\|}\,(r_l + \beta w_l)
 
-  This is ``optax.chain(scale_by_lamb(...), optax.scale_by_learning_rate(lr))``.
-  Unlike ``optax.lamb``: biases and normalisation parameters (``ndim <= 1``) get plain
-  Adam and no decay by default (``trust_ratio_mask=True, weight_decay_mask=True`` gives
-  ``optax.lamb``), float32 moments and norms for low-precision parameters, and every
-  argument after ``learning_rate`` keyword-only. For a larger batch, scale the rate by
-  :math:`\sqrt{k}` with a longer warmup: :func:`legw.legw_schedule`.
+  This is ``optax.chain(scale_by_lamb(...), optax.scale_by_learning_rate(lr))``: a layer on
+  the trust ratio moves by :math:`\gamma_t \|w_l\|`. Unlike ``optax.lamb``: biases and
+  normalisation parameters (``ndim <= 1``) get plain Adam and no decay by default
+  (``trust_ratio_mask=True, weight_decay_mask=True`` gives ``optax.lamb``), float32 moments
+  and norms for low-precision parameters, and keyword-only arguments after
+  ``learning_rate``. For a larger batch use :func:`legw.legw_schedule` (:doc:`/guides/lamb`).
 
   Args:
-    learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule`` of the step
-      count. A layer on the trust ratio moves by :math:`\gamma_t \|w_l\|`.
+    learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule`` of the step count.
     b1, b2, eps, eps_root, weight_decay: as in :func:`legw.scale_by_lamb`.
     trust_ratio_mask, weight_decay_mask, axis_name, layer_axis: as in ``scale_by_lamb``.
     mu_dtype, keep_stats: as in :func:`legw.scale_by_lamb`.
@@ -241,10 +209,8 @@ def lamb(
     An ``optax.GradientTransformationExtraArgs``; ``update`` requires ``params``.
 
   Raises:
-    ValueError: for a negative learning rate, and as :func:`legw.scale_by_lamb`.
-    TypeError: for a learning rate that is neither a number nor a schedule (e.g. a
-      :class:`legw.Recipe`), a hyperparameter passed by position after
-      ``learning_rate``, and as :func:`legw.scale_by_lamb`.
+    ValueError, TypeError: as :func:`legw.scale_by_lamb`, and for a learning rate that is
+      negative or not a schedule (e.g. a :class:`legw.Recipe`).
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
@@ -253,10 +219,8 @@ def lamb(
     ...     base_warmup_epochs=1, num_epochs=10, steps_per_epoch=100)
     >>> opt = legw.lamb(schedule, weight_decay=0.01, mu_dtype=jnp.bfloat16)
     >>> params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
-    >>> state = opt.init(params)
     >>> grads = {"w": jnp.full((3, 3), 0.5), "b": jnp.ones(3)}
-    >>> updates, state = opt.update(grads, state, params)
-    >>> params = optax.apply_updates(params, updates)
+    >>> updates, state = opt.update(grads, opt.init(params), params)
     >>> state[0][0].mu["w"].dtype, state[0][0].nu["w"].dtype
     (dtype(bfloat16), dtype('float32'))
 

@@ -1,57 +1,7 @@
 r"""One core for the layer-wise family: LARS, MCLR, PercentDelta and LAMB.
 
-Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-the Second Order Gradient", 2020, arXiv:2012.08795, §4,
-eq. 17–24: LARS (eq. 23), MCLR (eq. 20–22) and PercentDelta (eq. 24) are one
-method, a per-layer rate :math:`\gamma R_l`, that differs only in a per-layer
-statistic.  Every member is written here as a pair of layer sizes
-:math:`(W_l, G_l)`, a "weight size" and a "gradient size":
-
-.. math::
-
-   R_l = \eta\,\frac{W_l}{G_l + \beta W_l + \epsilon}
-   \qquad u_l = R_l\,(g_l + \beta w_l)
-
-=============  ===============================  ===============================
-member         :math:`W_l`                      :math:`G_l`
-=============  ===============================  ===============================
-LARS           :math:`\|w_l\|_2`                :math:`\|g_l\|_2`
-PercentDelta   :math:`n_l` (entries w != 0)     :math:`\sum_{w_i\ne0}|g_i/w_i|`
-MCLR           median of the nonzero |w|        median of the nonzero |g|
-=============  ===============================  ===============================
-
-(:math:`\eta` = ``trust_coefficient``, 1 for MCLR and PercentDelta;
-:math:`\beta` = ``weight_decay``; :math:`\epsilon` = ``eps``.)  In the
-"combined" form (``optax.lars``) :math:`G_l` is the statistic of
-:math:`g_l + \beta w_l` and the :math:`\beta W_l` term is dropped.
-
-Written once, here, for every member:
-
-* masks (``trust_ratio_mask``, ``weight_decay_mask``, default
-  :func:`legw.exclude_bias_and_norm`);
-* weight decay, a number or an ``optax.Schedule`` of the step count (the
-  state then carries the count);
-* the zero fallback: :math:`R_l = 1` exactly where :math:`W_l = 0` (a zero
-  layer still trains) or the denominator is 0; with :math:`\beta > 0` the
-  formula is finite, and used, at :math:`g = 0` (:math:`\eta/\beta`);
-* LARC clip (NVIDIA apex ``LARC(clip=True)``): the update is scaled by
-  :math:`\min(R_l/\gamma_t, 1)`;
-* complex leaves: every statistic is of :math:`|x|^2`, never :math:`x^2`;
-* statistics in float32 or wider whatever the leaf dtype; updates in the
-  update dtype;
-* leaves that are not floating (integers, and their ``float0`` gradients from
-  ``jax.grad(..., allow_int=True)``) pass through unchanged;
-* ``axis_name``: each member's partial statistics of all leaves are
-  all-reduced together (one stacked ``psum`` for the sums);
-* ``layer_axis`` (stacked, scanned layers): a leaf of L layers is handed to
-  the statistic as its L slices, and gets L rates along that axis; the
-  default masks judge one layer's shape.
-
-A member is a :class:`Statistic`: a function of the masked leaves that returns
-:math:`(W_l, G_l)` per leaf (a leaf is one layer: a whole unstacked leaf, or
-one slice of a stacked one).  LAMB (``legw/_lamb.py``) is the LARS statistic
-in the combined form on the Adam direction: the statistic is the only
-per-member code.
+A member is a :data:`Statistic`, the sizes :math:`(W_l, G_l)` of each layer; the core applies
+:math:`R_l = \eta W_l / (G_l + \beta W_l + \epsilon)` and holds the rest (masks, decay, sharding).
 """
 
 from __future__ import annotations
@@ -96,23 +46,13 @@ def check_args(weight_decay, eps, denominator="paper"):
 def sums_statistic(
   partials: Callable[..., Sequence[jax.Array]], finish: Callable[..., tuple[jax.Array, jax.Array]]
 ) -> Statistic:
-  """A statistic made of sums over the layer (LARS, PercentDelta).
-
-  ``partials(w, g, beta)`` gives a leaf's (shard's) partial sums; those of all
-  leaves are ``psum``-ed over ``axis_name`` as one stacked vector (one
-  all-reduce per step, however many layers); ``finish(*sums)`` turns a leaf's
-  sums into ``(W, G)``.
-
-  Stacked leaves (``layer_axes``): ``partials`` is ``jax.vmap``-ed over the
-  layer axis, so a stack of L layers is one reduction over the other axes
-  giving L sums (not L sliced reductions), and ``finish`` is elementwise.
-  It is then called as ``partials(w, g, beta, stacked=True)``: XLA's SPMD
-  partitioner all-gathers the operands of a variadic reduce whose result
-  keeps an axis (the L sums) when they are sharded along a reduced axis
-  (FSDP of a stack), where plain sums are reduced in place and all-reduced
-  (tests/test_tpu_compile.py::test_stacked_layers_fsdp), so a member that
-  fuses its sums into one variadic reduce must not for a stack.
-  """
+  """A statistic of sums over the layer (LARS, PercentDelta): ``partials(w, g, beta)`` per
+  leaf, ``psum``-ed for all leaves as one vector, then ``finish(*sums)`` gives ``(W, G)``."""
+  # Stacked leaves: `partials` is vmapped over the layer axis (one reduction giving L sums)
+  # and called with stacked=True: XLA's SPMD partitioner all-gathers the operands of a
+  # variadic reduce that keeps an axis when they are sharded along a reduced one (FSDP of a
+  # stack; tests/test_tpu_compile.py::test_stacked_layers_fsdp), so a member that fuses its
+  # sums into one variadic reduce must not do so for a stack.
 
   def per_leaf(w, g, b, ax):
     if ax is None:
@@ -152,20 +92,15 @@ def _psum_concat(values: list[jax.Array], axis_name: AxisName) -> list[jax.Array
 
 
 def combined_decay(g: jax.Array, w: jax.Array, beta: Any, anchor: jax.Array) -> jax.Array:
-  """g + beta*w for an XLA:CPU reduction to read, recomputed inside it (never stored).
-
-  Written as g - (-beta)*w (equal: rounding is sign-symmetric) with -beta a
-  per-leaf value XLA cannot fold: ``anchor`` is a statistic of the leaf that
-  is never negative (e.g. ||w||^2; NaN keeps -beta).  A constant -beta would
-  be broadcast once per leaf shape, shared by the reductions of all leaves of
-  that shape, and stored by XLA:CPU as a parameter-sized temporary that each
-  of them reads (tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
-
-  For XLA:CPU only (``legw._lars._lars_partials`` calls it in its CPU branch):
-  elsewhere the anchor makes this reduction wait for ``anchor``'s, under FSDP
-  for its all-reduce, so that a step issues two all-reduces instead of one
-  (tests/test_tpu_compile.py counts them in the TPU executable).
-  """
+  """g + beta*w for an XLA:CPU reduction to read, recomputed inside it (never stored)."""
+  # Written as g - (-beta)*w (equal: rounding is sign-symmetric) with -beta a per-leaf value
+  # XLA cannot fold: `anchor` is a never-negative statistic of the leaf (e.g. ||w||^2; NaN
+  # keeps -beta). A constant -beta would be broadcast once per leaf shape and stored by
+  # XLA:CPU as a parameter-sized temporary read by the reductions of all leaves of that
+  # shape (tests/test_conformance.py::test_step_stores_no_parameter_sized_temporary).
+  # XLA:CPU only (`_lars_partials`): elsewhere the anchor makes this reduction wait for
+  # `anchor`'s all-reduce under FSDP, two all-reduces a step instead of one
+  # (tests/test_tpu_compile.py counts them).
   dt = real_dtype(g.dtype)
   neg_beta = jnp.where(anchor < 0, jnp.zeros((), dt), -jnp.asarray(beta, dt))
   return g - neg_beta * w
@@ -180,8 +115,8 @@ def _rate(size_w, size_g, beta, *, trust_coefficient, eps, paper_decay):
 
 
 def _clip_factor(rate, fallback, gamma):
-  """apex LARC clip: the update is scaled by min(R / gamma, 1), so that after
-  the learning rate the rate is min(R, gamma); a fallback layer keeps 1."""
+  """apex LARC clip: the update scaled by min(R / gamma, 1), a rate min(R, gamma) after the
+  learning rate; a fallback layer keeps 1."""
   gamma = jnp.asarray(gamma, rate.dtype)
   below = rate < gamma  # implies gamma > 0
   return jnp.where(below & ~fallback, rate / jnp.where(below, gamma, 1), 1)
@@ -216,26 +151,10 @@ def layerwise_leaves(
   axis_name,
   layer_axes=None,
 ):
-  """The family's update on flat lists of leaves, and what it applied.
-
-  Returns ``(updates, applied)``: the updated leaves, and per leaf either
-  ``None`` (not on the trust ratio) or ``(factor, W, G)``, the factor the
-  leaf's update was multiplied by (the rate after the zero fallback and the
-  clip) and the two sizes it came from, scalars (``(L,)`` for a stack), taken
-  from the statistic already computed (no further pass over the leaf).
-
-  ``layer_axes`` (one int or None per leaf; None: no leaf is stacked): a
-  leaf whose layers are stacked along that axis is handed to ``statistic``
-  as its L slices, one layer each, so every member's statistic is per layer
-  with no code of its own; the L rates are broadcast back along the axis.
-
-  Memory traffic (what an optimizer step costs): the statistic reads w and g
-  (for LARS: two reductions, one pass each), and the update (fused by XLA
-  with the learning rate, the momentum and ``apply_updates``) reads them
-  again.  Nothing of parameter size is materialised here: ``g + beta*w`` is
-  written so that XLA recomputes it inside each fusion that reads it, and
-  the per-leaf scalar work is one small fusion.
-  """
+  """The family's update on flat lists of leaves, and per leaf ``None`` (off the trust ratio)
+  or the ``(factor, W, G)`` it applied; a stacked leaf's L slices get one rate each."""
+  # Nothing of parameter size is materialised here: g + beta*w is written so that XLA
+  # recomputes it inside each fusion that reads it.
   decayed: list[jax.Array | None] = []
   index: list[int | None] = []
   ws: list[jax.Array] = []
@@ -334,24 +253,8 @@ def scale_by_layerwise_rate(
   layer_axis: LayerAxis = None,
   keep_stats: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  """The family's transform for one ``statistic`` (see the module docstring).
-
-  ``layer_axis`` (see :func:`legw._masks.resolve_layer_axis`): the statistic
-  is taken per slice along each stacked leaf's layer axis, and the default
-  masks judge one layer's shape (a stacked ``(L, d)`` bias is a bias).
-
-  ``state_cls(count=...)`` is the state when a hyperparameter is a schedule
-  (``weight_decay``, or the clip's learning rate); otherwise the state is
-  ``optax.EmptyState()``.  ``name`` is the public name, for error messages.
-  With ``keep_stats=True`` the state is a
-  :class:`legw.LayerwiseStatsState` instead (it has the count too).
-
-  Raises:
-    ValueError: for ``trust_coefficient <= 0``, a negative ``weight_decay``
-      or ``eps``, or an unknown ``denominator`` (concrete numbers only).
-    TypeError: for a ``weight_decay`` neither a number nor a schedule, or a
-      ``keep_stats`` that is not a bool.
-  """
+  """The family's transform for one ``statistic``; its state is ``state_cls(count=...)`` when a
+  hyperparameter is a schedule, a :class:`LayerwiseStatsState` with ``keep_stats``."""
   _validation.check_range("trust_coefficient", trust_coefficient, low=0.0, low_inclusive=False)
   check_args(weight_decay, eps, denominator)
   _validation.check_bool("keep_stats", keep_stats)

@@ -1,12 +1,6 @@
 """Discarding small-loss samples from the batch mean.
 
-Source: Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
-the Second Order Gradient", 2020, arXiv:2012.08795, §3.1 "Discarding
-Small-loss Samples", Figures 9 and 10: dropping the p% of the samples with the
-smallest loss from each batch enlarges the average gradient (Figure 9, AlexNet
-on CIFAR-10, batch 8192); the paper trains with p = 30% for the first 100
-epochs and the full mean afterwards (Figure 10, batches 2000 and 8000), and
-notes that past batch 8000 the effect is not significant.
+Gao & Zhong 2020, arXiv:2012.08795, §3.1 "Discarding Small-loss Samples", Figures 9–10.
 """
 
 from __future__ import annotations
@@ -33,35 +27,32 @@ def discard_small_loss(
 ) -> jax.Array:
   r"""Mean of the per-example losses without the ``fraction`` smallest ones.
 
-  With :math:`n` valid samples (all of them, or those where ``mask`` is
-  True), :math:`p` = ``fraction`` and
-  :math:`k = \min(\lfloor p\,n \rfloor,\ n - 1)` (at least one sample is
-  always kept), the result is
+  With :math:`n` valid samples (all, or those where ``mask`` is True), :math:`p` =
+  ``fraction`` and :math:`k = \min(\lfloor p\,n \rfloor,\ n - 1)` (one sample is always kept):
 
   .. math::  \frac{1}{n - k} \sum_{i \,\notin\, \text{the } k \text{ smallest}} \ell_i ,
 
-  i.e. the batch mean over the :math:`n - k` largest losses. The gradient
-  flows to the kept samples only, each with weight :math:`1/(n-k)`; the
-  ranking itself is not differentiated. Ties are broken by position: among
-  equal losses the one with the lower flat index is discarded first (the
-  value is the same either way). A NaN loss ranks above every number, so it
-  is kept and propagates. With ``fraction = 0`` this is the plain (masked)
-  mean; with no valid sample it is 0.
+  the batch mean over the :math:`n - k` largest losses. The gradient flows to the kept
+  samples only, each with weight :math:`1/(n-k)`; the ranking is not differentiated. A NaN
+  loss is kept (it ranks above every number). ``fraction = 0`` is the plain (masked) mean;
+  no valid sample gives 0. ``fraction`` may be traced, so one compiled step serves the
+  paper's schedule (:func:`legw.discard_small_loss_schedule`: 30% for the first 100 epochs,
+  then the full mean). Ties and sharding: :doc:`/guides/curvature`.
 
-  Curvature paper §3.1 (Figures 9–10): discard 30% (``fraction=0.3``) in the
-  first 100 epochs, then train on the full mean (``fraction=0.0``). Because
-  ``fraction`` may be a traced array, one compiled step serves both phases::
+  Args:
+    per_example_losses: array of per-sample losses, any shape (every element is one
+      sample; average a language model's token losses over time first to rank sequences).
+    fraction: p in [0, 1], a Python number or a (traced) scalar array; ``floor(p * n)`` is
+      computed in float32, products within 1e-3 of an integer rounded to it (0.3 * 10 drops 3).
+    mask: optional boolean array broadcastable to ``per_example_losses``; False marks
+      padding, which is neither ranked nor averaged.
 
-    frac = legw.discard_small_loss_schedule(0.3, num_epochs=100,
-                                            steps_per_epoch=steps_per_epoch)
-    def loss_fn(params, batch, step):
-      per_example = optax.softmax_cross_entropy_with_integer_labels(
-          model.apply(params, batch["x"]), batch["y"])
-      return legw.discard_small_loss(per_example, frac(step))
+  Returns:
+    A scalar in per-example loss units: float32, or the losses' dtype if wider.
 
-  Under ``jax.jit`` (with or without ``NamedSharding``) the ranking is over
-  the whole batch passed in; inside ``pmap`` / ``shard_map`` it is over each
-  device's local batch.
+  Raises:
+    ValueError: for a concrete ``fraction`` outside [0, 1].
+    TypeError: for a non-floating ``per_example_losses``.
 
   >>> import jax.numpy as jnp, legw
   >>> losses = jnp.array([1.0, 8.0, 2.0, 6.0, 3.0, 9.0, 5.0, 4.0, 7.0, 10.0])
@@ -69,24 +60,6 @@ def discard_small_loss(
   7.0
   >>> float(legw.discard_small_loss(losses, 0.0))  # the plain mean
   5.5
-
-  Args:
-    per_example_losses: array of per-sample losses, any shape (every
-      element is one sample; for a language model's (batch, time) token
-      losses, average over time first to rank sequences).
-    fraction: p in [0, 1], a Python number or a (traced) scalar array.
-      :math:`\lfloor p\,n \rfloor` is computed in float32 with products within
-      1e-3 of an integer rounded to it (so 0.3 * 10 drops exactly 3).
-    mask: optional boolean array broadcastable to ``per_example_losses``;
-      False marks padding, which is neither ranked nor averaged.
-
-  Returns:
-    A scalar: float32, or the losses' dtype if wider (per-example units:
-    the mean of the kept losses).
-
-  Raises:
-    ValueError: for a concrete ``fraction`` outside [0, 1].
-    TypeError: for a non-floating ``per_example_losses``.
 
   References:
     Gao & Zhong, "Study on the Large Batch Size Training of Neural Networks Based on
@@ -130,36 +103,27 @@ def discard_small_loss_schedule(
 ) -> optax.Schedule:
   r"""The discard fraction of each step: ``fraction`` for the first epochs, then 0.
 
-  :math:`p_t = p` for :math:`t <` round(``num_epochs`` * ``steps_per_epoch``),
-  else 0 — the curvature paper's setting (§3.1, Figure 10) with the defaults:
-  30% for the first 100 epochs. Feed ``p_t`` to :func:`discard_small_loss`.
-
-  **Domain.** The schedule takes the optimizer *step* count :math:`t`
-  (optax's ``count``, from 0; an int or a traced integer array of any shape)
-  — not the epoch: for epoch e pass ``round(e * steps_per_epoch)``. Nothing
-  is raised outside the run: a negative count gives :math:`p`, every count
-  from the end of the discarding epochs on gives 0. The value has the float
-  dtype optax's schedules give the count (:func:`legw._schedules.float_dtype`)
-  and the count's shape.
+  :math:`p_t = p` for :math:`t <` round(``num_epochs`` * ``steps_per_epoch``), else 0: with
+  the defaults the curvature paper's 30% for the first 100 epochs (§3.1, Figure 10). Feed
+  :math:`p_t` to :func:`discard_small_loss`. **Domain:** the optimizer *step* count (optax's
+  ``count``, an int or a traced integer array), not the epoch; nothing is raised outside
+  the run (a negative count gives :math:`p`). The value has the float dtype optax's
+  schedules give the count, and its shape.
 
   Args:
     fraction: p in [0, 1].
     num_epochs: how many epochs to discard for, in epochs (not steps), >= 0.
-    steps_per_epoch: optimizer steps per epoch, an integer count
-      (Python/NumPy/JAX integer or a whole float), > 0.
+    steps_per_epoch: optimizer steps per epoch, an integer count, > 0.
 
   Returns:
     An ``optax.Schedule``: step count (int or traced) -> fraction.
 
   Raises:
-    ValueError: for a fraction outside [0, 1], negative epochs or
-      non-positive steps per epoch.
-    TypeError: for a non-numeric argument, or a ``steps_per_epoch`` that is
-      not an integer count.
+    ValueError: for a fraction outside [0, 1], negative epochs or non-positive steps.
+    TypeError: for a non-numeric argument, or ``steps_per_epoch`` not an integer count.
 
   Warns:
-    UserWarning: when ``fraction > 0`` but ``num_epochs * steps_per_epoch``
-      rounds to 0 steps (nothing would be discarded).
+    UserWarning: when ``fraction > 0`` but the epochs round to 0 steps.
 
   >>> import legw
   >>> p = legw.discard_small_loss_schedule(0.3, num_epochs=2, steps_per_epoch=10)

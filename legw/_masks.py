@@ -1,12 +1,7 @@
 """Which leaves get the LARS trust ratio and weight decay.
 
-The MLPerf ResNet-50 LARS submissions (and the LARS tech report's public code)
-exclude biases and batch-norm scales/offsets from both the trust ratio and
-weight decay.  A parameter tree does not say which leaf is a bias, but its
-shape does: biases and normalisation parameters are vectors (``ndim <= 1``),
-kernels are matrices or higher.  :func:`exclude_bias_and_norm` encodes that
-rule and is the default mask of every legw optimizer.  :func:`path_mask`
-builds a mask by name instead: regular expressions over the parameter paths.
+:func:`exclude_bias_and_norm` (by shape, the default of every legw optimizer) and
+:func:`path_mask` (by name).
 """
 
 from __future__ import annotations
@@ -27,43 +22,27 @@ MaskOrFn = None | bool | Any | Callable[[Any], Any]
 def exclude_bias_and_norm(params: Any) -> Any:
   """Mask that is ``True`` for kernels and ``False`` for biases and norms.
 
+  ``True`` where a leaf has ``ndim > 1`` (dense/conv kernels, embeddings), ``False`` where
+  ``ndim <= 1`` (biases, BatchNorm/LayerNorm scales and offsets, scalars; a leaf without a
+  shape counts as ``ndim`` 0). The default mask of every legw optimizer.
+
   Args:
     params: a pytree of arrays (or ``jax.ShapeDtypeStruct``).
 
   Returns:
-    A pytree of Python bools with the structure of ``params``: ``True`` where a
-    leaf has ``ndim > 1`` (dense/conv kernels, embeddings), ``False`` where
-    ``ndim <= 1`` (biases, BatchNorm/LayerNorm scales and offsets, scalars).
+    A pytree of Python bools with the structure of ``params``.
 
-  Raises:
-    Nothing of its own: any pytree works (a leaf without a shape counts as
-    ``ndim`` 0).
-
-  Source: not in the papers (Algorithm 1 of the LARS paper scales every
-  layer; its Table 2 lists weights and biases separately); it is the
-  practice of the MLPerf LARS submissions, which give biases and
-  normalisation parameters neither the trust ratio nor weight decay.
+  References:
+    Not in the papers (Algorithm 1 of the LARS paper scales every layer; its Table 2 lists
+    weights and biases apart): the practice of the MLPerf LARS submissions, which give
+    biases and normalisation parameters neither the trust ratio nor weight decay.
   """
   return jax.tree.map(lambda p: np.ndim(p) > 1, params)
 
 
 def resolve_mask(mask: MaskOrFn, params: Any, default: Callable[[Any], Any]) -> list[bool]:
-  """Turns a mask spec into one Python bool per leaf of ``params``.
-
-  Args:
-    mask: ``None`` (use ``default(params)``), a bool (every leaf), a pytree of
-      bools with the structure of ``params`` or a prefix of it, or a callable
-      of ``params`` returning one of those.
-    params: the parameter pytree.
-    default: the mask function used when ``mask`` is ``None``.
-
-  Returns:
-    A list of bools in the order of ``jax.tree.leaves(params)``.
-
-  Raises:
-    ValueError: when the mask's structure is not a prefix of ``params``.
-    TypeError: when a mask leaf is not a bool.
-  """
+  """One Python bool per leaf of ``params`` from a mask spec (None: ``default(params)``, a
+  bool, a prefix pytree of bools, or a callable of params returning one); else raises."""
   if mask is None:
     mask = default(params)
   elif callable(mask):
@@ -86,24 +65,8 @@ LayerAxis = None | int | Any | Callable[[Any], Any]
 
 
 def resolve_layer_axis(layer_axis: LayerAxis, params: Any) -> list[int | None]:
-  """Turns a ``layer_axis`` spec into one stacked-layer axis (or None) per leaf.
-
-  Args:
-    layer_axis: ``None`` (no leaf is stacked), an int (every floating leaf
-      stacks its layers on that axis), a pytree of ints or ``None`` with the
-      structure of ``params`` or a prefix of it, or a callable of ``params``
-      returning one of those.
-    params: the parameter pytree.
-
-  Returns:
-    A list in the order of ``jax.tree.leaves(params)``: a non-negative axis,
-    or ``None``.  Leaves that are not floating always get ``None``.
-
-  Raises:
-    ValueError: when the structure is not a prefix of ``params``, or an axis
-      is out of range for its leaf.
-    TypeError: when an entry is neither an int nor ``None``.
-  """
+  """One stacked-layer axis (a non-negative int) or None per leaf of ``params``, from a
+  ``layer_axis`` spec in a mask's forms; non-floating leaves get None."""
   leaves = jax.tree.leaves(params)
   if layer_axis is None:
     return [None] * len(leaves)
@@ -156,16 +119,8 @@ class _AxisLeaf:
 
 
 def leaf_path(path: Any) -> str:
-  """The "/"-joined key names of a ``jax.tree_util`` key path: what :func:`path_mask`
-  matches, and the names of every per-layer dict and message.
-
-  ``jax.tree_util.keystr(path, simple=True, separator="/")``, less a final
-  ``.value`` attribute (the array inside a Flax NNX ``Variable``), so that
-  ``nnx.state(model, nnx.Param)`` (what ``nnx.Optimizer`` passes to ``init``) and
-  the plain arrays it passes to ``update`` have the same paths.  Dict keys,
-  attribute names and sequence indices are written bare:
-  ``["params"]["Dense_0"]["kernel"]`` (Flax Linen) becomes
-  ``"params/Dense_0/kernel"``, ``[0]["w"]`` becomes ``"0/w"``.
+  """The "/"-joined keys of a key path, less a final NNX ``.value``: the name
+  :func:`path_mask` matches, and the key of every per-layer dict and message.
 
   >>> import jax
   >>> from legw._masks import leaf_path
@@ -254,11 +209,9 @@ def path_mask(
 ) -> Callable[[Any], Any]:
   r"""A mask by regular expressions over the parameter paths.
 
-  A leaf's path is its keys joined by "/" (dict keys, attribute names, list indices;
-  the final ``.value`` of a Flax NNX ``Variable`` dropped), e.g. ``Dense_0/kernel`` in
-  Flax Linen ``params``, ``layers/0/attn/query/kernel`` in an NNX ``State``. A pattern
-  matches a path if ``re.search`` finds it anywhere in it (anchor with ``^`` and ``$``
-  for whole paths). Per leaf with path :math:`s`:
+  A leaf's path is its keys joined by "/" (the final ``.value`` of a Flax NNX ``Variable``
+  dropped), e.g. ``Dense_0/kernel`` in Flax Linen ``params``. A pattern matches a path if
+  ``re.search`` finds it anywhere in it (anchor with ``^`` and ``$``). Per path :math:`s`:
 
   .. math::
 
@@ -266,11 +219,8 @@ def path_mask(
      \text{include}: p \sim s\big) \land \lnot\,\exists q \in
      \text{exclude}: q \sim s
 
-  Unlike the shape rule (:func:`legw.exclude_bias_and_norm`), ``exclude="embed"``
-  takes an embedding table (``ndim`` 2) out, and a name such as ``"scale"`` takes a
-  stacked ``(L, d)`` norm scale out without ``layer_axis``. Use it for
-  ``trust_ratio_mask`` and ``weight_decay_mask`` of every legw optimizer, or any optax
-  mask.
+  For any legw (or optax) mask; unlike :func:`legw.exclude_bias_and_norm`, it can take out
+  embeddings or stacked norm scales (:doc:`/guides/optimizer_state_and_masks`).
 
   Args:
     include: a regular expression (a ``str``) or a sequence of them; a leaf is in the
@@ -282,11 +232,9 @@ def path_mask(
     A callable of ``params`` returning a pytree of Python bools shaped as ``params``.
 
   Raises:
-    ValueError: at construction, for an invalid regular expression, or neither
-      ``include`` nor ``exclude``; when applied (at ``init``), with ``strict=True``,
-      for a pattern that matches no path (naming it and listing some paths).
-    TypeError: at construction, for a pattern that is not a ``str``, or a ``strict``
-      that is not a bool.
+    ValueError: at construction, for an invalid regular expression, or neither ``include``
+      nor ``exclude``; at ``init``, with ``strict=True``, for a pattern that matches no path.
+    TypeError: at construction, for a pattern that is not a ``str``, or a non-bool ``strict``.
 
   Example:
     >>> import jax.numpy as jnp, legw
@@ -302,6 +250,6 @@ def path_mask(
   References:
     The ``skip_list`` of MLPerf's TensorFlow LARS; ``exclude_from_weight_decay`` and
     ``exclude_from_layer_adaptation`` of TensorFlow Addons' LAMB; big_vision's regular
-    expressions over "/"-joined paths. See :doc:`/guides/optimizer_state_and_masks`.
+    expressions over "/"-joined paths.
   """
   return _PathMask(include, exclude, strict)

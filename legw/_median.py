@@ -1,51 +1,29 @@
 """Exact medians of magnitudes without sorting (MCLR's statistic).
 
-MCLR (Gao & Zhong, 2020, arXiv:2012.08795, §4, eq. 20–22) scales each layer by a ratio
-of medians of magnitudes, so it
-needs two medians per layer and step.  ``jnp.median`` sorts, and XLA's CPU
-sort is slow, so
-:func:`medians_of_magnitudes` selects the middle values instead.
-
-Algorithm. The bit patterns of non-negative floats (``|x|``: the sign bit
-cleared), read as integers, are ordered like the values, so the lower middle
-order statistic (0-based rank ``k = (n-1)//2``) is the least bit pattern ``b``
-with ``count(x <= b) >= k + 1``. A (T+1)-ary search on the bit pattern finds
-it: each pass counts, per array, the entries at or below T thresholds that
-split the current bracket of patterns into T + 1 near-equal parts (one
-variadic reduce per array; nothing stored), and keeps the part that holds rank
-``k``. On XLA:CPU, where a pass's compares cost more than its read, T = 5: 12
-passes for float32 (31 bits), 25 for float64; elsewhere T = 15: 8 and 16
-passes (``_thresholds_by_platform``; the target platform's count is chosen
-when the computation is lowered, not at trace time). The last pass counts
-every pattern of its bracket, so the upper middle value (rank ``n//2``)
-follows from the same counts, or else is the least entry above the bracket (a
-min in the same reduce). Nonzero medians (``nonzero=True``) count the zeros in
-the same reduce and shift both target ranks past them. The median is the lower
-middle value for an odd size, else ``(lower + upper) / 2`` rounded as
-``numpy.median`` rounds it (:func:`_mean_of_two`, also for subnormals, which
-XLA:CPU's float arithmetic flushes to zero).
-
-Layout.  All passes run in ONE ``lax.fori_loop`` for all arrays of a dtype.
-Arrays under ``_SMALL`` entries are copied once into one buffer of 128-entry
-rows (each array padded to whole rows), so a pass over any number of small
-arrays is a single reduce plus a segment sum: the compiled size does not grow
-with their number.  Larger arrays are counted in place, one reduce each, from
-the caller's arrays themselves (pass ``w``, not ``|w|``: an array computed
-outside the loop, or a loop-invariant one inside it, which XLA hoists, is
-stored as a parameter-sized temporary every step; see ``_select``).  The
-medians come out as separate scalars (:func:`_unstack`), not as entries of one
-vector, which keeps the compile time flat in the number of arrays.
-
-Sharding.  Under ``shard_map`` with ``axis_name`` the counts of all arrays are
-``psum``-ed as one (arrays x T, or T + 1 with the zeros) block per pass, and the
-final minima ``pmin``-ed once, so every median is that of the whole array and
-no device gathers one.
-
-The results are exact: equal to ``numpy.median``, bit for bit (NaN entries
-give an unspecified result).
+``jnp.median`` sorts, and XLA's CPU sort is slow: :func:`medians_of_magnitudes` selects the
+middle values by a search on the bit patterns, equal to ``numpy.median`` bit for bit.
 """
 
-# Measured cost, before and after: benchmarks/costs/README.md (MCLR sections).
+# Algorithm. The bit patterns of non-negative floats, read as integers, are ordered like the
+# values, so the lower middle value (rank k = (n-1)//2) is the least pattern b with
+# count(x <= b) >= k + 1. A (T+1)-ary search finds it: each pass counts, per array, the
+# entries at or below T thresholds that split the current bracket into T + 1 parts (one
+# variadic reduce per array, nothing stored) and keeps the part holding rank k (T: see
+# `_T_CPU`). The last pass counts every pattern of its bracket, so the upper middle value
+# (rank n//2) follows from the same counts, or is the least entry above the bracket (a min
+# in the same reduce). `nonzero=True` counts the zeros in the same reduce and shifts both
+# ranks past them. An even size's median is (lower + upper) / 2 rounded as numpy rounds it
+# (`_mean_of_two`, subnormals included). NaN entries give an unspecified result.
+#
+# Layout. All passes run in one fori_loop for all arrays of a dtype. Arrays under `_SMALL`
+# entries are copied into one buffer of `_ROW`-entry rows (a pass over them is one reduce
+# plus a segment sum, whatever their number); larger ones are counted in place (`_select`).
+# The medians come out as separate scalars (`_unstack`): the compile time stays flat.
+#
+# Sharding. Under shard_map the counts of all arrays are psum-ed as one block per pass and
+# the final minima pmin-ed once: each median is that of the whole array.
+
+# Measured cost: benchmarks/costs/README.md ("What MCLR's exact medians cost on CPU").
 
 from __future__ import annotations
 
@@ -63,30 +41,11 @@ from legw._reduce import AxisName, psum_stacked, stat_dtype
 def medians_of_magnitudes(
   arrays: Sequence[jax.Array], axis_name: AxisName = None, *, nonzero: bool = False
 ) -> list[jax.Array]:
-  """Exact medians of magnitudes ``|x|``, each over its whole (sharded) layer.
-
-  Args:
-    arrays: real float arrays (float32, float64, bfloat16, float16; e.g.
-      ``w`` and ``g`` of each layer); the medians are of their magnitudes
-      (the sign bit is ignored, so pass ``w`` rather than a computed
-      ``|w|``: a large array computed by the caller is stored as a
-      temporary).  Low-precision arrays are widened to float32, exactly.
-    axis_name: under ``shard_map``, the mesh axis (or axes) over which every
-      array is sharded; the median is then of the whole array (all shards).
-    nonzero: take each median over the array's nonzero entries only (0 for an
-      array with none).  The search's passes also count the zeros and shift
-      the target ranks past them: no copy of the array.
-
-  Returns:
-    One scalar per array, ``numpy.median`` of it (of its nonzero entries with
-    ``nonzero=True``), in float32 (float64 for float64 arrays).
-
-  Differentiation: the derivative is that of ``jnp.median`` of ``|x|``: the
-  tangent of the middle entry (the mean of the two middle entries' tangents for an even
-  size).  Where the middle value is tied (several entries equal to it), its
-  tangent is the mean of the tangents of all entries equal to it (``jnp.median``
-  picks one of them by position instead; both are subgradients).
-  """
+  """Exact medians of ``|x|`` (as ``numpy.median``) over each whole (sharded) array, float32 or
+  wider; ``nonzero``: of the nonzero entries (0 if none). Pass ``w``, not a computed ``|w|``."""
+  # Derivative: that of jnp.median of |x| (the middle entries' tangents); a tied middle
+  # value gets the mean tangent of all entries equal to it (jnp.median picks one of them by
+  # position; both are subgradients).
   arrays = list(arrays)
   if not arrays:
     return []
@@ -157,7 +116,7 @@ def _medians_jvp(axis_name, nonzero, primals, tangents):
 # XLA:CPU a pass over ResNet-50's in-place arrays cost about 8 ms + 1.2 ms
 # per threshold, so 12 passes of 5 beat 8 passes of 15: the medians took 125
 # ms against 233 ms (`python -m benchmarks.costs.median_cost`; table in
-# benchmarks/costs/README.md, "MCLR, third round").  On GPU/TPU a
+# benchmarks/costs/README.md, "What MCLR's exact medians cost on CPU").  On GPU/TPU a
 # pass should be bound by reading the array, so 15 (fewer passes) is kept
 # there; not measured.  The choice is the *target's*, made when the
 # computation is lowered (:func:`_select_for_target`), never from
@@ -173,11 +132,8 @@ def _thresholds_by_platform() -> dict[str, int]:
 
 
 def _select_for_target(dt, arrays, axis_name, nonzero=False):
-  """:func:`_select` with the thresholds of the platform the computation is lowered for.
-
-  ``jax.lax.platform_dependent`` traces one branch per threshold count and
-  lowering keeps the target's; both give the same (exact) middle values.
-  """
+  """:func:`_select` with the thresholds of the platform the computation is lowered for
+  (``platform_dependent``; both branches give the same exact values)."""
   by_platform = _thresholds_by_platform()
   if by_platform["cpu"] == by_platform["default"]:
     return _select(dt, arrays, axis_name, nonzero, by_platform["cpu"])
@@ -198,17 +154,8 @@ _ROW = 128
 
 
 def _middle_values(arrays, axis_name, nonzero=False, middle_values=True):
-  """Lower and upper middle values and medians of each array.
-
-  The lower and upper middle values are equal for an odd size; the median
-  is then that value, else their mean computed as ``numpy.median`` does,
-  ``(lower + upper) / 2`` in the array's (widened) dtype.  With ``nonzero``
-  and no nonzero entry: lower 0, upper inf, median 0.
-
-  The three lists hold one scalar per array, taken out of the search's
-  vectors by :func:`_unstack` (compile time: see there); with
-  ``middle_values=False`` the first two are None (the medians alone).
-  """
+  """Lower and upper middle values and medians of each array, as lists of scalars (the first
+  two None with ``middle_values=False``); ``nonzero`` and no nonzero entry: 0, inf, 0."""
   arrays = [a.astype(stat_dtype(a.dtype)) for a in arrays]
   lower: list[Any] = [None] * len(arrays)
   upper: list[Any] = [None] * len(arrays)
@@ -239,16 +186,11 @@ _UNSTACK_CHUNK = 64
 
 
 def _unstack(v: jax.Array) -> list[jax.Array]:
-  """The entries of a vector as separate scalars: ``list(v)``, exactly.
-
-  Compile time, not correctness: XLA:CPU compiles one kernel per distinct
-  fusion, and ``v[i]`` puts the constant ``i`` into the kernel of each
-  consumer, so N per-array rates read from one vector cost N kernels.  Here
-  each chunk of 64 entries is one variadic reduce whose ``j``-th output sums
-  ``where(iota == j, v, 0)``: one kernel per chunk, and every consumer gets
-  its own scalar buffer, so the consumers of same-shaped leaves share their
-  kernels.  The sums are of bit patterns (integers): exact.
-  """
+  """The entries of a vector as separate scalars: ``list(v)``, exactly (on bit patterns)."""
+  # Compile time, not correctness: XLA:CPU compiles one kernel per distinct fusion, and
+  # v[i] puts the constant i into each consumer's kernel (N kernels for N rates). Here each
+  # chunk of 64 entries is one variadic reduce whose j-th output sums where(iota == j, v, 0):
+  # one kernel per chunk, and the consumers of same-shaped leaves share theirs.
   # On the bit patterns: float adds would flush subnormals to zero (XLA:CPU).
   int_t = jnp.int64 if v.dtype.itemsize == 8 else jnp.int32
   bits = jax.lax.bitcast_convert_type(v, int_t)
@@ -269,17 +211,12 @@ def _unstack(v: jax.Array) -> list[jax.Array]:
 
 
 def _mean_of_two(a, b):
-  """``numpy``'s ``(a + b) / 2`` of floats ``0 <= a <= b``, subnormals included.
-
-  XLA:CPU flushes subnormal inputs and results of float arithmetic to zero;
-  ``numpy.median`` does not.  Where it matters the mean is computed without
-  them: below twice the least normal number, values are their bit patterns
-  times the least subnormal, so the two roundings (of the sum, to the
-  precision of its binade, and of the halving) are done on integers; below
-  ``2**-100`` (float64: ``2**-900``) both are scaled up by a power of two.
-  Above that, a subnormal ``a`` is below half an ulp of ``b`` and drops out
-  of ``a + b`` anyway.
-  """
+  """``numpy``'s ``(a + b) / 2`` of floats ``0 <= a <= b``, subnormals included."""
+  # XLA:CPU flushes subnormal inputs and results of float arithmetic to zero; numpy does
+  # not. Below twice the least normal number, values are their bit patterns times the least
+  # subnormal, so both roundings (of the sum, then of the halving) are done on integers;
+  # below 2**-100 (float64: 2**-900) both are scaled up by a power of two. Above that, a
+  # subnormal a is below half an ulp of b and drops out of a + b anyway.
   dt = jnp.dtype(a.dtype)
   f64 = dt.itemsize == 8
   int_t = jnp.int64 if f64 else jnp.int32
@@ -319,24 +256,15 @@ def _reduce(operands, inits, ops, axes):
 
 
 def _magnitude_bits(x):
-  """The bit pattern of ``|x|`` as a signed integer: the sign bit cleared.
-
-  Not ``jnp.abs``: XLA:CPU may flush a subnormal to zero in float
-  arithmetic, and the selection must see every entry's exact pattern.
-  """
+  """The bit pattern of ``|x|`` as a signed integer (the sign bit cleared); not ``jnp.abs``,
+  which XLA:CPU may flush to zero for a subnormal."""
   int_t = jnp.int64 if x.dtype.itemsize == 8 else jnp.int32
   return jax.lax.bitcast_convert_type(x, int_t) & jnp.iinfo(int_t).max
 
 
 def _select(dt, arrays, axis_name, nonzero, T):
-  """Lower and upper middle values of same-dtype arrays: (T+1)-ary search, T thresholds a pass.
-
-  See :func:`medians_of_magnitudes`.  Returns vectors (one entry per array):
-  the lower and upper middle values in ``dt`` and the number of entries the
-  median is of (the size, or with ``nonzero`` the number of nonzero entries).
-  With ``nonzero``, every pass also counts the zeros (bit pattern 0, the
-  least) and the target ranks are shifted past them.
-  """
+  """Lower and upper middle values of same-dtype arrays and the count each median is of
+  (vectors, one entry per array): the (T+1)-ary search, T thresholds a pass."""
   int_t = jnp.int64 if dt.itemsize == 8 else jnp.int32
   top = jnp.iinfo(int_t).max
   n_parts = T + 1
@@ -381,11 +309,8 @@ def _select(dt, arrays, axis_name, nonzero, T):
   js = jnp.arange(1, n_parts, dtype=int_t)
 
   def count(t, hi, flip):
-    """Entries <= each threshold ``t`` (A, T) and the least entry > ``hi`` (A,).
-
-    With ``nonzero`` the counts have one more column: the zeros (A, T + 1).
-    ``flip`` (A,): always False, computed from the loop carry (see above).
-    """
+    """Entries <= each threshold ``t`` (A, T; with ``nonzero`` also the zeros) and the least
+    entry > ``hi`` (A,); ``flip`` is always False, computed from the loop carry."""
     counts, mins = [], []
     for k, x in enumerate(raw):
       b = _magnitude_bits(jnp.where(flip[k], jnp.zeros((), x.dtype), x))

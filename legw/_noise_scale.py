@@ -1,20 +1,7 @@
 r"""The gradient noise scale: how far the data let the batch grow.
 
-McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training",
-2018, arXiv:1812.06162, §2 and Appendix A. From K gradients of one step, each of
-b = B/K examples, the unbiased estimates of the true gradient's squared norm
-:math:`|G|^2` and of the trace of the per-example covariance :math:`\mathrm{tr}(\Sigma)`
-are (App. A)
-
-.. math::
-
-   |G|^2 \approx \frac{B\,|g_B|^2 - b\,\overline{|g_b|^2}}{B - b},\qquad
-   \mathrm{tr}(\Sigma) \approx \frac{\overline{|g_b|^2} - |g_B|^2}{1/b - 1/B},
-
-with :math:`g_B` the mean of the K gradients and :math:`\overline{|g_b|^2}` the mean of
-their squared norms. The K samples come from a leading axis of the updates
-(``jax.vmap`` of ``jax.grad`` over microbatches, sharded or not) or from the devices
-of a ``shard_map``/``pmap`` axis (``axis_name``).
+McCandlish, Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
+arXiv:1812.06162, §2 and Appendix A.
 """
 
 from __future__ import annotations
@@ -39,15 +26,13 @@ class GradientNoiseScaleState(NamedTuple):
     grad_sq_avg: moving average of the :math:`|G|^2` estimates (not debiased).
     trace_cov_avg: moving average of the :math:`\\mathrm{tr}(\\Sigma)` estimates.
     grad_sq: debiased average of :math:`|G|^2`, clamped at 0.
-    trace_cov: debiased average of :math:`\\mathrm{tr}(\\Sigma)` (per example),
-      clamped at 0.
+    trace_cov: debiased average of :math:`\\mathrm{tr}(\\Sigma)` (per example), clamped at 0.
     noise_scale: :math:`B_\\text{simple}` = ``trace_cov / grad_sq`` (examples);
       ``inf`` while ``grad_sq`` is 0 and ``trace_cov`` is not, 0 before any step.
 
   Example:
     >>> import jax.numpy as jnp, optax, legw
-    >>> opt = legw.gradient_noise_scale(batch_size=8)
-    >>> state = opt.init({"w": jnp.zeros(2)})
+    >>> state = legw.gradient_noise_scale(batch_size=8).init({"w": jnp.zeros(2)})
     >>> float(optax.tree.get(state, "noise_scale"))
     0.0
   """
@@ -87,9 +72,8 @@ def _varying_axes(x) -> frozenset | None:
 
 
 def _check_local(updates, params, names: tuple, name: str) -> None:
-  """Under ``shard_map`` (where JAX tracks which values vary over an axis): each
-  device's updates must be its own gradient (varying over the axis), and the
-  parameters whole on every device (not sharded over it: FSDP)."""
+  """Under ``shard_map``: the updates must vary over the axis (each device's own gradient),
+  the parameters must not (not FSDP-sharded over it)."""
   tracked = _varying_axes(jax.lax.axis_index(names))
   if not tracked or not set(names) <= tracked:  # pmap, or shard_map(check_vma=False)
     return
@@ -112,12 +96,8 @@ def _check_local(updates, params, names: tuple, name: str) -> None:
 
 
 def sample_sums(updates, params, *, batch_size, axis_name: AxisName, name: str, dtype):
-  """The mean gradient and the two sums the estimates need.
-
-  Returns ``(mean, big_sq, small_sq, K)``: the mean of the K gradient samples (a tree
-  like the parameters, in the updates' dtypes), :math:`|g_B|^2`,
-  :math:`\\overline{|g_b|^2}` (in ``dtype``) and K (a Python int).
-  """
+  """The mean of the K gradient samples (like the parameters, in the updates' dtypes),
+  :math:`|g_B|^2` and :math:`\\overline{|g_b|^2}` (in ``dtype``), and K (a Python int)."""
   leaves, treedef = jax.tree.flatten(updates)
   check_floating(updates, "gradients", name)
   if axis_name is None:
@@ -194,8 +174,8 @@ def update_state(state: GradientNoiseScaleState, big_sq, small_sq, batch_size, k
 
 
 def check_count(name: str, value):
-  """A positive integer count, checked when concrete (``optax.inject_hyperparams``
-  passes hyperparameters as arrays, which pass unchecked)."""
+  """A positive integer count, checked when concrete (``optax.inject_hyperparams``'s
+  arrays pass unchecked)."""
   if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
     value = value.item() if value.ndim == 0 else value
   if isinstance(value, jax.Array):
@@ -215,8 +195,8 @@ def gradient_noise_scale(
 ) -> optax.GradientTransformationExtraArgs:
   r"""Measures the gradient noise scale and passes the mean gradient on.
 
-  From K gradient samples of one step, each of :math:`b = B/K` examples
-  (McCandlish et al. 2018, App. A):
+  From K gradient samples of one step, each of :math:`b = B/K` examples (McCandlish et al.
+  2018, App. A):
 
   .. math::
 
@@ -224,40 +204,33 @@ def gradient_noise_scale(
      \mathrm{tr}(\Sigma) \approx \frac{\overline{|g_b|^2} - |g_B|^2}{1/b - 1/B},\quad
      B_\text{simple} = \frac{\mathrm{tr}(\Sigma)}{|G|^2},
 
-  each estimate smoothed by a debiased moving average (the ratio of the averages,
-  not the average of ratios). Negative averages (early, or where the noise hides
-  the gradient) are clamped at 0 when read; a step whose estimates are not finite
-  is left out of the averages (guard the parameters with ``optax.apply_if_finite``
-  chained *after* this transform: it sees the mean, the same on every device). The
-  state (:class:`legw.GradientNoiseScaleState`) is readable with
-  ``optax.tree.get(state, "noise_scale")`` through any wrapper.
+  each estimate smoothed by a debiased moving average (the ratio of the averages, not the
+  average of ratios) and clamped at 0 when read. A step whose estimates are not finite is
+  left out of the averages (chain ``optax.apply_if_finite`` *after* this transform). Read
+  the state (:class:`legw.GradientNoiseScaleState`) with ``optax.tree.get(state, "noise_scale")``.
 
   Args:
     batch_size: B, the examples in one step, over all K samples.
     decay: the moving averages' decay in [0, 1); ``None``: ``max(1 - K/1000, 0)``
       (fairscale's ``AdaScale`` default).
-    axis_name: ``None``: every update leaf has a leading axis of K samples,
-      ``(K, *param.shape)``, e.g. ``jax.vmap(jax.grad(loss), in_axes=(None, 0))``
-      over the batch reshaped to ``(K, B // K, ...)`` (shard K over the data axis
-      under ``jax.jit``). A mesh axis name: under ``shard_map``/``pmap``, each
-      device passes its own, not yet averaged gradient (K = the axis size).
+    axis_name: ``None``: each update leaf is ``(K, *param.shape)`` (``jax.vmap`` of ``jax.grad``
+      over the batch as ``(K, B // K, ...)``); a mesh axis name: under ``shard_map``/``pmap``,
+      each device's own, not yet averaged gradient (K = the axis size). :doc:`/guides/batch_size`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` returns the mean gradient.
 
   Raises:
-    ValueError: for ``batch_size`` or ``decay`` out of range; at update, K < 2, a
-      leading axis that differs between leaves or from the parameters, B not a
-      multiple of K, or (``shard_map``) averaged updates or FSDP-sharded parameters.
+    ValueError: for ``batch_size`` or ``decay`` out of range; at update, for K < 2, leading axes
+      that differ, B not a multiple of K, or (``shard_map``) averaged updates or FSDP.
     TypeError: for integer parameters or gradients.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, legw
     >>> opt = legw.gradient_noise_scale(batch_size=64)
     >>> params = {"w": jnp.zeros(3)}
-    >>> state = opt.init(params)
     >>> samples = {"w": jax.random.normal(jax.random.key(0), (8, 3)) + 1.0}  # K = 8
-    >>> mean, state = opt.update(samples, state, params)
+    >>> mean, state = opt.update(samples, opt.init(params), params)
     >>> mean["w"].shape, float(optax.tree.get(state, "noise_scale")) > 0
     ((3,), True)
 

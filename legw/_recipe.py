@@ -1,12 +1,7 @@
 """A tuned small-batch recipe carried to any batch size with LEGW.
 
-Source: You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
-Beyond", SC 2019, arXiv:1901.08256, §3.3
-"Minimal Tuning Effort": tune a baseline once; scaling the batch by k scales
-the LR by sqrt(k) and the warmup epochs by k, in either direction. With a
-measured gradient noise scale, the epochs follow the batch too (McCandlish,
-Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
-arXiv:1812.06162, §2).
+LEGW paper (You et al., SC 2019, arXiv:1901.08256) §3.3; with a measured gradient noise
+scale, the epochs follow the batch too (McCandlish et al. 2018, arXiv:1812.06162, §2).
 """
 
 from __future__ import annotations
@@ -30,25 +25,18 @@ from legw._schedules import legw_schedule
 
 @dataclasses.dataclass(frozen=True)
 class ScaledRecipe:
-  r"""A :class:`Recipe` evaluated at one batch size (all plain numbers).
-
-  Made by :meth:`Recipe.at`; :meth:`schedule` gives its learning-rate
-  schedule without repeating the arguments.
+  r"""A :class:`Recipe` evaluated at one batch size (all plain numbers), from :meth:`Recipe.at`.
 
   Attributes:
     batch_size: examples per optimizer step.
-    peak_learning_rate: LR at the end of warmup (LEGW paper §3:
-      :math:`\eta_0\sqrt{k}`), per optimizer step.
+    peak_learning_rate: LR at the end of warmup, :math:`\eta_0\sqrt{k}` (LEGW paper §3).
     warmup_epochs: warmup length in epochs (:math:`e_0 k`).
-    warmup_steps: warmup length in optimizer steps,
-      ``round(warmup_epochs * steps_per_epoch)``.
+    warmup_steps: warmup length in optimizer steps, ``round(warmup_epochs * steps_per_epoch)``.
     steps_per_epoch: optimizer steps per epoch.
-    total_steps: optimizer steps in ``num_epochs``,
-      ``round(num_epochs * steps_per_epoch)``: the schedule's domain is
-      ``[0, total_steps)``.
-    num_epochs: training length in epochs (the recipe's ``num_epochs``, or
-      with a ``noise_scale`` the budget at ``batch_size``:
-      :func:`legw.scale_num_epochs`).
+    total_steps: ``round(num_epochs * steps_per_epoch)`` optimizer steps: the schedule's
+      domain is ``[0, total_steps)``.
+    num_epochs: training length in epochs (with a ``noise_scale``, the budget at
+      ``batch_size``: :func:`legw.scale_num_epochs`).
     recipe: the :class:`Recipe` it came from (None when built by hand).
 
   Example (LEGW paper Table 1 at batch 32K):
@@ -76,14 +64,8 @@ class ScaledRecipe:
   def schedule(self) -> optax.Schedule:
     """The recipe's ``optax.Schedule`` at this batch size and steps per epoch.
 
-    The same as ``recipe.schedule(batch_size, steps_per_epoch=steps_per_epoch)``
-    (see :meth:`Recipe.schedule` and :func:`legw.legw_schedule` for the
-    formula): a function of the optimizer *step* count, defined on
-    ``[0, total_steps)`` (a negative count reads as step 0; past the end the
-    decay's end value, without an error).
-
-    Returns:
-      An ``optax.Schedule``: step count -> learning rate.
+    ``recipe.schedule(batch_size, steps_per_epoch=steps_per_epoch)``: a function of the
+    optimizer *step* count, defined on ``[0, total_steps)`` (see :meth:`Recipe.schedule`).
 
     Raises:
       ValueError: when this ScaledRecipe was built by hand, without a recipe.
@@ -107,53 +89,36 @@ class ScaledRecipe:
 class Recipe:
   r"""A baseline tuned at one batch size, and its LEGW translation to others.
 
-  LEGW paper §3.3: tune once at ``base_batch_size``; at a batch k times
-  larger the peak LR is :math:`\eta_0\sqrt{k}` and the warmup
-  :math:`e_0 k` epochs (:func:`legw.scale_learning_rate`,
-  :func:`legw.scale_warmup_epochs`), with the same number of epochs and the
-  same decay (:func:`legw.legw_schedule`). It works in both directions
-  (:meth:`rebase`).
-
-  Units: batch sizes in examples; ``base_warmup_epochs``, ``num_epochs``
-  and every other length in epochs; the schedules it makes take the
-  optimizer step count.
+  LEGW paper §3.3: tune once at ``base_batch_size``; at a batch k times larger the peak LR
+  is :math:`\eta_0\sqrt{k}` and the warmup :math:`e_0 k` epochs, with the same epochs and
+  decay (:func:`legw.legw_schedule`), in either direction (:meth:`rebase`). Batch sizes are
+  in examples, every length in epochs; the schedules it makes take the optimizer step count.
 
   Attributes:
     base_batch_size: batch size the recipe was tuned at (examples).
     base_learning_rate: tuned peak LR at that batch.
     base_warmup_epochs: tuned warmup length (epochs).
-    num_epochs: training length (epochs) at ``base_batch_size``; the same at
-      every batch size unless ``noise_scale`` is set.
+    num_epochs: training length (epochs), the same at every batch size without a ``noise_scale``.
     decay, power, end_value, boundary_epochs, decay_rate, decay_epochs,
     decay_begin_epochs, staircase, lr_scaling, warmup_scaling, warmup,
     warmup_value, poly_origin: as in :func:`legw.legw_schedule`.
-    noise_scale: None (the default), or a measured gradient noise scale
-      :math:`B_{noise}` (examples, > 0): then training at batch B lasts
-      :func:`legw.scale_num_epochs` epochs,
-      ``num_epochs * (1 + B/B_noise) / (1 + base_batch_size/B_noise)``, and
-      the decay stretches with it (``boundary_epochs``, ``decay_epochs`` and
-      ``decay_begin_epochs`` are scaled by the same factor; the warmup is
-      not). Recommended (a fixed rule): the median of the :math:`B_{simple}`
-      logged over the second half of the base run; it assumes
-      :math:`B_{noise}` constant over training and a well-tuned LR at each
-      batch.
+    noise_scale: None, or a measured gradient noise scale :math:`B_{noise}` (examples,
+      > 0): training at batch B then lasts :func:`legw.scale_num_epochs` epochs, and the
+      decay's epochs stretch by the same factor (the warmup's do not). How to measure it,
+      and what the rule assumes: :doc:`/guides/batch_size`.
 
   Raises:
-    ValueError, TypeError: at construction, as :func:`legw.legw_schedule`
-      at ``base_batch_size``.
+    ValueError, TypeError: at construction, as :func:`legw.legw_schedule` at ``base_batch_size``.
 
   Warns:
-    UserWarning: as :func:`legw.legw_schedule` (a warmup over half of
-      training), at construction and in :meth:`at` / :meth:`schedule`:
-      once per call, naming the caller's line (not legw's).
+    UserWarning: as :func:`legw.legw_schedule`, at construction and in :meth:`at` /
+      :meth:`schedule`, naming the caller's line (not legw's).
 
   Example (LEGW paper Table 1):
 
   >>> import legw
   >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
   ...                 base_warmup_epochs=0.3125, num_epochs=90)
-  >>> round(r.at(32768, dataset_size=1_281_167).peak_learning_rate, 6)  # 2**5.0
-  32.0
   >>> r.at(2048, dataset_size=1_281_167).warmup_epochs
   0.625
   >>> print(r.table([1024, 32768], dataset_size=1_281_167))
@@ -220,19 +185,14 @@ class Recipe:
     return legw_schedule(batch_size=batch_size, steps_per_epoch=steps_per_epoch, **kwargs)
 
   def steps_per_epoch(self, batch_size: int, dataset_size: int) -> int:
-    """``dataset_size // batch_size`` (the last partial batch is dropped).
+    """``dataset_size // batch_size``: optimizer steps per epoch (the last partial batch dropped).
 
     Args:
-      batch_size: examples per optimizer step, an integer count
-        (Python/NumPy/JAX integer or a whole float), > 0.
-      dataset_size: training examples per epoch, an integer count, > 0.
-
-    Returns:
-      The optimizer steps per epoch (a Python int).
+      batch_size: examples per optimizer step, an integer count, > 0.
+      dataset_size: training examples per epoch, an integer count, >= ``batch_size``.
 
     Raises:
-      ValueError: when ``dataset_size < batch_size`` (no full step per epoch)
-        or a size is <= 0.
+      ValueError: for ``dataset_size < batch_size`` or a size <= 0.
       TypeError: for a size that is not an integer count.
 
     >>> import legw
@@ -260,22 +220,17 @@ class Recipe:
   def at(
     self, batch_size: int, *, dataset_size: int | None = None, steps_per_epoch: int | None = None
   ) -> ScaledRecipe:
-    """The recipe's numbers at ``batch_size``.
+    """The recipe's numbers at ``batch_size``, as a :class:`ScaledRecipe`.
 
     Args:
       batch_size: target batch size, in examples (an integer count).
-      dataset_size: training examples per epoch (steps per epoch are
-        ``dataset_size // batch_size``), or
-      steps_per_epoch: the optimizer steps per epoch directly (an integer
-        count; not epochs, not examples).
-
-    Returns:
-      A :class:`ScaledRecipe`; its :meth:`ScaledRecipe.schedule` is
-      :meth:`schedule` at the same arguments.
+      dataset_size: training examples per epoch (steps per epoch: ``dataset_size //
+        batch_size``), or
+      steps_per_epoch: the optimizer steps per epoch directly (not epochs, not examples).
 
     Raises:
-      ValueError: as :func:`legw.legw_schedule`, or when neither or both of
-        ``dataset_size`` and ``steps_per_epoch`` are given.
+      ValueError: as :func:`legw.legw_schedule`, or unless exactly one of ``dataset_size``
+        and ``steps_per_epoch`` is given.
       TypeError: for sizes or steps that are not integer counts.
 
     >>> import legw
@@ -308,25 +263,15 @@ class Recipe:
   def schedule(
     self, batch_size: int, *, dataset_size: int | None = None, steps_per_epoch: int | None = None
   ) -> optax.Schedule:
-    """The ``optax.Schedule`` of the recipe at ``batch_size``.
+    """The recipe's ``optax.Schedule`` at ``batch_size`` (:func:`legw.legw_schedule`).
 
-    :func:`legw.legw_schedule` with this recipe's fields: a gradual warmup to
-    :math:`\\eta_0\\sqrt{k}` over ``round(e_0 k * steps_per_epoch)`` steps,
-    then the decay (LEGW paper §3). ``recipe.at(...).schedule()`` is the same.
-
-    Domain: the schedule takes the optimizer *step* count (not epochs, not
-    examples) and is meant for ``[0, T)``, T =
-    ``round(num_epochs * steps_per_epoch)``; a negative count reads as step 0
-    and a count past T gives the decay's end value, silently (see
-    :func:`legw.legw_schedule`).
+    Domain: the optimizer *step* count (not epochs), meant for ``[0, T)``, T =
+    ``round(num_epochs * steps_per_epoch)``; nothing is raised outside it.
+    ``recipe.at(...).schedule()`` is the same schedule.
 
     Args:
       batch_size: target batch size, in examples (an integer count).
-      dataset_size: training examples per epoch, or
-      steps_per_epoch: optimizer steps per epoch (exactly one of the two).
-
-    Returns:
-      An ``optax.Schedule``: step count -> learning rate.
+      dataset_size, steps_per_epoch: exactly one, as :meth:`at`.
 
     Raises:
       ValueError, TypeError: as :meth:`at`.
@@ -342,20 +287,15 @@ class Recipe:
     return self._schedule(batch_size, spe)
 
   def rebase(self, batch_size: int) -> Recipe:
-    r"""The same recipe re-expressed with ``batch_size`` as its baseline.
+    r"""The same recipe re-expressed with ``batch_size`` as its baseline (LEGW §3.3).
 
-    LEGW works in both directions (§3.3): ``Recipe(32768, ...).rebase(1024)``
-    is the 1K recipe the 32K one implies (LR divided by :math:`\sqrt{k}`,
-    warmup epochs by k). With a ``noise_scale`` (kept), ``num_epochs`` and the
-    decay's epochs become their budget at the new base, so the epochs at every
-    batch size stay the same.
+    ``Recipe(32768, ...).rebase(1024)`` is the 1K recipe the 32K one implies (LR divided by
+    :math:`\sqrt{k}`, warmup epochs by k); with a ``noise_scale``, ``num_epochs`` and the
+    decay's epochs become their budget at the new base. Its schedules equal this one's at
+    every batch size (up to rounding).
 
     Args:
       batch_size: the new base batch size, in examples (an integer count).
-
-    Returns:
-      A :class:`Recipe` whose schedules equal this one's at every batch size
-      (up to floating-point rounding).
 
     Raises:
       ValueError, TypeError: as :class:`Recipe` for the new baseline.
@@ -387,17 +327,10 @@ class Recipe:
     dataset_size: int | None = None,
     steps_per_epoch: int | None = None,
   ) -> list[ScaledRecipe]:
-    """:meth:`at` for each batch size (``steps_per_epoch`` only for one size).
+    """:meth:`at` for each of ``batch_sizes`` (examples): a list of :class:`ScaledRecipe`.
 
-    Args:
-      batch_sizes: target batch sizes, in examples.
-      dataset_size, steps_per_epoch: as :meth:`at` (exactly one).
-
-    Returns:
-      A list of :class:`ScaledRecipe`, one per batch size.
-
-    Raises:
-      ValueError, TypeError: as :meth:`at`.
+    ``steps_per_epoch`` holds for one batch size only; for several, pass ``dataset_size``.
+    Raises as :meth:`at`.
 
     >>> import legw
     >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,
@@ -425,19 +358,9 @@ class Recipe:
   ) -> str:
     """A plain-text table of the batch-size ladder (Table 1 of the LEGW paper).
 
-    Columns: batch size (examples), k, peak LR and its log2, warmup (epochs
-    and steps), steps per epoch, (with a ``noise_scale``: the epochs at that
-    batch,) total steps.
-
-    Args:
-      batch_sizes: target batch sizes, in examples.
-      dataset_size, steps_per_epoch: as :meth:`ladder` (exactly one).
-
-    Returns:
-      The table as a string (one line per batch size).
-
-    Raises:
-      ValueError, TypeError: as :meth:`at`.
+    One line per batch size (examples): k, peak LR and its log2, warmup (epochs and steps),
+    steps per epoch, (with a ``noise_scale``: the epochs,) total steps. ``dataset_size`` or
+    ``steps_per_epoch`` as :meth:`ladder`; raises as :meth:`at`.
 
     >>> import legw
     >>> r = legw.Recipe(base_batch_size=1024, base_learning_rate=2**2.5,

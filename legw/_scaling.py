@@ -1,11 +1,7 @@
 """Batch-size scaling rules for the learning rate and the warmup length.
 
-Source: You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
-Beyond", SC 2019, arXiv:1901.08256, §2.3 (Sqrt and Linear Scaling
-rules), §3 (LEGW: warmup epochs grow linearly with the batch) and Table 1.
-The epochs a batch needs from a measured gradient noise scale: McCandlish,
-Kaplan, Amodei et al., "An Empirical Model of Large-Batch Training", 2018,
-arXiv:1812.06162, §2.
+LEGW paper (You et al., SC 2019, arXiv:1901.08256) §2.3 and §3; the epochs a batch needs
+from a gradient noise scale: McCandlish et al. 2018, arXiv:1812.06162, §2.
 """
 
 from __future__ import annotations
@@ -24,19 +20,8 @@ WARMUP_RULES = ("linear", "none")
 
 
 def as_count(name: str, value: Any, *, positive: bool = True) -> int:
-  """A whole-number count (steps, examples) as a Python int, checked.
-
-  Accepts Python ints, NumPy integers, concrete 0-d JAX/NumPy integer arrays
-  and floats that are whole numbers (``1024.0``). Used for every step and
-  example count of the schedule builders.
-
-  Raises:
-    TypeError: naming ``name``, for a bool, a non-numeric value, an array
-      that is not a scalar, a traced value (counts must be concrete when the
-      schedule is built), or a float that is not a whole number (``312.5``).
-    ValueError: naming ``name``, for a count <= 0 (``positive``) or < 0, or
-      an infinite or NaN float.
-  """
+  """A whole-number count (steps, examples) as a Python int: an int, a NumPy integer, a
+  concrete 0-d integer array or a whole float; else TypeError or ValueError naming ``name``."""
   if isinstance(value, bool) or isinstance(value, jax.core.Tracer):
     kind = "a traced value" if isinstance(value, jax.core.Tracer) else repr(value)
     raise TypeError(f"{name} must be a concrete integer count; got {kind}.")
@@ -87,34 +72,24 @@ def scale_learning_rate(
 ) -> float:
   r"""The learning rate for ``batch_size`` from one tuned at ``base_batch_size``.
 
-  With :math:`k` = ``batch_size / base_batch_size`` and :math:`\eta` =
-  ``base_learning_rate``:
-
-  * ``"sqrt"``: :math:`\eta\sqrt{k}` (Sqrt Scaling, LEGW paper §2.3 and §3.1;
-    keeps the variance of the gradient estimate's step constant). This is LEGW.
-  * ``"linear"``: :math:`\eta k` (Linear Scaling, Krizhevsky 2014; Goyal et al.).
-  * ``"none"``: :math:`\eta`.
-
-  Works in both directions (``k < 1`` scales down). Units: batch sizes are
-  examples per optimizer step; the learning rate is per step.
+  With :math:`k` = ``batch_size / base_batch_size`` and :math:`\eta` = ``base_learning_rate``:
+  ``"sqrt"`` gives :math:`\eta\sqrt{k}` (Sqrt Scaling, LEGW paper §2.3 and §3.1: LEGW),
+  ``"linear"`` :math:`\eta k` (Linear Scaling, Krizhevsky 2014; Goyal et al.), ``"none"``
+  :math:`\eta`. Either direction (``k < 1`` scales down); the LR is per optimizer step.
 
   Args:
     base_learning_rate: the tuned peak learning rate (a scalar), >= 0.
-    base_batch_size: the batch size it was tuned at, in examples, > 0: a
-      Python/NumPy/JAX integer or a float (only the ratio k enters, so a
-      fractional size is accepted here; the schedule builders require
-      integer counts).
-    batch_size: the target batch size, in examples, likewise, > 0.
+    base_batch_size: the batch size it was tuned at, in examples, > 0 (only k enters, so a
+      float is accepted here; the schedule builders require integer counts).
+    batch_size: the target batch size, in examples, > 0.
     rule: ``"sqrt"``, ``"linear"`` or ``"none"``.
 
   Returns:
     The scaled peak learning rate (a Python float).
 
   Raises:
-    ValueError: for a negative learning rate, non-positive batch sizes or an
-      unknown rule.
-    TypeError: for a batch size that is not a number (a string, a traced
-      value, a non-scalar array).
+    ValueError: for a negative learning rate, non-positive batch sizes or an unknown rule.
+    TypeError: for a batch size that is not a number (a string, a traced value, an array).
 
   Example (LEGW paper Table 1: ``2**2.5`` at 1K is ``2**5.0`` at 32K):
 
@@ -144,28 +119,20 @@ def scale_warmup_epochs(
 ) -> float:
   r"""Warmup length, in epochs, for ``batch_size`` from the tuned baseline.
 
-  With :math:`k` = ``batch_size / base_batch_size`` and :math:`e_0` =
-  ``base_warmup_epochs``:
-
-  * ``"linear"``: :math:`e_0 k` epochs — Linear-Epoch Gradual Warmup (LEGW
-    paper §3: "when we increase the batch size by k times, we also increase
-    the warmup epochs by k times"). In *steps* this is constant, since an
-    epoch has k times fewer steps.
-  * ``"none"``: :math:`e_0` epochs at every batch size (the constant-epoch
-    warmup of Goyal et al., e.g. 5 epochs).
+  With :math:`k` = ``batch_size / base_batch_size`` and :math:`e_0` = ``base_warmup_epochs``:
+  ``"linear"`` gives :math:`e_0 k` epochs (LEGW paper §3: "when we increase the batch size
+  by k times, we also increase the warmup epochs by k times"; about constant in *steps*);
+  ``"none"`` keeps :math:`e_0` epochs (the constant-epoch warmup of Goyal et al.).
 
   Args:
-    base_warmup_epochs: warmup of the tuned baseline, in *epochs* (not
-      steps), >= 0.
-    base_batch_size: its batch size, in examples, > 0 (as in
-      :func:`scale_learning_rate`).
+    base_warmup_epochs: warmup of the tuned baseline, in *epochs* (not steps), >= 0.
+    base_batch_size: its batch size, in examples, > 0 (as in :func:`scale_learning_rate`).
     batch_size: the target batch size, in examples, > 0.
     rule: ``"linear"`` or ``"none"``.
 
   Returns:
-    The warmup length in epochs (a Python float). Multiply by the steps per
-    epoch at ``batch_size`` (and round) for steps, as
-    :func:`legw.legw_schedule` does.
+    The warmup in epochs (a Python float); times the steps per epoch at ``batch_size``,
+    rounded, it is in steps (as :func:`legw.legw_schedule` does).
 
   Raises:
     ValueError: negative warmup, non-positive batch sizes, unknown rule.
@@ -190,12 +157,8 @@ def scale_warmup_epochs(
 
 
 def as_positive_real(name: str, value: Any) -> float:
-  """A finite real number > 0 (epochs, a noise scale) as a Python float, checked.
-
-  Raises:
-    TypeError: naming ``name``, for a bool, a string, None, or an array that
-      is not a concrete real scalar.
-    ValueError: naming ``name``, for a value <= 0, infinite or NaN.
+  """A finite real number > 0 (epochs, a noise scale) as a Python float; else TypeError or
+  ValueError naming ``name``.
 
   >>> from legw._scaling import as_positive_real
   >>> as_positive_real("noise_scale", 2500)
@@ -222,13 +185,11 @@ def scale_num_epochs(
 ) -> float:
   r"""Training epochs at ``batch_size`` from a run of ``base_num_epochs`` at ``base_batch_size``.
 
-  With :math:`B_n` = ``noise_scale``, training at batch B needs :math:`E_{min}(1 + B/B_n)`
-  examples (McCandlish et al.), hence :math:`e(B) = e_0 (1 + B/B_n) / (1 + B_0/B_n)`, in both
-  directions. Assumes :math:`B_n` constant over training (it grows as the loss falls: one
-  summary is an approximation), a base run trained to the same target, and a well-tuned LR
-  at each batch (the rule is about the data, not a LR rule). Recommended summary (a fixed
-  rule): the median of :math:`B_{simple} = tr(\Sigma)/|G|^2` logged over the second half of
-  the base run (late training holds most steps; the median ignores single-step spikes).
+  With :math:`B_n` = ``noise_scale``, reaching a loss at batch B takes
+  :math:`E_{min}(1 + B/B_n)` examples (McCandlish et al.), hence
+  :math:`e(B) = e_0 (1 + B/B_n) / (1 + B_0/B_n)`, in either direction. It assumes
+  :math:`B_n` constant over training and a well-tuned LR at each batch;
+  :doc:`/guides/batch_size` measures :math:`B_n` and discusses both.
 
   Args:
     base_num_epochs: epochs of the base run, > 0.

@@ -1,16 +1,4 @@
-"""LEGW learning-rate schedules (``optax.Schedule`` builders).
-
-Units: a schedule's argument is the optimizer *step* count (optax's
-``count``); lengths given to the builders are in *epochs*, turned into steps
-with ``steps_per_epoch``; batch sizes are in *examples*.
-
-References:
-  You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
-  Beyond", SC 2019, arXiv:1901.08256, §2.3 (warmup schemes), §3 (LEGW), §3.2 and
-  Figure 2 (multistep and poly decays), Table 1 (ResNet-50 ladder); You, Gitman &
-  Ginsburg, "Large Batch Training of Convolutional Networks", 2017, arXiv:1708.03888,
-  Algorithm 1 (poly decay, power 2).
-"""
+"""LEGW learning-rate schedules (``optax.Schedule`` builders)."""
 
 from __future__ import annotations
 
@@ -39,14 +27,8 @@ def _positive(name, value):
 
 
 def float_dtype(count: Any) -> np.dtype:
-  """The float dtype optax's schedules return for a step ``count``.
-
-  ``optax.linear_schedule`` / ``polynomial_schedule`` divide the count, so
-  their value has the dtype of ``count / 1``: float32 for int32 (optax's own
-  ``count``) and for any count without ``jax_enable_x64``; float64 for Python
-  ints and int64 counts under ``jax_enable_x64``; a float count keeps its
-  dtype.
-  """
+  """The float dtype optax's schedules return for a step ``count`` (that of ``count / 1``:
+  float32 for an int32 count, float64 for an int64 one under ``jax_enable_x64``)."""
   dtype = jnp.result_type(count)  # canonical: int64 -> int32 without x64
   if jnp.issubdtype(dtype, jnp.inexact):
     return dtype
@@ -89,64 +71,48 @@ def legw_schedule(
 ) -> optax.Schedule:
   r"""The LEGW schedule for ``batch_size`` from a recipe tuned at ``base_batch_size``.
 
-  With :math:`k` = ``batch_size / base_batch_size``, the peak is
-  :math:`\eta = \eta_0\sqrt{k}` and the warmup :math:`e_0 k` epochs, ``W`` steps; of
-  ``T`` steps in all, with :math:`s = t - W`, :math:`D = T - W`, :math:`e_v` = ``end_value``:
-
-  .. math::
-
-     \gamma_t = \eta\,t/W \;(t < W), \qquad
-     \gamma_t = e_v + (\eta - e_v)(1 - s/D)^p \;(t \ge W, \text{ poly})
-
-  ``warmup="constant"`` holds ``warmup_value`` for :math:`t < W` instead. Decays from
-  the peak: ``"poly"`` (above; ``poly_origin="step_0"`` is the paper's literal
-  :math:`\eta(1 - t/T)^p`, which drops at step W), ``"multistep"`` (times
-  ``decay_rate`` at each of ``boundary_epochs``), ``"exponential"``, ``"cosine"``,
-  ``"constant"``. **Domain:** the optimizer *step* count (optax's ``count``, from 0; an
-  int or a traced integer array), not epochs; outside :math:`[0, T)` nothing is raised.
+  With :math:`k` = ``batch_size / base_batch_size``: a linear warmup over W steps (:math:`e_0 k`
+  epochs) to :math:`\eta = \eta_0\sqrt{k}`, then the decay; poly is :math:`\gamma_t = e_v +
+  (\eta - e_v)(1 - (t - W)/(T - W))^p` over T steps, counted from the end of warmup as in
+  MLPerf's LARS reference (``poly_origin="step_0"``: the LEGW paper's literal
+  :math:`\eta(1 - t/T)^p`, which drops at step W). **Domain:** the optimizer *step* count, not
+  epochs; nothing is raised outside :math:`[0, T)` (in full: :doc:`/guides/legw_recipes`).
 
   Args:
     base_learning_rate: tuned peak LR :math:`\eta_0 \ge 0` at the base batch.
-    base_batch_size: the tuned recipe's batch size, in examples (an integer count).
-    batch_size: the target batch size, in examples (an integer count).
+    base_batch_size, batch_size: the tuned and the target batch size, in examples (integers).
     base_warmup_epochs: tuned warmup :math:`e_0 \ge 0`, in epochs.
     num_epochs: training length, in epochs, > 0.
     steps_per_epoch: optimizer steps per epoch at ``batch_size`` (an integer count).
     decay: ``"poly"``, ``"multistep"``, ``"exponential"``, ``"cosine"`` or ``"constant"``.
-    power: poly power :math:`p > 0`.
-    end_value: final LR for poly and cosine (floor for exponential), >= 0.
+    power, end_value: the poly power :math:`p > 0`, and the final LR >= 0 (exponential: floor).
     boundary_epochs: multistep boundaries, in epochs, after warmup and before the end.
     decay_rate: factor per boundary or per ``decay_epochs``, in (0, 1].
-    decay_epochs: exponential decay period, in epochs, > 0.
+    decay_epochs, staircase: the exponential decay period (epochs, > 0), and whole periods only.
     decay_begin_epochs: epoch the decay begins (default: the end of warmup).
-    staircase: exponential decay in whole periods.
     lr_scaling: ``"sqrt"`` (LEGW), ``"linear"`` or ``"none"``.
     warmup_scaling: ``"linear"`` (LEGW) or ``"none"``.
-    warmup: ``"gradual"`` or ``"constant"``.
-    warmup_value: LR during a constant warmup (default: ``base_learning_rate``).
-    poly_origin: ``"warmup_end"`` (continuous; MLPerf LARS) or ``"step_0"``.
+    warmup, warmup_value: ``"gradual"`` or ``"constant"``, and the constant warmup's LR
+      (default ``base_learning_rate``).
+    poly_origin: ``"warmup_end"`` (MLPerf LARS) or ``"step_0"`` (the paper's text).
 
   Returns:
     An ``optax.Schedule``: step count -> learning rate (float, as optax's schedules).
 
   Raises:
-    ValueError: naming the argument, for non-positive sizes, epochs or steps, an
-      unknown choice, a warmup not shorter than training, or misplaced boundaries.
-    TypeError: for non-numeric sizes, or batch sizes or ``steps_per_epoch`` that are
-      not integer counts.
+    ValueError: naming the argument, for a value out of range or a warmup not shorter than training.
+    TypeError: for sizes or ``steps_per_epoch`` that are not integer counts.
 
   Example:
     >>> import legw  # LEGW Table 1, batch 32K: a 2^5 peak after 10 warmup epochs
-    >>> s = legw.legw_schedule(base_learning_rate=2**2.5, base_batch_size=1024,
-    ...                        batch_size=32768, base_warmup_epochs=0.3125,
-    ...                        num_epochs=90, steps_per_epoch=39)
+    >>> s = legw.legw_schedule(base_learning_rate=2**2.5, base_batch_size=1024, batch_size=32768,
+    ...                        base_warmup_epochs=0.3125, num_epochs=90, steps_per_epoch=39)
     >>> [round(float(s(t)), 4) for t in (0, 195, 390, 1950, 3510)]
     [0.0, 16.0, 32.0, 8.0, 0.0]
 
   References:
-    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and
-    Beyond", SC 2019, arXiv:1901.08256, §3, §3.2, Figure 2, Table 1. See
-    :doc:`/guides/legw_recipes` for the domain, the decays and the warnings in full.
+    You, Hseu, Ying, Demmel, Keutzer & Hsieh, "Large-Batch Training for LSTM and Beyond", SC 2019,
+    arXiv:1901.08256, §3, §3.2, Figure 2, Table 1.
   """
   _validation.check_choice("decay", decay, DECAYS)
   _validation.check_choice("warmup", warmup, WARMUPS)

@@ -1,10 +1,6 @@
 """A member's optimizer: its transform, then the learning rate inside momentum SGD.
 
-``sgd_optimizer(transform, ...)`` is the optimizer of every SGD member of the
-layer-wise family (``lars``, ``mclr``, ``percent_delta``) and of ``cblr``:
-``optax.chain(transform, optax.scale_by_learning_rate(lr), optax.trace(...))`` (the
-learning rate inside the momentum, LARS Algorithm 1), with leaves that are not
-floating passed through (:func:`pass_untrainable`, which ``lamb`` uses too).
+``optax.chain(transform, scale_by_learning_rate(lr), trace(...))``, as LARS Algorithm 1.
 """
 
 from __future__ import annotations
@@ -26,15 +22,8 @@ def _split(tree, trainable):
 
 
 def pass_untrainable(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-  """``inner`` on the floating leaves; other leaves pass through unchanged.
-
-  Integer parameters (and the ``float0`` gradients ``jax.grad(...,
-  allow_int=True)`` gives them) would crash ``optax.trace`` and
-  ``optax.scale_by_learning_rate``.  Where every leaf is floating, this is
-  ``inner`` itself (same state, same computation).  Otherwise ``inner`` sees
-  those leaves as ``optax.MaskedNode`` (as inside ``optax.masked``), and an
-  ``obj_fn`` extra argument is called on the full tree.
-  """
+  """``inner`` on the floating leaves (the others seen as ``optax.MaskedNode``; an ``obj_fn``
+  is called on the full tree); other leaves pass through; ``inner`` itself if all are float."""
   inner = optax.with_extra_args_support(inner)
 
   def mask_of(params):
@@ -83,10 +72,8 @@ def momentum(decay, nesterov, accumulator_dtype=None) -> optax.GradientTransform
 def sgd_chain(
   scaler, learning_rate, momentum_decay, nesterov, accumulator_dtype=None
 ) -> optax.GradientTransformationExtraArgs:
-  """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1):
-  ``optax.chain(scaler, optax.scale_by_learning_rate(learning_rate),
-  optax.trace(momentum, nesterov, accumulator_dtype))``, with non-float leaves
-  passed through."""
+  """``scaler``, then the learning rate inside the momentum (LARS Algorithm 1), with
+  non-float leaves passed through."""
   return pass_untrainable(
     optax.chain(
       scaler,
@@ -104,10 +91,8 @@ def check_optimizer_args(learning_rate, momentum):
 def sgd_optimizer(
   transform, learning_rate, momentum_decay, nesterov, /, *, accumulator_dtype=None, **kwargs
 ) -> optax.GradientTransformationExtraArgs:
-  """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``.
-
-  ``kwargs`` may hold a ``learning_rate`` of the transform's own (LARC clip).
-  """
+  """A member's optimizer: checks, then ``sgd_chain(transform(**kwargs), ...)``; ``kwargs``
+  may hold a ``learning_rate`` of the transform's own (LARC clip)."""
   check_optimizer_args(learning_rate, momentum_decay)
   _validation.check_state_dtype("accumulator_dtype", accumulator_dtype)
   return sgd_chain(transform(**kwargs), learning_rate, momentum_decay, nesterov, accumulator_dtype)

@@ -1,9 +1,6 @@
 """Optimizer state kept in a narrower dtype (``accumulator_dtype``, ``mu_dtype``).
 
-optax's ``trace(accumulator_dtype=)`` and ``scale_by_adam(mu_dtype=)`` store the
-momentum in that dtype, but also compute ``decay * state`` in it (a Python-float
-decay is weakly typed).  :func:`with_state_dtype` widens the stored state to the
-update's dtype before the step, so only the stored value is rounded.
+optax computes ``decay * state`` in the stored dtype; :func:`with_state_dtype` widens it first.
 """
 
 from __future__ import annotations
@@ -18,12 +15,8 @@ from legw._reduce import is_trainable
 
 
 def check_state_dtype_of_leaves(name: str, dtype: Any, params: Any) -> None:
-  """At ``init``: a real state dtype cannot hold a complex leaf's state.
-
-  Raises:
-    ValueError: when ``dtype`` is set and a floating leaf of ``params`` is
-      complex (its state would lose the imaginary part), naming the leaf.
-  """
+  """At ``init``: ValueError, naming the leaf, when ``dtype`` is set and a floating leaf is
+  complex (a real state would lose the imaginary part)."""
   if dtype is None:
     return
   for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -38,17 +31,8 @@ def check_state_dtype_of_leaves(name: str, dtype: Any, params: Any) -> None:
 def with_state_dtype(
   inner: optax.GradientTransformation, name: str, dtype: Any, field: str
 ) -> optax.GradientTransformation:
-  """``inner`` (whose state's ``field`` is stored in ``dtype``), computing in the
-  wider of the state and update dtypes.
-
-  With ``dtype=None`` this is ``inner`` itself (bit for bit).  Otherwise ``init``
-  refuses complex leaves (:func:`check_state_dtype_of_leaves`, ``name`` in the
-  message), and ``update`` widens the stored ``field`` to the update's dtype
-  before the step, so the step is one computation in the wider dtype and only
-  the stored state is rounded to ``dtype``; the updates come back in the incoming
-  updates' dtype (a float32 state of bfloat16 parameters would otherwise hand
-  float32 updates on).
-  """
+  """``inner`` with its state's ``field`` stored in ``dtype``, each step computed in the wider
+  of the state and update dtypes (updates in the incoming dtype); ``inner`` for None."""
   if dtype is None:
     return inner
 

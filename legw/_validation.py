@@ -1,8 +1,6 @@
 """Checks of concrete hyperparameters, shared by every public constructor.
 
-Only concrete Python/NumPy numbers are checked: ``optax.inject_hyperparams``
-passes hyperparameters as (possibly traced) JAX arrays, and those must pass
-through untouched.
+Only concrete numbers are checked: ``optax.inject_hyperparams`` passes (traced) arrays.
 """
 
 from __future__ import annotations
@@ -29,10 +27,7 @@ def check_range(
   low_inclusive: bool = True,
   high_inclusive: bool = True,
 ) -> None:
-  """Raises ``ValueError`` when a concrete ``value`` is outside the range.
-
-  Non-concrete values (JAX arrays, tracers, schedules) are not checked.
-  """
+  """Raises ``ValueError`` when a concrete ``value`` is outside the range (others pass)."""
   if not is_concrete_number(value):
     return
   v = float(value)
@@ -54,14 +49,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _check_scalar_or_schedule(name: str, value: Any) -> None:
-  """A hyperparameter that may be a schedule: a non-negative number, an array
-  (``optax.inject_hyperparams`` passes traced ones), or a callable.
-
-  Raises:
-    TypeError: for anything else, e.g. a :class:`legw.Recipe` (a recipe is
-      not a schedule: it needs the batch size), with what to pass instead.
-    ValueError: for a negative (or NaN, infinite) concrete number.
-  """
+  """A non-negative number, an array or a callable; else TypeError (a Recipe is told what to
+  pass instead), or ValueError for a negative, NaN or infinite number."""
   if callable(value):
     return
   kind = type(value).__name__
@@ -87,13 +76,7 @@ def _check_scalar_or_schedule(name: str, value: Any) -> None:
 
 
 def check_learning_rate(learning_rate: Any) -> None:
-  """A learning rate is a non-negative number or a callable schedule.
-
-  Raises:
-    TypeError: for a value that is neither (a :class:`legw.Recipe` or
-      :class:`legw.ScaledRecipe` says to pass ``recipe.schedule(...)``).
-    ValueError: for a negative (NaN, infinite) number.
-  """
+  """A learning rate: a non-negative number or a callable schedule."""
   _check_scalar_or_schedule("learning_rate", learning_rate)
 
 
@@ -103,14 +86,8 @@ def check_weight_decay(weight_decay: Any) -> None:
 
 
 def check_state_dtype(name: str, dtype: Any) -> None:
-  """An optimizer-state dtype (``mu_dtype``, ``accumulator_dtype``): ``None``
-  (the state follows the parameters, as in optax) or a real floating dtype.
-
-  Raises:
-    TypeError: for anything that is not a dtype, or a dtype that is not real
-      floating (integers, bool, complex: a momentum must hold fractions, and
-      a complex state of real parameters would make their updates complex).
-  """
+  """An optimizer-state dtype: ``None`` (the parameters', as in optax) or a real floating
+  dtype; TypeError otherwise (a momentum holds fractions, a complex one makes updates complex)."""
   if dtype is None:
     return
   try:
@@ -127,11 +104,6 @@ def check_state_dtype(name: str, dtype: Any) -> None:
 
 
 def check_bool(name: str, value: Any) -> None:
-  """A flag is a Python (or NumPy) bool, never a string or a number.
-
-  Raises:
-    TypeError: naming the argument, for anything else (``"yes"``, ``1``, an
-      array): a truthy string would silently switch the flag on.
-  """
+  """A flag is a Python or NumPy bool; TypeError naming it otherwise ("yes" would switch it on)."""
   if not isinstance(value, (bool, np.bool_)):
     raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__}).")

@@ -1,10 +1,7 @@
 """Warnings that name the user's line, not legw's.
 
-A warning issued with ``stacklevel=2`` names the line that called the warning
-function; when that caller is legw itself (``Recipe.schedule`` calls
-``legw_schedule``), the user sees a line of legw. :func:`warn` walks out of
-legw's own frames instead, so a warning names the first line outside legw
-whichever public function it came through.
+:func:`warn` walks out of legw's frames (``stacklevel=2`` names legw's caller when legw
+calls itself, e.g. ``Recipe.schedule`` calling ``legw_schedule``).
 """
 
 from __future__ import annotations
@@ -18,11 +15,8 @@ _LEGW_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _caller_stacklevel() -> int:
-  """The ``stacklevel`` of the first frame outside legw, seen from :func:`warn`'s caller.
-
-  Frames of legw's modules, and the ``__init__`` that ``dataclasses``
-  generates (it runs a legw ``__post_init__``), are skipped.
-  """
+  """The ``stacklevel`` of the first frame outside legw (and outside the ``__init__`` that
+  ``dataclasses`` generates), seen from :func:`warn`'s caller."""
   frame: types.FrameType | None = sys._getframe(2)  # the function that called `warn`
   level = 2
   while frame is not None:

@@ -1,10 +1,8 @@
 """Command line: ``legw recipe`` (or ``python -m legw recipe``).
 
-Prints the LEGW batch-size ladder of a tuned baseline (the LEGW paper's
-Table 1) and, with ``--plot FILE.png``, draws the schedules as its Figure 2.
-Every mistake on the command line (a bad number, a missing output folder,
-``--plot`` without matplotlib) ends with one line on stderr and exit status 2,
-never a traceback.
+Prints the LEGW batch-size ladder of a tuned baseline (the LEGW paper's Table 1); ``--plot
+FILE.png`` draws the schedules (its Figure 2). A mistake on the command line ends with one
+line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -282,11 +280,8 @@ def _check_plot_path(path: str) -> str | None:
 
 
 def _check_boundaries(recipe: Recipe, batch_sizes: Sequence[int]) -> str | None:
-  """Why the multistep ``recipe`` cannot run at every batch size of the ladder, or None.
-
-  LEGW scales the warmup epochs by k, so a boundary that suits the base batch
-  (the paper's 30/60/80 epochs) can fall inside the warmup of a large batch.
-  """
+  """Why the multistep ``recipe`` cannot run at every batch size of the ladder, or None: LEGW
+  scales the warmup by k, so a boundary can fall inside a large batch's warmup."""
   if recipe.decay != "multistep":
     return None
   bounds = " ".join(f"{b:g}" for b in recipe.boundary_epochs)
