@@ -188,8 +188,8 @@ def layerwise_stats(
     "grad_norm", "norm_ratio"}`` (scalars, or ``(L,)`` arrays for stacked leaves).
 
   Raises:
-    ValueError: when ``grads`` does not have the structure of ``params``, or
-      ``layer_axis`` does not fit it.
+    ValueError: when ``grads`` does not have the structure of ``params``, ``layer_axis``
+      does not fit it, or two leaves have one path (e.g. ``{"a/b": x, "a": {"b": y}}``).
 
   >>> import jax.numpy as jnp, legw
   >>> stats = legw.layerwise_stats({"w": jnp.array([3.0, 4.0])},
@@ -219,7 +219,13 @@ def layerwise_stats(
   out = {}
   for i, (path, _) in enumerate(path_leaves):
     w_norm, g_norm = jnp.sqrt(sums[2 * i]), jnp.sqrt(sums[2 * i + 1])
-    out[leaf_path(path)] = {
+    name = leaf_path(path)
+    if name in out:
+      raise ValueError(
+        f"two leaves of params have the path {name!r} (keys joined by '/'); rename one "
+        "key so that each leaf has its own name."
+      )
+    out[name] = {
       "param_norm": w_norm,
       "grad_norm": g_norm,
       "norm_ratio": w_norm / g_norm,

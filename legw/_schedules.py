@@ -147,7 +147,7 @@ def legw_schedule(
       f"base_warmup_epochs < {base_warmup_epochs * num_epochs / warmup_epochs:g} "
       "(both are in epochs, not steps: was a step count passed as epochs?)."
     )
-  if end_value > peak and decay in ("poly", "cosine"):
+  if end_value > peak and decay in ("poly", "cosine", "exponential"):
     raise ValueError(f"end_value must be <= the peak learning rate {peak:g}; got {end_value}.")
   warmup_steps = int(round(warmup_epochs * steps_per_epoch))
   total_steps = int(round(num_epochs * steps_per_epoch))

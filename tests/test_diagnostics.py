@@ -631,3 +631,11 @@ def test_integer_leaves_pass_and_keep_no_stats(make):
   chex.assert_trees_all_equal_shapes_and_dtypes(state, state2)
   assert set(legw.applied_layerwise_stats(state2)) == set(KERNELS)
   assert updates["step"].dtype == jax.dtypes.float0
+
+
+def test_two_leaves_with_one_path_raise_instead_of_one_hiding_the_other():
+  params = {"a/b": jnp.ones(2), "a": {"b": jnp.ones(3)}}
+  with pytest.raises(ValueError, match="two leaves of params have the path 'a/b'"):
+    legw.layerwise_stats(params, params)
+  with pytest.raises(ValueError, match="two leaves of params have the path 'a/b'"):
+    legw.trust_coefficient_from_sgd(params, params)

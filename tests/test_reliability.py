@@ -159,6 +159,15 @@ def _schedule_rules():
     ("end_value", 0.5, "<= the peak learning rate 0.2"),
   ]:
     yield _rule(s, {**_SCHED, arg: value}, arg, value, valid, "legw_schedule")
+  # An exponential decay's end_value is a floor: above the peak, the LR would jump up to it.
+  yield _rule(
+    s,
+    {**_SCHED, "decay": "exponential", "end_value": 0.5},
+    "end_value",
+    0.5,
+    "<= the peak learning rate 0.2",
+    "legw_schedule",
+  )
   # Multistep boundaries lie strictly between the end of warmup (4 epochs) and
   # num_epochs.
   for b in (2.0, 10.0):
