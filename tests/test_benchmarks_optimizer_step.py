@@ -15,6 +15,7 @@ import pytest
 import legw
 from benchmarks import RESULTS_DIR
 from benchmarks.costs import optimizer_step as ob
+from benchmarks.costs import step_report as sr
 
 LR, M, WD = 0.1, 0.9, 1e-2
 
@@ -99,45 +100,45 @@ FAMILY_RUNS = os.path.join(RESULTS_DIR, "optimizer_step-family-runs.json")
 
 def test_step_table_of_the_committed_run():
   d = ob.load(RESULTS)
-  lines = ob.step_table(d, trees=["resnet50", "transformer"]).splitlines()
+  lines = sr.step_table(d, trees=["resnet50", "transformer"]).splitlines()
   assert lines[0].startswith("| tree | optimizer | step (ms) | × SGD |")
   assert lines[2].startswith("| ResNet-50: 161 leaves, 25.6 M params (102 MB) | optax.sgd")
   assert "|  | legw.lars | 23.3 | 1.59 | 1.58 | 62% | 0.01 |" in lines
   assert "|  | optax.lars | 122.8 | 8.23 | 8.99 | 12% | 306.4 |" in lines
   assert len(lines) == 2 + 8
-  some = ob.step_table(d, trees=["scale-*"], optimizers=["legw.lars"]).splitlines()
+  some = sr.step_table(d, trees=["scale-*"], optimizers=["legw.lars"]).splitlines()
   assert len(some) == 2 + 2 * 5 and not any("optax.lars" in line for line in some)
-  assert "2-core AMD EPYC, jax 0.10.2 on CPU" in ob.caption(d)
-  assert "31 repetitions per tree (10 above 30 M params)" in ob.caption(d)
+  assert "2-core AMD EPYC, jax 0.10.2 on CPU" in sr.caption(d)
+  assert "31 repetitions per tree (10 above 30 M params)" in sr.caption(d)
 
 
 def test_scaling_and_probe_tables_of_the_committed_runs():
-  assert "| legw.lars | 0.044 | 1.82 | 1.000 | 19 |" in ob.scaling_table(ob.load(RESULTS))
-  probes = ob.probe_table(ob.load(ABLATIONS)).splitlines()
-  assert len(probes) == 2 + len(ob.PROBES)
+  assert "| legw.lars | 0.044 | 1.82 | 1.000 | 19 |" in sr.scaling_table(ob.load(RESULTS))
+  probes = sr.probe_table(ob.load(ABLATIONS)).splitlines()
+  assert len(probes) == 2 + len(sr.PROBES)
   assert "| legw.lars | 1.57 | 1.40 |" in probes
 
 
 def test_family_runs_table_and_spans():
   d = ob.load(FAMILY_RUNS)
   assert [r["commit"] for r in d["runs"]] == ["514afc4"] * 3
-  rows = ob.runs_table(d).splitlines()
+  rows = sr.runs_table(d).splitlines()
   assert rows[2] == (
     "| 1 | 15.6 | 1.49 (1.41) | 2.25 (2.32) | 6.70 (6.96) | 4.3 | 3.09 | 5.1 (4.4 s) |"
   )
-  summary = ob.runs_summary(d)
+  summary = sr.runs_summary(d)
   assert "percent_delta` step on ResNet-50: 2.2–2.4×" in summary
   assert "mclr` step on ResNet-50: 6.6–6.9×" in summary
   assert "(400 leaves): 4.2–5.1×" in summary
-  assert "3 runs" in ob.caption(d) and "load average 0.2–1.5" in ob.caption(d)
+  assert "3 runs" in sr.caption(d) and "load average 0.2–1.5" in sr.caption(d)
 
 
 def test_report_prints_every_table(capsys):
   ob.main(["--report", ABLATIONS])
   out = capsys.readouterr().out
-  assert ob.probe_table(ob.load(ABLATIONS)) in out and ob.scaling_table(ob.load(ABLATIONS)) in out
+  assert sr.probe_table(ob.load(ABLATIONS)) in out and sr.scaling_table(ob.load(ABLATIONS)) in out
   ob.main(["--report", FAMILY_RUNS])
-  assert ob.runs_summary(ob.load(FAMILY_RUNS)) in capsys.readouterr().out
+  assert sr.runs_summary(ob.load(FAMILY_RUNS)) in capsys.readouterr().out
 
 
 def test_write_run_appends_to_the_runs(tmp_path):

@@ -1,11 +1,11 @@
-"""benchmarks/costs/tpu_cost.py without compiling: its plan, resume and tables."""
+"""benchmarks/costs/tpu_cost.py without compiling: its plan and resume; tpu_report: its tables."""
 
 import os
 
 import pytest
 
 from benchmarks import RESULTS_DIR
-from benchmarks.costs import tpu_cost
+from benchmarks.costs import tpu_cost, tpu_report
 
 
 def test_plan_covers_every_optimizer_tree_and_mesh_once():
@@ -32,7 +32,7 @@ def test_table_is_ratios_to_sgd_within_each_group(tmp_path):
       "train|resnet50|1 chip|legw.lars": entry(1, 0),
     }
   }
-  lines = tpu_cost.table(results, "step").splitlines()
+  lines = tpu_report.table(results, "step").splitlines()
   assert lines[0] == "| optimizer | ResNet-50, 1 chip | ResNet-50, FSDP 4 |"
   assert "| legw.lars | 1.500× (1.0 MiB) | 1.250× (0.0 MiB) |" in lines
   path = str(tmp_path / "r.json")
@@ -42,31 +42,31 @@ def test_table_is_ratios_to_sgd_within_each_group(tmp_path):
 
 def test_tables_of_the_committed_step_results():
   d = tpu_cost.load(os.path.join(RESULTS_DIR, "tpu_cost.json"))
-  lines = tpu_cost.table(d, "step").splitlines()
+  lines = tpu_report.table(d, "step").splitlines()
   assert lines[0].startswith("| optimizer | ResNet-50, 1 chip | ResNet-50, FSDP 4 |")
   assert lines[2 + list(tpu_cost.OPTIMIZERS).index("legw.lars")].startswith(
     "| legw.lars | 2.237× (12.5 MiB) | 1.891× (17.4 MiB) |"
   )
-  one = tpu_cost.table(d, "step", ["1 chip"], ["legw.lars", "optax.lars"]).splitlines()
+  one = tpu_report.table(d, "step", ["1 chip"], ["legw.lars", "optax.lars"]).splitlines()
   assert one == [
     "| optimizer | ResNet-50, 1 chip | transformer-like, 1 chip |",
     "|---|---:|---:|",
     "| optax.lars | 3.146× (27.6 MiB) | 2.813× (128.8 MiB) |",
     "| legw.lars | 2.237× (12.5 MiB) | 1.756× (56.1 MiB) |",
   ]
-  reduces = tpu_cost.allreduce_table(d).splitlines()
+  reduces = tpu_report.allreduce_table(d).splitlines()
   assert "| legw.mclr | 7/9 | 21 |" in reduces and "| optax.lamb | 4 | 20 |" in reduces
-  assert "jax 0.10.2, libtpu 0.0.42.1" in tpu_cost.caption(d)
-  assert "`python -m benchmarks.costs.tpu_cost --parts step ablations" in tpu_cost.caption(d)
+  assert "jax 0.10.2, libtpu 0.0.42.1" in tpu_report.caption(d)
+  assert "`python -m benchmarks.costs.tpu_cost --parts step ablations" in tpu_report.caption(d)
 
 
 def test_key_figures_of_the_committed_training_steps():
   train = tpu_cost.load(os.path.join(RESULTS_DIR, "tpu_cost-train.json"))
   step = tpu_cost.load(os.path.join(RESULTS_DIR, "tpu_cost.json"))
-  line = tpu_cost.train_overheads(train)
+  line = tpu_report.train_overheads(train)
   assert "`legw.lars` +1.5%, `optax.lars` +2.6%" in line
   assert "over AdamW's: `legw.lamb` +1.6%, `optax.lamb` +2.9%" in line
-  figures = tpu_cost.train_key_figures(train, step).splitlines()
+  figures = tpu_report.train_key_figures(train, step).splitlines()
   assert figures[0] == f"- {line}"
   assert figures[2].endswith("1.03 M cycles, 0.96% of its ResNet-50 training step")
   assert len(train["commands"]) == 3
@@ -98,7 +98,7 @@ def test_train_table_ratios_where_the_baselines_exist():
       "step|resnet50|1 chip|legw.lars": entry(1, 0),
     }
   }
-  lines = tpu_cost.train_table(results).splitlines()
+  lines = tpu_report.train_table(results).splitlines()
   assert len(lines) == 6
   # 101 M cycles at 197 TFLOP/s / (4 * 128 * 128 * 2 flops per cycle) = 1.503 GHz:
   # 67.2 ms, 128 images in it 1,905 per second.
@@ -106,7 +106,7 @@ def test_train_table_ratios_where_the_baselines_exist():
   assert row + " 1.00 + 2.00 |" in lines
   row = "| train: bert-base, 1 chip | legw.lamb | 202.00 |  | 1.0100 | 0.00 | 3.00 | 134.4 | 238 |"
   assert row + " 1.00 + 2.00 |" in lines
-  assert len(tpu_cost.train_table(results, models=["bert-base"]).splitlines()) == 4
+  assert len(tpu_report.train_table(results, models=["bert-base"]).splitlines()) == 4
 
 
 def test_resume_refuses_a_file_of_another_jax_or_libtpu(tmp_path):
@@ -140,7 +140,7 @@ def test_adascale_part_pairs_each_optimizer_with_its_baseline():
   assert "| legw.adascale | 0.00 | 0.00 | 1 | +1.00% (vs mean + optax.sgd(momentum)) |" in (
     tpu_cost.adascale_table(results).splitlines()
   )
-  assert tpu_cost.report(results).endswith(tpu_cost.adascale_table(results))
+  assert tpu_report.report(results).endswith(tpu_cost.adascale_table(results))
 
 
 @pytest.mark.parametrize(
@@ -158,3 +158,9 @@ def test_committed_adascale_statistic_costs_at_most_one_percent_of_the_step(name
   e, b = (results["entries"][f"adascale|resnet50|DP 4, K 4|{n}"] for n in (name, base))
   assert e["all_reduces"] <= b["all_reduces"]
   assert tpu_cost.adascale_overhead(results)[name] <= 0.01
+
+
+def test_report_option_prints_the_tables_of_a_results_file(capsys):
+  path = os.path.join(RESULTS_DIR, "tpu_cost.json")
+  tpu_cost.main(["--report", path])
+  assert capsys.readouterr().out == tpu_report.report(tpu_cost.load(path)) + "\n"
