@@ -15,7 +15,13 @@ from jax.typing import DTypeLike
 
 from legw import _noise_scale, _validation
 from legw._lars import scale_by_lars
-from legw._masks import MaskOrFn, exclude_bias_and_norm
+from legw._masks import (
+  LayerAxis,
+  MaskOrFn,
+  exclude_bias_and_norm,
+  per_layer_shapes,
+  resolve_layer_axis,
+)
 from legw._reduce import AxisName
 from legw._sgd import check_optimizer_args
 from legw._sgd import momentum as momentum_trace
@@ -213,6 +219,7 @@ def adascale(
   decay: float | None = None,
   axis_name: AxisName = None,
   accumulator_dtype: DTypeLike | None = None,
+  layer_axis: LayerAxis = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaScale SGD (momentum SGD, or LARS with ``trust_coefficient``) from a base recipe.
 
@@ -231,8 +238,8 @@ def adascale(
     momentum, nesterov: the momentum :math:`m \in [0, 1)`, and whether it is Nesterov's.
     weight_decay: :math:`\beta \ge 0` (L2, on the leaves of ``weight_decay_mask``).
     trust_coefficient: None (momentum SGD), or LARS's :math:`\eta > 0`.
-    weight_decay_mask, trust_ratio_mask: as in :func:`legw.lars`
-      (default :func:`legw.exclude_bias_and_norm`).
+    weight_decay_mask, trust_ratio_mask, layer_axis: as in :func:`legw.lars` (default mask:
+      :func:`legw.exclude_bias_and_norm` of one layer's shape).
     decay, axis_name: as in :func:`legw.gradient_noise_scale`.
     accumulator_dtype: dtype of the stored momentum, as in :func:`legw.lars`.
 
@@ -263,7 +270,9 @@ def adascale(
   _validation.check_state_dtype("accumulator_dtype", accumulator_dtype)
   trace = momentum_trace(momentum, nesterov, accumulator_dtype)
   if trust_coefficient is None:
-    mask = exclude_bias_and_norm if weight_decay_mask is None else weight_decay_mask
+    mask = weight_decay_mask
+    if mask is None:  # one layer's shape decides, as in legw.lars (stacked norm scales: no decay)
+      mask = lambda p: exclude_bias_and_norm(per_layer_shapes(p, resolve_layer_axis(layer_axis, p)))
     no_decay = _validation.is_concrete_number(weight_decay) and weight_decay == 0
     inner = trace if no_decay else optax.chain(optax.add_decayed_weights(weight_decay, mask), trace)
     return optax.chain(
@@ -275,6 +284,7 @@ def adascale(
     weight_decay=weight_decay,
     weight_decay_mask=weight_decay_mask,
     trust_ratio_mask=trust_ratio_mask,
+    layer_axis=layer_axis,
   )
   inner = optax.chain(lars, _scale_by_step(), trace)
   return optax.chain(

@@ -507,3 +507,32 @@ def test_bfloat16_momentum_at_scale_one_is_legw_lars_bit_for_bit():
     ua, sa = a.update(g, sa, params)
     ub, sb = b.update(jax.tree.map(lambda x: jnp.mean(x, 0), g), sb, params)
     chex.assert_trees_all_equal(ua, ub)
+
+
+def test_stacked_layers_decay_and_trust_ratio_per_layer_as_legw_lars():
+  """layer_axis=0: a stacked (L, d) norm scale is not decayed by the default mask (one
+  layer's shape decides), and with a trust coefficient each layer gets its own ratio: at
+  S = 1 both forms equal the non-AdaScale optimizer with the same layer_axis."""
+  rng = np.random.default_rng(0)
+  params = {"kernel": jnp.asarray(rng.normal(size=(3, 4, 4)), jnp.float32),
+            "scale": jnp.asarray(rng.normal(size=(3, 4)) + 1, jnp.float32)}  # fmt: skip
+  samples = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=(2, *p.shape)), jnp.float32), params)
+  mean = jax.tree.map(lambda x: jnp.mean(x, 0), samples)
+  kw = dict(momentum=0.9, weight_decay=0.1, layer_axis=0)
+  pairs = [
+    (legw.adascale(0.1, base_batch_size=4, batch_size=4, **kw), None),
+    (
+      legw.adascale(0.1, base_batch_size=4, batch_size=4, trust_coefficient=0.01, **kw),
+      legw.lars(0.1, trust_coefficient=0.01, **kw),
+    ),
+  ]
+  zero = jax.tree.map(jnp.zeros_like, samples)
+  for ada, ref in pairs:
+    if ref is None:  # momentum SGD: zero gradients move only the decayed (kernel) leaf
+      u, _ = ada.update(zero, ada.init(params), params)
+      assert float(jnp.abs(u["scale"]).max()) == 0.0
+      assert float(jnp.abs(u["kernel"]).max()) > 0.0
+      continue
+    ua, _ = ada.update(samples, ada.init(params), params)
+    ub, _ = ref.update(mean, ref.init(params), params)
+    chex.assert_trees_all_close(ua, ub, rtol=1e-6, atol=1e-7)
