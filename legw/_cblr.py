@@ -199,6 +199,10 @@ def scale_by_curvature_radius(
   _check_positive_int("update_every", update_every)
 
   def init_fn(params):
+    # A bad mask (or a legw.path_mask pattern that matches nothing) raises here, as in
+    # the layer-wise optimizers and optax.masked, not at the first update.
+    resolve_mask(trust_ratio_mask, params, exclude_bias_and_norm)
+    resolve_mask(weight_decay_mask, params, exclude_bias_and_norm)
     k = jax.random.PRNGKey(key) if isinstance(key, int | numbers.Integral) else key
     return ScaleByCurvatureRadiusState(
       count=jnp.zeros([], jnp.int32),

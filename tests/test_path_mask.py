@@ -140,8 +140,10 @@ def test_no_pattern_raises():
     lambda m: legw.lamb(0.1, weight_decay=1e-2, weight_decay_mask=m),
     lambda m: legw.mclr(0.1, trust_ratio_mask=m),
     lambda m: legw.scale_by_lars(weight_decay_mask=m),
+    lambda m: legw.cblr(0.1, trust_ratio_mask=m),
+    lambda m: legw.scale_by_curvature_radius(weight_decay=1e-2, weight_decay_mask=m),
   ],
-  ids=["lars", "lamb", "mclr", "scale_by_lars"],
+  ids=["lars", "lamb", "mclr", "scale_by_lars", "cblr", "scale_by_curvature_radius"],
 )
 def test_unmatched_pattern_raises_at_init_naming_it_and_the_paths(make):
   params = _plain_params()
@@ -153,7 +155,8 @@ def test_unmatched_pattern_raises_at_init_naming_it_and_the_paths(make):
   assert "'embed/embedding'" in str(e.value) and "(7 leaves)" in str(e.value)
   # strict=False: a pattern may match nothing (a config shared by models).
   opt = make(legw.path_mask(exclude=("bias", "LayerNorm"), strict=False))
-  opt.update(params, opt.init(params), params)
+  obj_fn = lambda p: sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(p))  # for cblr
+  opt.update(params, opt.init(params), params, obj_fn=obj_fn)
 
 
 # ---------------------------------------------------------------------------
