@@ -35,6 +35,7 @@ def environment() -> dict[str, Any]:
     platform=jax.devices()[0].platform,
     processor=platform.machine(),
     cpu_count=os.cpu_count(),
+    cpus_usable=len(os.sched_getaffinity(0)),  # XLA sizes its thread pool by these
     jax_version=jax.__version__,
     git_commit=commit_at_start(),
   )
