@@ -144,8 +144,8 @@ def mclr(
   with :math:`R_l` from :func:`legw.scale_by_median_curvature`: the chain of
   :func:`legw.lars` with that transform. Leaves outside ``trust_ratio_mask`` (default:
   biases and norms) get plain momentum SGD at :math:`\gamma_t`. :math:`R_l` is of the order
-  of :math:`\|w\|/\|g\|` (no trust coefficient), so :math:`\gamma` is typically about 1e-3
-  of a plain-SGD rate.
+  of :math:`\|w\|/\|g\|` (no trust coefficient), so :math:`\gamma` plays the part of the
+  product :math:`\gamma\eta` of :func:`legw.lars`, not of its :math:`\gamma`.
 
   Args:
     learning_rate: :math:`\gamma_t \ge 0`, a float or an ``optax.Schedule``.
