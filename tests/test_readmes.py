@@ -7,6 +7,7 @@ each benchmark's own report uses; the prose around them is plain Markdown.
 """
 
 import os
+import re
 import shutil
 
 import pytest
@@ -47,6 +48,21 @@ def test_every_readme_that_quotes_results_is_generated():
   for path in _readmes():
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
       assert "[[[cog" in f.read(), f"{path} has no generated block"
+
+
+def test_every_generated_block_writes_something():
+  # cog runs no code, silently, in a block whose code starts on the ``[[[cog``
+  # line and goes on to further lines: its table would vanish from the README.
+  for path in _readmes():
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+      blocks = re.findall(r"\[\[\[cog(.*?)\]\]\](.*?)\[\[\[end\]\]\]", f.read(), flags=re.S)
+    assert blocks, path
+    for code, output in blocks:
+      where = f"{path}: block {code.strip().splitlines()[0][:60]!r}"
+      assert "\n" not in code or not code.split("\n")[0].strip(), (
+        f"{where}: code on the [[[cog line"
+      )
+      assert output.strip(" ->\n"), f"{where} generates nothing"
 
 
 @pytest.fixture
