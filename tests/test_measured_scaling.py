@@ -12,7 +12,9 @@ import optax
 import pytest
 
 import legw
+from benchmarks.batch_scaling import sweep
 from benchmarks.batch_scaling.train import Trainer, make_optimizer
+from benchmarks.checkpoint import EpochCheckpoint
 from benchmarks.measured_scaling import main as ms_main
 from benchmarks.measured_scaling import protocol as p
 from benchmarks.measured_scaling import records, report
@@ -95,7 +97,7 @@ def test_train_adascale_records_the_crossing_step():
 
 
 def _fake_train(calls):
-  def train_fn(config, seed):
+  def train_fn(config, seed, checkpoint=None):
     calls.append((config["lr"], seed))
     acc = 0.5 + 0.1 * seed
     return dict(
@@ -133,7 +135,7 @@ def test_an_interrupted_phase_keeps_its_finished_runs(tmp_path):
   out, calls = str(tmp_path), []
   ok = _fake_train(calls)
 
-  def flaky(config, seed):
+  def flaky(config, seed, checkpoint):
     if seed == 1:
       raise KeyboardInterrupt
     return ok(config, seed)
@@ -142,6 +144,92 @@ def test_an_interrupted_phase_keeps_its_finished_runs(tmp_path):
   with pytest.raises(KeyboardInterrupt):
     records.execute_runs(out, "mnist5k", planned, flaky, progress=False)
   assert len(records.load_phase(out, "mnist5k")["runs"]) == 1
+
+
+def _images(n, seed=0):
+  """Random 28x28 images and labels, ``n`` to train on and 16 to test on."""
+  rng = np.random.default_rng(seed)
+  x = rng.random((n + 16, 28, 28), np.float32)
+  y = rng.integers(0, 10, n + 16).astype(np.int32)
+  return x[:n], y[:n], x[n:], y[n:]
+
+
+class Interrupt(Exception):
+  """A process killed after some epochs (an exception from the epoch's callback)."""
+
+
+def _interrupted(train, checkpoint, after_epochs):
+  """Runs ``train(checkpoint)`` with saves that raise once ``after_epochs`` are saved."""
+  save, count = checkpoint.save, []
+
+  def save_then_stop(state, rng):
+    save(state, rng)
+    count.append(1)
+    if len(count) == after_epochs:
+      raise Interrupt
+
+  checkpoint.save = save_then_stop
+  with pytest.raises(Interrupt):
+    train(checkpoint)
+
+
+def _assert_same_run(a: dict, b: dict):
+  for key in ("epochs", "steps", "examples", "final_accuracy", "gain", "progress"):
+    if key in a:
+      assert a[key] == b[key], key
+
+
+def test_an_adascale_run_resumes_bit_for_bit_from_its_checkpoint(tmp_path):
+  data = _images(48)
+  config = dict(
+    task=p.TASK, base_batch_size=4, batch_size=8, num_samples=2, momentum=0.9,
+    learning_rate=0.1, warmup_epochs=1 / 32, num_epochs=25, decay="constant", power=2.0,
+    schedule_kwargs={}, base_steps_per_epoch=12, base_steps=50.0,
+  )  # fmt: skip
+
+  def train(ck):
+    return ms.train_adascale(config, 3, data, progress=False, checkpoint=ck)
+
+  whole = train(None)
+  assert len(whole["epochs"]) >= 3
+  path = str(tmp_path / "ck.msgpack")
+  _interrupted(train, EpochCheckpoint(path, "run"), after_epochs=2)
+  ck = EpochCheckpoint(path, "run")
+  assert ck.resumed and len(ck.logs["loop"]["epochs"]) == 2
+  ck.logs["loop"]["epochs"][0]["test_accuracy"] = -1.0  # not trained again: kept as saved
+  resumed = train(ck)
+  assert resumed["epochs"][0]["test_accuracy"] == -1.0
+  resumed["epochs"][0]["test_accuracy"] = whole["epochs"][0]["test_accuracy"]
+  _assert_same_run(resumed, whole)
+  with pytest.raises(ValueError, match="another run"):
+    EpochCheckpoint(path, "other run")
+
+
+def test_a_planned_run_resumes_bit_for_bit_through_execute_runs(tmp_path):
+  data = _images(64)
+  cfg = sweep.SweepConfig(methods=("legw",), batch_sizes=(8, 16), num_epochs=3)
+  run = next(r for r in sweep.plan_runs(cfg, 64) if r["batch_size"] == 16)
+  ms._TRAINERS.clear()
+  whole = ms.train_planned(run, data, progress=False)
+  out = str(tmp_path)
+  planned = [("x", run, 0)]
+
+  def train_fn(c, s, ck):
+    return ms.train_planned(dict(c, seed=s), data, False, ck)
+
+  rid = records.run_id(run, 0)
+  ck_path = records.checkpoint_path(out, "legw-budget", rid)
+  _interrupted(lambda ck: train_fn(run, 0, ck), EpochCheckpoint(ck_path, rid), after_epochs=1)
+  assert os.path.exists(ck_path)
+  epochs_trained = []
+  trainer = next(iter(ms._TRAINERS.values()))
+  run_epoch = trainer.run_epoch
+  trainer.run_epoch = lambda *a: (epochs_trained.append(1), run_epoch(*a))[1]
+  doc = records.execute_runs(out, "legw-budget", planned, train_fn, progress=False)
+  assert len(epochs_trained) == 2
+  assert not os.path.exists(ck_path) and doc["runs"][0]["resumed"]
+  _assert_same_run(doc["runs"][0], whole)
+  assert doc["runs"][0]["wall_seconds"] > 0
 
 
 def test_lars_grid_builds_legw_lars_with_the_protocols_values():

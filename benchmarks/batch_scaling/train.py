@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 import legw
+from benchmarks.checkpoint import EpochCheckpoint
 
 OPTIMIZERS = ("momentum", "nesterov", "lars", "adam", "lamb")
 
@@ -306,6 +307,7 @@ def train_run(
   num_epochs: int,
   seed: int = 0,
   on_epoch: Callable[[int, float], None] | None = None,
+  checkpoint: EpochCheckpoint | None = None,
 ) -> RunResult:
   """Trains from a fresh seeded initialisation and evaluates once at the end.
 
@@ -320,6 +322,8 @@ def train_run(
     seed: seeds the initialisation and the data order (the same for every
       method at a given batch size and seed).
     on_epoch: called after each epoch with (epoch index, mean train loss).
+    checkpoint: where to save the loop after every epoch, and to resume from
+      when it holds earlier epochs of this run (``benchmarks.checkpoint``).
 
   Training stops after the first epoch whose loss is not finite (diverged);
   the test metrics are then those of the diverged parameters.
@@ -334,8 +338,13 @@ def train_run(
   state = trainer.init(init_key(seed), x_train[:1])
   compile_s = trainer.compile_epoch(state, x_train, y_train, steps, batch_size)
   rng = np.random.default_rng(seed)
-  losses, diverged, train_s = [], False, 0.0
-  for epoch in range(num_epochs):
+  losses, train_s = [], 0.0
+  if checkpoint is not None:
+    state = checkpoint.restore(state, rng)
+    losses = checkpoint.logs.setdefault("losses", losses)
+  first = len(losses)
+  diverged = bool(losses) and not math.isfinite(losses[-1])  # saved as it diverged
+  for epoch in range(num_epochs if diverged else first, num_epochs):
     perm = rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
     lrs = learning_rates[epoch * steps : (epoch + 1) * steps]
     t0 = time.perf_counter()
@@ -345,6 +354,8 @@ def train_run(
     losses.append(mean_loss)
     if on_epoch is not None:
       on_epoch(epoch, mean_loss)
+    if checkpoint is not None:
+      checkpoint.save(state, rng)
     if not math.isfinite(mean_loss):
       diverged = True
       break
@@ -360,7 +371,9 @@ def train_run(
     steps=steps * len(losses),
     wall_seconds=wall,
     compile_seconds=compile_s,
-    samples_per_second=steps * batch_size * len(losses) / train_s,
+    samples_per_second=steps * batch_size * (len(losses) - first) / train_s
+    if train_s
+    else math.nan,
   )
 
 

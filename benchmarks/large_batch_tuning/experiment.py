@@ -282,14 +282,45 @@ def _hours(rows: list[dict]) -> float:
   return sum(seen.values()) / 3600
 
 
+def summary_row(label: str, rows: list[dict], tuning_runs: int = 0, tuning_hours: float = 0.0):
+  """One row of a comparison from a method's sweep rows (one per seed), or None if none.
+
+  Its label (with the peak LR, warmup and any tuning cost), tuning runs and
+  CPU-hours, seeds, per-seed test accuracies, mean, std (ddof 1), worst seed, n,
+  how many blew up, and the mean steps, epochs and examples (steps x batch).
+  """
+  by_seed = {r["seed"]: r for r in rows}
+  if not by_seed:
+    return None
+  runs = [by_seed[s] for s in sorted(by_seed)]
+  acc = np.array([r["test_accuracy"] for r in runs], float)
+  r0 = runs[0]
+  setting = f"LR {r0['peak_learning_rate']:g}, warmup {r0['warmup_epochs']:g} epochs"
+  if tuning_runs:
+    setting += f"; {tuning_runs} trials, {tuning_hours:.1f} CPU-h"
+  return dict(
+    label=f"{label} ({setting})",
+    tuning_runs=tuning_runs,
+    tuning_cpu_hours=tuning_hours,
+    seeds=sorted(by_seed),
+    accuracies=acc.tolist(),
+    mean=float(acc.mean()),
+    std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+    worst=float(acc.min()),
+    n=len(acc),
+    blew_up=sum(report.blew_up(r) for r in runs),
+    steps=float(np.mean([r["total_steps"] for r in runs])),
+    epochs=float(np.mean([r.get("epochs_run", r["num_epochs"]) for r in runs])),
+    examples=float(np.mean([r["total_steps"] * r["batch_size"] for r in runs])),
+  )
+
+
 def report_rows(out_dir: str) -> list[dict]:
-  """The rows of the comparison at 64x, from whatever results exist in ``out_dir`` so far.
+  """The rows of the comparison at 64x (:func:`summary_row`), from the results so far.
 
   The base (batch 128), then at 8192: LEGW, linear scaling and no scaling
   from the base, Adam at its batch-128 LR, and Nesterov momentum and Adam each
-  tuned at 8192. Each: label, tuning runs at 8192 and their CPU-hours, seeds,
-  per-seed test accuracies, mean, std (ddof 1), worst seed, n, how many blew
-  up, and the mean steps, epochs and examples (steps x batch) of its runs.
+  tuned at 8192.
   """
   p = paths(out_dir)
   main_rows = sweep.load_rows(p["scaling"])
@@ -298,32 +329,9 @@ def report_rows(out_dir: str) -> list[dict]:
   lines = []
 
   def add(label, rows, tuning_runs=0, tuning_hours=0.0):
-    by_seed = {r["seed"]: r for r in rows}
-    if not by_seed:
-      return
-    runs = [by_seed[s] for s in sorted(by_seed)]
-    acc = np.array([r["test_accuracy"] for r in runs], float)
-    r0 = runs[0]
-    setting = f"LR {r0['peak_learning_rate']:g}, warmup {r0['warmup_epochs']:g} epochs"
-    if tuning_runs:
-      setting += f"; {tuning_runs} trials, {tuning_hours:.1f} CPU-h"
-    lines.append(
-      dict(
-        label=f"{label} ({setting})",
-        tuning_runs=tuning_runs,
-        tuning_cpu_hours=tuning_hours,
-        seeds=sorted(by_seed),
-        accuracies=acc.tolist(),
-        mean=float(acc.mean()),
-        std=float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-        worst=float(acc.min()),
-        n=len(acc),
-        blew_up=sum(report.blew_up(r) for r in runs),
-        steps=float(np.mean([r["total_steps"] for r in runs])),
-        epochs=float(np.mean([r.get("epochs_run", r["num_epochs"]) for r in runs])),
-        examples=float(np.mean([r["total_steps"] * r["batch_size"] for r in runs])),
-      )
-    )
+    row = summary_row(label, rows, tuning_runs, tuning_hours)
+    if row:
+      lines.append(row)
 
   def at(batch, method):
     return [r for r in main_rows if r["batch_size"] == batch and r["method"] == method]

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import json
 import os
 import platform
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 
 from benchmarks.batch_scaling import sweep
+from benchmarks.checkpoint import EpochCheckpoint
 from benchmarks.guides import noise_scale as guide
 
 
@@ -44,6 +45,11 @@ def environment() -> dict[str, Any]:
 def run_id(config: dict, seed: int) -> str:
   """What makes two runs the same run: the config and the seed (canonical JSON)."""
   return json.dumps(dict(config, seed=seed), sort_keys=True, default=sweep._jsonable)
+
+
+def checkpoint_path(out_dir: str, phase: str, rid: str) -> str:
+  digest = hashlib.sha1(rid.encode()).hexdigest()[:16]
+  return os.path.join(out_dir, "checkpoints", f"{phase}-{digest}.msgpack")
 
 
 def phase_path(out_dir: str, phase: str) -> str:
@@ -93,15 +99,17 @@ def execute_runs(
   out_dir: str,
   phase: str,
   planned: Sequence[tuple[str, dict, int]],
-  train_fn: Callable[[dict, int], dict],
+  train_fn: Callable[[dict, int, EpochCheckpoint], dict],
   summarize: Callable[[list[dict]], dict] | None = None,
   protocol_values: dict | None = None,
   progress: bool = True,
 ) -> dict[str, Any]:
   """Trains each planned ``(label, config, seed)`` not yet in the phase's JSON.
 
-  ``train_fn(config, seed)`` returns what the run measured (``epochs``: per-epoch
-  dicts; ``steps``, ``examples``, ``epochs_run``, ``final_accuracy``, any extras).
+  ``train_fn(config, seed, checkpoint)`` returns what the run measured (``epochs``:
+  per-epoch dicts; ``steps``, ``examples``, ``epochs_run``, ``final_accuracy``, any
+  extras); it may save its loop to ``checkpoint`` after every epoch and resume from
+  it (``<out_dir>/checkpoints/``, ignored by git; removed once the record is written).
   After each run the JSON and CSV are rewritten, with ``summarize(records)``.
   """
   from tqdm.auto import tqdm
@@ -115,22 +123,21 @@ def execute_runs(
   bar = tqdm(total=len(todo), unit="run", desc=phase, disable=not progress, position=0)
   for label, config, seed in todo:
     bar.set_postfix_str(f"{label} seed={seed}")
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    out = train_fn(config, seed)
+    rid = run_id(config, seed)
+    checkpoint = EpochCheckpoint(checkpoint_path(out_dir, phase, rid), rid)
+    if checkpoint.resumed:
+      print(f"{phase}: {label} seed={seed} resumes from {checkpoint.path}", flush=True)
+    out = train_fn(config, seed, checkpoint)
+    spent = {k: round(v, 2) for k, v in checkpoint.spent().items()}  # CPU: all threads
     doc["runs"].append(
       dict(
-        run_id=run_id(config, seed),
-        label=label,
-        seed=seed,
-        config=config,
-        **out,
-        wall_seconds=round(time.perf_counter() - t0, 2),
-        cpu_seconds=round(time.process_time() - cpu0, 2),  # this process, all threads
-        environment=environment(),
+        run_id=rid, label=label, seed=seed, config=config, **out, **spent,
+        resumed=checkpoint.resumed, environment=environment(),
       )
-    )
+    )  # fmt: skip
     doc["summary"] = summarize(doc["runs"]) if summarize else {}
     write_phase(out_dir, doc)
+    checkpoint.remove()
     bar.update(1)
   bar.close()
   if not todo and summarize:  # a finished phase: the summary as the current code states it

@@ -42,6 +42,7 @@ from benchmarks.batch_scaling.train import (
   schedule_values,
   train_run,
 )
+from benchmarks.checkpoint import EpochCheckpoint
 from benchmarks.guides import noise_scale as guide
 from benchmarks.measured_scaling import protocol as p
 from benchmarks.measured_scaling.records import (
@@ -149,10 +150,13 @@ def plan_lars_grid(
   return runs
 
 
-def train_planned(run: dict, data: tuple[np.ndarray, ...], progress: bool = True) -> dict:
+def train_planned(
+  run: dict, data: tuple[np.ndarray, ...], progress: bool = True,
+  checkpoint: EpochCheckpoint | None = None,
+) -> dict:  # fmt: skip
   """Trains one run of :func:`~benchmarks.batch_scaling.sweep.plan_runs` (its LR schedule,
   epochs, data order) with :func:`~benchmarks.batch_scaling.train.train_run`, evaluating
-  after every epoch."""
+  after every epoch; saved to and resumed from ``checkpoint`` after every epoch."""
   from tqdm.auto import tqdm
 
   x_tr, y_tr, x_ev, y_ev = data
@@ -164,10 +168,12 @@ def train_planned(run: dict, data: tuple[np.ndarray, ...], progress: bool = True
     tx = make_optimizer(run["optimizer"], **run["optimizer_kwargs"])
     _TRAINERS[key] = EpochEvalTrainer(task.make_model(), tx, scan_epoch=task.scan_epoch)
   trainer = _TRAINERS[key]
-  trainer.eval_data, trainer.history = prepare_eval(x_ev, y_ev), []
+  history = [] if checkpoint is None else checkpoint.logs.setdefault("history", [])
+  trainer.eval_data, trainer.history = prepare_eval(x_ev, y_ev), history
   lrs = schedule_values(sweep._recipe_schedule(run), run["total_steps"])
   epochs = int(run["num_epochs"])
   bar = tqdm(total=epochs, unit="epoch", leave=False, disable=not progress, position=1)
+  bar.update(len(history))
 
   def on_epoch(epoch, loss):
     bar.update(1)
@@ -176,7 +182,7 @@ def train_planned(run: dict, data: tuple[np.ndarray, ...], progress: bool = True
   res = train_run(
     trainer, jax.device_put(x_tr), jax.device_put(y_tr), trainer.eval_data,
     batch_size=run["batch_size"], learning_rates=lrs, num_epochs=epochs, seed=run["seed"],
-    on_epoch=on_epoch,
+    on_epoch=on_epoch, checkpoint=checkpoint,
   )  # fmt: skip
   bar.close()
   spe = run["steps_per_epoch"]
@@ -194,6 +200,11 @@ def train_planned(run: dict, data: tuple[np.ndarray, ...], progress: bool = True
     eval_size=len(x_ev),
     diverged=res.diverged,
   )
+
+
+def _planned_fn(data: tuple[np.ndarray, ...], progress: bool):
+  """:func:`train_planned` as ``execute_runs``' ``train_fn(config, seed, checkpoint)``."""
+  return lambda c, s, ck: train_planned(dict(c, seed=s), data, progress, ck)
 
 
 def _planned(runs: list[dict]) -> list[tuple[str, dict, int]]:
@@ -372,11 +383,12 @@ def base_schedule(config: dict) -> optax.Schedule:
 
 def train_adascale(
   config: dict, seed: int, data: tuple[np.ndarray, ...], progress: bool = True,
-  max_epochs: int | None = None,
+  max_epochs: int | None = None, checkpoint: EpochCheckpoint | None = None,
 ) -> dict:  # fmt: skip
   """``legw.adascale(base schedule, base_batch_size=B0, batch_size=B, momentum=0.9)``,
   epochs of B-sized batches in the usual data order (``train_run``'s), test accuracy
-  after every epoch, until the progress reaches ``config["base_steps"]``.
+  after every epoch, until the progress reaches ``config["base_steps"]``; saved to and
+  resumed from ``checkpoint`` after every epoch.
 
   The crossing step is exact: the steps after it inside its epoch are skipped
   (:class:`AdaScaleTrainer`). Logs every step's gain and progress.
@@ -399,19 +411,26 @@ def train_adascale(
   n = len(x_tr)
   steps = n // b
   zeros = np.zeros(steps, np.float32)
-  gains, progress_log, epochs = [], [], []
-  done_steps, crossed, diverged = 0, None, False
+  log = dict(gains=[], progress=[], epochs=[], done_steps=0, crossed=None, diverged=False)
+  if checkpoint is not None:
+    state = checkpoint.restore(state, rng)
+    log = checkpoint.logs.setdefault("loop", log)
+  gains, progress_log, epochs = log["gains"], log["progress"], log["epochs"]
   bar = tqdm(total=round(total), unit="base step", leave=False, disable=not progress, position=1)
-  while crossed is None and (max_epochs is None or len(epochs) < max_epochs):
+  while (
+    log["crossed"] is None
+    and not log["diverged"]
+    and (max_epochs is None or len(epochs) < max_epochs)
+  ):
     perm = rng.permutation(n)[: steps * b].reshape(steps, b)
     state, (loss, (gain, prog, active)) = trainer.run_epoch(state, x_dev, y_dev, perm, zeros)
     loss, gain, prog, active = (np.asarray(a) for a in (loss, gain, prog, active))
     ran = int(active.sum())
     gains += gain[active].tolist()
     progress_log += prog[active].tolist()
-    done_steps += ran
+    log["done_steps"] = done_steps = log["done_steps"] + ran
     if ran < steps or prog[-1] >= total:
-      crossed = done_steps
+      log["crossed"] = done_steps
     test_loss, test_acc = trainer.evaluate(state, eval_data)
     train_loss = float(loss[active].mean()) if ran else float("nan")
     epochs.append(
@@ -423,10 +442,11 @@ def train_adascale(
     )  # fmt: skip
     bar.update(round(float(prog[-1])) - bar.n)
     bar.set_postfix(gain=f"{gain[-1]:.1f}", acc=f"{test_acc:.4f}")
-    if not math.isfinite(train_loss):
-      diverged = True
-      break
+    log["diverged"] = not math.isfinite(train_loss)
+    if checkpoint is not None:
+      checkpoint.save(state, rng)
   bar.close()
+  done_steps, crossed, diverged = log["done_steps"], log["crossed"], log["diverged"]
   after = {str(e): epochs[e - 1]["test_accuracy"] for e in (p.BASE_EPOCHS,) if len(epochs) >= e}
   return dict(
     epochs=epochs,
@@ -482,7 +502,7 @@ def run_phase(
     data = load_data(data_config(p.DATASET, p.BASE_BATCH, quick, validation_fraction=vf))
     runs = plan_lars_grid(len(data[0]), seeds, quick)
     return execute_runs(
-      out_dir, phase, _planned(runs), lambda c, s: train_planned(dict(c, seed=s), data, progress),
+      out_dir, phase, _planned(runs), _planned_fn(data, progress),
       lars_grid_summary,
       _protocol_values(
         grid=p.LARS_GRID, trust_coefficient=p.LARS_TRUST_COEFFICIENT,
@@ -497,7 +517,7 @@ def run_phase(
     cfg = dict(base_config(p.DATASET), train_size=len(data[0]), quick=quick, **quick_log(quick))
     planned = [("noise base B=128", cfg, s) for s in seeds]
     return execute_runs(
-      out_dir, phase, planned, lambda c, s: train_noise(c, s, data, progress),
+      out_dir, phase, planned, lambda c, s, ck: train_noise(c, s, data, progress),
       lambda rs: noise_summary(rs, () if quick else p.SEEDS),
       _protocol_values(num_samples=p.NOISE_SAMPLES, log_every=p.LOG_EVERY), **kw,
     )  # fmt: skip
@@ -509,7 +529,7 @@ def run_phase(
     cfg = adascale_config(p.DATASET, batch, quick)
     planned = [(f"adascale B={batch}", cfg, s) for s in seeds]
     return execute_runs(
-      out_dir, phase, planned, lambda c, s: train_adascale(c, s, data, progress),
+      out_dir, phase, planned, lambda c, s, ck: train_adascale(c, s, data, progress, checkpoint=ck),
       adascale_summary, _protocol_values(base_steps=p.BASE_STEPS, batch=batch), **kw,
     )  # fmt: skip
   if phase == "legw-budget":
@@ -524,7 +544,7 @@ def run_phase(
     runs = sweep.plan_runs(cfg, len(data[0]))
     runs = [dict(r, b_noise=b_noise, budget_epochs=budget) for r in runs]
     return execute_runs(
-      out_dir, phase, _planned(runs), lambda c, s: train_planned(dict(c, seed=s), data, progress),
+      out_dir, phase, _planned(runs), _planned_fn(data, progress),
       lambda rs: dict(b_noise=b_noise, budget_epochs=budget, noise=noise),
       _protocol_values(batch=p.LARGE_BATCH, b_noise=b_noise, budget_epochs=budget), **kw,
     )  # fmt: skip
@@ -541,7 +561,7 @@ def run_phase(
       data = load_data(cfg)
       runs += [dict(as_lars(r), lr_rule=rule) for r in sweep.plan_runs(cfg, len(data[0]))]
     return execute_runs(
-      out_dir, phase, _planned(runs), lambda c, s: train_planned(dict(c, seed=s), data, progress),
+      out_dir, phase, _planned(runs), _planned_fn(data, progress),
       lambda rs: dict(picks=picks),
       _protocol_values(batch=p.LARGE_BATCH, rules=p.LARS_RULES), **kw,
     )  # fmt: skip
@@ -553,9 +573,9 @@ def run_phase(
     planned = [(f"adascale B={p.MNIST5K_BATCH}", ada, s) for s in seeds]
     planned += [("noise base B=8", noise, 0)] if 0 in seeds else []
 
-    def train_fn(c, s):
+    def train_fn(c, s, ck):
       if c.get("method") == "adascale":
-        return train_adascale(c, s, data, progress)
+        return train_adascale(c, s, data, progress, checkpoint=ck)
       return train_noise(c, s, data, progress)
 
     return execute_runs(
