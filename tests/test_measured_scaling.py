@@ -337,13 +337,20 @@ def test_report_renders_from_fake_records(tmp_path):
   assert ms_main.main(["--report", "--out-dir", out]) == 0
   with open(os.path.join(out, "measured_scaling.md")) as f:
     text = f.read()
-  assert "| momentum, batch 128 (the base; noise-base runs) | 90.0 ± 0.0 | 90.0 | 3 |" in text
+  assert "| base: momentum at batch 128, rerun measuring B_simple | 90.0 ± 0.0 | 90.0 | 3 |" in text
   assert "AdaScale 8192, after 25 epochs | 85.0" in text
-  assert "LEGW 8192 at the budget (30 epochs)" in text and "argmax, base LR 8" in text
+  assert "LEGW 8192 at the budget (30 epochs)" in text and "base LR 8, picked by argmax" in text
   assert "B_noise 1,501" in text and "picked by" in text
-  rows = {r["label"]: r for r in report.report_rows(report.load_all(out))}
-  ada = rows["AdaScale 8192, at the end (progress = the base run's steps)"]
+  assert "Adam tuned at 8192" in text and "committed" in text  # the committed rows beside
+  rows = {r["key"]: r for r in report.report_rows(report.load_all(out))}
+  ada = rows["adascale-8192"]
   assert ada["steps_to_target"] == 26 * 7 and ada["reached"] == 3 and ada["steps"] == 26 * 7
-  assert rows["AdaScale 8192, after 25 epochs"]["reached"] == 0
+  assert rows["adascale-8192-25"]["reached"] == 0
+  # the base rerun reaches 88.7% at epoch 3 (1,404 steps): AdaScale's speed-up 1,404 / 182
+  assert rows["base"]["steps_to_target"] == 3 * 468 and "| 7.7× |" in text
+  assert "- AdaScale at 8192, run to the base's progress: carries (every seed" in text
+  assert "does not carry (a seed at 86.0% < 88.7%); 2 of 3 seeds" in text  # LARS, 2 seeds
+  budget = p.budget_epochs(8192, 1501.0) * 7
+  assert f"does not predict AdaScale's cost: 182 steps against a budget of {budget:,}" in text
   for png in ("measured_scaling-accuracy.png", "measured_scaling-noise.png"):
     assert os.path.getsize(os.path.join(out, png)) > 1000

@@ -84,7 +84,7 @@ def test_a_stale_figure_fails(readme_copy):
   # What a README looks like after its results file changed and it was not
   # regenerated: one generated line differs from what the renderer writes now.
   lines = readme_copy.read_text(encoding="utf-8").splitlines(keepends=True)
-  start = next(i for i, line in enumerate(lines) if "[[[cog" in line and "]]]" in line)
-  lines[start + 1] = lines[start + 1].rstrip("\n") + " 0.1\n"
+  end_of_code = next(i for i, line in enumerate(lines) if "]]]" in line and "[[[end" not in line)
+  lines[end_of_code + 1] = lines[end_of_code + 1].rstrip("\n") + " 0.1\n"
   readme_copy.write_text("".join(lines), encoding="utf-8")
   assert _cog("-I", ROOT, str(readme_copy)) == 5

@@ -8,16 +8,40 @@ against steps at 8192 (the base at 128 for reference) and B_simple over the base
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import numpy as np
 
-from benchmarks.batch_scaling import tuning
+from benchmarks import RESULTS_DIR
+from benchmarks.batch_scaling import sweep, tuning
+from benchmarks.large_batch_tuning import experiment as lbt
 from benchmarks.measured_scaling import protocol as p
 from benchmarks.measured_scaling import records
 
 REPORT_STEM = "measured_scaling"
+REFERENCE_DIR = RESULTS_DIR  # the committed sweeps
+REFERENCES = {  # key: the label's start in large_batch_tuning's table
+  "ref-base": "base: momentum at batch 128",
+  "ref-legw": "LEGW at 8192",
+  "ref-none": "no scaling at 8192",
+  "ref-nesterov-tuned": "Nesterov tuned at 8192",
+  "ref-adam-tuned": "Adam tuned at 8192",
+}
+VERDICT_ROWS = {  # the zero-tuning rows the criteria judge
+  f"adascale-{p.LARGE_BATCH}": "AdaScale at 8192, run to the base's progress",
+  f"adascale-{p.LARGE_BATCH}-25": "AdaScale at 8192 after 25 epochs",
+  "legw-budget": "LEGW at 8192 for the noise scale's budget",
+  "legw-lars": "LEGW + LARS at 8192",
+  "adascale-2048": "AdaScale at 2048 (16x), run to the base's progress",
+}
+PREDICT = p.PREDICTS_IF_STEPS_WITHIN_FACTOR
+#: The README's rows at 64x (and 16x), in order.
+README_KEYS = (
+  "base", "ref-legw", "ref-none", "ref-adam-tuned", f"adascale-{p.LARGE_BATCH}-25",
+  f"adascale-{p.LARGE_BATCH}", "legw-budget", "legw-lars", "adascale-2048",
+)  # fmt: skip
 
 
 def load_all(out_dir: str) -> dict[str, dict]:
@@ -51,8 +75,11 @@ def _at(record: dict, epoch: int | None) -> dict[str, Any] | None:
   )  # fmt: skip
 
 
-def make_row(label: str, records: list[dict], epoch: int | None = None) -> dict | None:
-  """One table row from the runs (one per seed) of a method."""
+def make_row(
+  label: str, records: list[dict], epoch: int | None = None, key: str = ""
+) -> dict | None:
+  """One table row from the runs (one per seed) of a method (``key`` names it for
+  :func:`verdicts`)."""
   pts = [(r, _at(r, epoch)) for r in records]
   pts = [(r, a) for r, a in pts if a is not None]
   if not pts:
@@ -65,6 +92,7 @@ def make_row(label: str, records: list[dict], epoch: int | None = None) -> dict 
     if e is not None:
       reach.append((e["step"], e.get("epochs_of_data", e["epoch"])))
   return dict(
+    key=key,
     label=label,
     seeds=[r["seed"] for r, _ in pts],
     accuracies=acc.tolist(),
@@ -81,56 +109,194 @@ def make_row(label: str, records: list[dict], epoch: int | None = None) -> dict 
   )
 
 
-def report_rows(phases: dict[str, dict]) -> list[dict]:
-  """The rows of the table, in the protocol's order, from the phases present."""
-  rows = []
+def reference_rows(results_dir: str = REFERENCE_DIR) -> list[dict]:
+  """The committed rows beside the measured ones, from ``large_batch_tuning``'s table:
+  the base at 128 and, at 8192, LEGW, no scaling, and Nesterov and Adam tuned at 8192.
 
-  def add(label, records, epoch=None):
-    row = make_row(label, records, epoch)
+  Only their final accuracy was recorded: a row whose every seed ended at or above
+  ``TARGET_ACCURACY`` reached it within its steps (``final_only``), no sooner known.
+  """
+  rows = []
+  for r in lbt.report_rows(results_dir):
+    key = next((k for k, prefix in REFERENCES.items() if r["label"].startswith(prefix)), None)
+    if key is None:
+      continue
+    reached = sum(a >= p.TARGET_ACCURACY for a in r["accuracies"])
+    rows.append(
+      dict(
+        r, key=key, label=f"{r['label']}, committed", reached=reached, final_only=True,
+        steps_to_target=r["steps"] if reached else None,
+        epochs_to_target=r["epochs"] if reached else None,
+      )
+    )  # fmt: skip
+  return rows
+
+
+def report_rows(phases: dict[str, dict], references: list[dict] | None = None) -> list[dict]:
+  """The rows of the table: ``references`` (:func:`reference_rows`) and then the
+  phases present, in the protocol's order."""
+  rows = list(references or [])
+
+  def add(key, label, records, epoch=None):
+    row = make_row(label, records, epoch, key)
     if row:
       rows.append(row)
 
   runs = lambda ph: phases.get(ph, {}).get("runs", [])  # noqa: E731
-  add("momentum, batch 128 (the base; noise-base runs)", runs("noise-base"))
-  for b in sorted(p.ADASCALE_BATCHES):
+  add("base", "base: momentum at batch 128, rerun measuring B_simple", runs("noise-base"))
+  for b in sorted(p.ADASCALE_BATCHES, reverse=True):
     rs = runs(f"adascale-{b}")
-    add(f"AdaScale {b}, after {p.BASE_EPOCHS} epochs", rs, p.BASE_EPOCHS)
-    add(f"AdaScale {b}, at the end (progress = the base run's steps)", rs)
+    add(f"adascale-{b}-25", f"AdaScale {b}, after {p.BASE_EPOCHS} epochs", rs, p.BASE_EPOCHS)
+    add(f"adascale-{b}", f"AdaScale {b}, at the end (progress = the base's steps)", rs)
   legw = runs("legw-budget")
-  add(f"LEGW 8192, after {p.BASE_EPOCHS} epochs (the budget runs' epoch 25)", legw, p.BASE_EPOCHS)
+  add("legw-budget-25", f"LEGW 8192, epoch {p.BASE_EPOCHS} of the budget runs", legw, p.BASE_EPOCHS)
   if legw:
-    add(f"LEGW 8192 at the budget ({legw[0]['config']['num_epochs']} epochs)", legw)
+    add("legw-budget", f"LEGW 8192 at the budget ({legw[0]['config']['num_epochs']} epochs)", legw)
   by_rule: dict[str, list] = {}
   for r in runs("lars-8192"):
     by_rule.setdefault(r["config"].get("lr_rule", "?"), []).append(r)
   for rule, rs in by_rule.items():
-    add(f"LEGW + LARS 8192 ({rule}, base LR {rs[0]['config']['base_learning_rate']:g})", rs)
-  m5 = runs("mnist5k")
-  base5k = [r for r in m5 if r["config"].get("method") != "adascale"]
-  add("mnist5k momentum, batch 8 (noise base run)", base5k)
-  add(
-    f"mnist5k AdaScale {p.MNIST5K_BATCH}",
-    [r for r in m5 if r["config"].get("method") == "adascale"],
-  )
+    lr = rs[0]["config"]["base_learning_rate"]
+    add("legw-lars", f"LEGW + LARS 8192 (base LR {lr:g}, picked by {rule})", rs)
   return rows
+
+
+def mnist5k_rows(phases: dict[str, dict], results_dir: str = REFERENCE_DIR) -> list[dict]:
+  """``mnist5k``, batch 8 to 512: the committed sweep's rows (base, and LEGW, no scaling
+  and Adam at 512) and the measured ones (the base rerun, AdaScale at 512)."""
+  sweep_rows = sweep.load_rows(os.path.join(results_dir, "mnist_lstm-mnist5k.json"))
+  b0, b1 = p.MNIST5K_BASE_BATCH, p.MNIST5K_BATCH
+  rows = []
+  for batch, method, label in (
+    (b0, "legw", f"momentum, batch {b0}"), (b1, "legw", f"LEGW {b1}"),
+    (b1, "none", f"no scaling {b1}"), (b1, "adam", f"Adam {b1}, tuned at {b0}"),
+  ):  # fmt: skip
+    picked = [r for r in sweep_rows if r["batch_size"] == batch and r["method"] == method]
+    row = lbt.summary_row(label, picked)
+    if row:
+      rows.append(dict(row, label=f"{row['label']}, committed"))
+  runs = phases.get("mnist5k", {}).get("runs", [])
+  for label, pick in (
+    (f"momentum, batch {b0}, rerun measuring B_simple", lambda r: r != "adascale"),
+    (f"AdaScale {b1}, run to the base's progress", lambda r: r == "adascale"),
+  ):
+    row = make_row(label, [r for r in runs if pick(r["config"].get("method"))])
+    if row:
+      rows.append(row)
+  return rows
+
+
+def format_mnist5k(rows: list[dict], phases: dict[str, dict]) -> str:
+  """The ``mnist5k`` rows as a Markdown table, with a caption."""
+  if not rows:
+    return ""
+  runs = phases.get("mnist5k", {}).get("runs", [])
+  size = f"{runs[0]['eval_size']:,} " if runs else ""
+  out = [
+    "| mnist5k row | test acc % (mean ± std) | worst seed | n | steps | epochs | examples |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    out.append(
+      f"| {r['label']} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {100 * r['worst']:.1f} "
+      f"| {r['n']} | {_num(r['steps'])} | {r['epochs']:.1f} | {_num(r['examples'])} |"
+    )
+  out.append(
+    f"\nTest accuracy % on the {size}mnist5k test images (no target: the 88.7% bar is "
+    "Fashion-MNIST's); committed rows: `benchmarks/results/mnist_lstm-mnist5k.json`."
+  )
+  return "\n".join(out)
 
 
 def _num(x, fmt="{:,.0f}"):
   return "–" if x is None else fmt.format(x)
 
 
-def format_table(rows: list[dict]) -> str:
+def _speedup(base: dict | None, row: dict) -> str:
+  if not base or base["steps_to_target"] is None or row["steps_to_target"] is None:
+    return "–"
+  x = base["steps_to_target"] / row["steps_to_target"]
+  if row.get("final_only"):  # a lower bound: rounded down
+    return f"≥ {math.floor(x)}×" if x >= 10 else f"≥ {math.floor(100 * x) / 100:g}×"
+  return f"{x:.0f}×" if x >= 10 else f"{x:.2g}×"
+
+
+def format_table(rows: list[dict], keys: tuple[str, ...] | None = None) -> str:
+  """The rows (only ``keys``, in their order, when given) as a Markdown table.
+
+  Steps to the target: the mean over the seeds that reached it, "(k/n)" when not
+  all did; "≤" for a committed row (final accuracy only); the speed-up in steps is
+  the base rerun's steps to the target over the row's.
+  """
+  base = next((r for r in rows if r["key"] == "base"), None)
+  if keys is not None:
+    rows = [r for k in keys for r in rows if r["key"] == k]
   head = (
     "| row | test acc % (mean ± std) | worst seed | n | steps | epochs | examples | "
-    f"steps to {100 * p.TARGET_ACCURACY:.1f}% | epochs to it |"
+    f"steps to {100 * p.TARGET_ACCURACY:.1f}% | epochs to it | speed-up in steps |"
   )
-  out = [head, "|---|---|---|---|---|---|---|---|---|"]
+  out = [head, "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    reach = f" ({r['reached']}/{r['n']})" if r["reached"] < r["n"] else ""
+    part = f" ({r['reached']}/{r['n']})" if 0 < r["reached"] < r["n"] else ""
+    le = "≤ " if r.get("final_only") else ""
+    to_steps = f"{le}{_num(r['steps_to_target'])}{part}" if r["reached"] else "not reached"
+    to_epochs = f"{le}{_num(r['epochs_to_target'], '{:.1f}')}{part}" if r["reached"] else "–"
+    flag = "†" if r.get("blew_up") == r["n"] else ""
+    spread = f" ± {100 * r['std']:.1f}" if r["n"] > 1 else ""
     out.append(
-      f"| {r['label']} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {100 * r['worst']:.1f} "
-      f"| {r['n']} | {_num(r['steps'])} | {r['epochs']:.1f} | {_num(r['examples'])} | "
-      f"{_num(r['steps_to_target'])}{reach} | {_num(r['epochs_to_target'], '{:.1f}')}{reach} |"
+      f"| {r['label']} | {100 * r['mean']:.1f}{spread}{flag} | "
+      f"{100 * r['worst']:.1f} | {r['n']} | {_num(r['steps'])} | {r['epochs']:.1f} | "
+      f"{_num(r['examples'])} | {to_steps} | {to_epochs} | {_speedup(base, r)} |"
+    )
+  return "\n".join(out)
+
+
+def budget_steps(phases: dict[str, dict], batch: int = p.LARGE_BATCH) -> int | None:
+  """The noise scale's budget at ``batch``, in steps (its epochs x steps per epoch)."""
+  s = phases.get("noise-base", {}).get("summary", {})
+  if "b_noise" not in s or not s.get("complete"):
+    return None
+  return p.budget_epochs(batch, s["b_noise"]) * (p.TRAIN_SIZE // batch)
+
+
+def verdicts(rows: list[dict], phases: dict[str, dict]) -> str:
+  """The protocol's criteria, row by row, in plain words; "pending" until every seed ran
+  (a seed below the bar already decides "does not carry")."""
+  by = {r["key"]: r for r in rows}
+  need = len(p.SEEDS)
+  bar, tuned = 100 * p.CARRIES_IF_EVERY_SEED_AT_LEAST, 100 * p.BEATS_TUNING_IF_MEAN_AT_LEAST
+  out = []
+  for key, what in VERDICT_ROWS.items():
+    r = by.get(key)
+    if r is None:
+      out.append(f"- {what}: no run yet.")
+      continue
+    accs = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
+    seeds = f"{r['n']} of {need} seeds ({accs}%)"
+    if r["worst"] < p.CARRIES_IF_EVERY_SEED_AT_LEAST:
+      carries = f"does not carry (a seed at {100 * r['worst']:.1f}% < {bar:.1f}%)"
+    elif r["n"] < need:
+      carries = "carries so far"
+    else:
+      carries = f"carries (every seed ≥ {bar:.1f}%)"
+    if r["n"] < need:
+      out.append(f"- {what}: {carries}; {seeds}, the rest pending.")
+      continue
+    beats = "beats" if r["mean"] >= p.BEATS_TUNING_IF_MEAN_AT_LEAST else "does not beat"
+    out.append(
+      f"- {what}: {carries}, and {beats} tuning (mean {100 * r['mean']:.1f}% against tuned "
+      f"Adam's {tuned:.1f}%); {seeds}."
+    )
+  ada, budget = by.get(f"adascale-{p.LARGE_BATCH}"), budget_steps(phases)
+  if ada is None or budget is None or ada["n"] < need:
+    done = 0 if ada is None else ada["n"]
+    out.append(f"- The noise scale's budget as a prediction: pending ({done} of {need} seeds).")
+  else:
+    ratio = ada["steps"] / budget
+    word = "predicts" if 1 / PREDICT <= ratio <= PREDICT else "does not predict"
+    out.append(
+      f"- The noise scale {word} AdaScale's cost: {ada['steps']:,.0f} steps against a "
+      f"budget of {budget:,} ({ratio:.2f}×; the bar: within {PREDICT:g}×)."
     )
   return "\n".join(out)
 
@@ -173,6 +339,7 @@ def plot_accuracy(phases: dict[str, dict], path: str) -> None:
     ("AdaScale 8192", phases.get("adascale-8192", {}).get("runs", []), "C0", None),
     ("LEGW 8192, 25 epochs", phases.get("legw-budget", {}).get("runs", []), "C3", p.BASE_EPOCHS),
     ("LEGW 8192, budget", phases.get("legw-budget", {}).get("runs", []), "C1", None),
+    ("LEGW + LARS 8192, 25 epochs", phases.get("lars-8192", {}).get("runs", []), "C2", None),
   ]
   for label, runs, color, upto in series:
     for i, r in enumerate(sorted(runs, key=lambda r: r["seed"])):
@@ -216,11 +383,40 @@ def plot_noise(phases: dict[str, dict], path: str) -> None:
   plt.close(fig)
 
 
+def caption(phases: dict[str, dict]) -> str:
+  """What the table's cells are and where they were measured."""
+  runs = [r for doc in phases.values() for r in doc.get("runs", [])]
+  env = [r["environment"] for r in runs if "environment" in r]
+  machines = sorted({f"{e['platform'].upper()}, jax {e['jax_version']}" for e in env})
+  files = ", ".join(f"`{ph}.json`" for ph in phases)
+  return (
+    f"Test accuracy % on the 10,000 test images; the base's steps to "
+    f"{100 * p.TARGET_ACCURACY:.1f}% over a row's is its speed-up in steps; ≤: a committed row "
+    f"records only its final accuracy. Measured on {'; '.join(machines) or '–'}, one core per "
+    f"run (`python -m benchmarks.measured_scaling`; {files} in "
+    f"`benchmarks/measured_scaling/results/`); committed rows: `benchmarks/results/`."
+  )
+
+
+def report_text(out_dir: str, keys: tuple[str, ...] | None = None, details: bool = True) -> str:
+  """The table (only ``keys`` when given), its caption and the verdicts; with
+  ``details``, B_noise and the LARS grid too."""
+  phases = load_all(out_dir)
+  rows = report_rows(phases, reference_rows())
+  parts = [format_table(rows, keys), caption(phases), verdicts(rows, phases)]
+  if details:
+    parts += [
+      format_noise(phases),
+      format_grid(phases),
+      format_mnist5k(mnist5k_rows(phases), phases),
+    ]
+  return "\n\n".join(x for x in parts if x)
+
+
 def write_report(out_dir: str) -> str:
   """Writes ``measured_scaling.md`` and the two PNGs into ``out_dir``; returns the text."""
   phases = load_all(out_dir)
-  parts = [format_table(report_rows(phases)), format_noise(phases), format_grid(phases)]
-  text = "\n\n".join(x for x in parts if x) + "\n"
+  text = report_text(out_dir) + "\n"
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, f"{REPORT_STEM}.md"), "w") as f:
     f.write(text)
