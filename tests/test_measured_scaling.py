@@ -228,6 +228,8 @@ def test_a_planned_run_resumes_bit_for_bit_through_execute_runs(tmp_path):
   doc = records.execute_runs(out, "legw-budget", planned, train_fn, progress=False)
   assert len(epochs_trained) == 2
   assert not os.path.exists(ck_path) and doc["runs"][0]["resumed"]
+  (resume,) = doc["runs"][0]["resumes"]
+  assert resume["environment"]["jax_version"] == jax.__version__ and resume["wall_seconds"] > 0
   _assert_same_run(doc["runs"][0], whole)
   assert doc["runs"][0]["wall_seconds"] > 0
 

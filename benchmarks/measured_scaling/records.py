@@ -125,14 +125,17 @@ def execute_runs(
     bar.set_postfix_str(f"{label} seed={seed}")
     rid = run_id(config, seed)
     checkpoint = EpochCheckpoint(checkpoint_path(out_dir, phase, rid), rid)
-    if checkpoint.resumed:
+    if checkpoint.resumed:  # where each earlier process stopped, and on what machine
       print(f"{phase}: {label} seed={seed} resumes from {checkpoint.path}", flush=True)
+      resume = dict(checkpoint.spent(), environment=environment())
+      checkpoint.logs.setdefault("resumes", []).append(resume)
     out = train_fn(config, seed, checkpoint)
     spent = {k: round(v, 2) for k, v in checkpoint.spent().items()}  # CPU: all threads
     doc["runs"].append(
       dict(
         run_id=rid, label=label, seed=seed, config=config, **out, **spent,
-        resumed=checkpoint.resumed, environment=environment(),
+        resumed=checkpoint.resumed, resumes=checkpoint.logs.get("resumes", []),
+        environment=environment(),
       )
     )  # fmt: skip
     doc["summary"] = summarize(doc["runs"]) if summarize else {}
