@@ -23,6 +23,7 @@ from benchmarks.measured_scaling import records
 REPORT_STEM = "measured_scaling"
 REFERENCE_DIR = RESULTS_DIR  # the committed sweeps
 REFERENCES = {  # key: the label's start in large_batch_tuning's table
+  "ref-legw-2048": "LEGW at 2048",
   "ref-base": "base: momentum at batch 128",
   "ref-legw": "LEGW at 8192",
   "ref-none": "no scaling at 8192",
@@ -36,6 +37,7 @@ VERDICT_ROWS = {  # the zero-tuning rows the criteria judge
   "legw-lars": "LEGW + LARS at 8192",
   "adascale-2048": "AdaScale at 2048 (16x), run to the base's progress",
 }
+VERDICT_BESIDE = {"adascale-2048": "ref-legw-2048"}  # the committed row a verdict names
 PREDICT = p.PREDICTS_IF_STEPS_WITHIN_FACTOR
 #: The README's rows at 64x (and 16x), in order.
 README_KEYS = (
@@ -110,14 +112,18 @@ def make_row(
 
 
 def reference_rows(results_dir: str = REFERENCE_DIR) -> list[dict]:
-  """The committed rows beside the measured ones, from ``large_batch_tuning``'s table:
-  the base at 128 and, at 8192, LEGW, no scaling, and Nesterov and Adam tuned at 8192.
+  """The committed rows beside the measured ones: LEGW at 2048 (the sweep), and from
+  ``large_batch_tuning``'s table the base at 128 and, at 8192, LEGW, no scaling, and
+  Nesterov and Adam tuned at 8192.
 
   Only their final accuracy was recorded: a row whose every seed ended at or above
   ``TARGET_ACCURACY`` reached it within its steps (``final_only``), no sooner known.
   """
+  sweep_rows = sweep.load_rows(lbt.paths(results_dir)["scaling"])
+  legw_2048 = [r for r in sweep_rows if r["batch_size"] == 2048 and r["method"] == "legw"]
+  found = lbt.report_rows(results_dir) + [lbt.summary_row("LEGW at 2048", legw_2048)]
   rows = []
-  for r in lbt.report_rows(results_dir):
+  for r in filter(None, found):
     key = next((k for k, prefix in REFERENCES.items() if r["label"].startswith(prefix)), None)
     if key is None:
       continue
@@ -267,7 +273,9 @@ def verdicts(rows: list[dict], phases: dict[str, dict]) -> str:
   bar, tuned = 100 * p.CARRIES_IF_EVERY_SEED_AT_LEAST, 100 * p.BEATS_TUNING_IF_MEAN_AT_LEAST
   out = []
   for key, what in VERDICT_ROWS.items():
-    r = by.get(key)
+    r, ref = by.get(key), by.get(VERDICT_BESIDE.get(key, ""))
+    if ref:
+      what += f" (beside {ref['label']}: {100 * ref['mean']:.1f}%, n = {ref['n']})"
     if r is None:
       out.append(f"- {what}: no run yet.")
       continue
