@@ -24,6 +24,24 @@ passing that directory explicitly.
 """
 
 import os
+import subprocess
 
 RUNS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def git_commit(short: bool = True) -> str | None:
+  """The checkout's commit (abbreviated when ``short``), with ``+changes`` when tracked
+  files differ from it; None outside a git checkout."""
+
+  def git(*args: str) -> str:
+    return subprocess.run(
+      ["git", *args], capture_output=True, text=True, check=True, timeout=10,
+      cwd=os.path.dirname(os.path.abspath(__file__)),
+    ).stdout.strip()  # fmt: skip
+
+  try:
+    head = git("rev-parse", *(["--short"] if short else []), "HEAD")
+    return head + ("+changes" if git("status", "--untracked-files=no", "--short") else "")
+  except (OSError, subprocess.SubprocessError):
+    return None

@@ -65,6 +65,7 @@ def test_table_of_the_committed_results(capsys):
   )
   assert "| `legw.lamb` | `mu_dtype` | 8.00 | 6.00 | 8.00 | 6.00 |" in lines
   assert "ResNet-50 25,557,032 parameters" in state_bytes.caption(result)
+  assert state_bytes.caption(result, path).endswith(f"; results in `{path}`.")
   assert lines[0] in capsys.readouterr().out
 
 

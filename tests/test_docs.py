@@ -80,7 +80,14 @@ def test_guides_mention_the_names_the_readme_never_did():
 
 
 def test_guide_measurements_have_results():
-  for name in ("lars_from_sgd", "multisteps", "batchnorm", "trust_ratios", "noise_scale"):
+  for name in (
+    "lars_from_sgd",
+    "multisteps",
+    "batchnorm",
+    "trust_ratios",
+    "noise_scale",
+    "state_dtype",
+  ):
     assert (ROOT / "benchmarks" / "guides" / f"{name}.py").is_file()
     assert (ROOT / "benchmarks" / "guides" / "results" / f"{name}.json").is_file()
 

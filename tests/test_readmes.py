@@ -42,6 +42,10 @@ def test_every_readme_that_quotes_results_is_generated():
     "benchmarks/README.md",
     "benchmarks/costs/README.md",
     "benchmarks/curvature/README.md",
+    "docs/guides/batchnorm.md",
+    "docs/guides/gradient_accumulation.md",
+    "docs/guides/lars_from_sgd.md",
+    "docs/guides/optimizer_state_and_masks.md",
     "docs/guides/reproducing.md",
   }
   assert set(_readmes()) == expected

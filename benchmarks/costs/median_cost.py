@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import RUNS_DIR
+from benchmarks import RUNS_DIR, git_commit
 from benchmarks.costs import optimizer_step as ob
 from legw import _median
 
@@ -235,7 +235,7 @@ def main(argv=None):
   result = {
     "command": "python -m benchmarks.costs.median_cost"
     + (" --primitives" if args.primitives else ""),
-    "commit": ob.git_commit(),
+    "commit": git_commit(),
     "jax": jax.__version__,
     "backend": jax.default_backend(),
     "cpu_count": os.cpu_count(),

@@ -57,7 +57,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from typing import Any, NamedTuple
@@ -71,7 +70,7 @@ if __package__ in (None, ""):  # `python benchmarks/costs/optimizer_step.py`
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import legw  # noqa: E402
-from benchmarks import RUNS_DIR  # noqa: E402
+from benchmarks import RUNS_DIR, git_commit  # noqa: E402
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4
 
@@ -568,17 +567,6 @@ def load(path: str) -> dict:
 def runs_of(d: dict) -> list[dict]:
   """The run records of a results file: its ``runs``, or the file itself (one run)."""
   return d["runs"] if "runs" in d else [d]
-
-
-def git_commit() -> str | None:
-  """The checkout's short commit, with ``+changes`` when tracked files differ from it."""
-  try:
-    run = lambda *a: subprocess.run(
-      ["git", *a], capture_output=True, text=True, check=True, timeout=10
-    ).stdout.strip()
-    return run("rev-parse", "--short", "HEAD") + ("+changes" if run("status", "-uno", "-s") else "")
-  except (OSError, subprocess.SubprocessError):
-    return None
 
 
 def write_run(path: str, record: dict, append: bool) -> None:

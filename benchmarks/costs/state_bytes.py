@@ -122,15 +122,15 @@ def measure(trees: dict[str, dict[str, tuple[int, ...]]] | None = None) -> dict:
 TREE_LABELS = {"resnet50": "ResNet-50", "bert_base": "BERT-base"}
 
 
-def caption(result: dict) -> str:
-  """One line: the command, versions and trees of a results file."""
+def caption(result: dict, path: str | None = None) -> str:
+  """One line: the command, versions and trees of a results file (and its ``path``)."""
   trees = ", ".join(
     f"{TREE_LABELS.get(t, t)} {n:,} parameters" for t, n in result["n_params"].items()
   )
   return (
     f"Counted by `{result['command']}` (jax {result['jax']}, optax {result['optax']}): the "
     f"bytes of `jax.eval_shape(opt.init, params)` per {result['parameter_dtype']} parameter; "
-    f"{trees}."
+    f"{trees}" + (f"; results in `{path}`." if path else ".")
   )
 
 
@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
   if args.report:
     with open(args.report, encoding="utf-8") as f:
       result = json.load(f)
-    print(f"{caption(result)}\n\n{markdown_table(result)}")
+    print(f"{caption(result, args.report)}\n\n{markdown_table(result)}")
     return result
   result = {"command": "python -m benchmarks.costs.state_bytes", "jax": jax.__version__}
   result.update(measure())

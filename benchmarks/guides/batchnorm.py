@@ -32,6 +32,7 @@ BATCH_SIZE = 512
 NUM_EPOCHS = 4  # 4,096 images / 512 = 8 steps an epoch: 32 steps in all
 MOMENTA = (0.9, 0.99)
 RECALIBRATION_BATCHES = 4
+FLAX_DEFAULT_MOMENTUM = 0.99  # nn.BatchNorm's
 
 
 class SmallCNN(nn.Module):
@@ -157,6 +158,26 @@ def run(num_epochs: int = NUM_EPOCHS) -> dict[str, Any]:
   return out
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+  """Per momentum: the initial values' weight and test accuracy, running vs recalibrated."""
+  runs = results["runs"]
+  steps = {r["steps"] for r in runs.values()}
+  lines = [
+    f"| BatchNorm momentum | initial values' weight after {' or '.join(map(str, sorted(steps)))}"
+    " steps | test accuracy, running averages | test accuracy, recalibrated |",
+    "|---:|---:|---:|---:|",
+  ]
+  for name, r in runs.items():
+    momentum = float(name.removeprefix("momentum "))
+    label = f"{momentum:g}" + (" (Flax's default)" if momentum == FLAX_DEFAULT_MOMENTUM else "")
+    lines.append(
+      f"| {label} | {r['weight_of_initial_values']:.3f} "
+      f"| **{100 * r['test_accuracy_running_averages']:.1f}%** "
+      f"| {100 * r['test_accuracy_recalibrated']:.1f}% |"
+    )
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--epochs", type=int, default=NUM_EPOCHS, help="training epochs")
@@ -165,6 +186,7 @@ def main(argv=None) -> None:
   results["wall_seconds"] = round(seconds, 1)
   for key, value in results.items():
     print(f"{key}: {value}")
+  print(f"\n{markdown_table(results)}\n")
   if args.epochs == NUM_EPOCHS:
     print(
       "wrote", common.write_results("batchnorm", results, "python -m benchmarks.guides.batchnorm")

@@ -1,4 +1,4 @@
-"""Shared pieces of the guide measurements: data, a small MLP, a jitted epoch loop."""
+"""Shared pieces of the guide measurements: data, a small MLP, a jitted epoch loop, results."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import RUNS_DIR
+from benchmarks import RUNS_DIR, git_commit
 from benchmarks.data import load_dataset
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")  # committed
@@ -104,7 +104,7 @@ def train_mlp(
 
 
 def write_results(name: str, results: dict[str, Any], command: str, out_dir: str = "") -> str:
-  """Writes ``<out_dir>/<name>.json`` with the command and the machine; returns its path.
+  """Writes ``<out_dir>/<name>.json`` with the command, machine and commit; returns its path.
 
   ``out_dir`` defaults to the untracked ``benchmarks/runs/guides/``; the
   committed reference is :data:`RESULTS_DIR`.
@@ -121,12 +121,30 @@ def write_results(name: str, results: dict[str, Any], command: str, out_dir: str
       "jax": jax.__version__,
       "optax": optax.__version__,
     },
+    "commit": git_commit(),
     **results,
   }
   with open(path, "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)
     f.write("\n")
   return path
+
+
+def load(path: str) -> dict[str, Any]:
+  """A results file of :func:`write_results`."""
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def caption(results: dict[str, Any], path: str) -> str:
+  """One line under a guide's table: the command, machine, versions and results file."""
+  versions = results["versions"]
+  about = [results["machine"], f"jax {versions['jax']}, optax {versions['optax']}", results["date"]]
+  if results.get("commit"):
+    about.append(f"commit {results['commit']}")
+  if "wall_seconds" in results:
+    about.append(f"{results['wall_seconds']:.0f} s of wall time")
+  return f"Measured by `{results['command']}` ({'; '.join(about)}); results in `{path}`."
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -24,6 +24,19 @@ from benchmarks.guides import common
 BATCH_SIZE = 512
 NUM_EPOCHS = 20
 SGD_LEARNING_RATE = 0.1
+SGD_RUN = f"momentum SGD, lr {SGD_LEARNING_RATE:g}"
+# name -> (learning_rate, trust_coefficient) of the legw.lars runs at fixed settings.
+LARS_RUNS = {
+  "lars lr 2^2.5, eta 0.001 (README)": (2**2.5, 0.001),
+  "lars lr 0.5657, eta 0.01 (same product)": (2**2.5 / 10, 0.01),
+  "lars lr 0.05657, eta 0.1 (same product)": (2**2.5 / 100, 0.1),
+  "lars lr 1.0, eta 0.01 (quickstart)": (1.0, 0.01),
+}
+
+
+def from_sgd_name(eta: float) -> str:
+  """The name of the run at the SGD learning rate with ``trust_coefficient=eta``."""
+  return f"lars lr {SGD_LEARNING_RATE:g}, eta {eta:.3g} (from the SGD recipe)"
 
 
 def schedule(peak: float, steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
@@ -82,20 +95,12 @@ def run(quick: bool = False) -> dict:
   sgd_steps = sgd_relative_step(data)
   eta_from_sgd = float(np.median(list(sgd_steps.values()))) / SGD_LEARNING_RATE
   configs = {
-    "momentum SGD, lr 0.1": optax.sgd(schedule(SGD_LEARNING_RATE, spe, epochs), momentum=0.9),
-    "lars lr 2^2.5, eta 0.001 (README)": legw.lars(
-      schedule(2**2.5, spe, epochs), trust_coefficient=0.001
-    ),
-    "lars lr 0.5657, eta 0.01 (same product)": legw.lars(
-      schedule(2**2.5 / 10, spe, epochs), trust_coefficient=0.01
-    ),
-    "lars lr 0.05657, eta 0.1 (same product)": legw.lars(
-      schedule(2**2.5 / 100, spe, epochs), trust_coefficient=0.1
-    ),
-    "lars lr 1.0, eta 0.01 (quickstart)": legw.lars(
-      schedule(1.0, spe, epochs), trust_coefficient=0.01
-    ),
-    f"lars lr 0.1, eta {eta_from_sgd:.3g} (from the SGD recipe)": legw.lars(
+    SGD_RUN: optax.sgd(schedule(SGD_LEARNING_RATE, spe, epochs), momentum=0.9),
+    **{
+      name: legw.lars(schedule(lr, spe, epochs), trust_coefficient=eta)
+      for name, (lr, eta) in LARS_RUNS.items()
+    },
+    from_sgd_name(eta_from_sgd): legw.lars(
       schedule(SGD_LEARNING_RATE, spe, epochs), trust_coefficient=eta_from_sgd
     ),
   }
@@ -129,6 +134,50 @@ def run(quick: bool = False) -> dict:
   }
 
 
+def first_step_text(results: dict) -> str:
+  """The guide's sentence on the first ``legw.lars`` step and SGD's relative steps."""
+  steps = results["first_step"]
+  kernel = {
+    setting: " and ".join(dict.fromkeys(f"{v:#.4g}" for k, v in r.items() if "||u||/||w||" in k))
+    for setting, r in steps.items()
+  }
+  bias = " and ".join(
+    dict.fromkeys(f"{v:.4f}" for r in steps.values() for k, v in r.items() if "/(lr" in k)
+  )
+  sgd = " and ".join(f"{v:.4f}" for v in results["sgd_relative_step_at_init"].values())
+  return (
+    "First step at initialisation: each kernel's update was $\\gamma\\eta\\|w\\|$ exactly ("
+    + "; ".join(
+      f"{v}{' of its norm' * (i == 0)} for `{setting}`"
+      for i, (setting, v) in enumerate(kernel.items())
+    )
+    + f"), and each bias update was $\\gamma\\|g\\|$ (ratio {bias}). SGD at learning rate "
+    f"{SGD_LEARNING_RATE:g} would have moved the kernels by {sgd} of their norms: the median "
+    f"ratio gives `trust_coefficient` {results['eta_from_sgd']:.3g}."
+  )
+
+
+def markdown_table(results: dict) -> str:
+  """Test accuracy and final training loss of each run, with its product gamma * eta."""
+  lines = [
+    "| optimizer | $\\gamma\\eta$ | test accuracy % | train loss, last epoch |",
+    "|---|---:|---:|---:|",
+  ]
+  eta_from_sgd = results["eta_from_sgd"]
+  settings = {**LARS_RUNS, from_sgd_name(eta_from_sgd): (SGD_LEARNING_RATE, eta_from_sgd)}
+  for name, r in results["training"].items():
+    if name in settings:
+      lr, eta = settings[name]
+      label, product = name.replace("lars ", "`legw.lars`, ", 1), f"{lr * eta:.3g}"
+    else:
+      label, product = name, "—"
+    label = label.replace(" (same product)", "")
+    lines.append(
+      f"| {label} | {product} | {100 * r['test_accuracy']:.1f} | {r['train_loss']:.3f} |"
+    )
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="2 epochs, no JSON written")
@@ -137,6 +186,7 @@ def main(argv=None) -> None:
   results["wall_seconds"] = round(seconds, 1)
   for section, value in results.items():
     print(f"{section}: {value}")
+  print(f"\n{first_step_text(results)}\n\n{markdown_table(results)}\n")
   if not args.quick:
     print(
       "wrote",

@@ -15,6 +15,7 @@ data) and shows how to read the LR of each optimizer step.
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 import jax
@@ -134,12 +135,32 @@ def run() -> dict[str, Any]:
   }
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+  """Per loader: micro-batches an epoch, optimizer steps, those past the schedule's end."""
+  lines = [
+    "| loader | micro-batches an epoch | optimizer steps | past the schedule's end "
+    "| epochs at LR 0 |",
+    "|---|---:|---:|---:|---|",
+  ]
+  for key, r in results.items():
+    found = re.fullmatch(r"remainder dropped at the (.+) \((\d+) micro-batches/epoch\)", key)
+    if found:
+      epochs = [str(e) for e in r["epochs_with_lr_0"]] or ["none"]
+      at_0 = ", ".join(epochs[:-1]) + " and " * (len(epochs) > 1) + epochs[-1]
+      lines.append(
+        f"| drops the remainder at the {found[1]} | {found[2]} | {r['optimizer_steps']} "
+        f"| {r['steps_past_schedule_end']} | {at_0} |"
+      )
+  return "\n".join(lines)
+
+
 def main(argv=None) -> None:
   argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
   results, seconds = common.timed(run)
   results["wall_seconds"] = round(seconds, 1)
   for key, value in results.items():
     print(f"{key}: {value}")
+  print(f"\n{markdown_table(results)}\n")
   print(
     "wrote", common.write_results("multisteps", results, "python -m benchmarks.guides.multisteps")
   )

@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import platform
-import subprocess
 import time
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 import optax
 
 import legw
+from benchmarks import git_commit
 from benchmarks.batch_scaling.tasks import METHODS, get_task
 from benchmarks.batch_scaling.train import (
   Trainer,
@@ -212,17 +212,6 @@ def summarize(records: list[dict], total_steps: int, config: dict[str, Any]) -> 
   )
 
 
-def git_commit() -> str:
-  try:
-    out = subprocess.run(
-      ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10,
-      cwd=os.path.dirname(os.path.abspath(__file__)),
-    )  # fmt: skip
-    return out.stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-
-
 def run(quick: bool = False, progress: bool = True) -> dict[str, Any]:
   """The whole measurement (``quick``: 2 epochs of 120 steps on the first 5,000
   test images, for a smoke test)."""
@@ -256,7 +245,7 @@ def run(quick: bool = False, progress: bool = True) -> dict[str, Any]:
       processor=platform.machine(),
       cpu_count=os.cpu_count(),
       jax_version=jax.__version__,
-      git_commit=git_commit(),
+      git_commit=git_commit(short=False),
     ),
     "wall_seconds": round(wall, 1),
     "cpu_seconds": round(cpu, 1),

@@ -18,16 +18,16 @@ from typing import Any
 
 import jax
 
+from benchmarks import git_commit
 from benchmarks.batch_scaling import sweep
 from benchmarks.checkpoint import EpochCheckpoint
-from benchmarks.guides import noise_scale as guide
 
 
 @functools.cache
 def commit_at_start() -> str:
   """The commit checked out when this process first asked: the code it runs (a later
   commit during a long sweep does not change the code already loaded)."""
-  return guide.git_commit()
+  return git_commit(short=False)
 
 
 def environment() -> dict[str, Any]:
