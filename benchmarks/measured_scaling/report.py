@@ -356,7 +356,9 @@ def plot_accuracy(phases: dict[str, dict], path: str) -> None:
         [e["step"] for e in eps], [100 * e["test_accuracy"] for e in eps], color=color,
         lw=2.2 if upto else 1.0, alpha=0.9, label=label if i == 0 else None,
       )  # fmt: skip
-  ax.axhline(100 * p.TARGET_ACCURACY, color="k", lw=0.8, ls=":", label="target")
+  ax.axhline(
+    100 * p.TARGET_ACCURACY, color="k", lw=0.8, ls=":", label=f"{100 * p.TARGET_ACCURACY:.1f}%"
+  )
   ax.set(xscale="log", xlabel="optimizer steps", ylabel="test accuracy (%)")
   ax.set_title("Fashion-MNIST LSTM: test accuracy against steps (one line per seed)", fontsize=9)
   ax.legend(fontsize=8, loc="lower right")
