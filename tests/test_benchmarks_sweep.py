@@ -155,6 +155,16 @@ def test_pipeline_check_reports_both_rates(scan_epoch):
   assert r["epoch_samples_per_second"] > 0 and r["resident_samples_per_second"] > 0
 
 
+@pytest.mark.slow
+def test_pipeline_check_command_writes_one_row_per_batch(tmp_path):
+  args = ["--quick", "--pipeline-check", "--out-dir", str(tmp_path), "--no-progress"]
+  assert bs_main.main(args) == 0
+  with open(tmp_path / "mnist_lstm-mnist5k-pipeline.json") as f:
+    rows = json.load(f)
+  assert [r["batch_size"] for r in rows] == list(bs_main.QUICK["batch_sizes"])
+  assert all(r["ratio"] > 0 and r["optimizer"] == "momentum" for r in rows)
+
+
 def test_format_table_marks_divergence():
   rows = [
     dict(method=m, batch_size=b, base_batch_size=8, test_accuracy=a, diverged=d)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -43,12 +42,10 @@ from benchmarks.batch_scaling.sweep import (
   DEFAULT_OUT_DIR,
   RESULTS_DIR,
   SweepConfig,
-  _environment,
   _write_json,
   headline_configs,
-  load_data,
   load_rows,
-  resolve,
+  pipeline_sweep,
   run_sweep,
 )
 from benchmarks.batch_scaling.tuning import (
@@ -286,32 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _pipeline_main(config: SweepConfig, args) -> int:
-  import jax
-
-  from benchmarks.batch_scaling.train import Trainer, make_optimizer, pipeline_check
-
-  task, base = resolve(config)
-  x_tr, y_tr, _, _ = load_data(config)
-  x, y = jax.device_put(x_tr), jax.device_put(y_tr)
-  opt = task.optimizer_for(config.methods[0])
-  trainer = Trainer(
-    task.make_model(),
-    make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {}))),
-    scan_epoch=task.scan_epoch,
-  )
-  rows = []
-  for b in base.batch_sizes:
-    r = pipeline_check(trainer, x, y, batch_size=b)
-    r.update(task=config.task, dataset=config.dataset, optimizer=opt, **_environment())
-    rows.append(r)
-    print(f"batch {b}: ratio {r['ratio']:.2f}", flush=True)
-  os.makedirs(args.out_dir, exist_ok=True)
-  path = os.path.join(args.out_dir, args.stem or f"{config.task}-{config.dataset}-pipeline.json")
-  if not path.endswith(".json"):
-    path += ".json"
-  with open(path, "w") as f:
-    json.dump(rows, f, indent=1)
-    f.write("\n")
+  rows = pipeline_sweep(config)
+  for r in rows:
+    print(f"batch {r['batch_size']}: ratio {r['ratio']:.2f}", flush=True)
+  stem = args.stem or f"{config.task}-{config.dataset}-pipeline"
+  path = os.path.join(args.out_dir, stem if stem.endswith(".json") else stem + ".json")
+  _write_json(path, rows)
   print("\n" + render(path))
   return 0
 

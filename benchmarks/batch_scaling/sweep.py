@@ -599,3 +599,23 @@ def _jsonable(x: Any):
   if isinstance(x, (np.floating, np.integer)):
     return x.item()
   raise TypeError(f"not JSON serializable: {type(x)}")
+
+
+def pipeline_sweep(config: SweepConfig, repeats: int = 3) -> list[dict]:
+  """:func:`~benchmarks.batch_scaling.train.pipeline_check` at every batch size of the
+  sweep's ladder, with the optimizer of its first method; one row per batch size."""
+  import jax
+
+  from benchmarks.batch_scaling.train import Trainer, make_optimizer, pipeline_check
+
+  task, base = resolve(config)
+  x_tr, y_tr, _, _ = load_data(config)
+  x, y = jax.device_put(x_tr), jax.device_put(y_tr)
+  opt = task.optimizer_for(config.methods[0])
+  tx = make_optimizer(opt, **dict(task.optimizer_kwargs.get(opt, {})))
+  trainer = Trainer(task.make_model(), tx, scan_epoch=task.scan_epoch)
+  rows = []
+  for b in base.batch_sizes:
+    r = pipeline_check(trainer, x, y, batch_size=b, repeats=repeats)
+    rows.append(dict(r, task=config.task, dataset=config.dataset, optimizer=opt, **_environment()))
+  return rows
