@@ -103,6 +103,7 @@ def make_row(
     worst=float(acc.min()),
     n=len(acc),
     steps=float(np.mean([a["steps"] for _, a in pts])),
+    seed_steps=[a["steps"] for _, a in pts],
     epochs=float(np.mean([a["epochs"] for _, a in pts])),
     examples=float(np.mean([a["examples"] for _, a in pts])),
     reached=len(reach),
@@ -303,8 +304,9 @@ def verdicts(rows: list[dict], phases: dict[str, dict]) -> str:
     ratio = ada["steps"] / budget
     word = "predicts" if 1 / PREDICT <= ratio <= PREDICT else "does not predict"
     out.append(
-      f"- The noise scale {word} AdaScale's cost: {ada['steps']:,.0f} steps against a "
-      f"budget of {budget:,} ({ratio:.2f}×; the bar: within {PREDICT:g}×)."
+      f"- The noise scale {word} AdaScale's cost: {ada['steps']:,.0f} steps (the mean of "
+      f"{', '.join(f'{s:,}' for s in ada['seed_steps'])}) against a budget of {budget:,} "
+      f"({ratio:.2f}×; the bar: within {PREDICT:g}×)."
     )
   return "\n".join(out)
 
