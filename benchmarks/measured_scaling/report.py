@@ -193,6 +193,17 @@ def mnist5k_rows(phases: dict[str, dict], results_dir: str = REFERENCE_DIR) -> l
   return rows
 
 
+def _cells(r: dict) -> str:
+  """A row's label, accuracy (mean ± std, † when every seed blew up), worst seed, n, and
+  mean steps, epochs and examples, as Markdown cells."""
+  spread = f" ± {100 * r['std']:.1f}" if r["n"] > 1 else ""
+  flag = "†" if r.get("blew_up") == r["n"] else ""
+  return (
+    f"| {r['label']} | {100 * r['mean']:.1f}{spread}{flag} | {100 * r['worst']:.1f} | {r['n']} "
+    f"| {_num(r['steps'])} | {r['epochs']:.1f} | {_num(r['examples'])} |"
+  )
+
+
 def format_mnist5k(rows: list[dict], phases: dict[str, dict]) -> str:
   """The ``mnist5k`` rows as a Markdown table, with a caption."""
   if not rows:
@@ -203,11 +214,7 @@ def format_mnist5k(rows: list[dict], phases: dict[str, dict]) -> str:
     "| mnist5k row | test acc % (mean ± std) | worst seed | n | steps | epochs | examples |",
     "|---|---|---|---|---|---|---|",
   ]
-  for r in rows:
-    out.append(
-      f"| {r['label']} | {100 * r['mean']:.1f} ± {100 * r['std']:.1f} | {100 * r['worst']:.1f} "
-      f"| {r['n']} | {_num(r['steps'])} | {r['epochs']:.1f} | {_num(r['examples'])} |"
-    )
+  out += [_cells(r) for r in rows]
   out.append(
     f"\nTest accuracy % on the {size}mnist5k test images (no target: the 88.7% bar is "
     "Fashion-MNIST's); committed rows: `benchmarks/results/mnist_lstm-mnist5k.json`."
@@ -248,13 +255,7 @@ def format_table(rows: list[dict], keys: tuple[str, ...] | None = None) -> str:
     le = "≤ " if r.get("final_only") else ""
     to_steps = f"{le}{_num(r['steps_to_target'])}{part}" if r["reached"] else "not reached"
     to_epochs = f"{le}{_num(r['epochs_to_target'], '{:.1f}')}{part}" if r["reached"] else "–"
-    flag = "†" if r.get("blew_up") == r["n"] else ""
-    spread = f" ± {100 * r['std']:.1f}" if r["n"] > 1 else ""
-    out.append(
-      f"| {r['label']} | {100 * r['mean']:.1f}{spread}{flag} | "
-      f"{100 * r['worst']:.1f} | {r['n']} | {_num(r['steps'])} | {r['epochs']:.1f} | "
-      f"{_num(r['examples'])} | {to_steps} | {to_epochs} | {_speedup(base, r)} |"
-    )
+    out.append(f"{_cells(r)} {to_steps} | {to_epochs} | {_speedup(base, r)} |")
   return "\n".join(out)
 
 
@@ -399,14 +400,21 @@ def caption(phases: dict[str, dict]) -> str:
   """What the table's cells are and where they were measured."""
   runs = [r for doc in phases.values() for r in doc.get("runs", [])]
   env = [r["environment"] for r in runs if "environment" in r]
-  machines = sorted({f"{e['platform'].upper()}, jax {e['jax_version']}" for e in env})
+  machines = sorted(
+    {f"{e['platform'].upper()} ({e['cpu_count']} cores), jax {e['jax_version']}" for e in env}
+  )
+  pinned = sum(e.get("cpus_usable") == 1 for e in env)
+  cores = (
+    "one core per run" if pinned == len(env)
+    else f"{pinned} of {len(env)} runs on one core, the rest did not record it (`cpus_usable`)"
+  )  # fmt: skip
   files = ", ".join(f"`{ph}.json`" for ph in phases)
   return (
     f"Test accuracy % on the 10,000 test images; the base's steps to "
     f"{100 * p.TARGET_ACCURACY:.1f}% over a row's is its speed-up in steps; ≤: a committed row "
-    f"records only its final accuracy. Measured on {'; '.join(machines) or '–'}, one core per "
-    f"run (`python -m benchmarks.measured_scaling`; {files} in "
-    f"`benchmarks/measured_scaling/results/`); committed rows: `benchmarks/results/`."
+    f"records only its final accuracy. Measured by `python -m benchmarks.measured_scaling` on "
+    f"{'; '.join(machines) or '–'}, {cores}; results: {files} in "
+    f"`benchmarks/measured_scaling/results/`, the committed rows' in `benchmarks/results/`."
   )
 
 
