@@ -306,7 +306,7 @@ def test_report_renders_from_fake_records(tmp_path):
   def rec(seed, config, accs, spe, **extra):
     eps = _epochs(len(accs), spe, accs)
     return dict(
-      run_id=str(seed), label="x", seed=seed, config=config, epochs=eps,
+      run_id=str(seed), label="x", seed=seed, config=dict(train_size=60_000, **config), epochs=eps,
       steps=eps[-1]["step"], examples=eps[-1]["examples"], epochs_run=len(eps),
       final_accuracy=accs[-1], eval_size=10000, **extra,
     )  # fmt: skip
@@ -344,10 +344,15 @@ def test_report_renders_from_fake_records(tmp_path):
   assert "LEGW 8192 at the budget (30 epochs)" in text and "base LR 8, picked by argmax" in text
   assert "B_noise 1,501" in text and "picked by" in text
   assert "Adam tuned at 8192" in text and "committed" in text  # the committed rows beside
-  rows = {r["key"]: r for r in report.report_rows(report.load_all(out))}
+  rows = report.report_rows(report.load_all(out), report.reference_rows())
+  rows = {r["key"]: r for r in rows}
   ada = rows["adascale-8192"]
   assert ada["steps_to_target"] == 26 * 7 and ada["reached"] == 3 and ada["steps"] == 26 * 7
   assert rows["adascale-8192-25"]["reached"] == 0
+  # one unit for the epochs column: examples over the training set (an epoch of 8192
+  # drops 2,656 images), for the measured and the committed rows alike
+  assert rows["adascale-8192-25"]["epochs"] == pytest.approx(25 * 7 * 8192 / 60_000)
+  assert rows["ref-legw"]["epochs"] == pytest.approx(175 * 8192 / 60_000)
   # the base rerun reaches 88.7% at epoch 3 (1,404 steps): AdaScale's speed-up 1,404 / 182
   assert rows["base"]["steps_to_target"] == 3 * 468 and "| 7.7× |" in text
   assert "- AdaScale at 8192, run to the base's progress: carries (every seed" in text

@@ -62,20 +62,18 @@ def first_reach(epochs: list[dict], target: float = p.TARGET_ACCURACY) -> dict |
 
 
 def _at(record: dict, epoch: int | None) -> dict[str, Any] | None:
-  """A run's accuracy, steps, examples and epochs at the end or after ``epoch`` epochs."""
-  eps = record["epochs"]
+  """A run's accuracy, steps, examples and epochs of data (examples over the training
+  set's size) at the end or after ``epoch`` epochs."""
   if epoch is None:
-    return dict(
-      accuracy=record["final_accuracy"], steps=record["steps"], examples=record["examples"],
-      epochs=record["epochs_run"],
-    )  # fmt: skip
-  if len(eps) < epoch:
+    point = dict(
+      accuracy=record["final_accuracy"], steps=record["steps"], examples=record["examples"]
+    )
+  elif len(record["epochs"]) < epoch:
     return None
-  e = eps[epoch - 1]
-  return dict(
-    accuracy=e["test_accuracy"], steps=e["step"], examples=e["examples"],
-    epochs=e.get("epochs_of_data", e["epoch"]),
-  )  # fmt: skip
+  else:
+    e = record["epochs"][epoch - 1]
+    point = dict(accuracy=e["test_accuracy"], steps=e["step"], examples=e["examples"])
+  return dict(point, epochs=point["examples"] / record["config"]["train_size"])
 
 
 def make_row(
@@ -93,7 +91,7 @@ def make_row(
     eps = r["epochs"] if epoch is None else r["epochs"][:epoch]
     e = first_reach(eps)
     if e is not None:
-      reach.append((e["step"], e.get("epochs_of_data", e["epoch"])))
+      reach.append((e["step"], e["examples"] / r["config"]["train_size"]))
   return dict(
     key=key,
     label=label,
@@ -134,7 +132,8 @@ def reference_rows(results_dir: str = REFERENCE_DIR) -> list[dict]:
       dict(
         r, key=key, label=f"{r['label']}, committed", reached=reached, final_only=True,
         steps_to_target=r["steps"] if reached else None,
-        epochs_to_target=r["epochs"] if reached else None,
+        epochs=r["examples"] / p.TRAIN_SIZE,
+        epochs_to_target=r["examples"] / p.TRAIN_SIZE if reached else None,
       )
     )  # fmt: skip
   return rows
@@ -415,7 +414,9 @@ def caption(phases: dict[str, dict]) -> str:
   files = ", ".join(f"`{ph}.json`" for ph in phases)
   return (
     f"Test accuracy % on the 10,000 test images; the base's steps to "
-    f"{100 * p.TARGET_ACCURACY:.1f}% over a row's is its speed-up in steps; ≤: a committed row "
+    f"{100 * p.TARGET_ACCURACY:.1f}% over a row's is its speed-up in steps; epochs: examples "
+    f"over the {p.TRAIN_SIZE:,} training images (an epoch of 8192 drops the last "
+    f"{p.TRAIN_SIZE % p.LARGE_BATCH:,}); ≤: a committed row "
     f"records only its final accuracy. Measured by `python -m benchmarks.measured_scaling` on "
     f"{'; '.join(machines) or '–'}, {cores}; results: {files} in "
     f"`benchmarks/measured_scaling/results/`, the committed rows' in `benchmarks/results/`."
