@@ -313,14 +313,25 @@ def test_report_renders_from_fake_records(tmp_path):
 
   noise = [
     rec(s, dict(method="noise", quick=False), [0.8, 0.88, 0.9], 468,
-        records=[dict(step=50 * i, epoch=50 * i / 468, noise_scale=100.0 * i) for i in range(1, 9)],
+        records=[dict(step=50 * i, epoch=50 * i / 468, noise_scale=100.0 * i, grad_sq=1.0,
+                      trace_cov=100.0 * i) for i in range(1, 9)],
         noise_summary=dict(b_noise=1500.0 + s))
     for s in p.SEEDS
   ]  # fmt: skip
   docs = {
     "noise-base": dict(runs=noise, summary=ms.noise_summary(noise)),
     "adascale-8192": dict(
-      runs=[rec(s, dict(method="adascale"), [0.7] * 24 + [0.85, 0.89], 7) for s in p.SEEDS],
+      runs=[
+        rec(
+          s,
+          dict(method="adascale"),
+          [0.7] * 24 + [0.85, 0.89],
+          7,
+          gain=[1.0, 2.0, 3.0],
+          progress=[1.0, 3.0, 6.0],
+        )
+        for s in p.SEEDS
+      ],
       summary={},
     ),
     "legw-budget": dict(
@@ -362,5 +373,17 @@ def test_report_renders_from_fake_records(tmp_path):
     "does not predict AdaScale's cost: 182 steps (the mean of 182, 182, 182) against a "
     f"budget of {budget:,}" in text
   )
+  assert "at 8,192, " in text and "against 182 taken (n = 3" in text  # the exploratory line
   for png in ("measured_scaling-accuracy.png", "measured_scaling-noise.png"):
     assert os.path.getsize(os.path.join(out, png)) > 1000
+
+
+def test_implied_steps_follow_adascales_gain():
+  # no noise: the gain is 1 and AdaScale would take the base's steps; a base-batch
+  # variance equal to |G|^2 (tr(Sigma) = 128 |G|^2): gain 2 / (1 + 1/S) at S = 64
+  logs = [dict(step=50 * i, grad_sq=2.0, trace_cov=0.0) for i in range(1, 5)]
+  assert report.implied_steps(dict(records=logs), 64) == pytest.approx(200)
+  logs = [dict(x, trace_cov=128 * 2.0) for x in logs]
+  gain = 2 / (1 + 1 / 64)
+  assert report.implied_gains(dict(records=logs), 64) == pytest.approx([gain] * 4, rel=1e-6)
+  assert report.implied_steps(dict(records=logs), 64) == pytest.approx(200 / gain, rel=1e-6)

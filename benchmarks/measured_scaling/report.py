@@ -3,7 +3,8 @@
 A table (per row: accuracy mean ± std, worst seed, n; mean steps, epochs, examples;
 steps and epochs to first reach ``TARGET_ACCURACY``, from the per-epoch test
 accuracies), the LARS grid with both rules' picks, and two figures: test accuracy
-against steps at 8192 (the base at 128 for reference) and B_simple over the base run.
+against steps at 8192 (the base at 128 for reference), and B_simple over the base run
+beside AdaScale's gain and the gain the base run's statistics imply.
 """
 
 from __future__ import annotations
@@ -339,6 +340,39 @@ def format_noise(phases: dict[str, dict]) -> str:
   return f"B_noise {s['b_noise']:,.0f} ({per}; complete: {s['complete']}); budget {budget}"
 
 
+def implied_steps(record: dict, scale: float) -> float:
+  """The steps AdaScale would take to the base run's end if its gain at each progress
+  were :func:`implied_gains`: the sum of (base steps between logs) / gain."""
+  steps = np.array([x["step"] for x in record["records"]], float)
+  return float(np.sum(np.diff(steps, prepend=0.0) / implied_gains(record, scale)))
+
+
+def format_implied(phases: dict[str, dict]) -> str:
+  """Exploratory, chosen after the AdaScale runs were seen: their steps beside the steps
+  the base run's own statistics imply, per batch."""
+  base = phases.get("noise-base", {}).get("runs", [])
+  parts = []
+  for b in sorted(p.ADASCALE_BATCHES):
+    runs = phases.get(f"adascale-{b}", {}).get("runs", [])
+    if not (base and runs):
+      continue
+    implied = [implied_steps(r, b // p.BASE_BATCH) for r in base]
+    mean, took = np.mean(implied), np.mean([r["steps"] for r in runs])
+    parts.append(
+      f"at {b:,}, {mean:,.0f} implied (seeds {min(implied):,.0f}–{max(implied):,.0f}) "
+      f"against {took:,.0f} taken (n = {len(runs)}, {took / mean:.2f}×)"
+    )
+  if not parts:
+    return ""
+  return (
+    "Exploratory, chosen after the AdaScale runs were seen (not a criterion): the steps "
+    "AdaScale would take if its gain at each progress were the one the base run's logged "
+    "|G|² and tr(Σ) give (over the logs, every 50 base steps, the sum of 50 / that gain): "
+    + "; ".join(parts)
+    + "."
+  )
+
+
 def plot_accuracy(phases: dict[str, dict], path: str) -> None:
   """Test accuracy against steps: the base (128) and, at 8192, LEGW 25 epochs, AdaScale
   and LEGW at the budget (LEGW's first 25 epochs are its 25-epoch run)."""
@@ -373,16 +407,29 @@ def plot_accuracy(phases: dict[str, dict], path: str) -> None:
   plt.close(fig)
 
 
+def implied_gains(record: dict, scale: float, base_batch: int = p.BASE_BATCH) -> np.ndarray:
+  """The gain AdaScale would take at ``scale`` times the base batch, from a base run's
+  logged |G|^2 and tr(Sigma) (``legw``'s own gain formula), one per record."""
+  from legw._adascale import adascale_gain
+
+  rec = record["records"]
+  sq, tr = (np.array([x[k] for x in rec], np.float32) for k in ("grad_sq", "trace_cov"))
+  return np.asarray(adascale_gain(sq, tr, base_batch, scale))
+
+
 def plot_noise(phases: dict[str, dict], path: str) -> None:
-  """B_simple over the base run, one line per seed, B_noise and the target batches."""
+  """Left: B_simple over the base run, one line per seed, B_noise and the target
+  batches. Right: AdaScale's gain against its progress, beside the gain the base run's
+  statistics imply at the same batch."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+  fig, (ax, gx) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
   doc = phases.get("noise-base", {})
-  for r in sorted(doc.get("runs", []), key=lambda r: r["seed"]):
+  base = sorted(doc.get("runs", []), key=lambda r: r["seed"])
+  for r in base:
     rec = r["records"]
     ax.plot(
       [x["epoch"] for x in rec], [x["noise_scale"] for x in rec], lw=1, label=f"seed {r['seed']}"
@@ -395,6 +442,20 @@ def plot_noise(phases: dict[str, dict], path: str) -> None:
   ax.set(yscale="log", xlabel="epoch", ylabel="$B_{simple}$ (examples)")
   ax.set_title("Gradient noise scale of the base run (batch 128)", fontsize=9)
   ax.legend(fontsize=8, loc="lower right")
+  for b, color in zip(sorted(p.ADASCALE_BATCHES, reverse=True), ("C0", "C1")):
+    scale = b // p.BASE_BATCH
+    runs = phases.get(f"adascale-{b}", {}).get("runs", [])
+    for i, r in enumerate(sorted(runs, key=lambda r: r["seed"])):
+      label = f"AdaScale {b:,}, measured" if i == 0 else None
+      gx.plot(r["progress"], r["gain"], color=color, lw=0.6, alpha=0.6, label=label)
+    for i, r in enumerate(base):
+      label = f"implied at {b:,} by the base run" if i == 0 else None
+      steps = [x["step"] for x in r["records"]]
+      gx.plot(steps, implied_gains(r, scale), color=color, lw=1.4, ls="--", label=label)
+  gx.set(xlabel="base steps (AdaScale: its progress)", ylabel="gain $r$ (1 to $B/128$)")
+  gx.set_title("AdaScale's gain: measured, and implied by the base run's $B_{simple}$", fontsize=9)
+  gx.legend(fontsize=8, loc="lower right")
+  gx.grid(True, alpha=0.3)
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
@@ -432,6 +493,7 @@ def report_text(out_dir: str, keys: tuple[str, ...] | None = None, details: bool
   if details:
     parts += [
       format_noise(phases),
+      format_implied(phases),
       format_grid(phases),
       format_mnist5k(mnist5k_rows(phases), phases),
     ]
