@@ -21,6 +21,18 @@ import numpy as np
 from flax import serialization
 
 
+def peek(path: str, with_state: bool = False) -> dict[str, Any]:
+  """A saved run's ``run_id``, ``logs`` and seconds ``spent`` (and its raw ``state``)."""
+  with open(path, "rb") as f:
+    saved = serialization.msgpack_restore(f.read())
+  out = dict(
+    run_id=saved["run_id"], logs=json.loads(saved["logs"]), spent=json.loads(saved["spent"])
+  )
+  if with_state:
+    out["state"] = saved["state"]
+  return out
+
+
 class EpochCheckpoint:
   """The last finished epoch of one run, in ``path``.
 
@@ -35,13 +47,10 @@ class EpochCheckpoint:
     self._t0, self._cpu0 = time.perf_counter(), time.process_time()
     self._spent = dict(wall_seconds=0.0, cpu_seconds=0.0)
     if os.path.exists(path):
-      with open(path, "rb") as f:
-        saved = serialization.msgpack_restore(f.read())
+      saved = peek(path, with_state=True)
       if saved["run_id"] != run_id:
         raise ValueError(f"{path} holds another run: {saved['run_id']!r}, not {run_id!r}.")
-      self.logs = json.loads(saved["logs"])
-      self._spent = json.loads(saved["spent"])
-      self._state = saved["state"]
+      self.logs, self._spent, self._state = saved["logs"], saved["spent"], saved["state"]
 
   @property
   def resumed(self) -> bool:

@@ -192,10 +192,16 @@ def test_an_adascale_run_resumes_bit_for_bit_from_its_checkpoint(tmp_path):
 
   whole = train(None)
   assert len(whole["epochs"]) >= 3
-  path = str(tmp_path / "ck.msgpack")
-  _interrupted(train, EpochCheckpoint(path, "run"), after_epochs=2)
-  ck = EpochCheckpoint(path, "run")
+  rid = records.run_id(config, 3)
+  path = records.checkpoint_path(str(tmp_path), "adascale-8192", rid)
+  _interrupted(train, EpochCheckpoint(path, rid), after_epochs=2)
+  ck = EpochCheckpoint(path, rid)
   assert ck.resumed and len(ck.logs["loop"]["epochs"]) == 2
+  (line,) = records.in_progress(str(tmp_path))  # what --status prints
+  progress = ck.logs["loop"]["epochs"][-1]["progress"]
+  assert line.startswith(
+    f"adascale-8192: seed 3, batch 8: 2 epochs, progress {progress:,.0f} of 50"
+  )
   ck.logs["loop"]["epochs"][0]["test_accuracy"] = -1.0  # not trained again: kept as saved
   resumed = train(ck)
   assert resumed["epochs"][0]["test_accuracy"] == -1.0
@@ -221,13 +227,15 @@ def test_a_planned_run_resumes_bit_for_bit_through_execute_runs(tmp_path):
   ck_path = records.checkpoint_path(out, "legw-budget", rid)
   _interrupted(lambda ck: train_fn(run, 0, ck), EpochCheckpoint(ck_path, rid), after_epochs=1)
   assert os.path.exists(ck_path)
+  (line,) = records.in_progress(out)
+  assert line.startswith("legw-budget: seed 0, batch 16: 1 of 3 epochs, test accuracy ")
   epochs_trained = []
   trainer = next(iter(ms._TRAINERS.values()))
   run_epoch = trainer.run_epoch
   trainer.run_epoch = lambda *a: (epochs_trained.append(1), run_epoch(*a))[1]
   doc = records.execute_runs(out, "legw-budget", planned, train_fn, progress=False)
   assert len(epochs_trained) == 2
-  assert not os.path.exists(ck_path) and doc["runs"][0]["resumed"]
+  assert not os.path.exists(ck_path) and doc["runs"][0]["resumed"] and not records.in_progress(out)
   (resume,) = doc["runs"][0]["resumes"]
   assert resume["environment"]["jax_version"] == jax.__version__ and resume["wall_seconds"] > 0
   _assert_same_run(doc["runs"][0], whole)

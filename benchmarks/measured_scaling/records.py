@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import jax
 
 from benchmarks import git_commit
 from benchmarks.batch_scaling import sweep
-from benchmarks.checkpoint import EpochCheckpoint
+from benchmarks.checkpoint import EpochCheckpoint, peek
 
 
 @functools.cache
@@ -50,6 +51,29 @@ def run_id(config: dict, seed: int) -> str:
 def checkpoint_path(out_dir: str, phase: str, rid: str) -> str:
   digest = hashlib.sha1(rid.encode()).hexdigest()[:16]
   return os.path.join(out_dir, "checkpoints", f"{phase}-{digest}.msgpack")
+
+
+def in_progress(out_dir: str) -> list[str]:
+  """One line per run saved part-way in ``out_dir``: its phase, seed and batch, the
+  epochs done, the last test accuracy (AdaScale: and its progress), the hours so far."""
+  lines = []
+  folder = os.path.dirname(checkpoint_path(out_dir, "", ""))
+  for path in sorted(glob.glob(os.path.join(folder, "*.msgpack"))):
+    saved = peek(path)
+    config, logs = json.loads(saved["run_id"]), saved["logs"]
+    phase = os.path.basename(path).rsplit("-", 1)[0]
+    line = f"{phase}: seed {config['seed']}, batch {config['batch_size']:,}: "
+    if "loop" in logs:  # AdaScale: until its progress reaches the base's steps
+      epochs = logs["loop"]["epochs"]
+      progress = epochs[-1]["progress"] if epochs else 0.0
+      line += f"{len(epochs)} epochs, progress {progress:,.0f} of {config['base_steps']:,}"
+    else:
+      epochs = logs.get("history", [])
+      line += f"{len(epochs)} of {config['num_epochs']} epochs"
+    if epochs:
+      line += f", test accuracy {100 * epochs[-1]['test_accuracy']:.1f}%"
+    lines.append(f"{line}; {saved['spent']['wall_seconds'] / 3600:.1f} h so far")
+  return lines
 
 
 def phase_path(out_dir: str, phase: str) -> str:
