@@ -382,6 +382,9 @@ def test_report_renders_from_fake_records(tmp_path):
     f"budget of {budget:,}" in text
   )
   assert "at 8,192, " in text and "against 182 taken (n = 3" in text  # the exploratory line
+  short = report.report_text(out, report.README_KEYS, details=False)  # README.md's
+  assert "| AdaScale 8192, after 25 epochs" in short and "Nesterov" not in short
+  assert "carries" not in short and "B_noise" not in short
   for png in ("measured_scaling-accuracy.png", "measured_scaling-noise.png"):
     assert os.path.getsize(os.path.join(out, png)) > 1000
 

@@ -36,6 +36,13 @@ def test_every_generated_block_matches_the_committed_results():
   assert _cog("@" + FILELIST) == 0
 
 
+def test_the_readme_stays_short():
+  # the optax/flax shape: what it is, install, two commands, an API tour, one results
+  # table and its verdict; everything else lives in the docs and benchmarks/README.md
+  with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    assert len(f.read().splitlines()) <= 200
+
+
 def test_every_readme_that_quotes_results_is_generated():
   expected = {
     "README.md",

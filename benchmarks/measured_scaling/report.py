@@ -43,7 +43,7 @@ VERDICT_BESIDE = {"adascale-2048": "ref-legw-2048"}  # the committed row a verdi
 PREDICT = p.PREDICTS_IF_STEPS_WITHIN_FACTOR
 #: The README's rows at 64x (and 16x), in order.
 README_KEYS = (
-  "base", "ref-legw", "ref-none", "ref-adam-tuned", f"adascale-{p.LARGE_BATCH}-25",
+  "base", "ref-legw", "ref-adam-tuned", f"adascale-{p.LARGE_BATCH}-25",
   f"adascale-{p.LARGE_BATCH}", "legw-budget", "legw-lars", "adascale-2048",
 )  # fmt: skip
 
@@ -485,13 +485,14 @@ def caption(phases: dict[str, dict]) -> str:
 
 
 def report_text(out_dir: str, keys: tuple[str, ...] | None = None, details: bool = True) -> str:
-  """The table (only ``keys`` when given), its caption and the verdicts; with
-  ``details``, B_noise and the LARS grid too."""
+  """The table (only ``keys`` when given) and its caption; with ``details``, the
+  verdicts, B_noise, the implied steps, the LARS grid and the mnist5k table too."""
   phases = load_all(out_dir)
   rows = report_rows(phases, reference_rows())
-  parts = [format_table(rows, keys), caption(phases), verdicts(rows, phases)]
+  parts = [format_table(rows, keys), caption(phases)]
   if details:
     parts += [
+      verdicts(rows, phases),
       format_noise(phases),
       format_implied(phases),
       format_grid(phases),
