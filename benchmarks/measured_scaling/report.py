@@ -340,6 +340,16 @@ def format_noise(phases: dict[str, dict]) -> str:
   return f"B_noise {s['b_noise']:,.0f} ({per}; complete: {s['complete']}); budget {budget}"
 
 
+def implied_gains(record: dict, scale: float, base_batch: int = p.BASE_BATCH) -> np.ndarray:
+  """The gain AdaScale would take at ``scale`` times the base batch, from a base run's
+  logged |G|^2 and tr(Sigma) (``legw``'s own gain formula), one per record."""
+  from legw._adascale import adascale_gain
+
+  rec = record["records"]
+  sq, tr = (np.array([x[k] for x in rec], np.float32) for k in ("grad_sq", "trace_cov"))
+  return np.asarray(adascale_gain(sq, tr, base_batch, scale))
+
+
 def implied_steps(record: dict, scale: float) -> float:
   """The steps AdaScale would take to the base run's end if its gain at each progress
   were :func:`implied_gains`: the sum of (base steps between logs) / gain."""
@@ -367,9 +377,8 @@ def format_implied(phases: dict[str, dict]) -> str:
   return (
     "Exploratory, chosen after the AdaScale runs were seen (not a criterion): the steps "
     "AdaScale would take if its gain at each progress were the one the base run's logged "
-    "|G|² and tr(Σ) give (over the logs, every 50 base steps, the sum of 50 / that gain): "
-    + "; ".join(parts)
-    + "."
+    f"|G|² and tr(Σ) give (over the logs, every {p.LOG_EVERY} base steps, the sum of "
+    f"{p.LOG_EVERY} / that gain): " + "; ".join(parts) + "."
   )
 
 
@@ -405,16 +414,6 @@ def plot_accuracy(phases: dict[str, dict], path: str) -> None:
   ax.grid(True, alpha=0.3)
   fig.savefig(path, dpi=110)
   plt.close(fig)
-
-
-def implied_gains(record: dict, scale: float, base_batch: int = p.BASE_BATCH) -> np.ndarray:
-  """The gain AdaScale would take at ``scale`` times the base batch, from a base run's
-  logged |G|^2 and tr(Sigma) (``legw``'s own gain formula), one per record."""
-  from legw._adascale import adascale_gain
-
-  rec = record["records"]
-  sq, tr = (np.array([x[k] for x in rec], np.float32) for k in ("grad_sq", "trace_cov"))
-  return np.asarray(adascale_gain(sq, tr, base_batch, scale))
 
 
 def plot_noise(phases: dict[str, dict], path: str) -> None:
